@@ -1,0 +1,58 @@
+"""Backends: one Runner per runtime, one file each, all with the same small interface.
+
+A Runner is made from an Artifact and a thread count, runs a feed of numpy arrays keyed by input
+name and returns numpy arrays keyed by output name, and is closed when done. The registry maps an
+artifact format to a dotted path, so a runner's heavy imports happen only when it is used.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from optkit.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from optkit.core.artifact import Artifact
+
+RUNNERS: dict[str, str] = {
+    "torch": "optkit.backends.torch:TorchRunner",
+    "onnx": "optkit.backends.onnxruntime:OrtRunner",
+}
+
+
+class Runner(ABC):
+    format: ClassVar[str]
+    input_names: list[str]
+    output_names: list[str]
+
+    @classmethod
+    def preload(cls) -> None:
+        """Import the runtime now, so its one-off import cost is not counted in a measurement."""
+
+    @abstractmethod
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch."""
+
+    def close(self) -> None:
+        """Release the runtime's resources."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def runner_class(fmt: str) -> type[Runner]:
+    target = RUNNERS.get(fmt)
+    if target is None:
+        raise UsageError(f"no backend can run '{fmt}' artifacts", hint=f"Known formats: {', '.join(RUNNERS)}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def open_runner(artifact: "Artifact", threads: int = 1) -> Runner:
+    return runner_class(artifact.format)(artifact, threads=threads)

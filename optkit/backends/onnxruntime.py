@@ -1,0 +1,51 @@
+"""ONNX Runtime backend (CPU execution provider)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from optkit.backends import Runner
+from optkit.core.artifact import Artifact
+from optkit.core.errors import UsageError
+from optkit.core.lazy import require
+
+
+def session_options(threads: int, **overrides: Any):
+    ort = require("onnxruntime", "running ONNX models")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(threads, 0)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only: warnings would interleave with optkit's output
+    for key, value in overrides.items():
+        setattr(so, key, value)
+    return so
+
+
+class OrtRunner(Runner):
+    format = "onnx"
+
+    @classmethod
+    def preload(cls) -> None:
+        require("onnxruntime", "running ONNX models")
+
+    def __init__(self, artifact: Artifact, threads: int = 1, providers: list[str] | None = None) -> None:
+        ort = require("onnxruntime", "running ONNX models")
+        try:
+            self.session = ort.InferenceSession(str(artifact.path), sess_options=session_options(threads),
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"ONNX Runtime cannot load {artifact.path}: {first}",
+                             hint="Check the file with 'python -m onnx.checker' or re-export it") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {n: feed[n] for n in self.input_names})
+        return dict(zip(self.output_names, outs))
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,177 @@
+"""PyTorch backend: load a torch artifact safely, run it, count its MACs.
+
+Loading never unpickles arbitrary objects: weights go through ``torch.load(weights_only=True)``,
+TorchScript through ``torch.jit.load`` and ``.pt2`` through ``torch.export.load``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optkit.backends import Runner
+from optkit.core.artifact import Artifact
+from optkit.core.errors import UsageError
+from optkit.core.lazy import require
+
+
+def _torch():
+    return require("torch", "PyTorch models")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _on_path(folder: Path):
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(folder))
+
+
+def import_factory(ref: str):
+    """``/abs/file.py:build`` or ``pkg.module:build`` -> the callable."""
+    target, _, attr = ref.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            name = f"optkit_user_{path.stem}_{abs(hash(str(path)))}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            with _on_path(path.parent):
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except Exception as exc:  # a user's module can raise anything at import time
+        raise UsageError(f"cannot import factory '{ref}': {_first_line(exc)}",
+                         hint="Fix the module or its dependencies, then retry") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"factory '{ref}': '{attr}' is not a callable in {target}", hint="Name a function that builds the model")
+    return factory
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    torch = _torch()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or type(exc).__name__ == "UnpicklingError":
+            raise UsageError(
+                f"{path} is a full pickle checkpoint (it stores Python objects, not only tensors); optkit loads "
+                "weights with weights_only=True and will not unpickle it",
+                hint="Re-save it with torch.save(model.state_dict(), path)") from exc
+        raise UsageError(f"cannot read weights {path}: {_first_line(exc)}", hint="Pass a state_dict saved with torch.save") from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{path} is not a state_dict (a mapping of names to tensors)",
+                         hint="Save weights with torch.save(model.state_dict(), path)")
+    return state
+
+
+def load_module(artifact: Artifact):
+    """The artifact as an ``nn.Module`` in eval mode."""
+    torch = _torch()
+    kind = artifact.source.get("kind")
+    if kind == "factory":
+        factory = import_factory(artifact.source["factory"])
+        try:
+            model = factory()
+        except Exception as exc:
+            raise UsageError(f"factory '{artifact.source['factory']}' failed: {_first_line(exc)}",
+                             hint="The factory must build the model without arguments") from exc
+        if not isinstance(model, torch.nn.Module):
+            raise UsageError(f"factory '{artifact.source['factory']}' returned {type(model).__name__}, not a torch.nn.Module")
+        if artifact.source.get("weights"):
+            state = load_state_dict(Path(artifact.source["weights"]))
+            result = model.load_state_dict(state, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise UsageError(
+                    f"weights {Path(artifact.source['weights']).name} do not fit the factory's model "
+                    f"(missing: {', '.join(result.missing_keys[:3]) or '-'}; unexpected: {', '.join(result.unexpected_keys[:3]) or '-'})",
+                    hint="Pass the state_dict saved from this architecture")
+    elif kind == "torchscript":
+        try:
+            model = torch.jit.load(artifact.source["path"], map_location="cpu")
+        except Exception as exc:
+            raise UsageError(f"cannot load TorchScript {artifact.path}: {_first_line(exc)}", hint="Re-save it with torch.jit.save") from exc
+    elif kind == "exported_program":
+        try:
+            model = torch.export.load(artifact.source["path"]).module()
+        except Exception as exc:
+            raise UsageError(f"cannot load torch.export program {artifact.path}: {_first_line(exc)}",
+                             hint="Re-save it with torch.export.save") from exc
+        return model
+    else:
+        raise UsageError(f"unknown torch source kind {kind!r} for {artifact.path}")
+    return model.eval()
+
+
+def flatten_outputs(result: Any) -> list:
+    torch = _torch()
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, dict):
+        return [t for v in result.values() for t in flatten_outputs(v)]
+    if isinstance(result, (list, tuple)):
+        return [t for v in result for t in flatten_outputs(v)]
+    raise UsageError(f"the model returned {type(result).__name__}; optkit needs tensors (or tuples/dicts of tensors)")
+
+
+def output_names(artifact: Artifact, count: int) -> list[str]:
+    names = [o.name for o in artifact.outputs]
+    if len(names) == count:
+        return names
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+class TorchRunner(Runner):
+    format = "torch"
+
+    @classmethod
+    def preload(cls) -> None:
+        _torch()
+
+    def __init__(self, artifact: Artifact, threads: int = 1) -> None:
+        torch = _torch()
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.module = load_module(artifact)
+        self.artifact = artifact
+        self.input_names = [i.name for i in artifact.inputs]
+        self.output_names: list[str] = [o.name for o in artifact.outputs]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(feed[name]) for name in self.input_names]
+        with torch.inference_mode():
+            outs = flatten_outputs(self.module(*args))
+        if len(self.output_names) != len(outs):
+            self.output_names = output_names(self.artifact, len(outs))
+        return {n: t.detach().cpu().numpy() for n, t in zip(self.output_names, outs)}
+
+
+def count_macs(module, example: dict[str, np.ndarray], input_names: list[str]) -> int | None:
+    """Multiply-accumulates of one forward pass on ``example`` (torch's FlopCounterMode / 2)."""
+    torch = _torch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            module(*[torch.from_numpy(example[n]) for n in input_names])
+        return int(counter.get_total_flops() // 2)
+    except Exception:  # counting is informative only; a model it cannot trace still exports
+        return None

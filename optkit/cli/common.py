@@ -1,0 +1,71 @@
+"""What the commands share: turn options into a one-step recipe, run it, print the results."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from optkit.core.errors import UsageError
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+        if not sizes or any(s <= 0 for s in sizes):
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"bad --batch-sizes '{text}'", hint="Give positive integers separated by commas, e.g. 1,8") from None
+    return sizes
+
+
+def parse_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
+    if not items:
+        return None
+    from optkit.core.artifact import parse_input_shape
+
+    return {name: list(shape) for name, shape in map(parse_input_shape, items)}
+
+
+def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool = True) -> dict[str, Any]:
+    return {"enabled": enabled, "batch_sizes": parse_batch_sizes(batch_sizes), "threads": threads, "budget_s": budget_s}
+
+
+def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dict[str, Any],
+                 output: Path | None = None, weights: Path | None = None, eval_data: Path | None = None,
+                 input_shapes: dict[str, list[int]] | None = None, quiet: bool = False):
+    """Build the one-step recipe a command stands for and run it through the engine."""
+    from pydantic import ValidationError
+
+    from optkit.core.engine import run_recipe
+    from optkit.core.recipe import Recipe, validation_message
+    from optkit.core.ui import UI
+
+    raw = {
+        "model": model, "weights": str(weights) if weights else None, "input_shapes": input_shapes,
+        "eval_data": str(eval_data) if eval_data else None, "measure": measure,
+        "steps": [{"name": step, "options": options, "output": str(output) if output else None}],
+    }
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_message(exc, f"optkit {step}") from exc
+    ui = UI(quiet=quiet)
+    return run_recipe(recipe, Path.cwd(), ui), ui
+
+
+def print_json(obj: Any) -> None:
+    import sys
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool) -> None:
+    from optkit.core.report import ledger_markdown, ledger_rows, render_ledger
+
+    rows = ledger_rows(artifact.chain())
+    if as_json:
+        print_json({"steps": rows})
+    elif markdown:
+        print(ledger_markdown(rows), end="")
+    else:
+        render_ledger(ui.out, rows, title=f"optkit ledger: {artifact.path.name}")

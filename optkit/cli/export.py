@@ -1,0 +1,40 @@
+"""optkit export MODEL -o OUT.onnx"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optkit.cli import options as o
+
+
+def export(
+    model: Annotated[str, typer.Argument(help="Sample-model folder, factory 'file.py:build' or 'pkg.mod:build', TorchScript file or torch.export .pt2.")],
+    output: o.Output,
+    weights: o.Weights = None,
+    input_shape: o.InputShape = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--static-batch", help="Dynamic batch dimension (default) or fixed.")] = True,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 18 for dynamo, 17 for torchscript).")] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="auto | dynamo | torchscript")] = "auto",
+    eval_data: o.EvalData = None,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance of the ONNX-vs-torch check.")] = 1e-4,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance of the ONNX-vs-torch check.")] = 1e-3,
+    measure: o.Measure = True,
+    batch_sizes: o.BatchSizes = "1",
+    threads: o.Threads = 1,
+    budget_s: o.Budget = 1.0,
+    json_out: o.Json = False,
+    markdown: o.Markdown = False,
+) -> None:
+    """Export a PyTorch model to one self-contained ONNX file, verified in ONNX Runtime, and measure it."""
+    from optkit.cli.common import emit_ledger, measure_block, parse_shapes, run_one_step
+
+    options = {"dynamic_batch": dynamic_batch, "exporter": exporter, "atol": atol, "rtol": rtol}
+    if opset is not None:
+        options["opset"] = opset
+    result, ui = run_one_step(
+        model=model, step="export", options=options, output=output, weights=weights, eval_data=eval_data,
+        input_shapes=parse_shapes(input_shape), measure=measure_block(batch_sizes, threads, budget_s, measure))
+    if measure or json_out or markdown:
+        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown)

@@ -1,0 +1,273 @@
+"""The Artifact handle passed between steps, and its JSON sidecar (the lineage ledger).
+
+An artifact is a model in one format (``torch`` or ``onnx`` for now) with its tensor specs, the
+data splits it is measured on, and - when optkit wrote it - a record of how it was made and what
+was measured, plus the records of every ancestor back to the original model. That chain lives in
+``<artifact>.optkit.json`` next to the file, so ``optkit report`` needs nothing else.
+
+Nothing here imports torch or onnxruntime: formats are recognised from file contents.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optkit.core.errors import UsageError
+from optkit.core.files import sha256_file, sha256_files
+
+SIDECAR_SUFFIX = ".optkit.json"
+SIDECAR_VERSION = 1
+_FACTORY_RE = re.compile(r"^(?P<target>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)$")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor; a string dimension is dynamic (e.g. ``"batch"``)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+    def shape_text(self) -> str:
+        return "x".join(str(d) for d in self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TensorSpec":
+        return cls(raw["name"], tuple(raw["shape"]), raw.get("dtype", "float32"))
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``"input:1x1x32x32"`` -> ``("input", (1, 1, 32, 32))``."""
+    name, sep, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+        if not sep or not name or any(d <= 0 for d in shape):
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"bad --input-shape '{text}'", hint="Write NAME:DIMS, e.g. input:1x1x32x32") from None
+    return name, shape
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def portable_path(target: Path, relative_to: Path) -> str:
+    """A path stored in a sidecar: relative to the sidecar's folder, so a moved tree keeps working."""
+    try:
+        return os.path.relpath(Path(target).resolve(), Path(relative_to).resolve())
+    except ValueError:  # different drives on Windows
+        return str(Path(target).resolve())
+
+
+def resolve_stored(stored: str, base: Path) -> Path:
+    return (base / stored).resolve()
+
+
+@dataclass
+class Artifact:
+    path: Path
+    format: str
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    # torch sources: {"kind": "factory"|"torchscript"|"exported_program", "factory": ..., "weights": ..., "base": ...}
+    source: dict[str, Any] = field(default_factory=dict)
+    # data split name -> absolute path (eval, calib, train)
+    data: dict[str, Path] = field(default_factory=dict)
+    task: str = "classification"
+    record: dict[str, Any] | None = None  # this artifact's ledger row, when optkit made it
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # ancestors' rows, original first
+    reference: dict[str, Any] | None = None  # original model's outputs on the eval data
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def files(self) -> list[Path]:
+        """The files whose bytes make up this artifact (digest and size are taken over these)."""
+        if self.format == "torch" and self.source.get("kind") == "factory":
+            files = [Path(self.source["factory_file"])] if self.source.get("factory_file") else []
+            if self.source.get("weights"):
+                files.append(Path(self.source["weights"]))
+            return files
+        return [self.path]
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files())
+
+    def digest(self) -> str:
+        return sha256_files(self.files()) if len(self.files()) != 1 else sha256_file(self.files()[0])
+
+    def chain(self) -> list[dict[str, Any]]:
+        """Ledger rows from the original model to this artifact."""
+        return [*self.lineage, *([self.record] if self.record else [])]
+
+
+# ----------------------------------------------------------------------------- recognising inputs
+
+def _zip_kind(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(n.endswith("/archive_format") or n.endswith("models/model.json") for n in names):
+        return "exported_program"
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle"
+    return None
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    if path.suffix.lower() == ".onnx":
+        return True
+    # ModelProto starts with field 1 (ir_version, varint): byte 0x08.
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x08" and path.suffix.lower() not in (".pt", ".pth", ".pt2", ".npz")
+
+
+def _folder_artifact(folder: Path) -> Artifact:
+    from optkit.core.model_spec import load_model_spec
+
+    spec = load_model_spec(folder)
+    factory = spec.factory
+    m = _FACTORY_RE.match(factory)
+    if not m:
+        raise UsageError(f"{folder}: factory '{factory}' is not 'file.py:function' or 'module:function'")
+    factory_file = (folder / m["target"]).resolve() if m["target"].endswith(".py") else None
+    if factory_file is not None and not factory_file.is_file():
+        raise UsageError(f"{folder}: factory file {m['target']} does not exist", hint="Fix 'factory' in optkit.yaml")
+    weights = None
+    if spec.weights:
+        weights = (folder / spec.weights).resolve()
+        if not weights.is_file():
+            raise UsageError(f"{folder}: weights file {spec.weights} does not exist",
+                             hint="Train the model first (see the folder's README) or fix 'weights' in optkit.yaml")
+    data = {k: (folder / v).resolve() for k, v in spec.data.model_dump().items() if v}
+    return Artifact(
+        path=folder.resolve(), format="torch",
+        inputs=[TensorSpec(t.name, tuple(t.shape), t.dtype) for t in spec.inputs],
+        outputs=[TensorSpec(t.name, tuple(t.shape), t.dtype) for t in spec.outputs],
+        source={"kind": "factory", "factory": factory if factory_file is None else f"{factory_file}:{m['attr']}",
+                "factory_file": str(factory_file) if factory_file else None,
+                "weights": str(weights) if weights else None, "name": spec.name},
+        data=data, task=spec.task,
+    )
+
+
+def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
+    m = _FACTORY_RE.match(ref)
+    assert m is not None
+    factory_file = None
+    if m["target"].endswith(".py"):
+        factory_file = Path(m["target"]).resolve()
+        if not factory_file.is_file():
+            raise UsageError(f"factory file {m['target']} does not exist", hint="Check the path before ':'")
+    if weights is not None and not Path(weights).is_file():
+        raise UsageError(f"weights file {weights} does not exist", hint="Check --weights")
+    path = factory_file if factory_file else Path(ref)
+    return Artifact(
+        path=path, format="torch",
+        source={"kind": "factory", "factory": f"{factory_file}:{m['attr']}" if factory_file else ref,
+                "factory_file": str(factory_file) if factory_file else None,
+                "weights": str(Path(weights).resolve()) if weights else None, "name": m["attr"]},
+    )
+
+
+def load_sidecar(artifact: Artifact) -> None:
+    """Fill ``record``, ``lineage``, data paths and reference from the sidecar, if there is one."""
+    path = sidecar_path(artifact.path)
+    if not path.is_file():
+        return
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("optkit_sidecar") != SIDECAR_VERSION:
+            raise ValueError(f"unsupported sidecar version {raw.get('optkit_sidecar')!r}")
+        base = path.parent
+        artifact.record = raw["record"]
+        artifact.lineage = raw.get("lineage", [])
+        artifact.data = {k: resolve_stored(v, base) for k, v in raw.get("data", {}).items()}
+        artifact.task = raw.get("task", artifact.task)
+        if raw.get("reference"):
+            ref = dict(raw["reference"])
+            ref["path"] = str(resolve_stored(ref["path"], base))
+            artifact.reference = ref
+        if not artifact.inputs:
+            artifact.inputs = [TensorSpec.from_dict(t) for t in artifact.record.get("inputs", [])]
+            artifact.outputs = [TensorSpec.from_dict(t) for t in artifact.record.get("outputs", [])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"sidecar {path} is unreadable ({exc})",
+                         hint="Delete it to treat the model as a fresh original, or re-create it") from exc
+
+
+def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
+    """Sidecar JSON for ``artifact`` as it will sit at ``final_path``."""
+    base = final_path.parent
+    ref = None
+    if artifact.reference:
+        ref = dict(artifact.reference)
+        ref["path"] = portable_path(Path(ref["path"]), base)
+    from optkit.core.files import dumps_json
+
+    return dumps_json({
+        "optkit_sidecar": SIDECAR_VERSION,
+        "record": artifact.record,
+        "lineage": artifact.lineage,
+        "task": artifact.task,
+        "data": {k: portable_path(v, base) for k, v in sorted(artifact.data.items())},
+        "reference": ref,
+    })
+
+
+def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
+    """Recognise a MODEL argument: sample-model folder, factory reference, TorchScript, .pt2, ONNX."""
+    text = str(ref)
+    path = Path(text)
+    if path.is_dir():
+        return _folder_artifact(path)
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise UsageError(f"{path} is empty", hint="Re-create the model file")
+        kind = _zip_kind(path)
+        if kind in ("torchscript", "exported_program"):
+            artifact = Artifact(path=path.resolve(), format="torch",
+                                source={"kind": kind, "path": str(path.resolve()), "name": path.stem})
+        elif kind == "pickle":
+            raise UsageError(
+                f"{path} is a pickled PyTorch checkpoint, which optkit does not load as a model (unpickling runs arbitrary code)",
+                hint="Pass a factory ('file.py:build') with --weights STATE_DICT, or save the model with "
+                     "torch.export.save (.pt2) or torch.jit.save")
+        elif _looks_like_onnx(path):
+            artifact = Artifact(path=path.resolve(), format="onnx")
+            _read_onnx_specs(artifact)
+        else:
+            raise UsageError(
+                f"{path} is not a model optkit can read",
+                hint="Pass a sample-model folder (with optkit.yaml), a factory 'file.py:build', "
+                     "a TorchScript or torch.export (.pt2) file, or an .onnx file")
+        load_sidecar(artifact)
+        return artifact
+    if _FACTORY_RE.match(text) and not text.endswith((".onnx", ".pt", ".pt2")):
+        return _factory_artifact(text, weights)
+    raise UsageError(f"{text}: no such file or folder", hint="Check the path")
+
+
+def _read_onnx_specs(artifact: Artifact) -> None:
+    from optkit.core.onnx_io import read_io_specs
+
+    artifact.inputs, artifact.outputs = read_io_specs(artifact.path)

@@ -1,0 +1,258 @@
+"""The engine: run a recipe's steps in order, measure every product, write artifacts atomically.
+
+Commands and ``optkit run`` both end here. For each producing step: the step writes its artifact
+to a temporary name; the engine measures it on the evaluation data (accuracy, fidelity to the
+parent and to the original model, latency, memory); then the artifact, its sidecar and - for the
+first artifact derived from a torch model - the original's reference outputs are renamed into
+place together. A failure at any point leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from optkit.core.artifact import Artifact, TensorSpec, open_artifact, sidecar_path, write_sidecar_text
+from optkit.core.errors import OptkitError, StepError, UsageError
+from optkit.core.files import Staging, sha256_file
+from optkit.core.recipe import PlannedStep, Recipe, plan, resolve
+from optkit.core.step import StepContext
+from optkit.core.ui import UI
+from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
+from optkit.eval.measure import MeasureSettings, measure, outputs_on_data
+from optkit.eval.metrics import fidelity
+
+REFERENCE_SUFFIX = ".optkit-ref.npz"
+_VERSIONED = ("optkit", "torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@dataclass
+class RunResult:
+    final: Artifact | None
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class _Chain:
+    """The artifact being worked on and what is known of its outputs on the evaluation data."""
+
+    artifact: Artifact
+    outputs: dict[str, np.ndarray] | None = None
+    reference: dict[str, np.ndarray] | None = None  # the original model's outputs
+
+
+def _settings(recipe: Recipe) -> MeasureSettings:
+    m = recipe.measure
+    return MeasureSettings(batch_sizes=tuple(m.batch_sizes), threads=m.threads, budget_s=m.budget_s, enabled=m.enabled)
+
+
+def _open_source(recipe: Recipe, base: Path) -> Artifact:
+    weights = resolve(base, recipe.weights)
+    artifact = open_artifact(resolve(base, recipe.model), weights=Path(weights) if weights else None)
+    if recipe.eval_data:
+        artifact.data["eval"] = Path(resolve(base, recipe.eval_data)).resolve()
+    if recipe.input_shapes:
+        known = {i.name: i for i in artifact.inputs}
+        if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
+            raise UsageError(f"--input-shape names {', '.join(sorted(set(recipe.input_shapes) - set(known)))}, "
+                             f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
+        artifact.inputs = [TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
+                           for name, shape in recipe.input_shapes.items()]
+    if artifact.source.get("kind") == "factory":
+        from optkit.backends.torch import import_factory
+
+        import_factory(artifact.source["factory"])  # an import error is the first thing to report
+    if not artifact.inputs and artifact.data.get("eval"):
+        artifact.inputs = specs_from_data(artifact.data["eval"])
+    if not artifact.inputs:
+        raise UsageError(f"cannot tell the input shape of {artifact.path.name}",
+                         hint="Pass --input-shape NAME:1x1x32x32 or --eval-data FILE.npz")
+    return artifact
+
+
+def _data_for(artifact: Artifact, ui: UI) -> EvalData:
+    path = artifact.data.get("eval")
+    if path is None:
+        ui.warn("no evaluation data: numeric checks use seeded random inputs and accuracy is not measured "
+                "(pass --eval-data FILE.npz)")
+        return synthetic(artifact.inputs)
+    return load_npz(path, artifact.inputs)
+
+
+@contextlib.contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """A library failing inside a step or a measurement is a failed step (exit 1), not a crash."""
+    try:
+        yield
+    except OptkitError:
+        raise
+    except Exception as exc:
+        if os.environ.get("OPTKIT_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        raise StepError(f"{what} failed: {type(exc).__name__}: {text[0][:300] if text else ''}",
+                        hint="Re-run with OPTKIT_DEBUG=1 for the traceback") from exc
+
+
+def _probe(artifact: Artifact, data: EvalData) -> None:
+    """Run one batch before anything else, so a shape the model cannot take is reported as such."""
+    from optkit.backends import open_runner
+    from optkit.eval.measure import static_batch
+
+    feed = data.batch(static_batch(artifact) or 1)
+    with open_runner(artifact, threads=1) as runner:
+        try:
+            runner.infer(feed)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feed.items())
+            text = str(exc).strip().splitlines()
+            raise UsageError(f"input shape {shapes} does not fit {artifact.path.name} "
+                             f"({type(exc).__name__}: {text[-1][:200] if text else ''})",
+                             hint="Pass the right --input-shape NAME:DIMS, or evaluation data of the right shape") from exc
+
+
+def _load_reference(artifact: Artifact, data: EvalData) -> dict[str, np.ndarray] | None:
+    ref = artifact.reference
+    if not ref or data.sha256 != ref.get("eval_sha256") or not Path(ref["path"]).is_file():
+        return None
+    if sha256_file(Path(ref["path"])) != ref.get("sha256"):
+        return None
+    with np.load(ref["path"], allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details: dict,
+            parent: Artifact | None, metrics: dict, wall: float, notes: list[str]) -> dict[str, Any]:
+    return {
+        "step": step, "artifact": str(artifact.path), "format": artifact.format,
+        "sha256": artifact.digest(), "size_bytes": artifact.size_bytes(),
+        "params": params, "details": details,
+        "parent": {"artifact": str(parent.path), "sha256": parent.record["sha256"] if parent.record else parent.digest()}
+        if parent else None,
+        "inputs": [t.to_dict() for t in artifact.inputs], "outputs": [t.to_dict() for t in artifact.outputs],
+        "eval_data": data.reference(), "versions": tool_versions(), "metrics": metrics,
+        "wall_time_s": round(wall, 3), "notes": notes,
+    }
+
+
+def _measured(artifact: Artifact, data: EvalData, settings: MeasureSettings, chain: _Chain,
+              parent_outputs: dict | None, ui: UI) -> tuple[dict, dict | None, list[str]]:
+    if not settings.enabled:
+        return {}, None, []
+    with ui.status(f"measuring {artifact.format} on {data.describe()}"), _guard(f"measuring {artifact.path.name}"):
+        m = measure(artifact, data, settings)
+    metrics = m.metrics()
+    metrics["fidelity"] = fidelity(m.outputs, chain.reference) if chain.reference is not None else None
+    metrics["fidelity_parent"] = fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None
+    return metrics, m.outputs, m.notes
+
+
+def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> None:
+    """Row 0 of the ledger: the torch model as given, measured like every later artifact."""
+    art = chain.artifact
+    start = time.perf_counter()
+    metrics, outputs, notes = _measured(art, data, settings, chain, None, ui)
+    if outputs is not None:
+        chain.outputs = chain.reference = outputs
+        metrics["fidelity"] = fidelity(outputs, outputs)
+        from optkit.backends.torch import count_macs, load_module
+
+        metrics["macs"] = count_macs(load_module(art), data.batch(1), [i.name for i in art.inputs])
+    art.record = _record("original", art, data, {}, {"source": {k: v for k, v in art.source.items() if v}},
+                         None, metrics, time.perf_counter() - start, notes)
+
+
+def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> None:
+    parent = chain.artifact
+    final = ps.output.resolve()
+    start = time.perf_counter()
+    with Staging() as stage:
+        ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=stage.path_for(final), out_final=final)
+        with _guard(f"step '{ps.step.name}'"):
+            result = ps.step.run(ctx, parent, ps.config)
+        new = result.artifact
+        new.lineage, new.task = parent.chain(), parent.task
+        new.data = dict(parent.data)
+        if settings.enabled and chain.outputs is None and parent.format in ("torch", "onnx"):
+            chain.outputs = outputs_on_data(parent, data, settings)
+        metrics, outputs, notes = _measured(new, data, settings, chain, chain.outputs, ui)
+        if "macs" in result.details:
+            metrics["macs"] = result.details["macs"]
+        step_time = time.perf_counter() - start
+
+        if chain.reference is not None and parent.reference is None and parent.format == "torch":
+            ref_path = final.with_name(final.name + REFERENCE_SUFFIX)
+            tmp = stage.path_for(ref_path)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **chain.reference)
+            new.reference = {"path": str(ref_path), "sha256": sha256_file(tmp), "eval_sha256": data.sha256}
+        else:
+            new.reference = parent.reference
+        new.record = _record(ps.step.name, new, data, ps.config.model_dump(mode="json"), result.details,
+                             parent, metrics, step_time, notes)  # digest and size read from the staged file
+        new.path = final
+        new.record["artifact"] = str(final)
+        stage.write_text(sidecar_path(final), write_sidecar_text(new, final))
+        stage.commit()
+    chain.artifact, chain.outputs = new, outputs
+    ui.info(f"[green]✓[/] {ps.step.name}: wrote {final} ({step_time:.1f}s)")
+
+
+def _run_measuring(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> dict:
+    with ui.status(f"{ps.step.name}: measuring {chain.artifact.path.name}"), _guard(f"step '{ps.step.name}'"):
+        result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
+    profile = result.profile
+    outputs = result.details.get("outputs")
+    profile["fidelity"] = fidelity(outputs, chain.reference) if chain.reference is not None and outputs else None
+    profile["task"] = chain.artifact.task
+    return profile
+
+
+def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
+    started = time.perf_counter()
+    steps = plan(recipe, base)  # every step and option validated before anything runs
+    settings = _settings(recipe)
+    chain = _Chain(artifact=_open_source(recipe, base))
+    fmt = chain.artifact.format
+    for ps in steps:
+        if fmt not in ps.step.accepts:
+            raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.accepts)} models, "
+                             f"but it would get {fmt}", hint="Reorder the steps or start from another model")
+        fmt = ps.step.produces or fmt
+    data = _data_for(chain.artifact, ui)
+    _probe(chain.artifact, data)
+    chain.reference = _load_reference(chain.artifact, data)
+    producing = any(ps.step.produces for ps in steps)
+    if producing and settings.enabled and chain.artifact.record is None and chain.artifact.format == "torch":
+        ui.info(f"measuring the original model {chain.artifact.path.name}")
+        _measure_original(chain, data, settings, ui)
+
+    result = RunResult(final=None)
+    for ps in steps:
+        ui.info(f"[bold]{ps.step.name}[/]: {ps.step.summary}")
+        if ps.step.produces:
+            _run_producing(ps, chain, data, settings, ui)
+            result.final = chain.artifact
+        else:
+            result.profiles.append(_run_measuring(ps, chain, data, settings, ui))
+    result.wall_time_s = time.perf_counter() - started
+    return result
+

@@ -1,0 +1,36 @@
+"""Import heavy or optional libraries only where a step needs them, with a clear message if absent."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from optkit.core.errors import MissingDependencyError
+
+# import name -> (pip distribution, optkit extra that installs it; None when it is a core dependency)
+KNOWN = {
+    "torch": ("torch", None),
+    "onnx": ("onnx", None),
+    "onnxruntime": ("onnxruntime", None),
+    "onnxscript": ("onnxscript", None),
+    "openvino": ("openvino", "openvino"),
+    "nncf": ("nncf", "openvino"),
+    "neural_compressor": ("neural-compressor", "inc"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` or raise a one-line error naming what to install.
+
+    ``purpose`` completes "... is needed for <purpose>".
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        dist, extra = KNOWN.get(top, (top, None))
+        fix = f"pip install 'optkit[{extra}]'" if extra else f"pip install {dist} (or reinstall optkit)"
+        raise MissingDependencyError(
+            f"the Python package '{dist}' is needed for {purpose} but could not be imported ({exc})",
+            hint=f"Install it: {fix}",
+        ) from exc

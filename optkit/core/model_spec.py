@@ -1,0 +1,55 @@
+"""The spec file that makes a folder a MODEL argument (``optkit.yaml`` inside the folder)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from optkit.core.errors import UsageError
+
+SPEC_FILE = "optkit.yaml"
+
+
+class TensorEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: list[int | str] = Field(description="dimensions; a string names a dynamic dimension, e.g. 'batch'")
+    dtype: str = "float32"
+
+
+class DataEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eval: str | None = None
+    calib: str | None = None
+    train: str | None = None
+
+
+class ModelSpec(BaseModel):
+    """A PyTorch model described by a factory, its weights, its tensors and its data splits."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    factory: str = Field(description="'file.py:function' relative to the folder, or 'package.module:function'")
+    weights: str | None = Field(None, description="a state_dict saved with torch.save, relative to the folder")
+    inputs: list[TensorEntry]
+    outputs: list[TensorEntry] = []
+    task: Literal["classification", "other"] = "classification"
+    data: DataEntry = DataEntry()
+
+
+def load_model_spec(folder: Path) -> ModelSpec:
+    path = folder / SPEC_FILE
+    if not path.is_file():
+        raise UsageError(f"{folder} is a folder without {SPEC_FILE}",
+                         hint=f"Add a {SPEC_FILE} (see sample_models/digits_cnn/{SPEC_FILE}) or pass a model file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return ModelSpec.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise UsageError(f"{path}: {where}: {err['msg']}", hint="Fix the model spec file") from exc

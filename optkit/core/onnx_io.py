@@ -1,0 +1,65 @@
+"""Reading and checking ONNX files, with one-line errors for corrupt or unreadable models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from optkit.core.artifact import TensorSpec
+from optkit.core.errors import UsageError
+
+_CORRUPT_HINT = "Re-export it (the file may be truncated or not ONNX at all)"
+
+
+def load_model(path: Path, *, external_data: bool = True):
+    """onnx.load with a clear error on a truncated or foreign file."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=external_data)
+    except Exception as exc:  # protobuf DecodeError, OSError, ... all mean the same to the user
+        raise UsageError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:120]})",
+                         hint=_CORRUPT_HINT) from exc
+    if not model.graph.output:
+        raise UsageError(f"{path} is not a valid ONNX model (its graph has no outputs)", hint=_CORRUPT_HINT)
+    return model
+
+
+def check_model(path: Path) -> None:
+    """``onnx.checker`` on the file (path-based, so models with external data work too)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise UsageError(f"{path} fails onnx.checker: {str(exc).splitlines()[0][:200]}", hint=_CORRUPT_HINT) from exc
+
+
+def _specs(values, initializer_names: set[str]) -> list[TensorSpec]:
+    from onnx import helper
+
+    specs = []
+    for i, value in enumerate(values):
+        if value.name in initializer_names:
+            continue
+        ttype = value.type.tensor_type
+        dims: list[int | str] = []
+        for j, dim in enumerate(ttype.shape.dim):
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            else:
+                dims.append(dim.dim_param or f"{value.name}_dim{j}")
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+        except (KeyError, TypeError):
+            dtype = "float32"
+        specs.append(TensorSpec(value.name or f"tensor_{i}", tuple(dims), dtype))
+    return specs
+
+
+def read_io_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    model = load_model(path, external_data=False)
+    init = {t.name for t in model.graph.initializer}
+    return _specs(model.graph.input, init), _specs(model.graph.output, set())
+
+
+def node_count(model) -> int:
+    return len(model.graph.node)

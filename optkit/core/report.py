@@ -1,0 +1,167 @@
+"""The ledger: one row per artifact from the original model to the last step, with what changed.
+
+Rows are built from sidecar records (``Artifact.chain()``); the same rows render as a rich table
+for people, JSON (``{"steps": [...]}``) and Markdown for machines and pull requests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _latency(rec: dict, batch_size: int | None = None, threads: int | None = None) -> dict | None:
+    entries = (rec.get("metrics") or {}).get("latency") or []
+    for entry in entries:
+        if (batch_size is None or entry["batch_size"] == batch_size) and (threads is None or entry["threads"] == threads):
+            return entry
+    return None
+
+
+def _acc(rec: dict) -> float | None:
+    acc = (rec.get("metrics") or {}).get("accuracy")
+    return acc["value"] if acc else None
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _speedup(rec: dict, other: dict, lat: dict | None) -> float | None:
+    if lat is None:
+        return None
+    base = _latency(other, lat["batch_size"], lat["threads"])
+    return base["p50_ms"] / lat["p50_ms"] if base and lat["p50_ms"] > 0 else None
+
+
+def ledger_rows(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    original = chain[0] if chain else {}
+    for i, rec in enumerate(chain):
+        parent = chain[i - 1] if i else None
+        metrics = rec.get("metrics") or {}
+        lat = _latency(rec)
+        acc = metrics.get("accuracy")
+        fid = metrics.get("fidelity")
+        rows.append({
+            "index": i, "step": rec["step"], "artifact": rec["artifact"], "format": rec["format"],
+            "size_bytes": rec["size_bytes"], "sha256": rec["sha256"],
+            "accuracy": {"metric": acc["metric"], "value": acc["value"], "samples": acc.get("samples")} if acc else None,
+            "accuracy_delta_vs_parent": _delta(_acc(rec), _acc(parent)) if parent else None,
+            "accuracy_delta_vs_original": _delta(_acc(rec), _acc(original)),
+            "latency": {k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")} if lat else None,
+            "latency_all": metrics.get("latency") or [],
+            "speedup_vs_parent": _speedup(rec, parent, lat) if parent else None,
+            "speedup_vs_original": _speedup(rec, original, lat),
+            "fidelity": {k: fid[k] for k in ("max_abs_diff", "mean_abs_diff", "cosine", "min_cosine")} if fid else None,
+            "fidelity_vs_parent": metrics.get("fidelity_parent"),
+            "peak_memory_mb": metrics.get("peak_memory_mb"),
+            "macs": metrics.get("macs"),
+            "wall_time_s": rec.get("wall_time_s"),
+            "notes": rec.get("notes") or [],
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def _pts(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:+.2f}"
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _g(v: float | None, fmt: str = ".2e") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def _macs(v: int | None) -> str:
+    return "—" if v is None else f"{v / 1e6:.1f} M"
+
+
+def _cells(row: dict) -> list[str]:
+    lat = row["latency"] or {}
+    fid = row["fidelity"] or {}
+    metric = row["accuracy"]["metric"] if row["accuracy"] else "acc"
+    return [
+        str(row["index"]), row["step"], row["format"], human_size(row["size_bytes"]),
+        f"{_pct(row['accuracy']['value'])} {metric}" if row["accuracy"] else "—",
+        _pts(row["accuracy_delta_vs_parent"]), _pts(row["accuracy_delta_vs_original"]),
+        _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")),
+        _x(row["speedup_vs_parent"]), _x(row["speedup_vs_original"]),
+        _g(fid.get("max_abs_diff")), _g(fid.get("cosine"), ".6f"),
+    ]
+
+
+HEADERS = ["#", "step", "format", "size", "accuracy", "Δ parent", "Δ orig",
+           "p50 ms", "p90 ms", "× parent", "× orig", "max|Δ| orig", "cos orig"]
+
+
+def _timing_caption(rows: list[dict]) -> str:
+    lat = next((r["latency"] for r in rows if r["latency"]), None)
+    if not lat:
+        return "latency not measured"
+    return (f"Δ: accuracy change in points; ×: p50 speedup; max|Δ|, cos: outputs vs the original model's; "
+            f"latency at batch {lat['batch_size']}, {lat['threads'] or 'default'} thread(s)")
+
+
+def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledger") -> None:
+    table = Table(title=title, caption=_timing_caption(rows), header_style="bold")
+    for i, h in enumerate(HEADERS):
+        table.add_column(h, justify="left" if i in (1, 2) else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*_cells(row))
+    console.print(table)
+    for row in rows:
+        for note in row["notes"]:
+            console.print(f"[dim]note ({row['step']}): {note}[/]")
+
+
+def ledger_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---:" if i not in (1, 2) else "---" for i in range(len(HEADERS))) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._\n"
+
+
+def render_profile(console: Console, profile: dict) -> None:
+    acc = profile.get("accuracy")
+    fid = profile.get("fidelity")
+    console.print(f"[bold]{Path(profile['artifact']).name}[/] ({profile['format']}, {human_size(profile['size_bytes'])}"
+                  f", peak memory {_g(profile.get('peak_memory_mb'), '.1f')} MB)", highlight=False)
+    if acc:
+        console.print(f"  {acc['metric']}: {_pct(acc['value'])} on {acc['samples']} samples", highlight=False)
+    elif fid:
+        console.print(f"  drift vs original: max|Δ| {_g(fid['max_abs_diff'])}, cosine {fid['cosine']:.6f}", highlight=False)
+    else:
+        console.print("  accuracy: not measured (no labels and no reference outputs)", highlight=False)
+    table = Table(header_style="bold")
+    for h in ("batch", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "throughput /s", "iterations"):
+        table.add_column(h, justify="right")
+    for lat in profile.get("latency") or []:
+        table.add_row(str(lat["batch_size"]), str(lat["threads"]), _ms(lat["p50_ms"]), _ms(lat["p90_ms"]),
+                      _ms(lat["p99_ms"]), _ms(lat["mean_ms"]), f"{lat['throughput']:.1f}", str(lat["iterations"]))
+    console.print(table)
+    for note in profile.get("notes") or []:
+        console.print(f"[dim]note: {note}[/]")

@@ -1,0 +1,63 @@
+"""Step base class and the one registry of steps (dotted paths, imported only when used)."""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from optkit.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from optkit.core.artifact import Artifact
+    from optkit.core.ui import UI
+    from optkit.eval.data import EvalData
+    from optkit.eval.measure import MeasureSettings
+
+STEPS: dict[str, str] = {
+    "export": "optkit.steps.export:ExportStep",
+    "profile": "optkit.steps.profile:ProfileStep",
+}
+
+
+@dataclass
+class StepContext:
+    """What a step gets besides its input artifact and its config."""
+
+    ui: "UI"
+    data: "EvalData"
+    settings: "MeasureSettings"
+    out_tmp: Path | None = None    # where a producing step writes its artifact
+    out_final: Path | None = None  # where it will be renamed to once measured
+
+
+@dataclass
+class StepResult:
+    artifact: "Artifact | None" = None   # producing steps: the new artifact, at ctx.out_tmp
+    details: dict[str, Any] = field(default_factory=dict)  # step-specific facts for the ledger
+    profile: dict[str, Any] | None = None  # measuring steps
+
+
+class Step:
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    accepts: ClassVar[tuple[str, ...]]
+    produces: ClassVar[str | None] = None  # output format; None for steps that only measure
+    suffix: ClassVar[str] = ""
+    Config: ClassVar[type[BaseModel]]
+
+    def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
+        raise NotImplementedError
+
+
+def step_class(name: str) -> type[Step]:
+    target = STEPS.get(name)
+    if target is None:
+        close = difflib.get_close_matches(name, STEPS, n=1)
+        hint = f"Did you mean '{close[0]}'? " if close else ""
+        raise UsageError(f"unknown step '{name}'", hint=f"{hint}Known steps: {', '.join(STEPS)}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,32 @@
+"""Where output goes: results (tables, JSON) to stdout, progress and notes to stderr."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rich.console import Console
+
+
+class UI:
+    def __init__(self, quiet: bool = False) -> None:
+        self.out = Console()
+        self.err = Console(stderr=True, soft_wrap=True)
+        if not self.out.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
+            self.out = Console(width=max(self.out.width, 160))
+        self.quiet = quiet
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text, highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+    @contextlib.contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        if self.quiet or not self.err.is_terminal:
+            self.info(f"[dim]…[/] {text}")
+            yield
+            return
+        with self.err.status(text):
+            yield

@@ -1,0 +1,113 @@
+"""Evaluation data: ``.npz`` files whose arrays are named after the model inputs, plus ``labels``.
+
+Arrays are validated against the model's input specs (names, rank, fixed dimensions) and cast to
+the input dtype. ``np.load`` runs with ``allow_pickle=False``: object arrays are refused.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from optkit.core.artifact import TensorSpec
+from optkit.core.errors import UsageError
+from optkit.core.files import sha256_file
+
+LABELS = "labels"
+
+
+@dataclass
+class EvalData:
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    path: Path | None = None
+    sha256: str | None = None
+    synthetic: bool = False
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def describe(self) -> str:
+        if self.synthetic:
+            return f"{len(self)} synthetic samples (no evaluation data given)"
+        return f"{self.path.name} ({len(self)} samples{'' if self.labels is not None else ', no labels'})"
+
+    def reference(self) -> dict | None:
+        if self.path is None:
+            return None
+        return {"path": str(self.path), "sha256": self.sha256, "samples": len(self)}
+
+    def batch(self, size: int, offset: int = 0) -> dict[str, np.ndarray]:
+        """``size`` consecutive samples from ``offset`` (wrapping around when the set is smaller)."""
+        idx = (np.arange(size) + offset) % len(self)
+        return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
+
+    def batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        """Full batches of ``size``; the last one is padded by wrapping, with its real length given."""
+        for start in range(0, len(self), size):
+            real = min(size, len(self) - start)
+            yield self.batch(size, start), real
+
+
+def _check_against_specs(arrays: dict[str, np.ndarray], specs: list[TensorSpec], origin: str) -> dict[str, np.ndarray]:
+    out = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            have = ", ".join(sorted(arrays)) or "none"
+            raise UsageError(f"{origin} has no array '{spec.name}' for model input '{spec.name}' (it has: {have})",
+                             hint="Name the arrays after the model inputs")
+        arr = arrays[spec.name]
+        if arr.ndim != len(spec.shape) or any(
+                isinstance(d, int) and i > 0 and d != arr.shape[i] for i, d in enumerate(spec.shape)):
+            raise UsageError(
+                f"{origin}: array '{spec.name}' has shape {'x'.join(map(str, arr.shape))} but the model input "
+                f"'{spec.name}' is {spec.shape_text()}", hint="Pass data that fits the model's input shape")
+        out[spec.name] = arr.astype(spec.dtype, copy=False)
+    return out
+
+
+def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
+    """Load and validate. With ``specs=None`` every non-label array becomes an input."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist", hint="Check the path")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UsageError(f"{path} is not a readable .npz file ({str(exc)[:120]})",
+                         hint="Save data with numpy.savez(path, <input name>=array, labels=array)") from exc
+    labels = arrays.pop(LABELS, None)
+    if not arrays:
+        raise UsageError(f"{path} holds no input arrays", hint="Name the arrays after the model inputs")
+    if specs is None:
+        specs = [TensorSpec(k, ("batch", *v.shape[1:]), "float32" if v.dtype == np.float16 else v.dtype.name)
+                 for k, v in arrays.items()]
+    inputs = _check_against_specs(arrays, specs, str(path))
+    n = {len(v) for v in inputs.values()}
+    if len(n) != 1 or (labels is not None and len(labels) not in n):
+        raise UsageError(f"{path}: arrays have different numbers of samples", hint="Give every array the same first dimension")
+    return EvalData(inputs=inputs, labels=labels, path=path.resolve(), sha256=sha256_file(path))
+
+
+def synthetic(specs: list[TensorSpec], samples: int = 16, seed: int = 0) -> EvalData:
+    """Seeded standard-normal inputs, for numeric checks when no evaluation data exists."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in specs:
+        shape = [samples] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+        inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+    return EvalData(inputs=inputs, labels=None, synthetic=True)
+
+
+def specs_from_data(path: Path) -> list[TensorSpec]:
+    """Input specs inferred from an .npz file (batch dimension dynamic)."""
+    return list(_infer(load_npz(path, None)))
+
+
+def _infer(data: EvalData) -> Iterator[TensorSpec]:
+    for k, v in data.inputs.items():
+        yield TensorSpec(k, ("batch", *v.shape[1:]), v.dtype.name)

@@ -1,0 +1,86 @@
+"""Measure an artifact: task accuracy on the evaluation data, latency, peak memory.
+
+Every figure optkit prints comes from here, for every backend, so rows of a ledger compare like
+with like: the same samples, the same batches, the same timing method (see ``timing.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optkit.backends import Runner, open_runner, runner_class
+from optkit.core.artifact import Artifact
+from optkit.eval.data import EvalData
+from optkit.eval.memory import PeakMemory
+from optkit.eval.metrics import top1
+from optkit.eval.timing import measure_latency
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    batch_sizes: tuple[int, ...] = (1,)
+    threads: int = 1
+    budget_s: float = 1.0
+    eval_batch_size: int = 32
+    enabled: bool = True
+
+
+@dataclass
+class Measurement:
+    accuracy: dict[str, Any] | None
+    latency: list[dict[str, Any]]
+    peak_memory_mb: float | None
+    outputs: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "latency": self.latency, "peak_memory_mb": self.peak_memory_mb}
+
+
+def static_batch(artifact: Artifact) -> int | None:
+    dims = [i.shape[0] for i in artifact.inputs if i.shape]
+    return dims[0] if dims and isinstance(dims[0], int) else None
+
+
+def run_on_data(runner: Runner, data: EvalData, batch_size: int) -> dict[str, np.ndarray]:
+    """Outputs for every sample, in order (the padded tail of the last batch is dropped)."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    for feed, real in data.batches(batch_size):
+        for name, value in runner.infer(feed).items():
+            chunks.setdefault(name, []).append(value[:real])
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def outputs_on_data(artifact: Artifact, data: EvalData, settings: MeasureSettings) -> dict[str, np.ndarray]:
+    with open_runner(artifact, settings.threads) as runner:
+        return run_on_data(runner, data, static_batch(artifact) or settings.eval_batch_size)
+
+
+def accuracy_of(outputs: dict[str, np.ndarray], data: EvalData, task: str) -> dict[str, Any] | None:
+    if data.labels is None or task != "classification" or not outputs:
+        return None
+    logits = next(iter(outputs.values()))
+    return {"metric": "top1", "value": top1(logits, data.labels), "samples": len(data)}
+
+
+def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
+            batch_sizes: tuple[int, ...] | None = None) -> Measurement:
+    fixed = static_batch(artifact)
+    notes: list[str] = []
+    latency: list[dict[str, Any]] = []
+    runner_class(artifact.format).preload()
+    with PeakMemory() as mem:
+        with open_runner(artifact, settings.threads) as runner:
+            outputs = run_on_data(runner, data, fixed or settings.eval_batch_size)
+            for bs in batch_sizes or settings.batch_sizes:
+                if fixed and bs != fixed:
+                    notes.append(f"batch size {bs} skipped: the model's batch dimension is fixed at {fixed}")
+                    continue
+                feed = data.batch(bs)
+                stats = measure_latency(lambda: runner.infer(feed), batch_size=bs,
+                                        threads=settings.threads, budget_s=settings.budget_s)
+                latency.append(stats.to_dict())
+    return Measurement(accuracy=accuracy_of(outputs, data, artifact.task), latency=latency,
+                       peak_memory_mb=mem.peak_mb, outputs=outputs, notes=notes)

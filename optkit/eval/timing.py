@@ -1,0 +1,67 @@
+"""One timing method for every backend.
+
+For each (artifact, batch size, threads): the input batch is prepared once (numpy arrays from the
+evaluation data); one untimed call absorbs lazy initialisation; warm-up calls run for 20% of the
+budget (at least 3); then timed calls run until the budget is spent (at least ``min_iters``, at
+most ``max_iters``), each timed alone with ``perf_counter_ns`` around the backend's ``infer`` call
+(numpy in, numpy out), with Python's garbage collector paused. Reported: p50/p90/p99/mean/min in
+milliseconds and throughput = samples / total timed seconds.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch_size: int
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    throughput: float  # samples per second
+    iterations: int
+    budget_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_latency(fn: Callable[[], Any], *, batch_size: int, threads: int, budget_s: float,
+                    min_iters: int = 5, max_iters: int = 100_000) -> LatencyStats:
+    fn()  # first call: lazy allocations, kernel selection
+    warm_deadline = time.perf_counter() + 0.2 * budget_s
+    warm = 0
+    while warm < 3 or time.perf_counter() < warm_deadline:
+        fn()
+        warm += 1
+    samples: list[int] = []
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        deadline = time.perf_counter_ns() + int(0.8 * budget_s * 1e9)
+        while len(samples) < max_iters:
+            start = time.perf_counter_ns()
+            fn()
+            end = time.perf_counter_ns()
+            samples.append(end - start)
+            if end >= deadline and len(samples) >= min_iters:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    ms = np.asarray(samples, dtype=np.float64) / 1e6
+    return LatencyStats(
+        batch_size=batch_size, threads=threads,
+        p50_ms=float(np.percentile(ms, 50)), p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), min_ms=float(ms.min()),
+        throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms), budget_s=budget_s,
+    )

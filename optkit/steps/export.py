@@ -1,0 +1,155 @@
+"""export: PyTorch -> one self-contained ONNX file, verified against the torch model.
+
+The exported graph is checked with ``onnx.checker`` and then run in ONNX Runtime against the torch
+model on evaluation samples at two batch sizes; any output outside ``atol + rtol*|ref|`` fails the
+step and nothing is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from optkit.core.artifact import Artifact
+from optkit.core.errors import StepError, UsageError
+from optkit.core.step import Step, StepContext, StepResult
+
+DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    opset: int | None = Field(None, ge=7, le=23, description="ONNX opset (default: 18 for dynamo, 17 for torchscript)")
+    dynamic_batch: bool = Field(True, description="leave the batch dimension dynamic")
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        "auto", description="torch.onnx exporter: dynamo (torch.export based) or the TorchScript tracer; "
+                            "auto uses dynamo except for TorchScript models")
+    atol: float = Field(1e-4, ge=0, description="absolute tolerance of the ONNX-vs-torch check")
+    rtol: float = Field(1e-3, ge=0, description="relative tolerance of the ONNX-vs-torch check")
+    verify_batch_sizes: list[int] = Field([1, 8], min_length=1, description="batch sizes of the numeric check")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters print progress to stdout and warnings to stderr; keep optkit's output clean."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:240]}" if lines else type(exc).__name__
+
+
+class ExportStep(Step):
+    name = "export"
+    summary = "PyTorch -> ONNX, verified numerically in ONNX Runtime"
+    accepts = ("torch",)
+    produces = "onnx"
+    suffix = ".onnx"
+    Config = ExportConfig
+
+    def run(self, ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
+        import numpy as np
+        from optkit.backends.torch import count_macs, flatten_outputs, load_module, output_names
+        from optkit.core.lazy import require
+
+        torch = require("torch", "export")
+        module = load_module(artifact)
+        names = [i.name for i in artifact.inputs]
+        fixed_batch = artifact.inputs[0].shape[0] if isinstance(artifact.inputs[0].shape[0], int) else None
+        example_bs = 2 if config.dynamic_batch else (fixed_batch or 1)
+        example = ctx.data.batch(example_bs)
+        args = tuple(torch.from_numpy(example[n]) for n in names)
+        try:
+            with torch.inference_mode():
+                reference = flatten_outputs(module(*args))
+        except Exception as exc:
+            shapes = ", ".join(f"{n}:{'x'.join(map(str, example[n].shape))}" for n in names)
+            raise UsageError(f"input shape {shapes} does not fit the model ({_first_line(exc)})",
+                             hint="Pass the right --input-shape NAME:DIMS or evaluation data of the right shape") from exc
+        outputs = output_names(artifact, len(reference))
+
+        exporter = config.exporter
+        if exporter == "auto":
+            exporter = "torchscript" if isinstance(module, torch.jit.ScriptModule) else "dynamo"
+        if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+            raise UsageError("the dynamo exporter cannot export a TorchScript model", hint="Use --exporter torchscript")
+        opset = config.opset or DEFAULT_OPSET[exporter]
+        if exporter == "dynamo" and opset < 18:
+            raise UsageError(f"the dynamo exporter needs opset >= 18 (asked: {opset})",
+                             hint="Pass --opset 18 or higher, or --exporter torchscript")
+
+        ctx.ui.info(f"  exporting with the {exporter} exporter, opset {opset}, "
+                    f"{'dynamic' if config.dynamic_batch else 'static'} batch")
+        try:
+            with _quiet_exporter():
+                if exporter == "dynamo":
+                    dynamic = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) * len(names) if config.dynamic_batch else None
+                    torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=True, input_names=names,
+                                      output_names=outputs, dynamic_shapes=dynamic, opset_version=opset,
+                                      external_data=False, optimize=True, verify=False)
+                else:
+                    axes = {n: {0: "batch"} for n in [*names, *outputs]} if config.dynamic_batch else None
+                    torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=False, input_names=names,
+                                      output_names=outputs, dynamic_axes=axes, opset_version=opset,
+                                      do_constant_folding=True)
+        except Exception as exc:
+            other = "torchscript" if exporter == "dynamo" else "dynamo"
+            raise StepError(f"torch.onnx ({exporter}) could not export the model: {_first_line(exc)}",
+                            hint=f"Try --exporter {other}") from exc
+
+        from optkit.core import onnx_io
+
+        try:
+            onnx_io.check_model(ctx.out_tmp)
+        except UsageError as exc:
+            raise StepError(f"the exported graph fails onnx.checker: {exc.message}") from exc
+
+        exported = Artifact(path=ctx.out_tmp, format="onnx", task=artifact.task)
+        exported.inputs, exported.outputs = onnx_io.read_io_specs(ctx.out_tmp)
+        verification = self._verify(ctx, module, exported, config, fixed_batch, torch, np)
+        model_proto = onnx_io.load_model(ctx.out_tmp)
+        details = {
+            "exporter": exporter, "opset": opset, "dynamic_batch": config.dynamic_batch,
+            "nodes": onnx_io.node_count(model_proto), "verification": verification,
+            "macs": count_macs(module, ctx.data.batch(1), names),
+        }
+        return StepResult(artifact=exported, details=details)
+
+    def _verify(self, ctx, module, exported, config, fixed_batch, torch, np) -> dict:
+        from optkit.backends import open_runner
+        from optkit.backends.torch import flatten_outputs
+        from optkit.eval.metrics import mismatch
+
+        sizes = config.verify_batch_sizes if config.dynamic_batch else [fixed_batch or 1]
+        worst = 0.0
+        with open_runner(exported, ctx.settings.threads) as ort_runner:
+            for offset, bs in enumerate(sizes):
+                feed = ctx.data.batch(bs, offset=offset * 7)
+                with torch.inference_mode():
+                    ref = flatten_outputs(module(*[torch.from_numpy(feed[n]) for n in ort_runner.input_names]))
+                got = ort_runner.infer(feed)
+                for name, ref_t, out in zip(ort_runner.output_names, ref, got.values()):
+                    ok, max_abs, _ = mismatch(out, ref_t.numpy(), config.atol, config.rtol)
+                    worst = max(worst, max_abs)
+                    if not ok:
+                        raise StepError(
+                            f"ONNX output '{name}' differs from torch at batch {bs}: max |diff| {max_abs:.3g} exceeds "
+                            f"atol {config.atol:g} + rtol {config.rtol:g}*|ref|",
+                            hint="Try the other --exporter, or loosen --atol/--rtol if this drift is acceptable")
+        return {"batch_sizes": sizes, "max_abs_diff": worst, "atol": config.atol, "rtol": config.rtol,
+                "samples": "synthetic" if ctx.data.synthetic else "evaluation data"}

@@ -1,0 +1,47 @@
+"""Fast start: --help imports no heavy backend, even when they are installed, and works without them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
+COMMANDS = [[], ["export"], ["profile"], ["report"], ["run"]]
+
+SCRIPT = textwrap.dedent('''
+    import sys
+    HEAVY = {heavy!r}
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HEAVY:
+                raise ImportError(f"blocked for this test: {{name}}")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    sys.argv = ["optkit", *{args!r}, "--help"]
+    from optkit.cli.app import main
+    try:
+        main()
+    except SystemExit as exc:
+        loaded = [m for m in HEAVY if m in sys.modules]
+        print("LOADED:", loaded)
+        raise
+''')
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "optkit")
+def test_help_imports_no_heavy_backend(args):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(heavy=HEAVY, args=args)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
+    assert "LOADED: []" in proc.stdout
+
+
+def test_version_and_module_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "optkit", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("optkit ")

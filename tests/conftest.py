@@ -1,0 +1,125 @@
+"""Tiny models built in fixtures, and helpers to drive the CLI in-process and as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optkit.cli.app import app
+
+TINY_SOURCE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class Tiny(nn.Module):
+        """Conv + BatchNorm + pool + Linear on 1x8x8 inputs, 3 classes."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 4 * 4, 3)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.conv(x)))
+            x = torch.nn.functional.max_pool2d(x, 2)
+            return self.fc(x.flatten(1))
+
+
+    class ShapeTrap(nn.Module):
+        """Exports wrongly with the TorchScript tracer: the batch size is baked in as a constant."""
+
+        def forward(self, x):
+            return x.flatten(1) * float(x.shape[0])
+
+
+    def build():
+        return Tiny()
+
+
+    def build_trap():
+        return ShapeTrap()
+
+
+    def build_broken():
+        raise RuntimeError("boom")
+''')
+
+FAST = ["--budget-s", "0.05"]
+
+
+def _make_tiny(folder: Path) -> dict[str, Path]:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(TINY_SOURCE)
+    sys.path.insert(0, str(folder))
+    try:
+        import importlib
+
+        module = importlib.import_module("model")
+        importlib.reload(module)
+    finally:
+        sys.path.remove(str(folder))
+    torch.manual_seed(0)
+    net = module.build().eval()
+    with torch.no_grad():  # give BatchNorm non-trivial statistics
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 1.5)
+    torch.save(net.state_dict(), folder / "weights.pt")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        pred = net(torch.from_numpy(x)).argmax(1).numpy()
+    labels = np.where(np.arange(24) % 4 == 0, (pred + 1) % 3, pred)  # 75% "accurate"
+    np.savez(folder / "eval.npz", input=x, labels=labels)
+    (folder / "optkit.yaml").write_text(textwrap.dedent('''
+        name: tiny
+        factory: model.py:build
+        weights: weights.pt
+        inputs: [{name: input, shape: [batch, 1, 8, 8], dtype: float32}]
+        outputs: [{name: logits, shape: [batch, 3], dtype: float32}]
+        data: {eval: eval.npz}
+    '''))
+    return {"folder": folder, "model_py": folder / "model.py", "weights": folder / "weights.pt",
+            "eval": folder / "eval.npz"}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A sample-model folder: factory file, state_dict, eval data with labels, optkit.yaml."""
+    return _make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny, tmp_path_factory) -> Path:
+    """The tiny model exported once (with its sidecar), for tests that start from ONNX."""
+    out = tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx"
+    result = invoke("export", str(tiny["folder"]), "-o", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def invoke(*args: str):
+    """Run the CLI in-process; bugs surface as real tracebacks (catch_exceptions=False)."""
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m optkit`` as a real subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("OPTKIT_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "optkit", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def sidecar(path: Path) -> dict:
+    return json.loads(Path(str(path) + ".optkit.json").read_text())
