@@ -36,7 +36,7 @@ def run(
     rows = ledger_rows(result.final.chain()) if result.final else []
     report = {"recipe": str(recipe.resolve()), "steps": rows, "profiles": result.profiles,
               "wall_time_s": result.wall_time_s, "environment": tool_versions()}
-    out_dir = Path(parsed.output_dir) if Path(parsed.output_dir).is_absolute() else base / parsed.output_dir
+    out_dir = (Path(parsed.output_dir) if Path(parsed.output_dir).is_absolute() else base / parsed.output_dir).resolve()
     with Staging() as stage:
         stage.write_text(out_dir / "report.json", dumps_json(report))
         stage.commit()

@@ -135,7 +135,7 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         output = None
         if cls.produces is not None:
             output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{cls.suffix}"
-            output = output if output.is_absolute() else base / output
+            output = (output if output.is_absolute() else base / output).resolve()
         planned.append(PlannedStep(i, cls(), config, output))
     return planned
 
