@@ -41,8 +41,52 @@ TINY_SOURCE = textwrap.dedent('''
             return x.flatten(1) * float(x.shape[0])
 
 
+    class Block(nn.Module):
+        """Pre-norm encoder layer with explicit attention (the form ORT's transformer optimizer fuses)."""
+
+        def __init__(self, dim, heads):
+            super().__init__()
+            self.heads, self.hd = heads, dim // heads
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+            self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+        def _split(self, x):
+            b, n, _ = x.shape
+            return x.view(b, n, self.heads, self.hd).permute(0, 2, 1, 3)
+
+        def forward(self, x):
+            h = self.norm1(x)
+            q, k, v = self._split(self.query(h)), self._split(self.key(h)), self._split(self.value(h))
+            att = (torch.matmul(q, k.transpose(-1, -2)) / self.hd ** 0.5).softmax(-1)
+            ctx = torch.matmul(att, v).permute(0, 2, 1, 3).reshape(x.shape)
+            x = x + self.out(ctx)
+            return x + self.mlp(self.norm2(x))
+
+
+    class TinyViT(nn.Module):
+        """Two encoder layers on 1x8x8 inputs: 2x2 patches, dim 16, 2 heads."""
+
+        def __init__(self, dim=16, heads=2):
+            super().__init__()
+            self.embed = nn.Conv2d(1, dim, 2, stride=2)
+            self.pos = nn.Parameter(torch.randn(1, 16, dim) * 0.02)
+            self.blocks = nn.Sequential(Block(dim, heads), Block(dim, heads))
+            self.norm = nn.LayerNorm(dim)
+            self.head = nn.Linear(dim, 3)
+
+        def forward(self, x):
+            x = self.blocks(self.embed(x).flatten(2).transpose(1, 2) + self.pos)
+            return self.head(self.norm(x).mean(1))
+
+
     def build():
         return Tiny()
+
+
+    def build_vit():
+        torch.manual_seed(0)
+        return TinyViT().eval()
 
 
     def build_trap():
@@ -81,16 +125,17 @@ def _make_tiny(folder: Path) -> dict[str, Path]:
         pred = net(torch.from_numpy(x)).argmax(1).numpy()
     labels = np.where(np.arange(24) % 4 == 0, (pred + 1) % 3, pred)  # 75% "accurate"
     np.savez(folder / "eval.npz", input=x, labels=labels)
+    np.savez(folder / "calib.npz", input=rng.standard_normal((20, 1, 8, 8)).astype(np.float32))
     (folder / "optkit.yaml").write_text(textwrap.dedent('''
         name: tiny
         factory: model.py:build
         weights: weights.pt
         inputs: [{name: input, shape: [batch, 1, 8, 8], dtype: float32}]
         outputs: [{name: logits, shape: [batch, 3], dtype: float32}]
-        data: {eval: eval.npz}
+        data: {eval: eval.npz, calib: calib.npz}
     '''))
     return {"folder": folder, "model_py": folder / "model.py", "weights": folder / "weights.pt",
-            "eval": folder / "eval.npz"}
+            "eval": folder / "eval.npz", "calib": folder / "calib.npz"}
 
 
 @pytest.fixture(scope="session")

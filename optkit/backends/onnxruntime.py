@@ -37,7 +37,10 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(str(artifact.path), sess_options=session_options(threads),
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "onnxruntime_src" in first:  # keep the reason, drop ORT's source location prefix
+                first = first.rsplit(") ", 1)[-1]
+            first = first[:240]
             raise UsageError(f"ONNX Runtime cannot load {artifact.path}: {first}",
                              hint="Check the file with 'python -m onnx.checker' or re-export it") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -16,6 +16,7 @@ from optkit.cli.export import export
 from optkit.cli.profile import profile
 from optkit.cli.report import report
 from optkit.cli.run import run
+from optkit.cli.transforms import fuse, quantize, simplify
 from optkit.core.errors import OptkitError
 
 
@@ -54,6 +55,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 app.command("export")(export)
+app.command("simplify")(simplify)
+app.command("fuse")(fuse)
+app.command("quantize")(quantize)
 app.command("profile")(profile)
 app.command("report")(report)
 app.command("run")(run)

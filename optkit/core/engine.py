@@ -178,6 +178,8 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
         metrics["macs"] = count_macs(load_module(art), data.batch(1), [i.name for i in art.inputs])
     art.record = _record("original", art, data, {}, {"source": {k: v for k, v in art.source.items() if v}},
                          None, metrics, time.perf_counter() - start, notes)
+    art.record["summary"] = f"{art.source.get('kind', 'torch')} model" + (
+        f", {metrics['macs'] / 1e6:.1f} M MACs" if metrics.get("macs") else "")
 
 
 def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> None:
@@ -185,14 +187,20 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
     final = ps.output.resolve()
     start = time.perf_counter()
     with Staging() as stage:
-        ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=stage.path_for(final), out_final=final)
+        def parent_outputs() -> dict[str, np.ndarray]:
+            if chain.outputs is None:
+                chain.outputs = outputs_on_data(parent, data, settings)
+            return chain.outputs
+
+        ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=stage.path_for(final), out_final=final,
+                          parent_outputs=parent_outputs)
         with _guard(f"step '{ps.step.name}'"):
             result = ps.step.run(ctx, parent, ps.config)
         new = result.artifact
         new.lineage, new.task = parent.chain(), parent.task
         new.data = dict(parent.data)
-        if settings.enabled and chain.outputs is None and parent.format in ("torch", "onnx"):
-            chain.outputs = outputs_on_data(parent, data, settings)
+        if settings.enabled:
+            parent_outputs()
         metrics, outputs, notes = _measured(new, data, settings, chain, chain.outputs, ui)
         if "macs" in result.details:
             metrics["macs"] = result.details["macs"]
@@ -208,6 +216,7 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
             new.reference = parent.reference
         new.record = _record(ps.step.name, new, data, ps.config.model_dump(mode="json"), result.details,
                              parent, metrics, step_time, notes)  # digest and size read from the staged file
+        new.record["summary"] = ps.step.describe(result.details)
         new.path = final
         new.record["artifact"] = str(final)
         stage.write_text(sidecar_path(final), write_sidecar_text(new, final))

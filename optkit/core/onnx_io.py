@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from optkit.core.artifact import TensorSpec
-from optkit.core.errors import UsageError
+from optkit.core.errors import StepError, UsageError
 
 _CORRUPT_HINT = "Re-export it (the file may be truncated or not ONNX at all)"
 
@@ -31,6 +31,15 @@ def check_model(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
         raise UsageError(f"{path} fails onnx.checker: {str(exc).splitlines()[0][:200]}", hint=_CORRUPT_HINT) from exc
+
+
+def check_output(path: Path, step: str) -> None:
+    """onnx.checker on a model a step produced: a failure is the step's fault (exit 1), not the user's."""
+    try:
+        check_model(path)
+    except UsageError as exc:
+        raise StepError(f"{step} produced an invalid ONNX model: {exc.message.split(': ', 1)[-1]}",
+                        hint="Report it; try other options for this step") from exc
 
 
 def _specs(values, initializer_names: set[str]) -> list[TensorSpec]:

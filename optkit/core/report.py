@@ -60,6 +60,7 @@ def ledger_rows(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "peak_memory_mb": metrics.get("peak_memory_mb"),
             "macs": metrics.get("macs"),
             "wall_time_s": rec.get("wall_time_s"),
+            "summary": rec.get("summary", ""),
             "notes": rec.get("notes") or [],
         })
     return rows
@@ -111,12 +112,12 @@ def _cells(row: dict) -> list[str]:
         _pts(row["accuracy_delta_vs_parent"]), _pts(row["accuracy_delta_vs_original"]),
         _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")),
         _x(row["speedup_vs_parent"]), _x(row["speedup_vs_original"]),
-        _g(fid.get("max_abs_diff")), _g(fid.get("cosine"), ".6f"),
+        _g(fid.get("max_abs_diff")), _g(fid.get("cosine"), ".6f"), row["summary"],
     ]
 
 
 HEADERS = ["#", "step", "format", "size", "accuracy", "Δ parent", "Δ orig",
-           "p50 ms", "p90 ms", "× parent", "× orig", "max|Δ| orig", "cos orig"]
+           "p50 ms", "p90 ms", "× parent", "× orig", "max|Δ| orig", "cos orig", "what changed"]
 
 
 def _timing_caption(rows: list[dict]) -> str:
@@ -128,19 +129,22 @@ def _timing_caption(rows: list[dict]) -> str:
 
 
 def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledger") -> None:
+    """The table, then one 'what changed' line per step (too long for a column)."""
     table = Table(title=title, caption=_timing_caption(rows), header_style="bold")
-    for i, h in enumerate(HEADERS):
+    for i, h in enumerate(HEADERS[:-1]):
         table.add_column(h, justify="left" if i in (1, 2) else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*_cells(row))
+        table.add_row(*_cells(row)[:-1])
     console.print(table)
     for row in rows:
+        if row["summary"]:
+            console.print(f"  {row['index']} {row['step']}: {row['summary']}", highlight=False)
         for note in row["notes"]:
-            console.print(f"[dim]note ({row['step']}): {note}[/]")
+            console.print(f"[dim]    note: {note}[/]")
 
 
 def ledger_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---:" if i not in (1, 2) else "---" for i in range(len(HEADERS))) + "|"]
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---:" if i not in (1, 2, len(HEADERS) - 1) else "---" for i in range(len(HEADERS))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
     return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._\n"
 

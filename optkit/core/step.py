@@ -5,7 +5,7 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 STEPS: dict[str, str] = {
     "export": "optkit.steps.export:ExportStep",
+    "simplify": "optkit.steps.simplify:SimplifyStep",
+    "fuse": "optkit.steps.fuse:FuseStep",
+    "quantize": "optkit.steps.quantize:QuantizeStep",
     "profile": "optkit.steps.profile:ProfileStep",
 }
 
@@ -32,6 +35,7 @@ class StepContext:
     settings: "MeasureSettings"
     out_tmp: Path | None = None    # where a producing step writes its artifact
     out_final: Path | None = None  # where it will be renamed to once measured
+    parent_outputs: Callable[[], dict[str, Any]] | None = None  # the input artifact's outputs on ctx.data (cached)
 
 
 @dataclass
@@ -51,6 +55,11 @@ class Step:
 
     def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
         raise NotImplementedError
+
+    @staticmethod
+    def describe(details: dict[str, Any]) -> str:
+        """One line for the ledger's 'what changed' column."""
+        return ""
 
 
 def step_class(name: str) -> type[Step]:

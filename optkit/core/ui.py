@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
+import warnings
 from typing import Iterator
 
 from rich.console import Console
@@ -30,3 +33,20 @@ class UI:
             return
         with self.err.status(text):
             yield
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Exporters and graph tools print progress to stdout and warnings to stderr: keep optkit's output clean."""
+    loggers = [logging.getLogger(n) for n in (
+        "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnxruntime", "onnxslim", "")]  # "": the root logger (ORT quantization logs there)
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

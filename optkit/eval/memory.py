@@ -22,6 +22,16 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _release_freed_heap() -> None:
+    """glibc keeps freed memory mapped; hand it back so an earlier step's garbage is not reused unseen."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """``with PeakMemory() as mem: ...`` then ``mem.peak_mb`` (additional MB above the start)."""
 
@@ -31,6 +41,7 @@ class PeakMemory:
 
     def __enter__(self) -> "PeakMemory":
         gc.collect()
+        _release_freed_heap()
         try:
             _CLEAR.write_text("5")  # reset the high-water mark to the current RSS
             self._base = _status_kb("VmRSS")

@@ -6,10 +6,6 @@ step and nothing is written.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from optkit.core.artifact import Artifact
 from optkit.core.errors import StepError, UsageError
 from optkit.core.step import Step, StepContext, StepResult
+from optkit.core.ui import quiet_libraries
 
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 
@@ -33,22 +30,6 @@ class ExportConfig(BaseModel):
     verify_batch_sizes: list[int] = Field([1, 8], min_length=1, description="batch sizes of the numeric check")
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """The exporters print progress to stdout and warnings to stderr; keep optkit's output clean."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def _first_line(exc: BaseException) -> str:
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[0][:240]}" if lines else type(exc).__name__
@@ -63,7 +44,6 @@ class ExportStep(Step):
     Config = ExportConfig
 
     def run(self, ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
-        import numpy as np
         from optkit.backends.torch import count_macs, flatten_outputs, load_module, output_names
         from optkit.core.lazy import require
 
@@ -96,7 +76,7 @@ class ExportStep(Step):
         ctx.ui.info(f"  exporting with the {exporter} exporter, opset {opset}, "
                     f"{'dynamic' if config.dynamic_batch else 'static'} batch")
         try:
-            with _quiet_exporter():
+            with quiet_libraries():
                 if exporter == "dynamo":
                     dynamic = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) * len(names) if config.dynamic_batch else None
                     torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=True, input_names=names,
@@ -114,14 +94,17 @@ class ExportStep(Step):
 
         from optkit.core import onnx_io
 
-        try:
-            onnx_io.check_model(ctx.out_tmp)
-        except UsageError as exc:
-            raise StepError(f"the exported graph fails onnx.checker: {exc.message}") from exc
+        onnx_io.check_output(ctx.out_tmp, "export")
 
         exported = Artifact(path=ctx.out_tmp, format="onnx", task=artifact.task)
         exported.inputs, exported.outputs = onnx_io.read_io_specs(ctx.out_tmp)
-        verification = self._verify(ctx, module, exported, config, fixed_batch, torch, np)
+        from optkit.eval.compare import verify_outputs
+
+        verification = verify_outputs(
+            artifact, exported, ctx.data, atol=config.atol, rtol=config.rtol,
+            batch_sizes=config.verify_batch_sizes if config.dynamic_batch else [fixed_batch or 1],
+            threads=ctx.settings.threads, what="ONNX",
+            hint="Try the other --exporter, or loosen --atol/--rtol if this drift is acceptable")
         model_proto = onnx_io.load_model(ctx.out_tmp)
         details = {
             "exporter": exporter, "opset": opset, "dynamic_batch": config.dynamic_batch,
@@ -130,26 +113,8 @@ class ExportStep(Step):
         }
         return StepResult(artifact=exported, details=details)
 
-    def _verify(self, ctx, module, exported, config, fixed_batch, torch, np) -> dict:
-        from optkit.backends import open_runner
-        from optkit.backends.torch import flatten_outputs
-        from optkit.eval.metrics import mismatch
-
-        sizes = config.verify_batch_sizes if config.dynamic_batch else [fixed_batch or 1]
-        worst = 0.0
-        with open_runner(exported, ctx.settings.threads) as ort_runner:
-            for offset, bs in enumerate(sizes):
-                feed = ctx.data.batch(bs, offset=offset * 7)
-                with torch.inference_mode():
-                    ref = flatten_outputs(module(*[torch.from_numpy(feed[n]) for n in ort_runner.input_names]))
-                got = ort_runner.infer(feed)
-                for name, ref_t, out in zip(ort_runner.output_names, ref, got.values()):
-                    ok, max_abs, _ = mismatch(out, ref_t.numpy(), config.atol, config.rtol)
-                    worst = max(worst, max_abs)
-                    if not ok:
-                        raise StepError(
-                            f"ONNX output '{name}' differs from torch at batch {bs}: max |diff| {max_abs:.3g} exceeds "
-                            f"atol {config.atol:g} + rtol {config.rtol:g}*|ref|",
-                            hint="Try the other --exporter, or loosen --atol/--rtol if this drift is acceptable")
-        return {"batch_sizes": sizes, "max_abs_diff": worst, "atol": config.atol, "rtol": config.rtol,
-                "samples": "synthetic" if ctx.data.synthetic else "evaluation data"}
+    @staticmethod
+    def describe(details: dict) -> str:
+        check = details["verification"]
+        return (f"{details['exporter']} opset {details['opset']}, {details['nodes']} nodes; vs torch at batch "
+                f"{','.join(map(str, check['batch_sizes']))}: max|Δ| {check['max_abs_diff']:.1e}")

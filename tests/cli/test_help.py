@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
-COMMANDS = [[], ["export"], ["profile"], ["report"], ["run"]]
+COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["profile"], ["report"], ["run"]]
 
 SCRIPT = textwrap.dedent('''
     import sys

@@ -1,0 +1,73 @@
+"""optkit simplify | fuse | quantize IN -o OUT: the ONNX -> ONNX steps, each a one-step recipe."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from optkit.cli import options as o
+
+InputModel = Annotated[str, typer.Argument(help="An ONNX model (with or without an optkit sidecar).")]
+
+
+def _run(step: str, model: str, output: Path, options: dict[str, Any], eval_data, measure, batch_sizes, threads,
+         budget_s, json_out, markdown) -> None:
+    from optkit.cli.common import emit_ledger, measure_block, run_one_step
+
+    result, ui = run_one_step(model=model, step=step, options={k: v for k, v in options.items() if v is not None},
+                              output=output, eval_data=eval_data,
+                              measure=measure_block(batch_sizes, threads, budget_s, measure))
+    if measure or json_out or markdown:
+        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown)
+
+
+def simplify(
+    model: InputModel, output: o.Output,
+    engine: Annotated[str, typer.Option("--engine", help="onnxslim (default) | onnxsim")] = "onnxslim",
+    atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
+    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+) -> None:
+    """Constant folding, shape inference and dead-node removal; fails if outputs change beyond tolerance."""
+    _run("simplify", model, output, {"engine": engine, "atol": atol, "rtol": rtol}, eval_data, measure,
+         batch_sizes, threads, budget_s, json_out, markdown)
+
+
+def fuse(
+    model: InputModel, output: o.Output,
+    level: Annotated[str, typer.Option("--level", help="basic (portable) | extended (ORT-only ops) | all (hardware-specific)")] = "basic",
+    transformer: Annotated[str, typer.Option("--transformer", help="auto | on | off: ONNX Runtime transformer fusions")] = "auto",
+    model_type: Annotated[str, typer.Option("--model-type", help="transformer optimizer model type (bert, vit, ...)")] = "bert",
+    num_heads: Annotated[int, typer.Option("--num-heads", help="attention heads (0: detect)")] = 0,
+    hidden_size: Annotated[int, typer.Option("--hidden-size", help="hidden size (0: detect)")] = 0,
+    atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
+    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+) -> None:
+    """Operator fusion (Conv+BN, transformer Attention/LayerNorm/GELU, ORT graph optimizations), counted."""
+    _run("fuse", model, output, {"level": level, "transformer": transformer, "model_type": model_type,
+                                 "num_heads": num_heads, "hidden_size": hidden_size, "atol": atol, "rtol": rtol},
+         eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+
+
+def quantize(
+    model: InputModel, output: o.Output,
+    mode: Annotated[str, typer.Option("--mode", help="static | dynamic | fp16 | auto")] = "auto",
+    method: Annotated[str, typer.Option("--method", help="static calibration: minmax | entropy | percentile")] = "minmax",
+    calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help=".npz for calibration (default: the model's calib split).")] = None,
+    calib_from_eval: Annotated[bool, typer.Option("--calib-from-eval", help="Calibrate on the evaluation split if nothing else exists (optimistic).")] = False,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples used at most.")] = 256,
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per channel (default) or per tensor.")] = True,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name or op type to keep in float (repeat).")] = None,
+    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="fp16: keep inputs/outputs fp32.")] = True,
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Fail when top-1 drops more points than this.")] = 1.0,
+    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+) -> None:
+    """int8 (static QDQ / dynamic) or fp16 quantization with ONNX Runtime, judged on accuracy."""
+    _run("quantize", model, output, {
+        "mode": mode, "method": method, "calib_data": str(calib_data) if calib_data else None,
+        "calib_from_eval": calib_from_eval, "calib_samples": calib_samples, "per_channel": per_channel,
+        "exclude": exclude or [], "keep_io_types": keep_io_types, "max_accuracy_drop": max_accuracy_drop,
+    }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)

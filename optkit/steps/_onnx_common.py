@@ -1,0 +1,58 @@
+"""Pieces shared by the ONNX -> ONNX steps: saving, op statistics, the numeric check, tolerances."""
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from optkit.core.artifact import Artifact
+from optkit.core.step import StepContext
+
+
+class ExactConfig(BaseModel):
+    """Options of a transform that must not change outputs beyond float rounding."""
+
+    model_config = ConfigDict(extra="forbid")
+    atol: float = Field(1e-4, ge=0, description="absolute tolerance of the output-vs-input check")
+    rtol: float = Field(1e-3, ge=0, description="relative tolerance of the output-vs-input check")
+
+
+def op_counts(model) -> dict[str, int]:
+    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+
+def save_model(model, path: Path) -> None:
+    """One self-contained file (no external data) for models under 2 GB."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, hint: str) -> tuple[Artifact, dict]:
+    """Check the written file, read its specs, and compare it with its parent on evaluation data."""
+    from optkit.core import onnx_io
+    from optkit.eval.compare import verify_outputs
+
+    onnx_io.check_output(ctx.out_tmp, what)
+    out = Artifact(path=ctx.out_tmp, format="onnx", task=parent.task)
+    out.inputs, out.outputs = onnx_io.read_io_specs(ctx.out_tmp)
+    check = verify_outputs(parent, out, ctx.data, atol=config.atol, rtol=config.rtol, batch_sizes=[1, 8],
+                           threads=ctx.settings.threads, what=what, hint=hint)
+    return out, check
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A temporary working directory: tools that drop files in the current directory drop them there."""
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="optkit-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(old)

@@ -1,0 +1,61 @@
+"""simplify: constant folding, shape inference and dead-node removal (onnxslim or onnxsim).
+
+The default engine is onnxslim: on both sample models it removed at least as many nodes as onnxsim
+and ran faster (see benchmarks/onnx_chain.py, which measures both). Dynamic dimensions are kept.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from optkit.core.artifact import Artifact
+from optkit.core.errors import StepError
+from optkit.core.step import Step, StepContext, StepResult
+from optkit.steps._onnx_common import ExactConfig, finish, op_counts, save_model
+
+
+class SimplifyConfig(ExactConfig):
+    engine: Literal["onnxslim", "onnxsim"] = Field("onnxslim", description="graph simplifier to use")
+
+
+def simplify_model(model, engine: str):
+    from optkit.core.lazy import require
+
+    if engine == "onnxslim":
+        onnxslim = require("onnxslim", "simplify --engine onnxslim")
+        return onnxslim.slim(model)
+    onnxsim = require("onnxsim", "simplify --engine onnxsim")
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise StepError("onnxsim could not validate its simplified model", hint="Try --engine onnxslim")
+    return simplified
+
+
+class SimplifyStep(Step):
+    name = "simplify"
+    summary = "constant folding, shape inference, dead-node removal"
+    accepts = ("onnx",)
+    produces = "onnx"
+    suffix = ".onnx"
+    Config = SimplifyConfig
+
+    def run(self, ctx: StepContext, artifact: Artifact, config: SimplifyConfig) -> StepResult:
+        from optkit.core import onnx_io
+        from optkit.core.ui import quiet_libraries
+
+        model = onnx_io.load_model(artifact.path)
+        before = op_counts(model)
+        with quiet_libraries():
+            simplified = simplify_model(model, config.engine)
+        save_model(simplified, ctx.out_tmp)
+        out, check = finish(ctx, artifact, config, "simplified",
+                            hint=f"Report it, and use the other --engine ({'onnxsim' if config.engine == 'onnxslim' else 'onnxslim'})")
+        after = op_counts(simplified)
+        details = {"engine": config.engine, "nodes_before": sum(before.values()), "nodes_after": sum(after.values()),
+                   "ops_before": before, "ops_after": after, "verification": check}
+        return StepResult(artifact=out, details=details)
+
+    @staticmethod
+    def describe(details: dict) -> str:
+        return f"{details['engine']}: nodes {details['nodes_before']} -> {details['nodes_after']}"

@@ -1,0 +1,138 @@
+"""quantize: QDQ static, dynamic, fp16, auto; accuracy-judged; every bad input a clean exit 2."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import FAST, invoke, run_cli, sidecar
+
+LOOSE = ["--max-accuracy-drop", "50"]  # the tiny model's 24 labels make one sample worth 4 points
+
+
+def _ops(path) -> dict:
+    counts: dict = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _cosine(a, b) -> float:
+    a, b = a.ravel(), b.ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_static_qdq(tiny, tiny_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "static", "--method", "minmax", *LOOSE, *FAST)
+    assert result.exit_code == 0, result.output
+    onnx.checker.check_model(str(out), full_check=True)
+    ops = _ops(out)
+    assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+    x = np.load(tiny["eval"])["input"]
+    ref = ort.InferenceSession(str(tiny_onnx)).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    assert _cosine(got, ref) > 0.98
+    details = sidecar(out)["record"]["details"]
+    assert details["method"] == "minmax" and details["calib_samples"] == 20
+    assert details["calib_source"] == "the model's calibration split"
+    assert details["excluded_small_convs"]  # the 1-input-channel conv stays fp32
+    assert details["nodes"]["quantized"] >= 1 and details["nodes"]["excluded"] == 1
+    assert "preprocess" in details
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx", "q.onnx.optkit.json"]  # no stray files
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_methods(tiny_onnx, tmp_path, method):
+    out = tmp_path / "q.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "static", "--method", method,
+                    "--calib-samples", "12", *LOOSE, "--no-measure")
+    assert result.exit_code == 0, result.output
+    assert sidecar(out)["record"]["details"]["calib_samples"] == 12
+
+
+def test_dynamic_warns_on_convs(tiny_onnx, tmp_path):
+    out = tmp_path / "d.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "dynamic", *LOOSE, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "ConvInteger" in result.stderr
+    ops = _ops(out)
+    assert ops.get("ConvInteger", 0) + ops.get("DynamicQuantizeLinear", 0) > 0
+    assert sidecar(out)["record"]["details"]["dynamic_convs"] >= 1
+
+
+def test_fp16_keeps_io_float32(tiny, tiny_onnx, tmp_path):
+    out = tmp_path / "h.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "fp16", *LOOSE, *FAST)
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    x = np.load(tiny["eval"])["input"]
+    got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    ref = ort.InferenceSession(str(tiny_onnx)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, ref, atol=5e-2, rtol=5e-2)
+
+
+def test_auto_records_its_choice(tiny_onnx, tmp_path):
+    out = tmp_path / "a.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "auto", *LOOSE, *FAST)
+    assert result.exit_code == 0, result.output
+    auto = sidecar(out)["record"]["details"]["auto"]
+    assert auto["chosen"] in {c["mode"] for c in auto["candidates"]} and "fastest" in auto["why"]
+
+
+def test_accuracy_budget_failure_writes_nothing(tiny, tiny_onnx, tmp_path):
+    unlabeled = tmp_path / "unlabeled.npz"
+    np.savez(unlabeled, input=np.load(tiny["eval"])["input"])
+    out = tmp_path / "out" / "q.onnx"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {tiny_onnx}\neval_data: {unlabeled}\nmeasure: {{budget_s: 0.05}}\n"
+                      f"steps:\n  - quantize: {{mode: static, min_cosine: 1.0, output: {out}}}\n")
+    proc = run_cli("run", str(recipe))
+    assert proc.returncode == 1, proc.stderr
+    assert "outside tolerance" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.parent.exists()
+
+
+def _clean_exit_2(proc, needle, out):
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_static_without_calibration_data(tiny, tiny_onnx, tmp_path):
+    bare = tmp_path / "bare.onnx"
+    shutil.copyfile(tiny_onnx, bare)  # no sidecar: no recorded calibration split
+    out = tmp_path / "out" / "q.onnx"
+    proc = run_cli("quantize", str(bare), "-o", str(out), "--mode", "static", "--eval-data", str(tiny["eval"]))
+    _clean_exit_2(proc, "needs calibration data", out)
+
+
+def test_unknown_method(tiny_onnx, tmp_path):
+    out = tmp_path / "out" / "q.onnx"
+    _clean_exit_2(run_cli("quantize", str(tiny_onnx), "-o", str(out), "--method", "magic"), "method", out)
+
+
+def test_exclude_that_matches_nothing(tiny_onnx, tmp_path):
+    out = tmp_path / "out" / "q.onnx"
+    proc = run_cli("quantize", str(tiny_onnx), "-o", str(out), "--mode", "static", "--exclude", "NoSuchNode")
+    _clean_exit_2(proc, "matches no node name or op type", out)
+
+
+def test_non_onnx_input(tiny, tmp_path):
+    out = tmp_path / "out" / "q.onnx"
+    _clean_exit_2(run_cli("quantize", str(tiny["folder"]), "-o", str(out)), "takes onnx models", out)
+
+
+def test_exclude_by_op_type_keeps_those_nodes_float(tiny_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "static", "--exclude", "Gemm", *LOOSE, "--no-measure")
+    assert result.exit_code == 0, result.output
+    details = sidecar(out)["record"]["details"]
+    assert details["excluded_by_user"] and json.dumps(details["excluded"])
