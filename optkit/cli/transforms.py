@@ -41,13 +41,15 @@ def fuse(
     model_type: Annotated[str, typer.Option("--model-type", help="transformer optimizer model type (bert, vit, ...)")] = "bert",
     num_heads: Annotated[int, typer.Option("--num-heads", help="attention heads (0: detect)")] = 0,
     hidden_size: Annotated[int, typer.Option("--hidden-size", help="hidden size (0: detect)")] = 0,
+    skip_layer_norm: Annotated[str, typer.Option("--skip-layer-norm", help="auto (time both) | fused | split: SkipLayerNormalization after attention fusion")] = "auto",
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
     eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """Operator fusion (Conv+BN, transformer Attention/LayerNorm/GELU, ORT graph optimizations), counted."""
     _run("fuse", model, output, {"level": level, "transformer": transformer, "model_type": model_type,
-                                 "num_heads": num_heads, "hidden_size": hidden_size, "atol": atol, "rtol": rtol},
+                                 "num_heads": num_heads, "hidden_size": hidden_size, "skip_layer_norm": skip_layer_norm,
+                                 "atol": atol, "rtol": rtol},
          eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
 
 

@@ -84,3 +84,11 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
                 latency.append(stats.to_dict())
     return Measurement(accuracy=accuracy_of(outputs, data, artifact.task), latency=latency,
                        peak_memory_mb=mem.peak_mb, outputs=outputs, notes=notes)
+
+
+def quick_p50(artifact: Artifact, data: EvalData, settings: MeasureSettings, budget_s: float = 0.5) -> float:
+    """Batch-1 p50 with the standard timing method and a short budget: for steps that choose by speed."""
+    feed = data.batch(1)
+    with open_runner(artifact, settings.threads) as runner:
+        return measure_latency(lambda: runner.infer(feed), batch_size=1, threads=settings.threads,
+                               budget_s=min(settings.budget_s, budget_s)).p50_ms

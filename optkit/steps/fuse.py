@@ -91,17 +91,6 @@ def split_skip_layernorm(model) -> int:
     return count
 
 
-def _p50_ms(path: Path, ctx: "StepContext") -> float:
-    from optkit.backends import open_runner
-    from optkit.eval.timing import measure_latency
-
-    art = Artifact(path=path, format="onnx")
-    feed = ctx.data.batch(1)
-    with open_runner(art, ctx.settings.threads) as runner:
-        return measure_latency(lambda: runner.infer(feed), batch_size=1, threads=ctx.settings.threads,
-                               budget_s=min(ctx.settings.budget_s, 0.5)).p50_ms
-
-
 def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch: Path) -> tuple[object, dict]:
     import copy
 
@@ -114,7 +103,9 @@ def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch:
     fused_path, split_path = scratch / "skipln_fused.onnx", scratch / "skipln_split.onnx"
     save_model(model, fused_path)
     save_model(split, split_path)
-    fused_ms, split_ms = _p50_ms(fused_path, ctx), _p50_ms(split_path, ctx)
+    from optkit.eval.measure import quick_p50
+
+    fused_ms, split_ms = (quick_p50(Artifact(path=p, format="onnx"), ctx.data, ctx.settings) for p in (fused_path, split_path))
     chosen = "split" if split_ms < fused_ms else "fused"
     info = {"chosen": chosen, "fused_p50_ms": fused_ms, "split_p50_ms": split_ms, "split": count if chosen == "split" else 0}
     return (split if chosen == "split" else model), info

@@ -3,10 +3,10 @@
 static   QDQ int8 calibrated on ``calib_data`` (default: the calibration split recorded with the
          model; the evaluation split only when asked with ``calib_from_eval``, and then said so).
          Activations uint8, weights int8 per channel with ``reduce_range`` (7-bit weights): on this
-         CPU, full-range u8s8 kernels saturate and cost 24 points of top-1 on digits_cnn (measured:
-         75.3% vs 99.4%); reduce_range keeps the speed and the accuracy. Convs with fewer input
-         channels than ``skip_small_convs`` stay fp32: int8 is slower there (measured on the 1-channel
-         stem of digits_cnn: 48 us int8 vs 16 us fp32). ONNX Runtime's pre-processing (symbolic shape
+         CPU full-range u8s8 kernels saturate (digits_cnn with its 1-channel stem quantized at full
+         range: 88.1% top-1 vs 99.7%). Convs with fewer input channels than ``skip_small_convs``
+         stay fp32: that is where saturation hits, and int8 gains nothing there (measured: 1.298 vs
+         1.287 ms for the whole model). ONNX Runtime's pre-processing (symbolic shape
          inference with auto-merge, optimization) runs in a scratch directory. Calibration runs in
          strides of a few batches (``CalibStridedMinMax``), so memory does not grow with samples.
 dynamic  int8 weights, activations quantized at run time: for transformer MatMuls/Attention.
@@ -164,6 +164,23 @@ def _preprocess(src: Path, dst: Path, details: dict) -> Path:
         return src
 
 
+def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) -> tuple[Path, Any, list[str]]:
+    """Opset upgrade (per-channel needs 13), exclusions checked, ORT pre-processing: (path, model, excluded)."""
+    import onnx
+
+    model = _upgrade_opset(onnx.load(str(src)), details)
+    resolve_exclude(model, config.exclude, src.name)  # every pattern must match the model the user gave
+    upgraded = scratch / "upgraded.onnx"
+    onnx.save_model(model, str(upgraded))
+    pre_path = _preprocess(upgraded, scratch / "pre.onnx", details)
+    pre = onnx.load(str(pre_path))
+    excluded = sorted(n.name for n in pre.graph.node if n.name in config.exclude or n.op_type in config.exclude)
+    lost = sorted(set(config.exclude) - {n.name for n in pre.graph.node} - {n.op_type for n in pre.graph.node})
+    if lost:  # pre-processing fused or renamed them
+        details["exclude_not_found_after_preprocess"] = lost
+    return pre_path, pre, excluded
+
+
 def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config: QuantizeConfig,
                     fixed_batch: int | None) -> dict:
     import onnx
@@ -173,15 +190,8 @@ def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config
     details: dict[str, Any] = {"mode": "static", "format": "QDQ", "method": config.method,
                                "per_channel": config.per_channel, "reduce_range": config.reduce_range,
                                "activations": "uint8", "weights": "int8"}
-    model = _upgrade_opset(onnx.load(str(src)), details)
-    user_excluded = resolve_exclude(model, config.exclude, src.name)
-    upgraded = scratch / "upgraded.onnx"
-    onnx.save_model(model, str(upgraded))
-    pre_path = _preprocess(upgraded, scratch / "pre.onnx", details)
-    pre = onnx.load(str(pre_path))
-    excluded = sorted(set(resolve_exclude(pre, [p for p in config.exclude if p in {n.name for n in pre.graph.node}
-                                                 or p in {n.op_type for n in pre.graph.node}], src.name))
-                      | set(small_convs(pre, config.skip_small_convs)))
+    pre_path, pre, user_excluded = _prepare(src, scratch, config, details)
+    excluded = sorted(set(user_excluded) | set(small_convs(pre, config.skip_small_convs)))
     batch = fixed_batch or config.calib_batch_size
     reader = _StridedReader(calib, batch, config.calib_samples)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -207,12 +217,7 @@ def quantize_dynamic(src: Path, dst: Path, scratch: Path, config: QuantizeConfig
 
     details: dict[str, Any] = {"mode": "dynamic", "per_channel": config.per_channel, "weights": "int8",
                                "activations": "uint8 at run time"}
-    model = _upgrade_opset(onnx.load(str(src)), details)
-    excluded = resolve_exclude(model, config.exclude, src.name)
-    upgraded = scratch / "upgraded.onnx"
-    onnx.save_model(model, str(upgraded))
-    pre_path = _preprocess(upgraded, scratch / "pre.onnx", details)
-    pre = onnx.load(str(pre_path))
+    pre_path, pre, excluded = _prepare(src, scratch, config, details)
     ort_quantize_dynamic(str(pre_path), str(dst), weight_type=QuantType.QInt8, per_channel=config.per_channel,
                          reduce_range=config.reduce_range, nodes_to_exclude=excluded or None)
     compute = [n.name for n in pre.graph.node if n.op_type in COMPUTE_OPS]
@@ -284,7 +289,7 @@ class QuantizeStep(Step):
 
     def run(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
         from optkit.core.ui import quiet_libraries
-        from optkit.eval.measure import static_batch
+        from optkit.eval.measure import quick_p50, static_batch
         from optkit.steps._onnx_common import scratch_dir
 
         fixed = static_batch(artifact)
@@ -315,7 +320,7 @@ class QuantizeStep(Step):
         details["check"] = chosen["check"]
         if config.mode == "auto":
             details["auto"] = {"candidates": [{k: c[k] for k in ("mode", "check", "p50_ms")} for c in candidates],
-                               "input_p50_ms": self._p50(ctx, artifact), "chosen": chosen["mode"], "why": chosen["why"]}
+                               "input_p50_ms": quick_p50(artifact, ctx.data, ctx.settings), "chosen": chosen["mode"], "why": chosen["why"]}
         if details["mode"] == "dynamic" and details.get("dynamic_convs"):
             ctx.ui.warn(f"dynamic int8 quantized {details['dynamic_convs']} Conv node(s): ConvInteger is several times "
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
@@ -337,21 +342,12 @@ class QuantizeStep(Step):
             modes.append("dynamic")
         return modes or ["dynamic"]
 
-    def _p50(self, ctx: StepContext, artifact: Artifact) -> float:
-        from optkit.backends import open_runner
-        from optkit.eval.timing import measure_latency
-
-        feed = ctx.data.batch(1)
-        with open_runner(artifact, ctx.settings.threads) as runner:
-            return measure_latency(lambda: runner.infer(feed), batch_size=1, threads=ctx.settings.threads,
-                                   budget_s=min(ctx.settings.budget_s, 0.5)).p50_ms
-
     def _evaluate(self, ctx, artifact, path: Path, details: dict, parent_out: dict, config) -> dict:
-        from optkit.eval.measure import outputs_on_data
+        from optkit.eval.measure import outputs_on_data, quick_p50
 
         cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
         check = _accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, artifact.task, config)
-        p50 = self._p50(ctx, cand) if config.mode == "auto" else None
+        p50 = quick_p50(cand, ctx.data, ctx.settings) if config.mode == "auto" else None
         return {"mode": details["mode"], "path": path, "details": details, "check": check, "p50_ms": p50}
 
     @staticmethod

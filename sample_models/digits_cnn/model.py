@@ -1,8 +1,10 @@
-"""digits_cnn: a small residual conv net for 32x32 grey digits (about 48 M MACs per image).
+"""digits_cnn: a small residual conv net for 32x32 grey digits (about 109 M MACs per image).
 
 Most of its compute sits in 3x3 convolutions at full resolution, so batch-1 latency is dominated
 by arithmetic rather than per-operator overhead: the regime where graph optimizations and int8
-kernels show their real effect.
+kernels show their real effect. Width 48 rather than 32: at 32 channels the fixed costs around
+int8 kernels (the 1-channel stem, layout transposes, re-quantization) were ~10% of int8 latency
+(measured with ONNX Runtime on a Zen 4 core: int8/fp32 p50 0.61 at width 32, 0.54 at width 48).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class BasicBlock(nn.Module):
 
 
 class DigitsCNN(nn.Module):
-    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+    def __init__(self, width: int = 48, num_classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.layer1 = BasicBlock(width, width)
@@ -43,6 +45,6 @@ class DigitsCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def build(width: int = 32) -> DigitsCNN:
+def build(width: int = 48) -> DigitsCNN:
     """Factory used by optkit (``model.py:build``): returns the untrained architecture."""
     return DigitsCNN(width=width)
