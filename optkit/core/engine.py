@@ -182,7 +182,8 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
         f", {metrics['macs'] / 1e6:.1f} M MACs" if metrics.get("macs") else "")
 
 
-def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> None:
+def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI,
+                   base: Path) -> None:
     parent = chain.artifact
     final = ps.output.resolve()
     start = time.perf_counter()
@@ -193,7 +194,7 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
             return chain.outputs
 
         ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=stage.path_for(final), out_final=final,
-                          parent_outputs=parent_outputs)
+                          parent_outputs=parent_outputs, base=base)
         with _guard(f"step '{ps.step.name}'"):
             result = ps.step.run(ctx, parent, ps.config)
         new = result.artifact
@@ -258,7 +259,7 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
     for ps in steps:
         ui.info(f"[bold]{ps.step.name}[/]: {ps.step.summary}")
         if ps.step.produces:
-            _run_producing(ps, chain, data, settings, ui)
+            _run_producing(ps, chain, data, settings, ui, base)
             result.final = chain.artifact
         else:
             result.profiles.append(_run_measuring(ps, chain, data, settings, ui))

@@ -36,6 +36,7 @@ class StepContext:
     out_tmp: Path | None = None    # where a producing step writes its artifact
     out_final: Path | None = None  # where it will be renamed to once measured
     parent_outputs: Callable[[], dict[str, Any]] | None = None  # the input artifact's outputs on ctx.data (cached)
+    base: Path = field(default_factory=Path.cwd)  # relative paths in step options resolve here (the recipe's folder)
 
 
 @dataclass

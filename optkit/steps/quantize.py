@@ -130,7 +130,8 @@ def calibration_data(ctx: StepContext, artifact: Artifact, config: QuantizeConfi
     from optkit.eval.data import load_npz
 
     if config.calib_data:
-        return load_npz(Path(config.calib_data), artifact.inputs), f"calib data {Path(config.calib_data).name}"
+        path = ctx.base / config.calib_data  # an absolute calib_data stays as it is
+        return load_npz(path, artifact.inputs), f"calib data {path.name}"
     if artifact.data.get("calib"):
         return load_npz(artifact.data["calib"], artifact.inputs), "the model's calibration split"
     if config.calib_from_eval and not ctx.data.synthetic:

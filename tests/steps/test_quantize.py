@@ -136,3 +136,26 @@ def test_exclude_by_op_type_keeps_those_nodes_float(tiny_onnx, tmp_path):
     assert result.exit_code == 0, result.output
     details = sidecar(out)["record"]["details"]
     assert details["excluded_by_user"] and json.dumps(details["excluded"])
+
+
+def test_per_channel_upgrades_an_old_opset(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"], name="relu")], "old",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 8, 8])], [w])
+    src = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7), str(src))
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.standard_normal((16, 4, 8, 8)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    result = invoke("quantize", str(src), "-o", str(out), "--mode", "static", "--calib-data", str(data),
+                    "--eval-data", str(data), "--no-measure")
+    assert result.exit_code == 0, result.output
+    details = sidecar(out)["record"]["details"]
+    assert details["opset_upgraded"] == [11, 13] and details["per_channel"] is True
+    assert details["calib_source"] == "calib data d.npz"
+    assert next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")) >= 13
