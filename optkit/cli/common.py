@@ -49,6 +49,14 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise validation_message(exc, f"optkit {step}") from exc
+    from optkit.core.step import step_class
+
+    try:  # name the command-line option, not the recipe key, when an option value is bad
+        step_class(step).Config.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else f"optkit {step}"
+        raise UsageError(f"{flag}: {err['msg']}", hint=f"See 'optkit {step} --help'") from exc
     ui = UI(quiet=quiet)
     return run_recipe(recipe, Path.cwd(), ui), ui
 
