@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 RUNNERS: dict[str, str] = {
     "torch": "optkit.backends.torch:TorchRunner",
     "onnx": "optkit.backends.onnxruntime:OrtRunner",
+    "openvino": "optkit.backends.openvino:OpenVINORunner",
+    "tensorrt": "optkit.backends.tensorrt:TensorRTRunner",
 }
 
 

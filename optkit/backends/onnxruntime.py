@@ -11,7 +11,16 @@ from optkit.core.errors import UsageError
 from optkit.core.lazy import require
 
 
-def session_options(threads: int, **overrides: Any):
+LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+          "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(threads: int, tuned: dict[str, Any] | None = None, **overrides: Any):
+    """Session options: optkit's defaults, then a compiled artifact's tuned settings, then overrides.
+
+    ``tuned`` keys: graph_optimization_level (basic|extended|all), enable_mem_pattern,
+    enable_cpu_mem_arena, allow_spinning.
+    """
     ort = require("onnxruntime", "running ONNX models")
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(threads, 0)
@@ -19,6 +28,13 @@ def session_options(threads: int, **overrides: Any):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: warnings would interleave with optkit's output
+    for key, value in (tuned or {}).items():
+        if key == "graph_optimization_level":
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[value])
+        elif key == "allow_spinning":
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if value else "0")
+        else:
+            setattr(so, key, value)
     for key, value in overrides.items():
         setattr(so, key, value)
     return so
@@ -34,8 +50,9 @@ class OrtRunner(Runner):
     def __init__(self, artifact: Artifact, threads: int = 1, providers: list[str] | None = None) -> None:
         ort = require("onnxruntime", "running ONNX models")
         try:
-            self.session = ort.InferenceSession(str(artifact.path), sess_options=session_options(threads),
-                                                providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(artifact.path), sess_options=session_options(threads, artifact.runtime.get("session")),
+                providers=providers or artifact.runtime.get("providers") or ["CPUExecutionProvider"])
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "onnxruntime_src" in first:  # keep the reason, drop ORT's source location prefix

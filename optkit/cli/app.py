@@ -16,7 +16,8 @@ from optkit.cli.export import export
 from optkit.cli.profile import profile
 from optkit.cli.report import report
 from optkit.cli.run import run
-from optkit.cli.transforms import fuse, quantize, simplify
+from optkit.cli.compare import compare
+from optkit.cli.transforms import compile_cmd, fuse, quantize, simplify
 from optkit.core.errors import OptkitError
 
 
@@ -58,8 +59,10 @@ app.command("export")(export)
 app.command("simplify")(simplify)
 app.command("fuse")(fuse)
 app.command("quantize")(quantize)
+app.command("compile")(compile_cmd)
 app.command("profile")(profile)
 app.command("report")(report)
+app.command("compare")(compare)
 app.command("run")(run)
 
 

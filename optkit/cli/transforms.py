@@ -73,3 +73,22 @@ def quantize(
         "calib_from_eval": calib_from_eval, "calib_samples": calib_samples, "per_channel": per_channel,
         "exclude": exclude or [], "keep_io_types": keep_io_types, "max_accuracy_drop": max_accuracy_drop,
     }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+
+
+def compile_cmd(
+    model: InputModel, output: o.Output,
+    target: Annotated[str, typer.Option("--target", help="ort-cpu | openvino-cpu | tensorrt (GPU) | ort-cuda (GPU)")] = "ort-cpu",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | fp16 | bf16 | int8 (what the target supports)")] = "fp32",
+    calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8 from fp32: calibration .npz (default: the calib split).")] = None,
+    compress_to_fp16: Annotated[bool, typer.Option("--compress-to-fp16", help="openvino: store weights as fp16.")] = False,
+    shapes: Annotated[Optional[str], typer.Option("--shapes", help="tensorrt: NAME:MIN,OPT,MAX e.g. input:1x1x32x32,1x1x32x32,32x1x32x32")] = None,
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Low precision: allowed top-1 drop (points).")] = 1.0,
+    atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
+    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+) -> None:
+    """Build the artifact a runtime deploys: ONNX Runtime (tuned session), OpenVINO IR, TensorRT engine."""
+    _run("compile", model, output, {
+        "target": target, "precision": precision, "calib_data": str(calib_data) if calib_data else None,
+        "compress_to_fp16": compress_to_fp16, "shapes": shapes, "max_accuracy_drop": max_accuracy_drop,
+        "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)

@@ -90,6 +90,8 @@ class Artifact:
     record: dict[str, Any] | None = None  # this artifact's ledger row, when optkit made it
     lineage: list[dict[str, Any]] = field(default_factory=list)  # ancestors' rows, original first
     reference: dict[str, Any] | None = None  # original model's outputs on the eval data
+    # how the runtime must run it (e.g. OpenVINO inference precision, ORT session options), from compile
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -102,6 +104,8 @@ class Artifact:
             if self.source.get("weights"):
                 files.append(Path(self.source["weights"]))
             return files
+        if self.format == "openvino":
+            return [self.path, self.path.with_suffix(".bin")]
         return [self.path]
 
     def size_bytes(self) -> int:
@@ -203,6 +207,7 @@ def load_sidecar(artifact: Artifact) -> None:
         artifact.lineage = raw.get("lineage", [])
         artifact.data = {k: resolve_stored(v, base) for k, v in raw.get("data", {}).items()}
         artifact.task = raw.get("task", artifact.task)
+        artifact.runtime = raw.get("runtime") or {}
         if raw.get("reference"):
             ref = dict(raw["reference"])
             ref["path"] = str(resolve_stored(ref["path"], base))
@@ -231,6 +236,7 @@ def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
         "task": artifact.task,
         "data": {k: portable_path(v, base) for k, v in sorted(artifact.data.items())},
         "reference": ref,
+        "runtime": artifact.runtime,
     })
 
 
@@ -252,6 +258,11 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
                 f"{path} is a pickled PyTorch checkpoint, which optkit does not load as a model (unpickling runs arbitrary code)",
                 hint="Pass a factory ('file.py:build') with --weights STATE_DICT, or save the model with "
                      "torch.export.save (.pt2) or torch.jit.save")
+        elif path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
+            artifact = Artifact(path=path.resolve(), format="openvino")
+            from optkit.backends.openvino import read_io_specs
+
+            artifact.inputs, artifact.outputs = read_io_specs(path)
         elif _looks_like_onnx(path):
             artifact = Artifact(path=path.resolve(), format="onnx")
             _read_onnx_specs(artifact)

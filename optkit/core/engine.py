@@ -193,8 +193,10 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
                 chain.outputs = outputs_on_data(parent, data, settings)
             return chain.outputs
 
-        ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=stage.path_for(final), out_final=final,
-                          parent_outputs=parent_outputs, base=base)
+        out_tmp = stage.path_for(final)
+        ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=out_tmp, out_final=final,
+                          parent_outputs=parent_outputs, base=base,
+                          companion=lambda suffix: stage.path_for(final.with_suffix(suffix), like=out_tmp))
         with _guard(f"step '{ps.step.name}'"):
             result = ps.step.run(ctx, parent, ps.config)
         new = result.artifact
@@ -246,11 +248,11 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
         if fmt not in ps.step.accepts:
             raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.accepts)} models, "
                              f"but it would get {fmt}", hint="Reorder the steps or start from another model")
-        fmt = ps.step.produces or fmt
+        fmt = ps.step.output_format(ps.config)[0] or fmt
     data = _data_for(chain.artifact, ui)
     _probe(chain.artifact, data)
     chain.reference = _load_reference(chain.artifact, data)
-    producing = any(ps.step.produces for ps in steps)
+    producing = any(ps.output is not None for ps in steps)
     if producing and settings.enabled and chain.artifact.record is None and chain.artifact.format == "torch":
         ui.info(f"measuring the original model {chain.artifact.path.name}")
         _measure_original(chain, data, settings, ui)
@@ -258,7 +260,7 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
     result = RunResult(final=None)
     for ps in steps:
         ui.info(f"[bold]{ps.step.name}[/]: {ps.step.summary}")
-        if ps.step.produces:
+        if ps.output is not None:
             _run_producing(ps, chain, data, settings, ui, base)
             result.final = chain.artifact
         else:

@@ -62,10 +62,14 @@ class Staging:
         folder.mkdir(parents=True, exist_ok=True)
         self._created_dirs.extend(missing)  # deepest first
 
-    def path_for(self, final: Path) -> Path:
+    def path_for(self, final: Path, like: Path | None = None) -> Path:
+        """A temporary name for ``final``; ``like``: reuse that staged file's stem (e.g. an IR's .bin next to its .xml)."""
         final = Path(final)
         self._ensure_dir(final.parent)
-        tmp = final.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:8]}{final.suffix}")
+        if like is not None:
+            tmp = like.with_suffix(final.suffix)
+        else:
+            tmp = final.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:8]}{final.suffix}")
         self._pending.append((tmp, final))
         return tmp
 

@@ -133,8 +133,9 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         except ValidationError as exc:
             raise validation_message(exc, f"steps[{i}] ({entry.name})") from exc
         output = None
-        if cls.produces is not None:
-            output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{cls.suffix}"
+        fmt, suffix = cls.output_format(config)
+        if fmt is not None:
+            output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{suffix}"
             output = (output if output.is_absolute() else base / output).resolve()
         planned.append(PlannedStep(i, cls(), config, output))
     return planned

@@ -22,6 +22,7 @@ STEPS: dict[str, str] = {
     "simplify": "optkit.steps.simplify:SimplifyStep",
     "fuse": "optkit.steps.fuse:FuseStep",
     "quantize": "optkit.steps.quantize:QuantizeStep",
+    "compile": "optkit.steps.compile:CompileStep",
     "profile": "optkit.steps.profile:ProfileStep",
 }
 
@@ -37,6 +38,7 @@ class StepContext:
     out_final: Path | None = None  # where it will be renamed to once measured
     parent_outputs: Callable[[], dict[str, Any]] | None = None  # the input artifact's outputs on ctx.data (cached)
     base: Path = field(default_factory=Path.cwd)  # relative paths in step options resolve here (the recipe's folder)
+    companion: Callable[[str], Path] | None = None  # staged path for a file beside the output, e.g. ".bin"
 
 
 @dataclass
@@ -56,6 +58,11 @@ class Step:
 
     def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
         raise NotImplementedError
+
+    @classmethod
+    def output_format(cls, config: BaseModel) -> tuple[str | None, str]:
+        """(format, file suffix) this step produces with ``config``; compile overrides it per target."""
+        return cls.produces, cls.suffix
 
     @staticmethod
     def describe(details: dict[str, Any]) -> str:

@@ -65,3 +65,45 @@ def measure_latency(fn: Callable[[], Any], *, batch_size: int, threads: int, bud
         p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), min_ms=float(ms.min()),
         throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms), budget_s=budget_s,
     )
+
+
+def measure_interleaved(fns: list[Callable[[], Any]], *, batch_size: int, threads: int, budget_s: float,
+                        slice_s: float = 0.05) -> list[LatencyStats]:
+    """The same method for several models at once, round-robin, so machine noise hits all alike.
+
+    Each round gives every function a slice of ``slice_s`` seconds (at least one call); rounds run
+    until each has had ``budget_s`` of timed calls. Warm-up as in ``measure_latency``.
+    """
+    for fn in fns:
+        fn()
+        for _ in range(3):
+            fn()
+    samples: list[list[int]] = [[] for _ in fns]
+    spent = [0 for _ in fns]
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        while min(spent) < budget_s * 1e9:
+            for i, fn in enumerate(fns):
+                slice_end = time.perf_counter_ns() + int(slice_s * 1e9)
+                while True:
+                    start = time.perf_counter_ns()
+                    fn()
+                    end = time.perf_counter_ns()
+                    samples[i].append(end - start)
+                    spent[i] += end - start
+                    if end >= slice_end:
+                        break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    stats = []
+    for s in samples:
+        ms = np.asarray(s, dtype=np.float64) / 1e6
+        stats.append(LatencyStats(
+            batch_size=batch_size, threads=threads, p50_ms=float(np.percentile(ms, 50)),
+            p90_ms=float(np.percentile(ms, 90)), p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()),
+            min_ms=float(ms.min()), throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms),
+            budget_s=budget_s))
+    return stats

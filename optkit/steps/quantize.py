@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError, UsageError
+from optkit.core.errors import UsageError
 from optkit.core.step import Step, StepContext, StepResult
 from optkit.eval.data import EvalData
 
@@ -253,33 +253,6 @@ def _node_counts(compute: list[str], excluded: list[str], quantized_model) -> di
 
 # ----------------------------------------------------------------------------- the step
 
-def _accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, task: str, config: QuantizeConfig) -> dict:
-    from optkit.eval.measure import accuracy_of
-    from optkit.eval.metrics import fidelity
-
-    fid = fidelity(cand_out, parent_out) or {}
-    parent_acc, cand_acc = accuracy_of(parent_out, data, task), accuracy_of(cand_out, data, task)
-    result: dict[str, Any] = {"cosine_vs_input": fid.get("cosine"), "max_abs_diff_vs_input": fid.get("max_abs_diff")}
-    if parent_acc and cand_acc:
-        drop = 100 * (parent_acc["value"] - cand_acc["value"])
-        result.update({"input_accuracy": parent_acc["value"], "accuracy": cand_acc["value"], "drop_points": drop,
-                       "limit": f"drop <= {config.max_accuracy_drop} points", "ok": drop <= config.max_accuracy_drop})
-    else:
-        cos = fid.get("cosine", -1.0)
-        result.update({"limit": f"cosine >= {config.min_cosine}", "ok": cos >= config.min_cosine})
-    return result
-
-
-def _failure(mode: str, check: dict) -> StepError:
-    if "drop_points" in check:
-        what = f"top-1 fell {check['drop_points']:.2f} points ({100 * check['input_accuracy']:.2f}% -> {100 * check['accuracy']:.2f}%)"
-    else:
-        what = f"mean cosine to the input's outputs is {check['cosine_vs_input']:.4f}"
-    return StepError(f"{mode} quantization is outside tolerance: {what}; limit {check['limit']}",
-                     hint="Exclude sensitive nodes (--exclude), try --method entropy/percentile or another --mode, "
-                          "or raise --max-accuracy-drop")
-
-
 class QuantizeStep(Step):
     name = "quantize"
     summary = "int8 (static QDQ / dynamic) or fp16 quantization, judged on accuracy"
@@ -344,10 +317,12 @@ class QuantizeStep(Step):
         return modes or ["dynamic"]
 
     def _evaluate(self, ctx, artifact, path: Path, details: dict, parent_out: dict, config) -> dict:
+        from optkit.eval.compare import accuracy_check
         from optkit.eval.measure import outputs_on_data, quick_p50
 
         cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-        check = _accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, artifact.task, config)
+        check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, artifact.task,
+                               config.max_accuracy_drop, config.min_cosine)
         p50 = quick_p50(cand, ctx.data, ctx.settings) if config.mode == "auto" else None
         return {"mode": details["mode"], "path": path, "details": details, "check": check, "p50_ms": p50}
 
@@ -355,7 +330,9 @@ class QuantizeStep(Step):
     def _choose(ctx, candidates: list[dict], config: QuantizeConfig) -> dict:
         ok = [c for c in candidates if c["check"]["ok"]]
         if not ok:
-            raise _failure("/".join(c["mode"] for c in candidates), candidates[0]["check"])
+            from optkit.eval.compare import tolerance_error
+
+            raise tolerance_error(f"{'/'.join(c['mode'] for c in candidates)} quantization", candidates[0]["check"])
         if config.mode != "auto":
             return ok[0]
         best = min(ok, key=lambda c: c["p50_ms"])

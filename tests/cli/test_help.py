@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
-COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["profile"], ["report"], ["run"]]
+COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["compile"], ["profile"], ["report"],
+            ["compare"], ["run"]]
 
 SCRIPT = textwrap.dedent('''
     import sys

@@ -1,0 +1,92 @@
+"""OpenVINO backend: convert ONNX to IR (.xml + .bin) and run it on the CPU plugin.
+
+Precision is explicit. The CPU plugin's default inference precision on CPUs with bf16 support is
+bf16, which changes outputs; optkit always sets ``INFERENCE_PRECISION_HINT`` from the artifact's
+runtime record (f32 unless compiled for bf16). ``ov.save_model`` compresses weights to fp16
+unless told not to; optkit saves full precision unless ``compress_to_fp16`` is asked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optkit.backends import Runner
+from optkit.core.artifact import Artifact, TensorSpec
+from optkit.core.errors import UsageError
+from optkit.core.lazy import require
+
+PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; the rest f32
+
+
+def _ov():
+    return require("openvino", "OpenVINO artifacts")
+
+
+def read_io_specs(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    ov = _ov()
+    try:
+        model = ov.Core().read_model(str(xml))
+    except Exception as exc:
+        raise UsageError(f"{xml} is not a readable OpenVINO IR ({str(exc).strip().splitlines()[0][:160]})",
+                         hint="Re-create it with 'optkit compile --target openvino-cpu'") from exc
+
+    def spec(port, i: int, prefix: str) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else "batch" if j == 0 else f"dim{j}"
+                      for j, d in enumerate(port.get_partial_shape()))
+        name = next(iter(port.get_names()), f"{prefix}_{i}")
+        return TensorSpec(name, shape, port.get_element_type().to_dtype().name)
+
+    return ([spec(p, i, "input") for i, p in enumerate(model.inputs)],
+            [spec(p, i, "output") for i, p in enumerate(model.outputs)])
+
+
+def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, quantize_with=None) -> dict[str, Any]:
+    """ONNX -> IR. ``quantize_with``: an ``(iterable of feeds, subset size)`` for NNCF post-training int8."""
+    ov = _ov()
+    model = ov.convert_model(str(onnx_path))
+    details: dict[str, Any] = {"compress_to_fp16": compress_to_fp16}
+    if quantize_with is not None:
+        nncf = require("nncf", "OpenVINO int8 post-training quantization")
+        feeds, subset = quantize_with
+        names = [p.get_any_name() for p in model.inputs]
+        dataset = nncf.Dataset(feeds, lambda feed: {n: feed[n] for n in names})
+        model = nncf.quantize(model, dataset, subset_size=subset, preset=nncf.QuantizationPreset.PERFORMANCE)
+        details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": "performance"}
+    ov.save_model(model, str(xml_out), compress_to_fp16=compress_to_fp16)
+    fq = sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+    details["fake_quantize_nodes"] = fq
+    return details
+
+
+class OpenVINORunner(Runner):
+    format = "openvino"
+
+    @classmethod
+    def preload(cls) -> None:
+        _ov()
+
+    def __init__(self, artifact: Artifact, threads: int = 1) -> None:
+        ov = _ov()
+        precision = artifact.runtime.get("inference_precision", "f32")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                                  "NUM_STREAMS": 1}
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(artifact.path)), "CPU", config)
+        except Exception as exc:
+            raise UsageError(f"OpenVINO cannot load {artifact.path}: {str(exc).strip().splitlines()[0][:200]}",
+                             hint="Re-create it with 'optkit compile --target openvino-cpu'") from exc
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self.request.infer({n: feed[n] for n in self.input_names})
+        return {name: np.array(result[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+    def close(self) -> None:
+        self.request = self.compiled = None

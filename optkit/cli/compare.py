@@ -1,0 +1,34 @@
+"""optkit compare A B C ...: one table, latency measured interleaved in one run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optkit.cli import options as o
+
+
+def compare(
+    artifacts: Annotated[list[str], typer.Argument(help="Artifacts to compare (the first is the baseline).")],
+    batch_sizes: o.BatchSizes = "1",
+    threads: o.Threads = 1,
+    budget_s: o.Budget = 2.0,
+    eval_data: o.EvalData = None,
+    json_out: o.Json = False,
+    markdown: o.Markdown = False,
+) -> None:
+    """Accuracy, p50/p90, throughput and size of several artifacts, timed round-robin so noise hits all alike."""
+    from optkit.cli.common import parse_batch_sizes, print_json
+    from optkit.core.compare import compare_artifacts, render_compare, compare_markdown
+    from optkit.core.ui import UI
+
+    ui = UI()
+    rows = compare_artifacts(artifacts, parse_batch_sizes(batch_sizes), threads, budget_s,
+                             Path(eval_data) if eval_data else None, ui)
+    if json_out:
+        print_json({"artifacts": rows})
+    elif markdown:
+        print(compare_markdown(rows), end="")
+    else:
+        render_compare(ui.out, rows)

@@ -1,0 +1,86 @@
+"""Compare several artifacts on the same data with the same timing method, interleaved."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from optkit.core.errors import UsageError
+from optkit.core.report import _ms, _pct, _x, human_size
+
+
+def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, budget_s: float,
+                      eval_path: Path | None, ui) -> list[dict[str, Any]]:
+    from optkit.backends import open_runner, runner_class
+    from optkit.core.artifact import open_artifact
+    from optkit.eval.data import load_npz
+    from optkit.eval.measure import MeasureSettings, accuracy_of, run_on_data, static_batch
+    from optkit.eval.metrics import fidelity
+    from optkit.eval.timing import measure_interleaved
+
+    if len(refs) < 2:
+        raise UsageError("compare needs at least two artifacts", hint="Give the baseline first, then the others")
+    arts = [open_artifact(r) for r in refs]
+    path = eval_path or next((a.data["eval"] for a in arts if a.data.get("eval")), None)
+    if path is None:
+        raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
+    data = load_npz(path, arts[0].inputs)
+    settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)
+    for art in arts:
+        runner_class(art.format).preload()
+    runners = [open_runner(a, threads) for a in arts]
+    try:
+        rows = []
+        for art, runner in zip(arts, runners):
+            outputs = run_on_data(runner, data, static_batch(art) or settings.eval_batch_size)
+            rows.append({"artifact": str(art.path), "name": art.path.name, "format": art.format,
+                         "runtime": art.runtime, "size_bytes": art.size_bytes(), "outputs": outputs,
+                         "accuracy": accuracy_of(outputs, data, art.task), "latency": []})
+        base_out = rows[0].pop("outputs")
+        rows[0]["fidelity_vs_first"] = fidelity(base_out, base_out)
+        for row in rows[1:]:
+            row["fidelity_vs_first"] = fidelity(row.pop("outputs"), base_out)
+        for bs in batch_sizes:
+            ui.info(f"timing {len(arts)} artifacts interleaved at batch {bs} ({budget_s}s each)")
+            feed = data.batch(bs)
+            stats = measure_interleaved([lambda r=r: r.infer(feed) for r in runners], batch_size=bs,
+                                        threads=threads, budget_s=budget_s)
+            for row, st in zip(rows, stats):
+                row["latency"].append(st.to_dict())
+        for row in rows:
+            row["speedup_vs_first"] = [b["p50_ms"] / r["p50_ms"] for b, r in zip(rows[0]["latency"], row["latency"])]
+        return rows
+    finally:
+        for r in runners:
+            r.close()
+
+
+HEADERS = ["artifact", "format", "size", "accuracy", "batch", "p50 ms", "p90 ms", "throughput /s", "speedup vs first", "max|Δ| vs first"]
+
+
+def _lines(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for row in rows:
+        for lat, speed in zip(row["latency"], row["speedup_vs_first"]):
+            fid = row["fidelity_vs_first"] or {}
+            out.append([row["name"], row["format"], human_size(row["size_bytes"]),
+                        _pct(row["accuracy"]["value"]) if row["accuracy"] else "—", str(lat["batch_size"]),
+                        _ms(lat["p50_ms"]), _ms(lat["p90_ms"]), f"{lat['throughput']:.1f}", _x(speed),
+                        f"{fid.get('max_abs_diff', 0):.2e}"])
+    return out
+
+
+def render_compare(console: Console, rows: list[dict]) -> None:
+    table = Table(title="optkit compare (latency measured interleaved)", header_style="bold")
+    for i, h in enumerate(HEADERS):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=True)
+    for line in _lines(rows):
+        table.add_row(*line)
+    console.print(table)
+
+
+def compare_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADERS))) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in _lines(rows)]) + "\n"

@@ -1,0 +1,204 @@
+"""compile: an ONNX model -> the artifact a given runtime deploys.
+
+ort-cpu       the graph-optimized ONNX model plus the session settings that measured fastest on
+              this machine (a small grid: optimization level, memory pattern, thread spinning; the
+              default settings are a candidate, so the result is never slower than its input).
+openvino-cpu  OpenVINO IR with an explicit precision: fp32 (f32 hint), bf16, or int8 (a QDQ input
+              converts directly; an fp32 input is quantized by NNCF with the calibration split).
+tensorrt      a serialized TensorRT engine (fp32/fp16/int8 from QDQ), one optimization profile.
+ort-cuda      ONNX Runtime with the CUDA execution provider (fp32/fp16).
+
+fp32 outputs must match the input within atol/rtol; bf16/fp16/int8 are judged on accuracy like
+quantize (``max_accuracy_drop`` points of top-1, or ``min_cosine`` without labels).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from optkit.core.artifact import Artifact
+from optkit.core.errors import UsageError
+from optkit.core.step import Step, StepContext, StepResult
+
+TARGETS = {  # target -> (output format, suffix, precisions)
+    "ort-cpu": ("onnx", ".onnx", ("fp32",)),
+    "openvino-cpu": ("openvino", ".xml", ("fp32", "bf16", "int8")),
+    "tensorrt": ("tensorrt", ".engine", ("fp32", "fp16", "int8")),
+    "ort-cuda": ("onnx", ".onnx", ("fp32", "fp16")),
+}
+ORT_GRID = [  # the first is ONNX Runtime's default behaviour
+    {"graph_optimization_level": "all"},
+    {"graph_optimization_level": "extended"},
+    {"graph_optimization_level": "all", "enable_mem_pattern": False},
+    {"graph_optimization_level": "all", "allow_spinning": False},
+]
+
+
+class CompileConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda"] = Field(description="deployment runtime")
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="compute precision")
+    calib_data: str | None = Field(None, description="int8 from fp32: calibration .npz (default: the calib split)")
+    calib_samples: int = Field(300, ge=1, description="int8 from fp32: calibration samples (NNCF subset size)")
+    compress_to_fp16: bool = Field(False, description="openvino: store weights as fp16 (compute precision unchanged)")
+    shapes: str | None = Field(None, description="tensorrt: NAME:MIN,OPT,MAX shapes (default: batch 1..32, opt 1)")
+    workspace_gb: float = Field(4.0, gt=0, description="tensorrt: builder workspace")
+    atol: float = Field(1e-4, ge=0, description="fp32 targets: absolute tolerance vs the input")
+    rtol: float = Field(1e-3, ge=0, description="fp32 targets: relative tolerance vs the input")
+    max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed top-1 drop in points")
+    min_cosine: float = Field(0.99, ge=-1, le=1, description="low precision without labels: minimum mean cosine")
+
+
+def is_qdq(path: Path) -> bool:
+    from optkit.core import onnx_io
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx_io.load_model(path, external_data=False).graph.node)
+
+
+class CompileStep(Step):
+    name = "compile"
+    summary = "build the artifact a runtime deploys (ONNX Runtime, OpenVINO, TensorRT)"
+    accepts = ("onnx",)
+    produces = "onnx"  # refined per target by output_format()
+    suffix = ".onnx"
+    Config = CompileConfig
+
+    @classmethod
+    def output_format(cls, config: CompileConfig) -> tuple[str, str]:
+        fmt, suffix, _ = TARGETS[config.target]
+        return fmt, suffix
+
+    def run(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> StepResult:
+        fmt, _, precisions = TARGETS[config.target]
+        if config.precision not in precisions:
+            raise UsageError(f"--target {config.target} does not take --precision {config.precision}",
+                             hint=f"Use one of: {', '.join(precisions)}"
+                                  + (" (int8 for ONNX Runtime: run 'optkit quantize' first)" if config.target == "ort-cpu" else ""))
+        build = {"ort-cpu": self._ort_cpu, "openvino-cpu": self._openvino, "tensorrt": self._tensorrt,
+                 "ort-cuda": self._ort_cuda}[config.target]
+        out, details = build(ctx, artifact, config)
+        details.update({"target": config.target, "precision": config.precision})
+        details["check"] = self._check(ctx, artifact, out, config)
+        return StepResult(artifact=out, details=details)
+
+    # ------------------------------------------------------------------ targets
+
+    def _ort_cpu(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
+        from optkit.eval.measure import quick_p50
+        from optkit.steps.fuse import ort_offline
+
+        trials = []
+        for settings in ORT_GRID:
+            candidate = Artifact(path=artifact.path, format="onnx", inputs=artifact.inputs, outputs=artifact.outputs,
+                                 runtime={"session": settings})
+            trials.append({"session": settings, "p50_ms": quick_p50(candidate, ctx.data, ctx.settings)})
+        best = min(trials, key=lambda t: t["p50_ms"])
+        ort_offline(artifact.path, ctx.out_tmp, best["session"]["graph_optimization_level"], ctx.settings.threads)
+        out = self._onnx_artifact(ctx, artifact)
+        out.runtime = {"session": best["session"], "providers": ["CPUExecutionProvider"]}
+        return out, {"tuning": trials, "chosen": best["session"],
+                     "hardware_specific": best["session"]["graph_optimization_level"] == "all"}
+
+    def _openvino(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
+        from optkit.backends.openvino import PRECISION_HINT, convert, read_io_specs
+        from optkit.core.lazy import require
+
+        require("openvino", "--target openvino-cpu")
+        quantize_with, source = None, "fp32 model"
+        if config.precision == "int8":
+            if is_qdq(artifact.path):
+                source = "QDQ model (quantized by optkit quantize)"
+            else:
+                from optkit.steps.quantize import QuantizeConfig, calibration_data
+
+                calib, source = calibration_data(ctx, artifact, QuantizeConfig(calib_data=config.calib_data))
+                feeds = [calib.batch(1, i) for i in range(min(config.calib_samples, len(calib)))]
+                quantize_with = (feeds, len(feeds))
+                source = f"NNCF post-training quantization on {len(feeds)} samples of {source}"
+        bin_tmp = ctx.companion(".bin")
+        details = convert(artifact.path, ctx.out_tmp, compress_to_fp16=config.compress_to_fp16, quantize_with=quantize_with)
+        assert bin_tmp.is_file(), "OpenVINO wrote its weights under another name"
+        out = Artifact(path=ctx.out_tmp, format="openvino", task=artifact.task)
+        out.inputs, out.outputs = read_io_specs(ctx.out_tmp)
+        out.runtime = {"inference_precision": PRECISION_HINT[config.precision], "device": "CPU"}
+        details["int8_source"] = source if config.precision == "int8" else None
+        return out, details
+
+    def _tensorrt(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
+        from optkit.backends.tensorrt import build_engine, profile_shapes, require_tensorrt
+
+        require_tensorrt()
+        if config.precision == "int8" and not is_qdq(artifact.path):
+            raise UsageError("TensorRT int8 needs an explicitly quantized (QDQ) model",
+                             hint="Run 'optkit quantize --mode static' first, then compile the QDQ model")
+        profiles = profile_shapes(artifact.inputs, config.shapes)
+        details = build_engine(artifact.path, ctx.out_tmp, precision=config.precision, profiles=profiles,
+                               workspace_gb=config.workspace_gb)
+        out = Artifact(path=ctx.out_tmp, format="tensorrt", task=artifact.task, inputs=artifact.inputs,
+                       outputs=artifact.outputs, runtime={"device": "cuda"})
+        return out, details
+
+    def _ort_cuda(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
+        import onnxruntime as ort
+
+        from optkit.backends.tensorrt import nvidia_gpu_present
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            gpu = "an NVIDIA GPU is present" if nvidia_gpu_present() else "and no NVIDIA GPU was found either"
+            raise UsageError(f"--target ort-cuda needs onnxruntime-gpu, which is not installed ({gpu})",
+                             hint="On a machine with an NVIDIA GPU: pip install 'optkit[tensorrt]' (brings onnxruntime-gpu)")
+        if not nvidia_gpu_present():
+            raise UsageError("--target ort-cuda needs an NVIDIA GPU and none was found", hint="Run it on a GPU machine")
+        import onnx
+
+        model = onnx.load(str(artifact.path))
+        if config.precision == "fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            model = convert_float_to_float16(model, keep_io_types=True)
+            OnnxModel(model).topological_sort()
+        onnx.save_model(model, str(ctx.out_tmp))
+        out = self._onnx_artifact(ctx, artifact)
+        out.runtime = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+        return out, {}
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _onnx_artifact(ctx: StepContext, parent: Artifact) -> Artifact:
+        from optkit.core import onnx_io
+
+        onnx_io.check_output(ctx.out_tmp, "compile")
+        out = Artifact(path=ctx.out_tmp, format="onnx", task=parent.task)
+        out.inputs, out.outputs = onnx_io.read_io_specs(ctx.out_tmp)
+        return out
+
+    @staticmethod
+    def _check(ctx: StepContext, parent: Artifact, out: Artifact, config: CompileConfig) -> dict[str, Any]:
+        from optkit.eval.compare import accuracy_check, tolerance_error, verify_outputs
+        from optkit.eval.measure import outputs_on_data
+
+        lossy = config.precision != "fp32" or (config.target == "openvino-cpu" and is_qdq(parent.path))
+        if not lossy:
+            return verify_outputs(parent, out, ctx.data, atol=config.atol, rtol=config.rtol, batch_sizes=[1, 8],
+                                  threads=ctx.settings.threads, what=f"compiled ({config.target})",
+                                  hint="Report it; loosen --atol/--rtol only if this drift is acceptable")
+        check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
+                               parent.task, config.max_accuracy_drop, config.min_cosine)
+        if not check["ok"]:
+            raise tolerance_error(f"{config.target} {config.precision}", check)
+        return check
+
+    @staticmethod
+    def describe(details: dict) -> str:
+        text = f"{details['target']} {details['precision']}"
+        if details.get("chosen"):
+            text += f"; fastest session settings {details['chosen']} of {len(details['tuning'])}"
+        if details.get("int8_source"):
+            text += f"; int8 from {details['int8_source']}"
+        if details.get("fake_quantize_nodes"):
+            text += f"; {details['fake_quantize_nodes']} FakeQuantize"
+        return text
