@@ -42,18 +42,30 @@ def read_io_specs(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
             [spec(p, i, "output") for i, p in enumerate(model.outputs)])
 
 
-def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, quantize_with=None) -> dict[str, Any]:
-    """ONNX -> IR. ``quantize_with``: an ``(iterable of feeds, subset size)`` for NNCF post-training int8."""
+def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, quantize_with=None,
+            transformer: bool = False) -> dict[str, Any]:
+    """ONNX -> IR. ``quantize_with``: an ``(iterable of feeds, subset size)`` for NNCF post-training int8;
+    ``transformer`` selects NNCF's transformer scheme (keeps sensitive ops such as Softmax/LayerNorm float)."""
     ov = _ov()
-    model = ov.convert_model(str(onnx_path))
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as exc:  # OpConversionFailure and friends: the graph holds ops OpenVINO cannot read
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        ops = sorted({w.strip("(),.") for w in text.split() if w.startswith("com.microsoft")})
+        raise UsageError(f"OpenVINO cannot convert {Path(onnx_path).name}"
+                         + (f": unsupported ops {', '.join(ops)}" if ops else f" ({text[:200]})"),
+                         hint="Compile a model with standard ONNX ops (before 'fuse --level extended' or dynamic "
+                              "'quantize', whose ONNX Runtime-only ops OpenVINO does not read)") from exc
     details: dict[str, Any] = {"compress_to_fp16": compress_to_fp16}
     if quantize_with is not None:
         nncf = require("nncf", "OpenVINO int8 post-training quantization")
         feeds, subset = quantize_with
         names = [p.get_any_name() for p in model.inputs]
         dataset = nncf.Dataset(feeds, lambda feed: {n: feed[n] for n in names})
-        model = nncf.quantize(model, dataset, subset_size=subset, preset=nncf.QuantizationPreset.PERFORMANCE)
-        details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": "performance"}
+        kind = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+        model = nncf.quantize(model, dataset, subset_size=subset, preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
+        details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": "performance",
+                           "model_type": "transformer" if transformer else "default"}
     ov.save_model(model, str(xml_out), compress_to_fp16=compress_to_fp16)
     fq = sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
     details["fake_quantize_nodes"] = fq

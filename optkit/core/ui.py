@@ -39,7 +39,7 @@ class UI:
 def quiet_libraries():
     """Exporters and graph tools print progress to stdout and warnings to stderr: keep optkit's output clean."""
     loggers = [logging.getLogger(n) for n in (
-        "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnxruntime", "onnxslim", "")]  # "": the root logger (ORT quantization logs there)
+        "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnxruntime", "onnxslim", "nncf", "openvino", "")]  # "": the root logger (ORT quantization logs there)
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

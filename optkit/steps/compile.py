@@ -118,7 +118,14 @@ class CompileStep(Step):
                 quantize_with = (feeds, len(feeds))
                 source = f"NNCF post-training quantization on {len(feeds)} samples of {source}"
         bin_tmp = ctx.companion(".bin")
-        details = convert(artifact.path, ctx.out_tmp, compress_to_fp16=config.compress_to_fp16, quantize_with=quantize_with)
+        from optkit.core import onnx_io
+        from optkit.steps.fuse import has_attention
+
+        from optkit.core.ui import quiet_libraries
+
+        with quiet_libraries(), ctx.ui.status(f"OpenVINO: converting{' and quantizing (NNCF)' if quantize_with else ''}"):
+            details = convert(artifact.path, ctx.out_tmp, compress_to_fp16=config.compress_to_fp16,
+                              quantize_with=quantize_with, transformer=has_attention(onnx_io.load_model(artifact.path)))
         assert bin_tmp.is_file(), "OpenVINO wrote its weights under another name"
         out = Artifact(path=ctx.out_tmp, format="openvino", task=artifact.task)
         out.inputs, out.outputs = read_io_specs(ctx.out_tmp)

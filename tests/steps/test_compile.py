@@ -44,8 +44,9 @@ def test_openvino_int8_from_fp32_uses_nncf_and_calibration_split(tiny_onnx, tmp_
     pytest.importorskip("nncf")
     out = tmp_path / "q.xml"
     result = invoke("compile", str(tiny_onnx), "-o", str(out), "--target", "openvino-cpu", "--precision", "int8",
-                    *LOOSE, *FAST)
+                    *LOOSE, *FAST, "--json")
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"][-1]["format"] == "openvino"  # NNCF's progress bars kept off stdout
     details = sidecar(out)["record"]["details"]
     assert "NNCF" in details["int8_source"] and details["fake_quantize_nodes"] > 0
     assert "drop_points" in details["check"]
