@@ -9,44 +9,34 @@ then `optkit compare` times them interleaved in one run and prints the table and
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, optkit_json, print_checks, run_optkit
+
 sys.path.insert(0, str(ROOT))
 from optkit.core.compare import compare_markdown  # noqa: E402  (same table as 'optkit compare --markdown')
 
 
-def optkit(*args: str, parse: bool = True):
-    exe = Path(sys.executable).with_name("optkit")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "optkit"]
-    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"optkit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout) if parse else proc.stdout
-
-
 def build(name: str, out: Path) -> list[Path]:
     q = "static" if name == "digits_cnn" else "auto"
-    optkit("export", f"sample_models/{name}", "-o", str(out / "fp32_export.onnx"), "--no-measure", parse=False)
-    optkit("simplify", str(out / "fp32_export.onnx"), "-o", str(out / "fp32_simplified.onnx"), "--no-measure", parse=False)
-    optkit("fuse", str(out / "fp32_simplified.onnx"), "-o", str(out / "fp32.onnx"), "--no-measure", parse=False)
+    run_optkit("export", f"sample_models/{name}", "-o", str(out / "fp32_export.onnx"), "--no-measure")
+    run_optkit("simplify", str(out / "fp32_export.onnx"), "-o", str(out / "fp32_simplified.onnx"), "--no-measure")
+    run_optkit("fuse", str(out / "fp32_simplified.onnx"), "-o", str(out / "fp32.onnx"), "--no-measure")
     fp32 = out / "fp32.onnx"
-    optkit("quantize", str(fp32), "-o", str(out / "ort_int8.onnx"), "--mode", q, "--no-measure", parse=False)
+    run_optkit("quantize", str(fp32), "-o", str(out / "ort_int8.onnx"), "--mode", q, "--no-measure")
     arts = [fp32, out / "ort_int8.onnx"]
     for src, dst in ((fp32, "ortcpu_fp32.onnx"), (out / "ort_int8.onnx", "ortcpu_int8.onnx")):
-        optkit("compile", str(src), "-o", str(out / dst), "--target", "ort-cpu", "--no-measure", parse=False)
+        run_optkit("compile", str(src), "-o", str(out / dst), "--target", "ort-cpu", "--no-measure")
         arts.append(out / dst)
     plain = out / "fp32_simplified.onnx"  # OpenVINO gets standard ops, not ONNX Runtime's fused contrib ops
     targets = [("fp32", plain, "ov_fp32.xml"), ("bf16", plain, "ov_bf16.xml"), ("int8", plain, "ov_int8_nncf.xml")]
     if q == "static":  # a QDQ model: OpenVINO reads it as int8 directly (dynamic int8 uses ORT-only ops)
         targets.append(("int8", out / "ort_int8.onnx", "ov_int8_qdq.xml"))
     for precision, src, dst in targets:
-        optkit("compile", str(src), "-o", str(out / dst), "--target", "openvino-cpu", "--precision", precision,
-               "--max-accuracy-drop", "100", "--no-measure", parse=False)  # the table shows accuracy; don't stop
+        run_optkit("compile", str(src), "-o", str(out / dst), "--target", "openvino-cpu", "--precision", precision,
+               "--max-accuracy-drop", "100", "--no-measure")  # the table shows accuracy; don't stop
         arts.append(out / dst)
     return arts
 
@@ -63,7 +53,7 @@ def main() -> None:
             out.mkdir()
             arts = build(name, out)
             common = ["--batch-sizes", "1,8", "--threads", str(args.threads), "--budget-s", str(args.budget_s)]
-            result = optkit("compare", *map(str, arts), *common, "--json")["artifacts"]
+            result = optkit_json("compare", *map(str, arts), *common)["artifacts"]
             print(f"\n## {name}: compare (first row = fp32 ONNX Runtime baseline)")
             print(compare_markdown(result))
             rows = {Path(r["artifact"]).name: r for r in result}
@@ -77,9 +67,7 @@ def main() -> None:
                 ratio = ov["latency"][0]["p50_ms"] / base["latency"][0]["p50_ms"]
                 checks.append(("digits_cnn OpenVINO int8: top-1 drop <= 0.5 pt", drop <= 0.5, f"{drop:+.2f} pt"))
                 checks.append(("digits_cnn OpenVINO int8: batch-1 p50 <= 0.5x fp32 ONNX Runtime", ratio <= 0.5, f"{ratio:.3f}x"))
-    print("## acceptance (ort-cpu tolerance: 2% for timing noise)")
-    for text, ok, value in checks:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}")
+    print_checks(checks, "acceptance (ort-cpu tolerance: 2% for timing noise)")
 
 
 if __name__ == "__main__":

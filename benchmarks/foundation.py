@@ -18,13 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, optkit_cmd
+
 MODELS = ["digits_cnn", "digits_vit"]
-
-
-def optkit_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("optkit")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "optkit"]
 
 
 def wall(cmd: list[str]) -> float:

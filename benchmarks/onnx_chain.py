@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, optkit_json, print_checks
 RECIPES = {"digits_cnn": ROOT / "recipes/digits_cnn_cpu.yaml", "digits_vit": ROOT / "recipes/digits_vit_cpu.yaml"}
-
-
-def optkit(*args: str) -> dict:
-    exe = Path(sys.executable).with_name("optkit")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "optkit"]
-    proc = subprocess.run(cmd + list(args) + ["--json"], capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"optkit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
 
 
 def lat(row: dict, bs: int) -> float:
@@ -43,7 +31,7 @@ def run_recipe(name: str, out: Path, budget: float, threads: int) -> list[dict]:
     raw["measure"] = {"batch_sizes": [1, 8], "threads": threads, "budget_s": budget}
     recipe = out / f"{name}.yaml"
     recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return optkit("run", str(recipe))["steps"]
+    return optkit_json("run", str(recipe))["steps"]
 
 
 def print_chain(name: str, steps: list[dict]) -> None:
@@ -65,7 +53,7 @@ def int8_modes(name: str, out: Path, budget: float, threads: int) -> dict[str, d
     fused = out / name / "02_fuse.onnx"
     rows = {}
     for mode in ("static", "dynamic"):
-        rows[mode] = optkit("quantize", str(fused), "-o", str(out / f"{name}_{mode}.onnx"), "--mode", mode,
+        rows[mode] = optkit_json("quantize", str(fused), "-o", str(out / f"{name}_{mode}.onnx"), "--mode", mode,
                             "--max-accuracy-drop", "100", "--batch-sizes", "1,8", "--threads", str(threads),
                             "--budget-s", str(budget))["steps"][-1]
     return rows
@@ -75,7 +63,7 @@ def simplifiers(name: str, out: Path) -> None:
     exported = out / name / "00_export.onnx"
     for engine in ("onnxslim", "onnxsim"):
         start = time.perf_counter()
-        row = optkit("simplify", str(exported), "-o", str(out / f"{name}_{engine}.onnx"), "--engine", engine,
+        row = optkit_json("simplify", str(exported), "-o", str(out / f"{name}_{engine}.onnx"), "--engine", engine,
                      "--no-measure")["steps"][-1]
         wall = time.perf_counter() - start
         car = json.loads((out / f"{name}_{engine}.onnx.optkit.json").read_text())["record"]["details"]
@@ -123,9 +111,7 @@ def main() -> None:
         fused = json.loads((out / "digits_vit" / "02_fuse.onnx.optkit.json").read_text())["record"]["details"]["transformer"]["fused"]
         checks.append(("digits_vit fusions fire: Attention and LayerNorm counts > 0", fused.get("Attention", 0) > 0 and
                        fused.get("LayerNormalization", 0) + fused.get("SkipLayerNormalization", 0) > 0, json.dumps(fused)))
-    print("\n## acceptance")
-    for text, ok, value in checks:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}")
+    print_checks(checks)
 
 
 if __name__ == "__main__":
