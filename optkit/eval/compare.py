@@ -16,8 +16,10 @@ def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, 
 
     Returns the facts of the check for the sidecar (batch sizes, worst |diff|, tolerances).
     """
-    fixed = [i.shape[0] for i in candidate.inputs if i.shape and isinstance(i.shape[0], int)]
-    sizes = [fixed[0]] if fixed else batch_sizes
+    from optkit.eval.measure import static_batch
+
+    fixed = static_batch(candidate)
+    sizes = [fixed] if fixed else batch_sizes
     worst = 0.0
     with open_runner(reference, threads) as ref_runner, open_runner(candidate, threads) as cand_runner:
         for offset, bs in enumerate(sizes):

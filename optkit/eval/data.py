@@ -105,9 +105,4 @@ def synthetic(specs: list[TensorSpec], samples: int = 16, seed: int = 0) -> Eval
 
 def specs_from_data(path: Path) -> list[TensorSpec]:
     """Input specs inferred from an .npz file (batch dimension dynamic)."""
-    return list(_infer(load_npz(path, None)))
-
-
-def _infer(data: EvalData) -> Iterator[TensorSpec]:
-    for k, v in data.inputs.items():
-        yield TensorSpec(k, ("batch", *v.shape[1:]), v.dtype.name)
+    return [TensorSpec(k, ("batch", *v.shape[1:]), v.dtype.name) for k, v in load_npz(path, None).inputs.items()]
