@@ -16,17 +16,12 @@ import numpy as np
 
 from optkit.backends import Runner
 from optkit.core.artifact import Artifact
-from optkit.core.errors import UsageError
+from optkit.core.errors import UsageError, first_line
 from optkit.core.lazy import require
 
 
 def _torch():
     return require("torch", "PyTorch models")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -53,7 +48,7 @@ def import_factory(ref: str):
         else:
             module = importlib.import_module(target)
     except Exception as exc:  # a user's module can raise anything at import time
-        raise UsageError(f"cannot import factory '{ref}': {_first_line(exc)}",
+        raise UsageError(f"cannot import factory '{ref}': {first_line(exc, 200)}",
                          hint="Fix the module or its dependencies, then retry") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -71,7 +66,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
                 f"{path} is a full pickle checkpoint (it stores Python objects, not only tensors); optkit loads "
                 "weights with weights_only=True and will not unpickle it",
                 hint="Re-save it with torch.save(model.state_dict(), path)") from exc
-        raise UsageError(f"cannot read weights {path}: {_first_line(exc)}", hint="Pass a state_dict saved with torch.save") from exc
+        raise UsageError(f"cannot read weights {path}: {first_line(exc, 200)}", hint="Pass a state_dict saved with torch.save") from exc
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -90,7 +85,7 @@ def load_module(artifact: Artifact):
         try:
             model = factory()
         except Exception as exc:
-            raise UsageError(f"factory '{artifact.source['factory']}' failed: {_first_line(exc)}",
+            raise UsageError(f"factory '{artifact.source['factory']}' failed: {first_line(exc, 200)}",
                              hint="The factory must build the model without arguments") from exc
         if not isinstance(model, torch.nn.Module):
             raise UsageError(f"factory '{artifact.source['factory']}' returned {type(model).__name__}, not a torch.nn.Module")
@@ -106,12 +101,12 @@ def load_module(artifact: Artifact):
         try:
             model = torch.jit.load(artifact.source["path"], map_location="cpu")
         except Exception as exc:
-            raise UsageError(f"cannot load TorchScript {artifact.path}: {_first_line(exc)}", hint="Re-save it with torch.jit.save") from exc
+            raise UsageError(f"cannot load TorchScript {artifact.path}: {first_line(exc, 200)}", hint="Re-save it with torch.jit.save") from exc
     elif kind == "exported_program":
         try:
             model = torch.export.load(artifact.source["path"]).module()
         except Exception as exc:
-            raise UsageError(f"cannot load torch.export program {artifact.path}: {_first_line(exc)}",
+            raise UsageError(f"cannot load torch.export program {artifact.path}: {first_line(exc, 200)}",
                              hint="Re-save it with torch.export.save") from exc
         return model
     else:

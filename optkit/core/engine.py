@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from optkit.core.artifact import Artifact, TensorSpec, open_artifact, sidecar_path, write_sidecar_text
-from optkit.core.errors import OptkitError, StepError, UsageError
+from optkit.core.errors import OptkitError, StepError, UsageError, first_line
 from optkit.core.files import Staging, sha256_file
 from optkit.core.recipe import PlannedStep, Recipe, plan, resolve
 from optkit.core.step import StepContext
@@ -107,8 +107,7 @@ def _guard(what: str) -> Iterator[None]:
     except Exception as exc:
         if os.environ.get("OPTKIT_DEBUG"):
             raise
-        text = str(exc).strip().splitlines()
-        raise StepError(f"{what} failed: {type(exc).__name__}: {text[0][:300] if text else ''}",
+        raise StepError(f"{what} failed: {first_line(exc, 300)}",
                         hint="Re-run with OPTKIT_DEBUG=1 for the traceback") from exc
 
 

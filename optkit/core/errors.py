@@ -6,6 +6,12 @@ prints it without a traceback and exits with the class's code.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """``TypeName: first line of the message`` (cut at ``limit``): library errors in one line."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
 class OptkitError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""
 

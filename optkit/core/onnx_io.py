@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optkit.core.artifact import TensorSpec
+from optkit.core.artifact import Artifact, TensorSpec
 from optkit.core.errors import StepError, UsageError
 
 _CORRUPT_HINT = "Re-export it (the file may be truncated or not ONNX at all)"
@@ -40,6 +40,14 @@ def check_output(path: Path, step: str) -> None:
     except UsageError as exc:
         raise StepError(f"{step} produced an invalid ONNX model: {exc.message.split(': ', 1)[-1]}",
                         hint="Report it; try other options for this step") from exc
+
+
+def produced_artifact(path: Path, step: str, task: str) -> Artifact:
+    """The Artifact for an ONNX file a step just wrote: onnx.checker (a failure is the step's), then its specs."""
+    check_output(path, step)
+    out = Artifact(path=path, format="onnx", task=task)
+    out.inputs, out.outputs = read_io_specs(path)
+    return out
 
 
 def _specs(values, initializer_names: set[str]) -> list[TensorSpec]:

@@ -38,9 +38,7 @@ def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, h
     from optkit.core import onnx_io
     from optkit.eval.compare import verify_outputs
 
-    onnx_io.check_output(ctx.out_tmp, what)
-    out = Artifact(path=ctx.out_tmp, format="onnx", task=parent.task)
-    out.inputs, out.outputs = onnx_io.read_io_specs(ctx.out_tmp)
+    out = onnx_io.produced_artifact(ctx.out_tmp, what, parent.task)
     check = verify_outputs(parent, out, ctx.data, atol=config.atol, rtol=config.rtol, batch_sizes=[1, 8],
                            threads=ctx.settings.threads, what=what, hint=hint)
     return out, check

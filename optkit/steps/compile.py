@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optkit.core import onnx_io
 from optkit.core.artifact import Artifact
 from optkit.core.errors import UsageError
 from optkit.core.step import Step, StepContext, StepResult
@@ -52,8 +53,6 @@ class CompileConfig(BaseModel):
 
 
 def is_qdq(path: Path) -> bool:
-    from optkit.core import onnx_io
-
     return any(n.op_type == "QuantizeLinear" for n in onnx_io.load_model(path, external_data=False).graph.node)
 
 
@@ -96,7 +95,7 @@ class CompileStep(Step):
             trials.append({"session": settings, "p50_ms": quick_p50(candidate, ctx.data, ctx.settings)})
         best = min(trials, key=lambda t: t["p50_ms"])
         ort_offline(artifact.path, ctx.out_tmp, best["session"]["graph_optimization_level"], ctx.settings.threads)
-        out = self._onnx_artifact(ctx, artifact)
+        out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task)
         out.runtime = {"session": best["session"], "providers": ["CPUExecutionProvider"]}
         return out, {"tuning": trials, "chosen": best["session"],
                      "hardware_specific": best["session"]["graph_optimization_level"] == "all"}
@@ -118,7 +117,6 @@ class CompileStep(Step):
                 quantize_with = (feeds, len(feeds))
                 source = f"NNCF post-training quantization on {len(feeds)} samples of {source}"
         bin_tmp = ctx.companion(".bin")
-        from optkit.core import onnx_io
         from optkit.steps.fuse import has_attention
 
         from optkit.core.ui import quiet_libraries
@@ -168,20 +166,11 @@ class CompileStep(Step):
             model = convert_float_to_float16(model, keep_io_types=True)
             OnnxModel(model).topological_sort()
         onnx.save_model(model, str(ctx.out_tmp))
-        out = self._onnx_artifact(ctx, artifact)
+        out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task)
         out.runtime = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
         return out, {}
 
     # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _onnx_artifact(ctx: StepContext, parent: Artifact) -> Artifact:
-        from optkit.core import onnx_io
-
-        onnx_io.check_output(ctx.out_tmp, "compile")
-        out = Artifact(path=ctx.out_tmp, format="onnx", task=parent.task)
-        out.inputs, out.outputs = onnx_io.read_io_specs(ctx.out_tmp)
-        return out
 
     @staticmethod
     def _check(ctx: StepContext, parent: Artifact, out: Artifact, config: CompileConfig) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError, UsageError
+from optkit.core.errors import StepError, UsageError, first_line
 from optkit.core.step import Step, StepContext, StepResult
 from optkit.core.ui import quiet_libraries
 
@@ -28,11 +28,6 @@ class ExportConfig(BaseModel):
     atol: float = Field(1e-4, ge=0, description="absolute tolerance of the ONNX-vs-torch check")
     rtol: float = Field(1e-3, ge=0, description="relative tolerance of the ONNX-vs-torch check")
     verify_batch_sizes: list[int] = Field([1, 8], min_length=1, description="batch sizes of the numeric check")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0][:240]}" if lines else type(exc).__name__
 
 
 class ExportStep(Step):
@@ -59,7 +54,7 @@ class ExportStep(Step):
                 reference = flatten_outputs(module(*args))
         except Exception as exc:
             shapes = ", ".join(f"{n}:{'x'.join(map(str, example[n].shape))}" for n in names)
-            raise UsageError(f"input shape {shapes} does not fit the model ({_first_line(exc)})",
+            raise UsageError(f"input shape {shapes} does not fit the model ({first_line(exc)})",
                              hint="Pass the right --input-shape NAME:DIMS or evaluation data of the right shape") from exc
         outputs = output_names(artifact, len(reference))
 
@@ -89,15 +84,12 @@ class ExportStep(Step):
                                       do_constant_folding=True)
         except Exception as exc:
             other = "torchscript" if exporter == "dynamo" else "dynamo"
-            raise StepError(f"torch.onnx ({exporter}) could not export the model: {_first_line(exc)}",
+            raise StepError(f"torch.onnx ({exporter}) could not export the model: {first_line(exc)}",
                             hint=f"Try --exporter {other}") from exc
 
         from optkit.core import onnx_io
 
-        onnx_io.check_output(ctx.out_tmp, "export")
-
-        exported = Artifact(path=ctx.out_tmp, format="onnx", task=artifact.task)
-        exported.inputs, exported.outputs = onnx_io.read_io_specs(ctx.out_tmp)
+        exported = onnx_io.produced_artifact(ctx.out_tmp, "export", artifact.task)
         from optkit.eval.compare import verify_outputs
 
         verification = verify_outputs(

@@ -300,10 +300,7 @@ class QuantizeStep(Step):
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
         from optkit.core import onnx_io
 
-        onnx_io.check_output(ctx.out_tmp, "quantize")
-        out = Artifact(path=ctx.out_tmp, format="onnx", task=artifact.task)
-        out.inputs, out.outputs = onnx_io.read_io_specs(ctx.out_tmp)
-        return StepResult(artifact=out, details=details)
+        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
     @staticmethod
     def _auto_modes(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> list[str]:
