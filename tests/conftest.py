@@ -1,6 +1,7 @@
 """Tiny models built in fixtures, and helpers to drive the CLI in-process and as a subprocess."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -80,8 +81,38 @@ TINY_SOURCE = textwrap.dedent('''
             return self.head(self.norm(x).mean(1))
 
 
+    class TinyRes(nn.Module):
+        """A residual conv net on 1x8x8 inputs (stem, one block with a shortcut add, pool, fc): for prune/distill."""
+
+        def __init__(self, width=16, classes=3):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+            self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.fc = nn.Linear(width, classes)
+
+        def forward(self, x):
+            x = self.stem(x)
+            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return self.fc(torch.relu(x + y).mean((2, 3)))
+
+
     def build():
         return Tiny()
+
+
+    def build_res():
+        return TinyRes()
+
+
+    def build_res_small():
+        return TinyRes(width=8)
+
+
+    def build_res_wrong():
+        return TinyRes(width=8, classes=4)
 
 
     def build_vit():
@@ -98,6 +129,18 @@ TINY_SOURCE = textwrap.dedent('''
 ''')
 
 FAST = ["--budget-s", "0.05"]
+
+
+def _write_spec(folder: Path, name: str, factory: str, data: str) -> None:
+    """optkit.yaml for a tiny model folder (1x8x8 inputs, 3 classes)."""
+    (folder / "optkit.yaml").write_text(textwrap.dedent(f'''
+        name: {name}
+        factory: model.py:{factory}
+        weights: weights.pt
+        inputs: [{{name: input, shape: [batch, 1, 8, 8], dtype: float32}}]
+        outputs: [{{name: logits, shape: [batch, 3], dtype: float32}}]
+        data: {data}
+    '''))
 
 
 def _make_tiny(folder: Path) -> dict[str, Path]:
@@ -126,14 +169,7 @@ def _make_tiny(folder: Path) -> dict[str, Path]:
     labels = np.where(np.arange(24) % 4 == 0, (pred + 1) % 3, pred)  # 75% "accurate"
     np.savez(folder / "eval.npz", input=x, labels=labels)
     np.savez(folder / "calib.npz", input=rng.standard_normal((20, 1, 8, 8)).astype(np.float32))
-    (folder / "optkit.yaml").write_text(textwrap.dedent('''
-        name: tiny
-        factory: model.py:build
-        weights: weights.pt
-        inputs: [{name: input, shape: [batch, 1, 8, 8], dtype: float32}]
-        outputs: [{name: logits, shape: [batch, 3], dtype: float32}]
-        data: {eval: eval.npz, calib: calib.npz}
-    '''))
+    _write_spec(folder, "tiny", "build", "{eval: eval.npz, calib: calib.npz}")
     return {"folder": folder, "model_py": folder / "model.py", "weights": folder / "weights.pt",
             "eval": folder / "eval.npz", "calib": folder / "calib.npz"}
 
@@ -142,6 +178,34 @@ def _make_tiny(folder: Path) -> dict[str, Path]:
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A sample-model folder: factory file, state_dict, eval data with labels, optkit.yaml."""
     return _make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def _make_tiny_res(folder: Path) -> dict[str, Path]:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(TINY_SOURCE)
+    spec = importlib.util.spec_from_file_location("tiny_res_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(1)
+    net = module.build_res().eval()
+    torch.save(net.state_dict(), folder / "weights.pt")
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 96), ("calib", 32), ("eval", 48)):
+        x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+        with torch.no_grad():
+            labels = net(torch.from_numpy(x)).argmax(1).numpy()  # the model is "right": pruning costs accuracy
+        np.savez(folder / f"{split}.npz", input=x, labels=labels)
+    _write_spec(folder, "tiny_res", "build_res", "{eval: eval.npz, calib: calib.npz, train: train.npz}")
+    return {"folder": folder, "model_py": folder / "model.py", "weights": folder / "weights.pt",
+            "train": folder / "train.npz", "eval": folder / "eval.npz", "calib": folder / "calib.npz"}
+
+
+@pytest.fixture(scope="session")
+def tiny_res(tmp_path_factory) -> dict[str, Path]:
+    """A residual sample-model folder with train / calib / eval splits (labels = its own predictions)."""
+    return _make_tiny_res(tmp_path_factory.mktemp("tiny_res"))
 
 
 @pytest.fixture(scope="session")

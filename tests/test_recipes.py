@@ -36,3 +36,22 @@ def test_cpu_recipe_runs(recipe, tmp_path):
     assert final["accuracy"]["value"] >= original["accuracy"]["value"] - 0.01
     assert final["size_bytes"] < original["size_bytes"]
     assert report["profiles"][0]["latency"][0]["batch_size"] == 1
+
+
+@pytest.mark.slow
+def test_prune_distill_recipe_runs(tmp_path):
+    recipe = next(r for r in RECIPES if r.stem == "digits_cnn_prune_distill")
+    raw = yaml.safe_load(recipe.read_text())
+    raw["model"] = str((recipe.parent / raw["model"]).resolve())
+    raw["output_dir"] = str(tmp_path / "out")
+    raw["measure"] = {"batch_sizes": [1], "budget_s": 0.05}
+    raw["steps"][1]["distill"]["epochs"] = 1  # the benchmark trains for real; here the chain must compose
+    copy = tmp_path / recipe.name
+    copy.write_text(yaml.safe_dump(raw))
+    result = invoke("run", str(copy), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["steps"]
+    assert [s["step"] for s in rows] == ["original", "prune", "distill", "export", "quantize"]
+    assert rows[1]["macs"] <= 0.5 * rows[0]["macs"]
+    assert rows[2]["accuracy"]["value"] > rows[1]["accuracy"]["value"]  # distillation recovers the pruned model
+    assert all(r["macs"] == rows[1]["macs"] for r in rows[2:])

@@ -76,6 +76,52 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
+def structure_of(pruned, original) -> dict[str, dict[str, Any]]:
+    """Plain attributes (ints, floats, strings, tuples of them) that differ between two copies of a model.
+
+    After structural pruning these are e.g. ``out_channels`` / ``in_features`` / ``normalized_shape`` or a
+    custom module's ``head_dim``; with the pruned state_dict they are all a factory-built model needs to
+    take the pruned shapes, so a pruned model reloads from its factory and plain tensors (no pickle).
+    """
+    def plain(v: Any) -> bool:
+        return v is None or isinstance(v, (bool, int, float, str)) or (
+            isinstance(v, (tuple, list)) and all(isinstance(x, (bool, int, float, str)) for x in v))
+
+    before = dict(original.named_modules())
+    changed: dict[str, dict[str, Any]] = {}
+    for name, module in pruned.named_modules():
+        ref = before.get(name)
+        if ref is None:
+            raise UsageError(f"pruned model has a module '{name}' the original does not", hint="Prune a copy of the factory's model")
+        diff = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(module).items()
+                if not k.startswith("_") and k != "training" and plain(v) and getattr(ref, k, None) != v}
+        if diff:
+            changed[name] = diff
+    return changed
+
+
+def apply_structure(model, structure: dict[str, dict[str, Any]], state: dict[str, Any]) -> None:
+    """Give a freshly built model the pruned shapes: set recorded attributes, resize tensors to ``state``'s."""
+    torch = _torch()
+    modules = dict(model.named_modules())
+    for name, attrs in structure.items():
+        if name not in modules:
+            raise UsageError(f"the model spec's structure names a module '{name}' that the factory's model lacks",
+                             hint="The folder's model.py must be the architecture the model was pruned from")
+        for key, value in attrs.items():
+            setattr(modules[name], key, tuple(value) if isinstance(value, list) else value)
+    for key, tensor in state.items():
+        owner, _, attr = key.rpartition(".")
+        module = modules.get(owner)
+        current = getattr(module, attr, None) if module is not None else None
+        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
+            continue
+        if isinstance(current, torch.nn.Parameter):
+            setattr(module, attr, torch.nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
+        else:
+            module._buffers[attr] = torch.empty_like(tensor)
+
+
 def load_module(artifact: Artifact):
     """The artifact as an ``nn.Module`` in eval mode."""
     torch = _torch()
@@ -91,6 +137,8 @@ def load_module(artifact: Artifact):
             raise UsageError(f"factory '{artifact.source['factory']}' returned {type(model).__name__}, not a torch.nn.Module")
         if artifact.source.get("weights"):
             state = load_state_dict(Path(artifact.source["weights"]))
+            if artifact.source.get("structure"):
+                apply_structure(model, artifact.source["structure"], state)
             result = model.load_state_dict(state, strict=False)
             if result.missing_keys or result.unexpected_keys:
                 raise UsageError(

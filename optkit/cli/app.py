@@ -17,6 +17,7 @@ from optkit.cli.profile import profile
 from optkit.cli.report import report
 from optkit.cli.run import run
 from optkit.cli.compare import compare
+from optkit.cli.train import distill, prune
 from optkit.cli.transforms import compile_cmd, fuse, quantize, simplify
 from optkit.core.errors import OptkitError
 
@@ -59,6 +60,8 @@ app.command("export")(export)
 app.command("simplify")(simplify)
 app.command("fuse")(fuse)
 app.command("quantize")(quantize)
+app.command("prune")(prune)
+app.command("distill")(distill)
 app.command("compile")(compile_cmd)
 app.command("profile")(profile)
 app.command("report")(report)

@@ -103,6 +103,8 @@ class Artifact:
             files = [Path(self.source["factory_file"])] if self.source.get("factory_file") else []
             if self.source.get("weights"):
                 files.append(Path(self.source["weights"]))
+            if self.source.get("structure"):  # the spec file carries the pruned shapes
+                files.append(Path(self.source["spec"]))
             return files
         if self.format == "openvino":
             return [self.path, self.path.with_suffix(".bin")]
@@ -169,7 +171,8 @@ def _folder_artifact(folder: Path) -> Artifact:
         outputs=[TensorSpec(t.name, tuple(t.shape), t.dtype) for t in spec.outputs],
         source={"kind": "factory", "factory": factory if factory_file is None else f"{factory_file}:{m['attr']}",
                 "factory_file": str(factory_file) if factory_file else None,
-                "weights": str(weights) if weights else None, "name": spec.name},
+                "weights": str(weights) if weights else None, "name": spec.name,
+                "spec": str((folder / "optkit.yaml").resolve()), "structure": spec.structure},
         data=data, task=spec.task,
     )
 
@@ -245,7 +248,9 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
     text = str(ref)
     path = Path(text)
     if path.is_dir():
-        return _folder_artifact(path)
+        artifact = _folder_artifact(path)
+        load_sidecar(artifact)  # a folder optkit wrote (prune, distill) has one beside it
+        return artifact
     if path.is_file():
         if path.stat().st_size == 0:
             raise UsageError(f"{path} is empty", hint="Re-create the model file")

@@ -30,7 +30,7 @@ from optkit.eval.measure import MeasureSettings, measure, outputs_on_data
 from optkit.eval.metrics import fidelity
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
-_VERSIONED = ("optkit", "torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+_VERSIONED = ("optkit", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
 def tool_versions() -> dict[str, str]:
@@ -174,7 +174,9 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
         metrics["fidelity"] = fidelity(outputs, outputs)
         from optkit.backends.torch import count_macs, load_module
 
-        metrics["macs"] = count_macs(load_module(art), data.batch(1), [i.name for i in art.inputs])
+        module = load_module(art)
+        metrics["macs"] = count_macs(module, data.batch(1), [i.name for i in art.inputs])
+        metrics["params"] = sum(p.numel() for p in module.parameters())
     art.record = _record("original", art, data, {}, {"source": {k: v for k, v in art.source.items() if v}},
                          None, metrics, time.perf_counter() - start, notes)
     art.record["summary"] = f"{art.source.get('kind', 'torch')} model" + (
@@ -204,8 +206,10 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         if settings.enabled:
             parent_outputs()
         metrics, outputs, notes = _measured(new, data, settings, chain, chain.outputs, ui)
-        if "macs" in result.details:
-            metrics["macs"] = result.details["macs"]
+        for key in ("macs", "params"):  # a step that changes the architecture says so; others keep the parent's
+            value = result.details.get(key, (parent.record or {}).get("metrics", {}).get(key))
+            if value is not None:
+                metrics[key] = value
         step_time = time.perf_counter() - start
 
         if chain.reference is not None and parent.reference is None and parent.format == "torch":
@@ -223,6 +227,8 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         new.record["artifact"] = str(final)
         stage.write_text(sidecar_path(final), write_sidecar_text(new, final))
         stage.commit()
+    if final.is_dir():  # a model folder (prune, distill): its file paths pointed into the staged folder
+        new = open_artifact(final)
     chain.artifact, chain.outputs = new, outputs
     ui.info(f"[green]✓[/] {ps.step.name}: wrote {final} ({step_time:.1f}s)")
 
@@ -248,6 +254,8 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
             raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.accepts)} models, "
                              f"but it would get {fmt}", hint="Reorder the steps or start from another model")
         fmt = ps.step.output_format(ps.config)[0] or fmt
+    for ps in steps:
+        ps.step.precheck(ps.config, chain.artifact, base)
     data = _data_for(chain.artifact, ui)
     _probe(chain.artifact, data)
     chain.reference = _load_reference(chain.artifact, data)

@@ -81,7 +81,13 @@ class Staging:
             if not tmp.exists():
                 raise FileNotFoundError(f"staged file {tmp} was never written")
         for tmp, final in self._pending:
-            os.replace(tmp, final)
+            if tmp.is_dir() and final.is_dir():  # a folder artifact replaces the previous one
+                old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
         self._committed = True
 
     def __exit__(self, *exc_info: object) -> None:

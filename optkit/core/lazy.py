@@ -12,6 +12,7 @@ KNOWN = {
     "onnx": ("onnx", None),
     "onnxruntime": ("onnxruntime", None),
     "onnxscript": ("onnxscript", None),
+    "torch_pruning": ("torch-pruning", None),
     "openvino": ("openvino", "openvino"),
     "nncf": ("nncf", "openvino"),
     "neural_compressor": ("neural-compressor", "inc"),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +37,9 @@ class ModelSpec(BaseModel):
     outputs: list[TensorEntry] = []
     task: Literal["classification", "other"] = "classification"
     data: DataEntry = DataEntry()
+    # Written by prune / distill: attributes of modules whose shapes changed (e.g. {"layer1.conv1": {"out_channels": 32}}).
+    # Loading builds the factory's model, sets these, resizes parameters to the weights' shapes, then loads the weights.
+    structure: dict[str, dict[str, Any]] = Field({}, description="module name -> attributes changed by structural pruning")
 
 
 def load_model_spec(folder: Path) -> ModelSpec:

@@ -59,6 +59,7 @@ def ledger_rows(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "fidelity_vs_parent": metrics.get("fidelity_parent"),
             "peak_memory_mb": metrics.get("peak_memory_mb"),
             "macs": metrics.get("macs"),
+            "params": metrics.get("params"),
             "wall_time_s": rec.get("wall_time_s"),
             "summary": rec.get("summary", ""),
             "notes": rec.get("notes") or [],
@@ -102,12 +103,16 @@ def _macs(v: int | None) -> str:
     return "—" if v is None else f"{v / 1e6:.1f} M"
 
 
+def _count(v: int | None) -> str:
+    return "—" if v is None else (f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k")
+
+
 def _cells(row: dict) -> list[str]:
     lat = row["latency"] or {}
     fid = row["fidelity"] or {}
     metric = row["accuracy"]["metric"] if row["accuracy"] else "acc"
     return [
-        str(row["index"]), row["step"], row["format"], human_size(row["size_bytes"]),
+        str(row["index"]), row["step"], row["format"], human_size(row["size_bytes"]), _count(row.get("params")), _macs(row["macs"]),
         f"{_pct(row['accuracy']['value'])} {metric}" if row["accuracy"] else "—",
         _pts(row["accuracy_delta_vs_parent"]), _pts(row["accuracy_delta_vs_original"]),
         _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")),
@@ -116,7 +121,7 @@ def _cells(row: dict) -> list[str]:
     ]
 
 
-HEADERS = ["#", "step", "format", "size", "accuracy", "Δ parent", "Δ orig",
+HEADERS = ["#", "step", "format", "size", "params", "MACs", "accuracy", "Δ parent", "Δ orig",
            "p50 ms", "p90 ms", "× parent", "× orig", "max|Δ| orig", "cos orig", "what changed"]
 
 

@@ -22,6 +22,8 @@ STEPS: dict[str, str] = {
     "simplify": "optkit.steps.simplify:SimplifyStep",
     "fuse": "optkit.steps.fuse:FuseStep",
     "quantize": "optkit.steps.quantize:QuantizeStep",
+    "prune": "optkit.steps.prune:PruneStep",
+    "distill": "optkit.steps.distill:DistillStep",
     "compile": "optkit.steps.compile:CompileStep",
     "profile": "optkit.steps.profile:ProfileStep",
 }
@@ -58,6 +60,10 @@ class Step:
 
     def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
         raise NotImplementedError
+
+    def precheck(self, config: BaseModel, source: "Artifact", base: Path) -> None:
+        """Check inputs the options name (data files, other models) against the recipe's source model,
+        before anything runs or is measured; raise UsageError. Most steps need nothing here."""
 
     @classmethod
     def output_format(cls, config: BaseModel) -> tuple[str | None, str]:

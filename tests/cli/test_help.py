@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
-COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["compile"], ["profile"], ["report"],
+COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["prune"], ["distill"], ["compile"], ["profile"], ["report"],
             ["compare"], ["run"]]
 
 SCRIPT = textwrap.dedent('''

@@ -1,0 +1,355 @@
+"""prune: make the network smaller - structured channel pruning (torch-pruning), or unstructured sparsity.
+
+structured    removes whole channels / features with torch-pruning's dependency graph, so every
+              layer coupled to a pruned one (residual adds, BatchNorm, the next layer's inputs, a
+              transformer's MLP width) shrinks consistently. ``ratio`` prunes that fraction of each
+              group's channels (``global_pruning``: ranked across layers instead, capped per layer);
+              ``target_macs`` searches the ratio whose result has at most that fraction of the
+              input's MACs. Channel counts stay multiples of ``round_to`` (SIMD-friendly). The
+              layers that produce the model's outputs are never pruned; attention projections are
+              kept unless asked (most attention code hard-codes its head layout).
+unstructured  global magnitude pruning of Conv/Linear weights to ``sparsity``. Reported honestly:
+              the weights stay dense, so ONNX Runtime and OpenVINO on CPU run no faster; the gain is
+              in compressed size (measured and shown).
+
+Both can fine-tune afterwards to recover accuracy (``finetune_epochs``, see ``_training.py``),
+with the best validation epoch kept. The result is a model folder (factory + weights + pruned
+shapes in optkit.yaml) that ``export`` accepts and that reloads without pickle.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from optkit.core.artifact import Artifact
+from optkit.core.errors import StepError, UsageError
+from optkit.core.lazy import require
+from optkit.core.step import Step, StepContext, StepResult
+from optkit.steps import _training as tr
+
+ATTENTION_NAMES = ("query", "key", "value", "q_proj", "k_proj", "v_proj", "qkv", "in_proj", "out_proj", "out", "o_proj")
+
+
+class PruneConfig(tr.TrainOptions):
+    ratio: float | None = Field(None, gt=0, lt=1, description="structured: fraction of channels removed per group")
+    target_macs: float | None = Field(None, gt=0, lt=1, description="structured: keep at most this fraction of the input's MACs")
+    importance: Literal["l1", "l2", "taylor"] = Field("l2", description="channel importance (taylor: first-order, needs labelled training data)")
+    global_pruning: bool = Field(False, description="rank channels across layers (default: the same ratio in every layer)")
+    max_layer_ratio: float = Field(0.9, gt=0, le=1, description="global pruning: at most this fraction of any layer")
+    round_to: int = Field(8, ge=1, description="keep channel counts multiples of this")
+    ignore: list[str] = Field([], description="module names (glob patterns) never pruned; output layers always are")
+    prune_attention: bool = Field(False, description="also prune attention projections (only if the model's forward derives head sizes from the weights)")
+    unstructured: bool = Field(False, description="unstructured global magnitude pruning instead (no speedup on dense runtimes)")
+    sparsity: float | None = Field(None, gt=0, lt=1, description="unstructured: fraction of Conv/Linear weights set to zero")
+    finetune_epochs: int = Field(0, ge=0, le=1000, description="recovery fine-tuning epochs after pruning")
+    max_accuracy_drop: float | None = Field(None, ge=0, description="fail when top-1 ends more points below the input than this")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> "PruneConfig":
+        if self.unstructured:
+            if self.sparsity is None:
+                raise ValueError("unstructured pruning needs sparsity (e.g. 0.5)")
+            if self.ratio is not None or self.target_macs is not None:
+                raise ValueError("ratio / target_macs are for structured pruning; unstructured takes sparsity")
+        else:
+            if self.sparsity is not None:
+                raise ValueError("sparsity is for unstructured pruning (add unstructured: true), structured takes ratio or target_macs")
+            if (self.ratio is None) == (self.target_macs is None):
+                raise ValueError("give exactly one of ratio (e.g. 0.3) or target_macs (e.g. 0.5)")
+        return self
+
+
+# ----------------------------------------------------------------------------- structure helpers
+
+def _example(artifact: Artifact, data) -> tuple:
+    torch = tr.torch_module()
+    feed = data.batch(1)
+    return tuple(torch.from_numpy(feed[i.name]) for i in artifact.inputs)
+
+
+def output_layers(module, example: tuple) -> list:
+    """Conv/Linear modules whose output *is* a model output (pruning them would change the output shape)."""
+    torch = tr.torch_module()
+    from optkit.backends.torch import flatten_outputs
+
+    produced: dict[int, Any] = {}
+    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+             for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
+    try:
+        with torch.no_grad():
+            outs = flatten_outputs(module(*example))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [produced[id(o)] for o in outs if id(o) in produced]
+
+
+def attention_projections(module) -> list:
+    """Linear layers inside attention blocks (a module with a heads attribute and q/k/v-like children)."""
+    torch = tr.torch_module()
+    found = []
+    for m in module.modules():
+        if not any(isinstance(getattr(m, a, None), int) for a in ("heads", "num_heads", "n_heads")):
+            continue
+        found += [c for n, c in m.named_children() if isinstance(c, torch.nn.Linear) and n in ATTENTION_NAMES]
+        found += [c for c in m.modules() if isinstance(c, torch.nn.MultiheadAttention)]
+    return found
+
+
+def ignored_layers(module, example: tuple, config: PruneConfig) -> list:
+    named = dict(module.named_modules())
+    chosen = output_layers(module, example)
+    if not config.prune_attention:
+        chosen += attention_projections(module)
+    for pattern in config.ignore:
+        hits = [m for n, m in named.items() if n and fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise UsageError(f"--ignore '{pattern}' matches no module of the model",
+                             hint=f"Module names look like: {', '.join(list(n for n in named if n)[:6])}")
+        chosen += hits
+    return chosen
+
+
+def _importance(name: str):
+    tp = require("torch_pruning", "structured pruning")
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+def _taylor_gradients(model, train, example_names: list[str], batches: int = 4, batch_size: int = 64) -> None:
+    torch = tr.torch_module()
+    from optkit.backends.torch import flatten_outputs
+
+    if train is None or train.labels is None:
+        raise UsageError("taylor importance needs labelled training data", hint="Pass --train-data FILE.npz with labels, or use --importance l2")
+    model.zero_grad()
+    for b in range(batches):
+        feed = train.batch(batch_size, b * batch_size)
+        out = flatten_outputs(model(*[torch.from_numpy(feed[n].astype("float32")) for n in example_names]))[0]
+        idx = (torch.arange(batch_size) + b * batch_size) % len(train)
+        torch.nn.functional.cross_entropy(out, torch.from_numpy(train.labels[idx.numpy()].astype("int64"))).backward()
+
+
+def prune_structured(module, example: tuple, config: PruneConfig, ratio: float, train=None, names=None):
+    """A pruned deep copy of ``module`` (torch-pruning BasePruner, one shot)."""
+    tp = require("torch_pruning", "structured pruning")
+    model = copy.deepcopy(module).eval()
+    ignored = ignored_layers(model, example, config)
+    with warnings.catch_warnings():  # e.g. "unwrapped parameters detected": handled by torch-pruning's default
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.BasePruner(
+            model, example_inputs=example if len(example) > 1 else example[0], importance=_importance(config.importance),
+            global_pruning=config.global_pruning, pruning_ratio=ratio, max_pruning_ratio=config.max_layer_ratio,
+            ignored_layers=ignored, round_to=config.round_to if config.round_to > 1 else None,
+        )
+    if config.importance == "taylor":
+        _taylor_gradients(model, train, names)
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def search_ratio(module, example: tuple, config: PruneConfig, base_macs: int, count, train=None, names=None):
+    """Smallest ratio whose pruned model has <= target_macs x the MACs (bisection; MACs fall with the ratio)."""
+    target = config.target_macs * base_macs
+    lo, hi, best = 0.0, min(0.95, config.max_layer_ratio), None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        candidate = prune_structured(module, example, config, mid, train, names)
+        macs = count(candidate)
+        if macs <= target:
+            hi, best = mid, (mid, candidate, macs)
+        else:
+            lo = mid
+    if best is None:
+        candidate = prune_structured(module, example, config, hi, train, names)
+        macs = count(candidate)
+        if macs > target:
+            raise StepError(f"cannot reach {config.target_macs:.2f}x MACs: the most pruning allowed leaves "
+                            f"{macs / base_macs:.2f}x", hint="Raise --target-macs, raise max_layer_ratio or --ignore fewer layers")
+        best = (hi, candidate, macs)
+    return best
+
+
+def channel_changes(original, pruned) -> list[str]:
+    torch = tr.torch_module()
+    before = dict(original.named_modules())
+    changes = []
+    for name, m in pruned.named_modules():
+        ref = before.get(name)
+        if isinstance(m, torch.nn.modules.conv._ConvNd) and m.out_channels != ref.out_channels:
+            changes.append(f"{name} {ref.out_channels}->{m.out_channels}")
+        elif isinstance(m, torch.nn.Linear) and m.out_features != ref.out_features:
+            changes.append(f"{name} {ref.out_features}->{m.out_features}")
+    return changes
+
+
+# ----------------------------------------------------------------------------- unstructured
+
+def _prunable(module, ignored: list) -> list:
+    torch = tr.torch_module()
+    skip = {id(m) for m in ignored}
+    return [m for m in module.modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and id(m) not in skip]
+
+
+def prune_unstructured(module, layers: list, sparsity: float) -> None:
+    torch = tr.torch_module()
+    from torch.nn.utils import prune
+
+    prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=sparsity)
+
+
+def finalize_unstructured(layers: list) -> None:
+    from torch.nn.utils import prune
+
+    for m in layers:
+        if prune.is_pruned(m):
+            prune.remove(m, "weight")
+
+
+def sparsity_facts(module, layers: list) -> dict[str, Any]:
+    weights = [m.weight.detach() for m in layers]
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    every = sum(p.numel() for p in module.parameters())
+    raw = b"".join(w.float().numpy().tobytes() for w in weights)
+    return {"weights_sparsity": zeros / total, "params_sparsity": zeros / every, "pruned_layers": len(layers),
+            "compressed_weights_bytes": len(zlib.compress(raw, 6)), "raw_weights_bytes": len(raw)}
+
+
+# ----------------------------------------------------------------------------- the step
+
+class PruneStep(Step):
+    name = "prune"
+    summary = "structured channel pruning (torch-pruning) or unstructured sparsity, with recovery fine-tuning"
+    accepts = ("torch",)
+    produces = "torch"
+    suffix = ""  # a model folder
+    Config = PruneConfig
+
+    def precheck(self, config: PruneConfig, source: Artifact, base: Path) -> None:
+        if source.format != "torch":
+            return
+        tr.factory_model_check(source)
+        if config.finetune_epochs or config.importance == "taylor":
+            tr.train_split(config, source, base)
+            tr.val_split(config, source, base)
+
+    def run(self, ctx: StepContext, artifact: Artifact, config: PruneConfig) -> StepResult:
+        from optkit.backends.torch import load_module, structure_of
+
+        require("torch_pruning", "structured pruning")
+        module = load_module(artifact)
+        names = [i.name for i in artifact.inputs]
+        example = _example(artifact, ctx.data)
+
+        def count(m) -> int:
+            return tr.macs_of(m, artifact, ctx.data) or 0
+
+        base_macs, base_params = count(module), tr.param_count(module)
+        needs_train = config.finetune_epochs > 0 or config.importance == "taylor"
+        train = tr.train_split(config, artifact, ctx.base) if needs_train else None
+        val = tr.val_split(config, artifact, ctx.base) if config.finetune_epochs else None
+        details: dict[str, Any] = {"mode": "unstructured" if config.unstructured else "structured",
+                                   "macs_before": base_macs, "params_before": base_params}
+        if config.unstructured:
+            pruned = copy.deepcopy(module)
+            layers = _prunable(pruned, ignored_layers(pruned, example, config))
+            prune_unstructured(pruned, layers, config.sparsity)
+        else:
+            with ctx.ui.status("pruning channels (torch-pruning dependency graph)"):
+                if config.target_macs is not None:
+                    ratio, pruned, _ = search_ratio(module, example, config, base_macs, count, train, names)
+                else:
+                    ratio, pruned = config.ratio, prune_structured(module, example, config, config.ratio, train, names)
+            details["ratio"] = round(ratio, 4)
+            details["channels"] = channel_changes(module, pruned)
+            if not details["channels"]:
+                raise StepError("nothing was pruned: every prunable group is ignored or too small for the ratio",
+                                hint="Raise --ratio, lower --round-to or --ignore fewer layers")
+        self._check_runs(pruned, example, artifact)
+        details["val_top1_before_finetune"] = tr.top1_of(pruned, val)
+        if config.finetune_epochs:
+            result = tr.fit(pruned, train, val, _label_loss(module, names), config, config.finetune_epochs, ctx.ui,
+                            "fine-tuning")
+            details["finetune"] = result.to_dict()
+        if config.unstructured:
+            finalize_unstructured(layers)
+            details.update(sparsity_facts(pruned, layers))
+        details["macs"], details["params"] = count(pruned), tr.param_count(pruned)
+        details["macs_ratio"] = details["macs"] / base_macs if base_macs else None
+        self._check_accuracy(module, pruned, ctx, config)
+        out = tr.write_folder(pruned, artifact, ctx.out_tmp, ctx.out_final, structure_of(pruned, tr.factory_model(artifact)),
+                              name=f"{artifact.source.get('name') or artifact.path.stem}_pruned")
+        return StepResult(artifact=out, details=details)
+
+    @staticmethod
+    def _check_runs(pruned, example: tuple, artifact: Artifact) -> None:
+        torch = tr.torch_module()
+        from optkit.backends.torch import flatten_outputs
+
+        try:
+            with torch.no_grad():
+                outs = flatten_outputs(pruned(*example))
+        except Exception as exc:
+            raise StepError(f"the pruned model no longer runs ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                            "its forward probably hard-codes a width that pruning changed",
+                            hint="Keep those layers with --ignore NAME (glob), or prune less") from exc
+        want = [tuple(o.shape[1:]) for o in artifact.outputs]
+        got = [tuple(o.shape[1:]) for o in outs]
+        if want and all(isinstance(d, int) for s in want for d in s) and got != want:
+            raise StepError(f"pruning changed the output shape ({got} vs {want})", hint="--ignore the output layers")
+
+    @staticmethod
+    def _check_accuracy(original, pruned, ctx: StepContext, config: PruneConfig) -> None:
+        if config.max_accuracy_drop is None:
+            return
+        before, after = tr.top1_of(original, ctx.data), tr.top1_of(pruned, ctx.data)
+        if before is not None and after is not None and 100 * (before - after) > config.max_accuracy_drop:
+            raise StepError(f"pruned top-1 {100 * after:.2f}% is {100 * (before - after):.2f} points below the input's "
+                            f"{100 * before:.2f}% (max_accuracy_drop {config.max_accuracy_drop})",
+                            hint="Prune less, fine-tune longer (--finetune-epochs) or distill")
+
+    @staticmethod
+    def describe(details: dict[str, Any]) -> str:
+        macs = ""
+        if details.get("macs_before") and details.get("macs"):
+            macs = (f"MACs {details['macs_before'] / 1e6:.1f}M -> {details['macs'] / 1e6:.1f}M "
+                    f"({details['macs'] / details['macs_before']:.2f}x), params {details['params_before'] / 1e3:.0f}k -> "
+                    f"{details['params'] / 1e3:.0f}k")
+        if details.get("mode") == "unstructured":
+            text = (f"unstructured: {100 * details['weights_sparsity']:.1f}% of Conv/Linear weights zero "
+                    f"({100 * details['params_sparsity']:.1f}% of all params); dense runtimes do not get faster; "
+                    f"compressed weights {details['compressed_weights_bytes'] / 1e3:.0f} kB vs "
+                    f"{details['raw_weights_bytes'] / 1e3:.0f} kB raw")
+        else:
+            text = f"structured, ratio {details.get('ratio')}: {macs}"
+        ft = details.get("finetune")
+        if ft:
+            best = ft["best_val_top1"]
+            text += (f"; fine-tuned {ft['epochs_run']} epochs, kept epoch {ft['best_epoch']}"
+                     + (f" (val top-1 {100 * best:.2f}%)" if best is not None else ""))
+        return text
+
+
+def _label_loss(teacher, names: list[str]):
+    """Cross-entropy with labels; without labels, match the unpruned model's outputs (self-distillation)."""
+    torch = tr.torch_module()
+    from optkit.backends.torch import flatten_outputs
+
+    def loss(outs, batch, labels):
+        if labels is not None:
+            return torch.nn.functional.cross_entropy(outs[0], labels)
+        with torch.no_grad():
+            target = flatten_outputs(teacher(*batch))
+        return sum(torch.nn.functional.mse_loss(o, t) for o, t in zip(outs, target))
+
+    return loss
