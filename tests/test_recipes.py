@@ -20,7 +20,8 @@ def test_recipe_validates(recipe):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem.endswith("_cpu")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem.endswith("_cpu") and r.stem != "digits_cnn_cpu"],
+                         ids=lambda p: p.stem)  # digits_cnn_cpu: tests/cli/test_run_ci.py
 def test_cpu_recipe_runs(recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     raw["model"] = str((recipe.parent / raw["model"]).resolve())
@@ -36,6 +37,7 @@ def test_cpu_recipe_runs(recipe, tmp_path):
     assert final["accuracy"]["value"] >= original["accuracy"]["value"] - 0.01
     assert final["size_bytes"] < original["size_bytes"]
     assert report["profiles"][0]["latency"][0]["batch_size"] == 1
+    assert report["status"] == "passed" and report["gates"]
 
 
 @pytest.mark.slow
@@ -46,6 +48,7 @@ def test_prune_distill_recipe_runs(tmp_path):
     raw["output_dir"] = str(tmp_path / "out")
     raw["measure"] = {"batch_sizes": [1], "budget_s": 0.05}
     raw["steps"][1]["distill"]["epochs"] = 1  # the benchmark trains for real; here the chain must compose
+    raw["gates"] = []  # one epoch does not reach the recipe's accuracy gates
     copy = tmp_path / recipe.name
     copy.write_text(yaml.safe_dump(raw))
     result = invoke("run", str(copy), "--json")

@@ -40,7 +40,8 @@ def import_factory(ref: str):
     try:
         if target.endswith(".py"):
             path = Path(target)
-            name = f"optkit_user_{path.stem}_{abs(hash(str(path)))}"
+            # not registered in sys.modules; a stable name keeps exported graphs' metadata byte-identical
+            name = f"optkit_user_{path.stem}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             with _on_path(path.parent):

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from optkit import __version__
 from optkit.cli.export import export
 from optkit.cli.profile import profile
+from optkit.cli.recipe import recipe_app
 from optkit.cli.report import report
 from optkit.cli.run import run
 from optkit.cli.compare import compare
@@ -67,6 +68,7 @@ app.command("profile")(profile)
 app.command("report")(report)
 app.command("compare")(compare)
 app.command("run")(run)
+app.add_typer(recipe_app, name="recipe")
 
 
 def main() -> None:

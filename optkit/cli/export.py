@@ -1,7 +1,6 @@
 """optkit export MODEL -o OUT.onnx"""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

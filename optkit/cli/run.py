@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,41 +11,64 @@ from optkit.cli import options as o
 
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a recipe value: KEY.PATH=VALUE (YAML), e.g. steps.quantize.method=entropy, "
+                      "measure.budget_s=0.2. Repeatable.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step even if its cached result is still valid.")] = False,
     json_out: o.Json = False,
     markdown: o.Markdown = False,
 ) -> None:
-    """Run a recipe: its steps in order, each measured, then the ledger (and report.json in its output_dir)."""
+    """Run a recipe: every step measured, gates judged (exit 3 if one fails), reports and manifest in its output_dir."""
     from optkit.cli.common import emit_ledger, print_json
     from optkit.core.engine import run_recipe, tool_versions
-    from optkit.core.files import Staging, dumps_json
+    from optkit.core.errors import GateError, StepError
+    from optkit.core.gates import evaluate
     from optkit.core.recipe import load_recipe, plan
     from optkit.core.report import ledger_rows, render_profile
+    from optkit.core.run_report import build_report, environment, write_outputs
     from optkit.core.ui import UI
 
-    parsed, base = load_recipe(recipe)
-    ui = UI()
+    parsed, base = load_recipe(recipe, overrides=set_)
     if dry_run:
         steps = plan(parsed, base)
-        resolved = {"recipe": str(recipe), "model": parsed.model, "measure": parsed.measure.model_dump(),
+        print_json({"recipe": str(recipe), "model": parsed.model, "output_dir": str(parsed.output_path(base)),
+                    "seed": parsed.seed, "measure": parsed.measure.model_dump(),
                     "steps": [{"step": ps.step.name, "options": ps.config.model_dump(mode="json"),
-                               "output": str(ps.output) if ps.output else None} for ps in steps]}
-        print_json(resolved)
+                               "output": str(ps.output) if ps.output else None} for ps in steps],
+                    "gates": [g.model_dump(exclude_none=True) for g in parsed.gates]})
         return
-    result = run_recipe(parsed, base, ui)
+    ui = UI()
+    error = None
+    try:
+        result = run_recipe(parsed, base, ui, use_cache=not no_cache)
+    except StepError as exc:
+        result, error = getattr(exc, "result", None), exc
+        if result is None:
+            raise
     rows = ledger_rows(result.final.chain()) if result.final else []
-    report = {"recipe": str(recipe.resolve()), "steps": rows, "profiles": result.profiles,
-              "wall_time_s": result.wall_time_s, "environment": tool_versions()}
-    out_dir = (Path(parsed.output_dir) if Path(parsed.output_dir).is_absolute() else base / parsed.output_dir).resolve()
-    with Staging() as stage:
-        stage.write_text(out_dir / "report.json", dumps_json(report))
-        stage.commit()
+    gates = [] if error else [g.to_dict() for g in evaluate(parsed.gates, rows)]
+    out_dir = parsed.output_path(base)
+    report = build_report(recipe_path=recipe.resolve(), rows=rows, profiles=result.profiles, gates=gates,
+                          cached=result.cached, wall_time_s=result.wall_time_s,
+                          env=environment(parsed.seed, tool_versions(all_backends=True)),
+                          error=error.one_line() if error else None)
+    paths = write_outputs(out_dir, report)
     if json_out:
         print_json(report)
-        return
-    if result.final:
-        emit_ledger(ui, result.final, as_json=False, markdown=markdown)
-    if not markdown:
-        for prof in result.profiles:
-            render_profile(ui.out, prof)
-    ui.info(f"report: {out_dir / 'report.json'} ({result.wall_time_s:.1f}s)")
+    else:
+        if result.final:
+            emit_ledger(ui, result.final, as_json=False, markdown=markdown)
+        if not markdown:
+            for prof in result.profiles:
+                render_profile(ui.out, prof)
+        for gate in gates:
+            ui.info(f"{'[green]✓ gate[/]' if gate['passed'] else '[red]✗ GATE FAILED[/]'} {gate['text']}")
+        cached = f", {len(result.cached)} of {len(parsed.steps)} steps from the cache" if result.cached else ""
+        ui.info(f"reports: {', '.join(p.name for p in paths)} in {out_dir} ({result.wall_time_s:.1f}s{cached})")
+    if error:
+        raise error
+    failed = [g for g in gates if not g["passed"]]
+    if failed:
+        raise GateError(f"{len(failed)} of {len(gates)} gate(s) failed: " + "; ".join(g["text"] for g in failed),
+                        hint=f"Artifacts and reports are kept in {out_dir} for inspection")

@@ -31,11 +31,13 @@ from optkit.eval.metrics import fidelity
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
 _VERSIONED = ("optkit", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
+_BACKENDS = ("onnxslim", "onnxsim", "openvino", "nncf", "neural-compressor", "onnxruntime-gpu", "tensorrt")
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(all_backends: bool = False) -> dict[str, str]:
+    """Versions recorded in every sidecar; ``all_backends`` adds the optional ones (cache keys, manifests)."""
     versions = {"python": platform.python_version()}
-    for dist in _VERSIONED:
+    for dist in _VERSIONED + (_BACKENDS if all_backends else ()):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -48,6 +50,7 @@ class RunResult:
     final: Artifact | None
     profiles: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
+    cached: list[int] = field(default_factory=list)  # indices of steps reused from the cache
 
 
 @dataclass
@@ -184,7 +187,7 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
 
 
 def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI,
-                   base: Path) -> None:
+                   base: Path, cache_key: str | None = None) -> None:
     parent = chain.artifact
     final = ps.output.resolve()
     start = time.perf_counter()
@@ -223,6 +226,8 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         new.record = _record(ps.step.name, new, data, ps.config.model_dump(mode="json"), result.details,
                              parent, metrics, step_time, notes)  # digest and size read from the staged file
         new.record["summary"] = ps.step.describe(result.details)
+        if cache_key:
+            new.record["cache_key"] = cache_key
         new.path = final
         new.record["artifact"] = str(final)
         stage.write_text(sidecar_path(final), write_sidecar_text(new, final))
@@ -243,7 +248,59 @@ def _run_measuring(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
     return profile
 
 
-def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
+def _seed(seed: int) -> None:
+    """Same seed, same artifacts: numpy and (when loaded) torch are seeded before each step."""
+    import random
+    import sys
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+class _Source:
+    """What the chain's first artifact needs before a step may run on it, done at most once and only
+    when some step is not served from the cache: the shape probe, reference outputs, row 0."""
+
+    def __init__(self, chain: _Chain, data: EvalData, settings: MeasureSettings, producing: bool, ui: UI) -> None:
+        self.chain, self.data, self.settings, self.producing, self.ui = chain, data, settings, producing, ui
+        self.source = chain.artifact
+        self.done = False
+
+    def prepare(self) -> None:
+        if self.done or self.chain.artifact is not self.source:
+            return
+        self.done = True
+        chain, art = self.chain, self.source
+        _probe(art, self.data)
+        chain.reference = _load_reference(art, self.data)
+        if self.producing and self.settings.enabled and art.record is None and art.format == "torch":
+            self.ui.info(f"measuring the original model {art.path.name}")
+            _measure_original(chain, self.data, self.settings, self.ui)
+
+
+def _reuse(ps: PlannedStep, key: str, chain: _Chain, data: EvalData, ui: UI) -> bool:
+    from optkit.core.cache import lookup_artifact
+
+    hit, why = lookup_artifact(ps.output, key)
+    if hit is None:
+        if why:
+            ui.warn(f"{ps.step.name}: cached {ps.output.name} not reused ({why}); rebuilding")
+        return False
+    chain.artifact, chain.outputs = hit, None
+    chain.reference = _load_reference(hit, data)
+    ui.info(f"[cyan]↺[/] {ps.step.name}: reused {ps.output} from the cache (built in {hit.record.get('wall_time_s', 0):.1f}s)")
+    return True
+
+
+def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -> RunResult:
+    """Run the recipe's steps; with ``use_cache`` (``optkit run``) a step whose inputs did not change is reused.
+
+    A ``StepError`` raised here carries ``.result``: the steps finished before it, for the report.
+    """
+    from optkit.core import cache
+
     started = time.perf_counter()
     steps = plan(recipe, base)  # every step and option validated before anything runs
     settings = _settings(recipe)
@@ -257,21 +314,51 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI) -> RunResult:
     for ps in steps:
         ps.step.precheck(ps.config, chain.artifact, base)
     data = _data_for(chain.artifact, ui)
-    _probe(chain.artifact, data)
-    chain.reference = _load_reference(chain.artifact, data)
-    producing = any(ps.output is not None for ps in steps)
-    if producing and settings.enabled and chain.artifact.record is None and chain.artifact.format == "torch":
-        ui.info(f"measuring the original model {chain.artifact.path.name}")
-        _measure_original(chain, data, settings, ui)
+    source = _Source(chain, data, settings, any(ps.output is not None for ps in steps), ui)
+    settings_facts = {**recipe.measure.model_dump(mode="json"), "eval_batch_size": settings.eval_batch_size}
+    versions = tool_versions(all_backends=True) if use_cache else {}
 
     result = RunResult(final=None)
-    for ps in steps:
-        ui.info(f"[bold]{ps.step.name}[/]: {ps.step.summary}")
-        if ps.output is not None:
-            _run_producing(ps, chain, data, settings, ui, base)
-            result.final = chain.artifact
-        else:
-            result.profiles.append(_run_measuring(ps, chain, data, settings, ui))
+    try:
+        for ps in steps:
+            ui.info(f"[bold]{ps.step.name}[/]: {ps.step.summary}")
+            options = ps.config.model_dump(mode="json")
+            key = cache.step_key(step=ps.step.name, options=options, parent=chain.artifact, settings=settings_facts,
+                                 seed=recipe.seed, versions=versions, base=base) if use_cache else None
+            if ps.output is not None:
+                if key and _reuse(ps, key, chain, data, ui):
+                    result.cached.append(ps.index)
+                else:
+                    source.prepare()
+                    _seed(recipe.seed + ps.index)
+                    _run_producing(ps, chain, data, settings, ui, base, cache_key=key)
+                result.final = chain.artifact
+                continue
+            stored = _profile_path(recipe, base, ps)
+            profile, why = cache.lookup_profile(stored, key) if key else (None, None)
+            if profile is not None:
+                ui.info(f"[cyan]↺[/] {ps.step.name}: reused {stored.name} from the cache")
+                result.cached.append(ps.index)
+            else:
+                if why:
+                    ui.warn(f"{ps.step.name}: cached {stored.name} not reused ({why}); measuring again")
+                source.prepare()
+                profile = _run_measuring(ps, chain, data, settings, ui)
+                if key:
+                    from optkit.core.files import Staging, dumps_json
+
+                    with Staging() as stage:
+                        stage.write_text(stored, dumps_json(cache.profile_entry(profile, key)))
+                        stage.commit()
+            result.profiles.append(profile)
+    except StepError as exc:
+        result.final = chain.artifact if chain.artifact.record else result.final
+        result.wall_time_s = time.perf_counter() - started
+        exc.result = result  # type: ignore[attr-defined]
+        raise
     result.wall_time_s = time.perf_counter() - started
     return result
 
+
+def _profile_path(recipe: Recipe, base: Path, ps: PlannedStep) -> Path:
+    return recipe.output_path(base) / f"{ps.index:02d}_{ps.step.name}.json"

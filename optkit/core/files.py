@@ -23,10 +23,13 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_files(paths: list[Path]) -> str:
-    """One digest over several files (name and content of each, in the given order)."""
+    """One digest over several files (suffix and content of each, in the given order).
+
+    Not the full name: an artifact is digested while staged under a temporary name and must keep
+    the same digest once renamed (an OpenVINO .xml/.bin pair)."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
+        digest.update(path.suffix.encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()
 
 

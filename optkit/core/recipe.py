@@ -13,15 +13,17 @@ Every command is a one-step recipe run by the same engine (``optkit.core.engine`
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from optkit.core.errors import UsageError
-from optkit.core.step import Step, step_class
+from optkit.core.gates import Gate
+from optkit.core.step import STEPS, Step, step_class
 
 
 class MeasureConfig(BaseModel):
@@ -53,8 +55,18 @@ class Recipe(BaseModel):
     input_shapes: dict[str, list[int]] | None = Field(None, description="input name -> shape, e.g. {input: [1, 1, 32, 32]}")
     eval_data: str | None = Field(None, description=".npz with arrays named after the inputs, plus labels")
     output_dir: str = "optkit-out"
+    seed: int = Field(0, ge=0, description="seeds numpy and torch before the first step (steps with a seed option keep theirs)")
     measure: MeasureConfig = MeasureConfig()
     steps: list[StepEntry] = Field(min_length=1)
+    gates: list[Gate] = Field([], description="limits checked after the last step; a failed gate exits 3")
+    _origin: str | None = PrivateAttr(None)      # the recipe file, for error messages
+    _text: str | None = PrivateAttr(None)        # its text, for line and column of errors
+    _raw_steps: list | None = PrivateAttr(None)  # the steps as written (names for messages)
+
+    def output_path(self, base: Path) -> Path:
+        """The run's output directory (relative to the recipe's folder unless absolute)."""
+        out = Path(self.output_dir)
+        return (out if out.is_absolute() else base / out).resolve()
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -91,54 +103,197 @@ def _loc(loc: tuple) -> str:
     return "".join(parts) or "(top level)"
 
 
-def validation_message(exc: ValidationError, origin: str) -> UsageError:
+def _allowed(loc: tuple, raw_steps: list | None) -> list[str]:
+    """The keys allowed where an unknown key was found (for 'did you mean' and the list of choices)."""
+    if loc[:1] == ("steps",) and len(loc) >= 4 and loc[2] == "options":
+        name = _step_name(raw_steps, loc[1])
+        if name in STEPS:
+            return list(step_class(name).Config.model_fields)
+    models = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry}
+    model = models.get(loc[0]) if len(loc) > 1 else Recipe
+    return list(model.model_fields) if model else []
+
+
+def _step_name(raw_steps: list | None, index: Any) -> str | None:
+    try:
+        item = raw_steps[index]
+    except (TypeError, IndexError, KeyError):
+        return None
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return item.get("name") if "name" in item else next(iter(item), None)
+    return None
+
+
+def _where(origin: str | None, text: str | None, loc: tuple) -> str:
+    """``file:line:column`` of a key path when the recipe's text is known, else the file (or '')."""
+    from optkit.core.yaml_marks import locate
+
+    mark = locate(text, loc) if text is not None and origin else None
+    return f"{origin}:{mark[0]}:{mark[1]}" if mark else (origin or "")
+
+
+def validation_message(exc: ValidationError, origin: str, *, text: str | None = None, prefix: tuple = (),
+                       raw_steps: list | None = None) -> UsageError:
+    """One line: where (file:line:column), what is wrong, and what is allowed."""
     err = exc.errors()[0]
-    where = _loc(tuple(err["loc"]))
+    loc = (*prefix, *err["loc"])
+    where = _loc(loc)
+    step = _step_name(raw_steps, loc[1]) if loc[:1] == ("steps",) and len(loc) > 1 else None
+    if step:
+        where = f"{where} ({step})"
+    at = _where(origin, text, loc)
     if err["type"] == "extra_forbidden":
-        return UsageError(f"{origin}: unknown key '{err['loc'][-1]}' at {where}", hint="Remove or correct it")
-    return UsageError(f"{origin}: {where}: {err['msg']}", hint="Fix the recipe")
+        key = str(loc[-1])
+        allowed = _allowed(loc, raw_steps)
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = (f"Did you mean '{close[0]}'? " if close else "") + (f"Allowed: {', '.join(allowed)}" if allowed else "Remove it")
+        return UsageError(f"{at}: unknown key '{key}' in {_loc(loc[:-1])}{f' ({step})' if step and len(loc) > 2 else ''}",
+                          hint=hint)
+    return UsageError(f"{at}: {where}: {err['msg']}", hint="Fix the recipe")
 
 
-def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Recipe, Path]:
-    """Parse and validate a recipe file (safe YAML); returns the recipe and its base folder."""
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``--set steps.quantize.method=entropy`` / ``--set measure.budget_s=0.2`` on the raw recipe (values are YAML)."""
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not sep or not parts:
+            raise UsageError(f"bad --set '{item}'", hint="Write KEY.PATH=VALUE, e.g. steps.quantize.method=entropy")
+        try:
+            value = yaml.safe_load(value_text) if value_text.strip() else None
+        except yaml.YAMLError:
+            value = value_text
+        if parts[0] == "steps":
+            if len(parts) != 3:
+                raise UsageError(f"bad --set '{item}'", hint="Steps take steps.STEP_NAME_OR_INDEX.OPTION=VALUE")
+            steps = raw.get("steps")
+            if not isinstance(steps, list):
+                raise UsageError(f"--set {key}: the recipe has no list of steps")
+            idx = [int(parts[1])] if parts[1].isdigit() and int(parts[1]) < len(steps) else \
+                [i for i in range(len(steps)) if _step_name(steps, i) == parts[1]]
+            if len(idx) != 1:
+                names = ", ".join(str(_step_name(steps, i)) for i in range(len(steps)))
+                raise UsageError(f"--set {key}: {'no' if not idx else 'more than one'} step '{parts[1]}' in the recipe",
+                                 hint=f"Steps: {names}; an index (steps.2.{parts[2]}) picks one")
+            i = idx[0]
+            item_raw = steps[i]
+            if isinstance(item_raw, str):
+                item_raw = steps[i] = {item_raw: {}}
+            opts = item_raw.get("options") if isinstance(item_raw, dict) and "name" in item_raw else \
+                next(iter(item_raw.values())) if isinstance(item_raw, dict) and len(item_raw) == 1 else False
+            if opts is not None and not isinstance(opts, dict):
+                raise UsageError(f"--set {key}: steps[{i}] is not written as '- STEP: {{OPTION: VALUE}}'",
+                                 hint="Fix that step in the recipe first")
+            opts = {**(opts or {}), parts[2]: value}
+            if "name" in item_raw:
+                item_raw["options"] = opts
+            else:
+                item_raw[next(iter(item_raw))] = opts
+            continue
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: '{p}' is not a mapping in the recipe")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_recipe(path: Path, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
+    """Parse and validate a recipe file (safe YAML) and every step's options; returns the recipe and its base folder."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"recipe {path} does not exist", hint="Check the path")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        text = path.read_text()
+        raw = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}", hint="Fix the YAML syntax") from exc
+        raise UsageError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}",
+                         hint="Fix the YAML syntax") from exc
     if not isinstance(raw, dict):
         raise UsageError(f"{path} must be a YAML mapping with at least 'model' and 'steps'")
-    raw.update(overrides or {})
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        text = None  # positions in the file no longer match
+    raw_steps = raw.get("steps") if isinstance(raw.get("steps"), list) else None
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise validation_message(exc, str(path)) from exc
-    return recipe, path.resolve().parent
+        raise validation_message(exc, str(path), text=text, raw_steps=raw_steps) from exc
+    except (TypeError, ValueError) as exc:  # e.g. a step entry pydantic cannot even shape
+        raise UsageError(f"{path}: {str(exc).splitlines()[0]}", hint="Fix the recipe") from exc
+    recipe._origin, recipe._text, recipe._raw_steps = str(path), text, raw_steps
+    base = path.resolve().parent
+    plan(recipe, base)  # every step name and option checked now, with the file's line numbers
+    return recipe, base
 
 
 def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
     """Resolve every step class and validate its options before anything runs."""
     planned = []
+    origin, text, raw_steps = recipe._origin, recipe._text, recipe._raw_steps
     for i, entry in enumerate(recipe.steps):
         try:
             cls = step_class(entry.name)
         except UsageError as exc:
-            raise UsageError(f"steps[{i}]: {exc.message}", hint=exc.hint) from exc
+            at = _where(origin, text, ("steps", i, "name"))
+            raise UsageError(f"{at + ': ' if at else ''}steps[{i}]: {exc.message}", hint=exc.hint) from exc
         try:
             config = cls.Config.model_validate(entry.options)
         except ValidationError as exc:
-            raise validation_message(exc, f"steps[{i}] ({entry.name})") from exc
+            raise validation_message(exc, origin or f"steps[{i}] ({entry.name})", text=text,
+                                     prefix=("steps", i, "options"), raw_steps=raw_steps) from exc
         output = None
         fmt, suffix = cls.output_format(config)
         if fmt is not None:
             output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{suffix}"
             output = (output if output.is_absolute() else base / output).resolve()
         planned.append(PlannedStep(i, cls(), config, output))
+    _check_gates(recipe, planned)
     return planned
+
+
+def _check_gates(recipe: Recipe, planned: list[PlannedStep]) -> None:
+    """A gate may only name a step that writes an artifact (a ledger row), by name or index."""
+    rows = {"original"} | {ps.step.name for ps in planned if ps.output} | \
+        {str(ps.index) for ps in planned if ps.output}
+    for i, gate in enumerate(recipe.gates):
+        for field_name in ("step", "baseline"):
+            value = getattr(gate, field_name)
+            if value is None or value in rows or (field_name == "step" and value == "original"):
+                continue
+            at = _where(recipe._origin, recipe._text, ("gates", i, field_name))
+            names = sorted(r for r in rows if not r.isdigit())
+            raise UsageError(f"{at + ': ' if at else ''}gates[{i}].{field_name}: no step '{value}' writes an artifact in this recipe",
+                             hint=f"Use one of: {', '.join(names)}")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a recipe file, each step's options included (for editor completion and CI linting)."""
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    variants: list[dict[str, Any]] = []
+    for name in STEPS:
+        options = step_class(name).Config.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(options.pop("$defs", {}))
+        options.setdefault("properties", {})["output"] = {
+            "type": "string", "description": "output path (default: OUTPUT_DIR/NN_STEP.SUFFIX)"}
+        options["additionalProperties"] = False
+        defs[f"{name}_options"] = options
+        variants += [
+            {"const": name},
+            {"type": "object", "properties": {name: {"anyOf": [{"$ref": f"#/$defs/{name}_options"}, {"type": "null"}]}},
+             "required": [name], "additionalProperties": False},
+        ]
+    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"anyOf": variants},
+                                     "description": "steps in order: '- profile' or '- quantize: {mode: static}'"}
+    schema["title"] = "optkit recipe"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
 
 
 def resolve(base: Path, value: str | None) -> str | None:

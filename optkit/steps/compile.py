@@ -69,12 +69,26 @@ class CompileStep(Step):
         fmt, suffix, _ = TARGETS[config.target]
         return fmt, suffix
 
-    def run(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> StepResult:
-        fmt, _, precisions = TARGETS[config.target]
+    def precheck(self, config: CompileConfig, source: Artifact, base: Path) -> None:
+        """The precision and the runtime are checked before any step of the chain runs."""
+        _, _, precisions = TARGETS[config.target]
         if config.precision not in precisions:
             raise UsageError(f"--target {config.target} does not take --precision {config.precision}",
                              hint=f"Use one of: {', '.join(precisions)}"
                                   + (" (int8 for ONNX Runtime: run 'optkit quantize' first)" if config.target == "ort-cpu" else ""))
+        if config.target == "openvino-cpu":
+            from optkit.core.lazy import require
+
+            require("openvino", "--target openvino-cpu")
+        elif config.target == "tensorrt":
+            from optkit.backends.tensorrt import require_tensorrt
+
+            require_tensorrt()
+        elif config.target == "ort-cuda":
+            _require_ort_cuda()
+
+    def run(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> StepResult:
+        self.precheck(config, artifact, ctx.base)
         build = {"ort-cpu": self._ort_cpu, "openvino-cpu": self._openvino, "tensorrt": self._tensorrt,
                  "ort-cuda": self._ort_cuda}[config.target]
         out, details = build(ctx, artifact, config)
@@ -102,9 +116,7 @@ class CompileStep(Step):
 
     def _openvino(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
         from optkit.backends.openvino import PRECISION_HINT, convert, read_io_specs
-        from optkit.core.lazy import require
 
-        require("openvino", "--target openvino-cpu")
         quantize_with, source = None, "fp32 model"
         if config.precision == "int8":
             if is_qdq(artifact.path):
@@ -132,9 +144,7 @@ class CompileStep(Step):
         return out, details
 
     def _tensorrt(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
-        from optkit.backends.tensorrt import build_engine, profile_shapes, require_tensorrt
-
-        require_tensorrt()
+        from optkit.backends.tensorrt import build_engine, profile_shapes
         if config.precision == "int8" and not is_qdq(artifact.path):
             raise UsageError("TensorRT int8 needs an explicitly quantized (QDQ) model",
                              hint="Run 'optkit quantize --mode static' first, then compile the QDQ model")
@@ -146,16 +156,6 @@ class CompileStep(Step):
         return out, details
 
     def _ort_cuda(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
-        import onnxruntime as ort
-
-        from optkit.backends.tensorrt import nvidia_gpu_present
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            gpu = "an NVIDIA GPU is present" if nvidia_gpu_present() else "and no NVIDIA GPU was found either"
-            raise UsageError(f"--target ort-cuda needs onnxruntime-gpu, which is not installed ({gpu})",
-                             hint="On a machine with an NVIDIA GPU: pip install 'optkit[tensorrt]' (brings onnxruntime-gpu)")
-        if not nvidia_gpu_present():
-            raise UsageError("--target ort-cuda needs an NVIDIA GPU and none was found", hint="Run it on a GPU machine")
         import onnx
 
         model = onnx.load(str(artifact.path))
@@ -198,3 +198,16 @@ class CompileStep(Step):
         if details.get("fake_quantize_nodes"):
             text += f"; {details['fake_quantize_nodes']} FakeQuantize"
         return text
+
+
+def _require_ort_cuda() -> None:
+    import onnxruntime as ort
+
+    from optkit.backends.tensorrt import nvidia_gpu_present
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        gpu = "an NVIDIA GPU is present" if nvidia_gpu_present() else "and no NVIDIA GPU was found either"
+        raise UsageError(f"--target ort-cuda needs onnxruntime-gpu, which is not installed ({gpu})",
+                         hint="On a machine with an NVIDIA GPU: pip install 'optkit[tensorrt]' (brings onnxruntime-gpu)")
+    if not nvidia_gpu_present():
+        raise UsageError("--target ort-cuda needs an NVIDIA GPU and none was found", hint="Run it on a GPU machine")

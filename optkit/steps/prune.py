@@ -201,7 +201,7 @@ def _prunable(module, ignored: list) -> list:
 
 
 def prune_unstructured(module, layers: list, sparsity: float) -> None:
-    torch = tr.torch_module()
+    tr.torch_module()  # a clear error if torch is missing
     from torch.nn.utils import prune
 
     prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=sparsity)

@@ -89,3 +89,81 @@ def test_dry_run_prints_the_plan(tmp_path, tiny):
     resolved = json.loads(result.stdout)
     assert [s["step"] for s in resolved["steps"]] == ["export", "profile"]
     assert resolved["steps"][0]["options"]["dynamic_batch"] is True
+
+
+def test_unknown_key_names_file_line_column_and_the_fix(tmp_path):
+    path = _write(tmp_path, """
+        model: m
+        steps:
+          - export
+          - quantize: {mode: static, metod: entropy}
+    """)
+    proc = run_cli("run", str(path), "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{path}:5:30: unknown key 'metod' in steps[1].options (quantize). Did you mean 'method'?" in proc.stderr
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("model: m\nsteps: [export]\ngates:\n  - {min_speedup: 2, step: quantize}\n", "r.yaml:4:22: gates[0].step: no step 'quantize'"),
+    ("model: m\nsteps: [export]\ngates:\n  - {min_speedup: 2, max_size_mb: 1}\n", "exactly one of"),
+    ("model: m\nsteps: [export]\ngates:\n  - min_sped: 2\n", "Did you mean 'min_speedup'"),
+])
+def test_bad_gates_are_usage_errors(tmp_path, body, needle):
+    with pytest.raises(UsageError) as err:
+        load_recipe(_write(tmp_path, body))
+    assert needle in err.value.one_line()
+
+
+def test_set_overrides_values_by_step_name_or_index(tmp_path):
+    path = _write(tmp_path, "model: m\nsteps:\n  - export\n  - quantize: {mode: static}\n")
+    recipe, base = load_recipe(path, ["steps.quantize.method=entropy", "steps.0.opset=17", "measure.budget_s=0.2",
+                                      "gates=[{min_speedup: 2}]"])
+    steps = plan(recipe, base)
+    assert steps[1].config.method == "entropy" and steps[1].config.mode == "static" and steps[0].config.opset == 17
+    assert recipe.measure.budget_s == 0.2 and recipe.gates[0].min_speedup == 2
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("steps.compile.target=ort-cpu", "no step 'compile'"),
+    ("steps.quantize.metod=x", "unknown key 'metod'"),
+    ("steps.quantize", "bad --set"),
+    ("measure.budget_s=-1", "budget_s"),
+])
+def test_bad_overrides_are_usage_errors(tmp_path, override, needle):
+    path = _write(tmp_path, "model: m\nsteps:\n  - export\n  - quantize: {mode: static}\n")
+    with pytest.raises(UsageError) as err:
+        load_recipe(path, [override])
+    assert needle in err.value.one_line()
+
+
+def test_json_schema_accepts_every_shipped_recipe_and_rejects_a_typo():
+    import jsonschema
+    import yaml
+
+    from pathlib import Path
+
+    schema = json.loads(invoke("recipe", "schema").stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for recipe in sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml")):
+        errors = list(validator.iter_errors(yaml.safe_load(recipe.read_text())))
+        assert not errors, f"{recipe.name}: {errors[0].message}"
+    assert list(validator.iter_errors({"model": "m", "steps": [{"quantize": {"metod": "x"}}]}))
+    assert list(validator.iter_errors({"model": "m", "steps": ["profile"], "gates": [{"min_speed": 1}]}))
+
+
+def test_failed_step_exits_1_and_still_reports(tmp_path, tiny):
+    path = _write(tmp_path, f"""
+        model: {tiny['model_py']}:build_trap
+        eval_data: {tiny['eval']}
+        output_dir: out
+        measure: {{budget_s: 0.05}}
+        steps:
+          - export: {{exporter: torchscript}}
+    """)
+    proc = run_cli("run", str(path))
+    assert proc.returncode == 1 and "ONNX output" in proc.stderr and "Traceback" not in proc.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"] == "step failed" and "ONNX output" in report["error"]
+    assert [r["step"] for r in report["steps"]] == ["original"]
+    assert not (tmp_path / "out" / "00_export.onnx").exists()

@@ -73,7 +73,6 @@ def test_split_skip_layernorm_is_exact(tiny, tmp_path):
                   "--no-measure").exit_code == 0
     fused, split = tmp_path / "fused.onnx", tmp_path / "split.onnx"
     for path, mode in ((fused, "fused"), (split, "split")):
-        from optkit.core.recipe import Recipe  # noqa: F401  (engine path exercised through a recipe below)
         rec = tmp_path / f"{mode}.yaml"
         rec.write_text(f"model: {exported}\nmeasure: {{enabled: false}}\nsteps:\n  - fuse: {{skip_layer_norm: {mode}, output: {path}}}\n")
         assert invoke("run", str(rec)).exit_code == 0

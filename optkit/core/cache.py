@@ -1,0 +1,117 @@
+"""Step cache for ``optkit run``: reuse a step's artifact when nothing that made it has changed.
+
+A step's key is the sha256 of everything its result depends on: the step and its resolved
+options, the digest of its input artifact, the bytes of every data file the chain reads (eval,
+calibration, train splits, and files an option names, e.g. a teacher model), the measurement
+settings, the recipe's seed, the versions of the libraries involved and optkit's own source.
+The key is stored in the output's sidecar (``record.cache_key``); a re-run finds the output where
+the recipe puts it, compares keys, and re-hashes the artifact's files against the digest the
+sidecar recorded, so a corrupted or hand-edited entry is rebuilt, never used.
+
+Measuring steps (``profile``) keep their result in ``NN_profile.json`` next to the artifacts,
+with the same key and a digest of the stored result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from optkit.core.artifact import Artifact, open_artifact, sidecar_path
+from optkit.core.errors import UsageError
+from optkit.core.files import sha256_file
+
+CACHE_VERSION = 1
+
+
+@lru_cache(maxsize=1)
+def optkit_source_digest() -> str:
+    """optkit's own code is an input too: an edited step must not be served from the cache."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            digest.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
+        return digest.hexdigest()
+    return sha256_file(path)
+
+
+def _named_files(options: dict[str, Any], base: Path) -> dict[str, str]:
+    """Digests of files the options name (teacher models, train data...), relative to the recipe."""
+    found = {}
+    for key, value in sorted(options.items()):
+        if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
+            continue
+        target = value.split(".py:")[0] + ".py" if ".py:" in value else value  # a factory 'file.py:build'
+        path = Path(target) if Path(target).is_absolute() else base / target
+        try:
+            if path.exists():
+                found[key] = _file_digest(path)
+        except OSError:
+            continue
+    return found
+
+
+def step_key(*, step: str, options: dict[str, Any], parent: Artifact, settings: dict[str, Any], seed: int,
+             versions: dict[str, str], base: Path) -> str:
+    parent_digest = parent.record["sha256"] if parent.record else parent.digest()
+    facts = {
+        "cache_version": CACHE_VERSION, "step": step, "options": options, "parent": parent_digest,
+        "data": {k: sha256_file(Path(v)) for k, v in sorted(parent.data.items()) if Path(v).is_file()},
+        "named_files": _named_files(options, base), "measure": settings, "seed": seed,
+        "versions": versions, "optkit_source": optkit_source_digest(),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]:
+    """(artifact, None) on a hit; (None, why) when there is an entry that cannot be used; (None, None) when none."""
+    if not (final.exists() and sidecar_path(final).is_file()):
+        return None, None
+    try:
+        artifact = open_artifact(final)
+    except (UsageError, OSError) as exc:
+        return None, f"unreadable ({exc})"
+    record = artifact.record or {}
+    if record.get("cache_key") != key:
+        return None, "inputs or options changed" if record.get("cache_key") else None
+    try:
+        if artifact.digest() != record.get("sha256"):
+            return None, "its files do not match the sha256 recorded when it was built"
+        ref = artifact.reference
+        if ref and (not Path(ref["path"]).is_file() or sha256_file(Path(ref["path"])) != ref.get("sha256")):
+            return None, "the reference outputs beside it are missing or changed"
+    except OSError as exc:
+        return None, f"unreadable ({exc})"
+    return artifact, None
+
+
+def _profile_digest(profile: dict) -> str:
+    return hashlib.sha256(json.dumps(profile, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("cache_key") != key:
+            return None, "inputs or options changed"
+        if _profile_digest(raw["profile"]) != raw.get("sha256"):
+            return None, "its content does not match the sha256 recorded when it was measured"
+        return raw["profile"], None
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+
+
+def profile_entry(profile: dict, key: str) -> dict:
+    return {"cache_key": key, "sha256": _profile_digest(profile), "profile": profile}

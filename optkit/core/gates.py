@@ -1,0 +1,131 @@
+"""CI gates: limits on what a recipe run measured, judged on the ledger after the last step.
+
+A gate names one measured quantity of one row (the last producing step unless ``step`` says
+which) against a baseline row (the original model unless ``baseline`` names a step)::
+
+    gates:
+      - max_accuracy_drop: 0.5          # points of top-1 below the baseline
+      - min_speedup: 1.5                # baseline p50 / judged p50, same batch size and threads
+      - {max_latency_ms: 2.0, batch_size: 8}
+      - max_size_mb: 1.0
+      - {max_drift: 0.05, step: export} # max |output difference| vs the original model
+
+A gate that cannot be judged (nothing measured, no labels) fails: CI must not pass on a figure
+that was never taken.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "max_drift")
+
+
+class Gate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_accuracy_drop: float | None = Field(None, ge=0, description="points of the task metric below the baseline")
+    min_speedup: float | None = Field(None, gt=0, description="baseline p50 / judged p50 (same batch size)")
+    max_latency_ms: float | None = Field(None, gt=0, description="judged p50 in milliseconds")
+    max_size_mb: float | None = Field(None, gt=0, description="judged artifact size in MB (10^6 bytes)")
+    max_drift: float | None = Field(None, ge=0, description="max |output difference| vs the original model's outputs")
+    batch_size: int | None = Field(None, ge=1, description="latency gates: the batch size judged (default: the ledger's)")
+    step: str | None = Field(None, description="the step judged (default: the last step that wrote an artifact)")
+    baseline: str = Field("original", description="'original' or a step name")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Gate":
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a gate sets exactly one of {', '.join(KINDS)} (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def limit(self) -> float:
+        return getattr(self, self.kind)
+
+
+@dataclass
+class GateResult:
+    gate: str
+    step: str
+    baseline: str
+    measured: float | None
+    limit: float
+    passed: bool
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _row(rows: list[dict], name: str | None) -> dict | None:
+    if name is None:
+        return rows[-1] if rows else None
+    hits = [r for r in rows if r["step"] == name or str(r["index"]) == name]
+    return hits[-1] if hits else None
+
+
+def _latency(row: dict, batch_size: int | None) -> dict | None:
+    entries = row.get("latency_all") or []
+    if batch_size is None:
+        return row.get("latency")
+    return next((e for e in entries if e["batch_size"] == batch_size), None)
+
+
+def _measure(gate: Gate, judged: dict, base: dict) -> tuple[float | None, str]:
+    kind = gate.kind
+    if kind == "max_accuracy_drop":
+        a, b = judged.get("accuracy"), base.get("accuracy")
+        if not a or not b:
+            return None, "accuracy was not measured (no labels?)"
+        return 100 * (b["value"] - a["value"]), ""
+    if kind in ("min_speedup", "max_latency_ms"):
+        lat = _latency(judged, gate.batch_size)
+        if not lat:
+            return None, f"latency at batch {gate.batch_size or 'default'} was not measured"
+        if kind == "max_latency_ms":
+            return lat["p50_ms"], ""
+        ref = _latency(base, lat["batch_size"])
+        if not ref:
+            return None, f"the baseline has no latency at batch {lat['batch_size']}"
+        return ref["p50_ms"] / lat["p50_ms"], ""
+    if kind == "max_size_mb":
+        return judged["size_bytes"] / 1e6, ""
+    fid = judged.get("fidelity")
+    if not fid:
+        return None, "drift vs the original was not measured"
+    return fid["max_abs_diff"], ""
+
+
+_UNITS = {"max_accuracy_drop": " pt", "min_speedup": "x", "max_latency_ms": " ms", "max_size_mb": " MB", "max_drift": ""}
+
+
+def evaluate(gates: list[Gate], rows: list[dict]) -> list[GateResult]:
+    results = []
+    for gate in gates:
+        judged = _row(rows, gate.step)
+        base = _row(rows, gate.baseline) if gate.baseline != "original" else (rows[0] if rows else None)
+        label = f"{gate.kind} {gate.limit:g}" + (f" at batch {gate.batch_size}" if gate.batch_size else "")
+        if judged is None or base is None:
+            missing = gate.step if judged is None else gate.baseline
+            results.append(GateResult(label, str(gate.step), gate.baseline, None, gate.limit, False,
+                                      f"{label}: no step named '{missing}' in this run"))
+            continue
+        value, why = _measure(gate, judged, base)
+        unit = _UNITS[gate.kind]
+        if value is None:
+            passed, text = False, f"{label} on {judged['step']}: cannot judge, {why}"
+        else:
+            slack = 1e-9 * max(1.0, abs(gate.limit))  # 100 * (0.99 - 0.985) is 0.5000000000000004
+            passed = value >= gate.limit - slack if gate.kind == "min_speedup" else value <= gate.limit + slack
+            vs = f" vs {base['step']}" if gate.kind in ("max_accuracy_drop", "min_speedup") else ""
+            shown = f"{value:.3g}" if gate.kind == "max_drift" else f"{value:.2f}"
+            text = f"{label} on {judged['step']}{vs}: measured {shown}{unit}, limit {gate.limit:g}{unit}"
+        results.append(GateResult(label, judged["step"], base["step"], value, gate.limit, passed, text))
+    return results

@@ -1,0 +1,104 @@
+"""What ``optkit run`` leaves in its output directory for people, machines and auditors.
+
+- ``report.json``: the ledger, the profiles, every gate's verdict, the environment (CPU model and
+  flags, library versions, seed), which steps came from the cache, and the error if a step failed.
+- ``report.md``: the same for a pull request (appended to ``$GITHUB_STEP_SUMMARY`` when set).
+- ``report.html``: one self-contained page (no scripts, no external files): accuracy vs latency of
+  every row with the Pareto front highlighted, the ledger and the gates.
+- ``manifest.json``: the sha256 of every file in the directory, the recipe's sha256 and the tool
+  versions, so a deploy artifact can be traced to exactly how it was built.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from optkit.core.files import Staging, dumps_json, sha256_file
+from optkit.core.report import ledger_markdown
+
+REPORT_FILES = ("report.json", "report.md", "report.html", "manifest.json")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU the figures were measured on: model name, cores, and the SIMD flags that decide int8 speed."""
+    info: dict[str, Any] = {"machine": platform.machine(), "logical_cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info["model"] = platform.processor() or "unknown"
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    info["model"] = fields.get("model name", platform.processor() or "unknown")
+    flags = set(fields.get("flags", "").split())
+    info["simd"] = sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                                                    "amx_int8", "amx_bf16", "avx512_fp16", "f16c"})
+    return info
+
+
+def environment(seed: int, versions: dict[str, str]) -> dict[str, Any]:
+    return {"cpu": cpu_info(), "os": platform.platform(), "python": platform.python_version(),
+            "versions": versions, "seed": seed}
+
+
+def build_report(*, recipe_path: Path, rows: list[dict], profiles: list[dict], gates: list[dict], cached: list[int],
+                 wall_time_s: float, env: dict, error: str | None = None) -> dict[str, Any]:
+    return {
+        "recipe": str(recipe_path), "recipe_sha256": sha256_file(recipe_path),
+        "status": "step failed" if error else ("gate failed" if any(not g["passed"] for g in gates) else "passed"),
+        "error": error, "steps": rows, "profiles": profiles, "gates": gates,
+        "cached_steps": cached, "wall_time_s": round(wall_time_s, 3), "environment": env,
+    }
+
+
+def report_markdown(report: dict) -> str:
+    status = report["status"]
+    icon = {"passed": "✅", "gate failed": "❌", "step failed": "💥"}[status]
+    lines = [f"## optkit: {Path(report['recipe']).name} {icon} {status}", ""]
+    if report.get("error"):
+        lines += [f"**Error:** {report['error']}", ""]
+    if report["steps"]:
+        lines += [ledger_markdown(report["steps"])]
+    if report["gates"]:
+        lines += ["| gate | result |", "|---|---|"]
+        lines += [f"| {g['gate']} | {'✅' if g['passed'] else '❌'} {g['text']} |" for g in report["gates"]]
+        lines.append("")
+    cpu = report["environment"]["cpu"]
+    cached = len(report["cached_steps"])
+    lines.append(f"_{cpu.get('model')} ({cpu.get('logical_cores')} cores; {', '.join(cpu.get('simd') or []) or 'no SIMD flags'}), "
+                 f"seed {report['environment']['seed']}, {report['wall_time_s']:.1f}s"
+                 + (f", {cached} step(s) from the cache" if cached else "") + "._\n")
+    return "\n".join(lines)
+
+
+def manifest(out_dir: Path, recipe_path: Path, versions: dict[str, str]) -> dict[str, Any]:
+    files = {}
+    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(out_dir).as_posix()
+        if rel == "manifest.json" or any(part.startswith(".") for part in path.relative_to(out_dir).parts):
+            continue
+        files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return {"recipe": str(recipe_path), "recipe_sha256": sha256_file(recipe_path), "versions": versions, "files": files}
+
+
+def write_outputs(out_dir: Path, report: dict) -> list[Path]:
+    """Write the three reports, then the manifest over everything in ``out_dir`` (reports included)."""
+    from optkit.core.html_report import report_html
+
+    md = report_markdown(report)
+    with Staging() as stage:
+        stage.write_text(out_dir / "report.json", dumps_json(report))
+        stage.write_text(out_dir / "report.md", md)
+        stage.write_text(out_dir / "report.html", report_html(report))
+        stage.commit()
+    with Staging() as stage:
+        stage.write_text(out_dir / "manifest.json",
+                         dumps_json(manifest(out_dir, Path(report["recipe"]), report["environment"]["versions"])))
+        stage.commit()
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(md + "\n")
+    return [out_dir / name for name in REPORT_FILES]
