@@ -12,14 +12,15 @@ from tests.conftest import run_cli
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "digits_cnn_cpu.yaml"
 STEPS = ["export", "simplify", "fuse", "quantize", "profile"]
-MET = "gates=[{max_accuracy_drop: 1.0}, {min_speedup: 1.05}, {max_size_mb: 2.0}, {max_drift: 0.5, step: export}]"
+# machine-independent gates (speed gates are judged on timings; tests must not flake on a loaded machine)
+MET = "gates=[{max_accuracy_drop: 1.0}, {max_size_mb: 2.0}, {max_drift: 0.5, step: export}, {max_drift: 5.0}]"
 
 pytestmark = pytest.mark.slow
 
 
 def _args(out: Path, *extra: str) -> list[str]:
     return ["run", str(RECIPE), "--json", "--set", f"output_dir={out}", "--set", "measure.budget_s=0.05",
-            "--set", "measure.batch_sizes=[1]", *extra]
+            "--set", "measure.batch_sizes=[1]", "--set", MET, *extra]
 
 
 def _run(out: Path, *extra: str, env: dict | None = None):
@@ -36,7 +37,7 @@ def _run(out: Path, *extra: str, env: dict | None = None):
 def cold(tmp_path_factory):
     out = tmp_path_factory.mktemp("ci") / "out"
     summary = out.parent / "summary.md"
-    result, report = _run(out, "--set", MET, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    result, report = _run(out, env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert result.exit_code == 0, result.output
     return out, report, summary
 
@@ -45,7 +46,7 @@ def test_cold_run_passes_its_gates_and_writes_every_report(cold):
     out, report, summary = cold
     assert report["status"] == "passed" and report["cached_steps"] == []
     assert [g["passed"] for g in report["gates"]] == [True] * 4
-    assert "max_drift 0.5 on export: measured" in report["gates"][3]["text"]
+    assert "max_drift 0.5 on export: measured" in report["gates"][2]["text"]
     assert report["environment"]["seed"] == 0 and report["environment"]["cpu"]["model"]
     assert {"onnxruntime", "torch", "onnx"} <= set(report["environment"]["versions"])
     manifest = json.loads((out / "manifest.json").read_text())
@@ -62,7 +63,7 @@ def test_cold_run_passes_its_gates_and_writes_every_report(cold):
 
 def test_unchanged_recipe_is_served_from_the_cache(cold):
     out, first, _ = cold
-    result, report = _run(out, "--set", MET)
+    result, report = _run(out)
     assert result.exit_code == 0, result.output
     assert report["cached_steps"] == [0, 1, 2, 3, 4]
     assert "reused" in result.stderr
