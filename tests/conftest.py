@@ -232,3 +232,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 def sidecar(path: Path) -> dict:
     return json.loads(Path(str(path) + ".optkit.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def outlier_onnx(tmp_path_factory) -> Path:
+    """sample_models/outlier_mlp.py at width 128, exported: plain static int8 ruins it; two nodes are why."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_models"))
+    try:
+        from outlier_mlp import make
+    finally:
+        sys.path.pop(0)
+    folder = make(tmp_path_factory.mktemp("outlier") / "outlier_mlp", width=128, epochs=30)
+    out = folder.parent / "fp32.onnx"
+    # the planted outliers cancel in float, but summation order differs between torch and ORT at 1e4
+    result = invoke("export", str(folder), "-o", str(out), "--atol", "0.01", *FAST)
+    assert result.exit_code == 0, result.output
+    return out

@@ -43,9 +43,11 @@ def read_io_specs(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, quantize_with=None,
-            transformer: bool = False) -> dict[str, Any]:
+            transformer: bool = False, accuracy_control=None) -> dict[str, Any]:
     """ONNX -> IR. ``quantize_with``: an ``(iterable of feeds, subset size)`` for NNCF post-training int8;
-    ``transformer`` selects NNCF's transformer scheme (keeps sensitive ops such as Softmax/LayerNorm float)."""
+    ``transformer`` selects NNCF's transformer scheme (keeps sensitive ops such as Softmax/LayerNorm float);
+    ``accuracy_control``: ``(list of (feed, label), max drop in points)``: NNCF's quantization with accuracy
+    control, which returns the most harmful layers to float until top-1 on those samples is within the drop."""
     ov = _ov()
     try:
         model = ov.convert_model(str(onnx_path))
@@ -63,13 +65,42 @@ def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, q
         names = [p.get_any_name() for p in model.inputs]
         dataset = nncf.Dataset(feeds, lambda feed: {n: feed[n] for n in names})
         kind = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
-        model = nncf.quantize(model, dataset, subset_size=subset, preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
+        if accuracy_control is None:
+            model = nncf.quantize(model, dataset, subset_size=subset, preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
+        else:
+            model, facts = _quantize_with_accuracy_control(nncf, model, dataset, subset, accuracy_control, names, kind)
+            details["accuracy_control"] = facts
         details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": "performance",
                            "model_type": "transformer" if transformer else "default"}
     ov.save_model(model, str(xml_out), compress_to_fp16=compress_to_fp16)
     fq = sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
     details["fake_quantize_nodes"] = fq
     return details
+
+
+def _quantize_with_accuracy_control(nncf, model, dataset, subset: int, control, names: list[str], kind: dict):
+    import numpy as np
+
+    samples, max_drop = control
+    scores: list[float] = []
+
+    def validate(compiled, items) -> float:
+        hits = 0
+        for feed, label in items:
+            hits += int(np.argmax(compiled(feed)[compiled.outputs[0]]) == label)
+        scores.append(hits / max(1, len(items)))
+        return scores[-1]
+
+    validation = nncf.Dataset(samples, lambda item: {n: item[0][n] for n in names})
+    quantized = nncf.quantize_with_accuracy_control(
+        model, dataset, validation, validation_fn=lambda compiled, items: validate(compiled, list(items)),
+        max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset,
+        preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
+    float_ops = [op.get_friendly_name() for op in quantized.get_ops()
+                 if op.get_type_name() in ("Convolution", "MatMul") and not any(
+                     i.get_node().get_type_name() == "FakeQuantize" for i in op.input_values())]
+    return quantized, {"max_drop_points": max_drop, "validation_samples": len(samples),
+                       "validation_calls": len(scores), "kept_float_compute_ops": float_ops}
 
 
 class OpenVINORunner(Runner):

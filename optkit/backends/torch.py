@@ -6,6 +6,7 @@ TorchScript through ``torch.jit.load`` and ``.pt2`` through ``torch.export.load`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -40,12 +41,18 @@ def import_factory(ref: str):
     try:
         if target.endswith(".py"):
             path = Path(target)
-            # not registered in sys.modules; a stable name keeps exported graphs' metadata byte-identical
-            name = f"optkit_user_{path.stem}"
+            # a stable name keeps exported graphs' metadata byte-identical; registered in sys.modules
+            # because torch.export / PT2E quantizers resolve classes through it
+            name = f"optkit_user_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
-            with _on_path(path.parent):
-                spec.loader.exec_module(module)
+            sys.modules[name] = module
+            try:
+                with _on_path(path.parent):
+                    spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
         else:
             module = importlib.import_module(target)
     except Exception as exc:  # a user's module can raise anything at import time

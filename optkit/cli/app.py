@@ -18,6 +18,7 @@ from optkit.cli.recipe import recipe_app
 from optkit.cli.report import report
 from optkit.cli.run import run
 from optkit.cli.compare import compare
+from optkit.cli.debug import debug
 from optkit.cli.train import distill, prune
 from optkit.cli.transforms import compile_cmd, fuse, quantize, simplify
 from optkit.core.errors import OptkitError
@@ -67,6 +68,7 @@ app.command("compile")(compile_cmd)
 app.command("profile")(profile)
 app.command("report")(report)
 app.command("compare")(compare)
+app.command("debug")(debug)
 app.command("run")(run)
 app.add_typer(recipe_app, name="recipe")
 

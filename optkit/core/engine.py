@@ -307,8 +307,8 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     chain = _Chain(artifact=_open_source(recipe, base))
     fmt = chain.artifact.format
     for ps in steps:
-        if fmt not in ps.step.accepts:
-            raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.accepts)} models, "
+        if fmt not in ps.step.input_formats(ps.config):
+            raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.input_formats(ps.config))} models, "
                              f"but it would get {fmt}", hint="Reorder the steps or start from another model")
         fmt = ps.step.output_format(ps.config)[0] or fmt
     for ps in steps:

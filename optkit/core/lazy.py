@@ -16,6 +16,7 @@ KNOWN = {
     "openvino": ("openvino", "openvino"),
     "nncf": ("nncf", "openvino"),
     "neural_compressor": ("neural-compressor", "inc"),
+    "torchao": ("torchao", "inc"),
     "tensorrt": ("tensorrt", "tensorrt"),
 }
 

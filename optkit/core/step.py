@@ -66,6 +66,11 @@ class Step:
         before anything runs or is measured; raise UsageError. Most steps need nothing here."""
 
     @classmethod
+    def input_formats(cls, config: BaseModel) -> tuple[str, ...]:
+        """Formats this step takes with ``config`` (quantize's engine decides); default: ``accepts``."""
+        return cls.accepts
+
+    @classmethod
     def output_format(cls, config: BaseModel) -> tuple[str | None, str]:
         """(format, file suffix) this step produces with ``config``; compile overrides it per target."""
         return cls.produces, cls.suffix

@@ -49,6 +49,8 @@ class CompileConfig(BaseModel):
     atol: float = Field(1e-4, ge=0, description="fp32 targets: absolute tolerance vs the input")
     rtol: float = Field(1e-3, ge=0, description="fp32 targets: relative tolerance vs the input")
     max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed top-1 drop in points")
+    max_drop: float | None = Field(None, ge=0, description="openvino int8 from fp32: accuracy guard, NNCF quantization "
+                                   "with accuracy control keeping top-1 (on the labelled calib split) within this many points")
     min_cosine: float = Field(0.99, ge=-1, le=1, description="low precision without labels: minimum mean cosine")
 
 
@@ -117,7 +119,7 @@ class CompileStep(Step):
     def _openvino(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
         from optkit.backends.openvino import PRECISION_HINT, convert, read_io_specs
 
-        quantize_with, source = None, "fp32 model"
+        quantize_with, source, control = None, "fp32 model", None
         if config.precision == "int8":
             if is_qdq(artifact.path):
                 source = "QDQ model (quantized by optkit quantize)"
@@ -127,7 +129,13 @@ class CompileStep(Step):
                 calib, source = calibration_data(ctx, artifact, QuantizeConfig(calib_data=config.calib_data))
                 feeds = [calib.batch(1, i) for i in range(min(config.calib_samples, len(calib)))]
                 quantize_with = (feeds, len(feeds))
-                source = f"NNCF post-training quantization on {len(feeds)} samples of {source}"
+                if config.max_drop is not None:
+                    if calib.labels is None:
+                        raise UsageError("--max-drop for OpenVINO int8 needs labels in the calibration data",
+                                         hint="Add 'labels' to the calibration .npz")
+                    control = ([(feed, int(calib.labels[i])) for i, feed in enumerate(feeds)], config.max_drop)
+                source = (f"NNCF {'quantization with accuracy control' if control else 'post-training quantization'} "
+                          f"on {len(feeds)} samples of {source}")
         bin_tmp = ctx.companion(".bin")
         from optkit.steps.fuse import has_attention
 
@@ -135,7 +143,8 @@ class CompileStep(Step):
 
         with quiet_libraries(), ctx.ui.status(f"OpenVINO: converting{' and quantizing (NNCF)' if quantize_with else ''}"):
             details = convert(artifact.path, ctx.out_tmp, compress_to_fp16=config.compress_to_fp16,
-                              quantize_with=quantize_with, transformer=has_attention(onnx_io.load_model(artifact.path)))
+                              quantize_with=quantize_with, transformer=has_attention(onnx_io.load_model(artifact.path)),
+                              accuracy_control=control)
         assert bin_tmp.is_file(), "OpenVINO wrote its weights under another name"
         out = Artifact(path=ctx.out_tmp, format="openvino", task=artifact.task)
         out.inputs, out.outputs = read_io_specs(ctx.out_tmp)
@@ -183,7 +192,8 @@ class CompileStep(Step):
                                   threads=ctx.settings.threads, what=f"compiled ({config.target})",
                                   hint="Report it; loosen --atol/--rtol only if this drift is acceptable")
         check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
-                               parent.task, config.max_accuracy_drop, config.min_cosine)
+                               parent.task, config.max_drop if config.max_drop is not None else config.max_accuracy_drop,
+                               config.min_cosine)
         if not check["ok"]:
             raise tolerance_error(f"{config.target} {config.precision}", check)
         return check
@@ -197,6 +207,11 @@ class CompileStep(Step):
             text += f"; int8 from {details['int8_source']}"
         if details.get("fake_quantize_nodes"):
             text += f"; {details['fake_quantize_nodes']} FakeQuantize"
+        control = details.get("accuracy_control")
+        if control:
+            kept = control["kept_float_compute_ops"]
+            text += (f"; accuracy control (<= {control['max_drop_points']:g} pt): {len(kept)} compute op(s) kept float"
+                     + (f" ({', '.join(kept[:3])}{'...' if len(kept) > 3 else ''})" if kept else ""))
         return text
 
 

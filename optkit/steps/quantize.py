@@ -54,6 +54,12 @@ class QuantizeConfig(BaseModel):
     keep_io_types: bool = Field(True, description="fp16: keep model inputs/outputs fp32")
     fp16_keep_fp32_ops: list[str] = Field(FP16_KEEP_FP32, description="fp16: op types kept fp32")
     max_accuracy_drop: float = Field(1.0, ge=0, description="fail when top-1 drops more points than this vs the input")
+    max_drop: float | None = Field(None, ge=0, description="accuracy guard: budget in top-1 points; when exceeded, "
+                                   "the most sensitive nodes go back to float until within it (static/dynamic)")
+    guard_max_trials: int = Field(10, ge=1, description="accuracy guard: most re-quantizations tried")
+    engine: Literal["ort", "inc"] = Field("ort", description="ort: ONNX Runtime on an ONNX model; inc: Intel Neural "
+                                          "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX")
+    inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")
     min_cosine: float = Field(0.99, ge=-1, le=1, description="without labels: fail below this mean cosine vs the input")
 
 
@@ -165,7 +171,8 @@ def _preprocess(src: Path, dst: Path, details: dict) -> Path:
         return src
 
 
-def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) -> tuple[Path, Any, list[str]]:
+def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict,
+             guarded: tuple[str, ...] = ()) -> tuple[Path, Any, list[str]]:
     """Opset upgrade (per-channel needs 13), exclusions checked, ORT pre-processing: (path, model, excluded)."""
     import onnx
 
@@ -175,7 +182,8 @@ def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) ->
     onnx.save_model(model, str(upgraded))
     pre_path = _preprocess(upgraded, scratch / "pre.onnx", details)
     pre = onnx.load(str(pre_path))
-    excluded = sorted(n.name for n in pre.graph.node if n.name in config.exclude or n.op_type in config.exclude)
+    excluded = sorted(n.name for n in pre.graph.node
+                      if n.name in config.exclude or n.op_type in config.exclude or n.name in guarded)
     lost = sorted(set(config.exclude) - {n.name for n in pre.graph.node} - {n.op_type for n in pre.graph.node})
     if lost:  # pre-processing fused or renamed them
         details["exclude_not_found_after_preprocess"] = lost
@@ -183,7 +191,7 @@ def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) ->
 
 
 def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config: QuantizeConfig,
-                    fixed_batch: int | None) -> dict:
+                    fixed_batch: int | None, guarded: tuple[str, ...] = ()) -> dict:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -191,7 +199,7 @@ def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config
     details: dict[str, Any] = {"mode": "static", "format": "QDQ", "method": config.method,
                                "per_channel": config.per_channel, "reduce_range": config.reduce_range,
                                "activations": "uint8", "weights": "int8"}
-    pre_path, pre, user_excluded = _prepare(src, scratch, config, details)
+    pre_path, pre, user_excluded = _prepare(src, scratch, config, details, guarded)
     excluded = sorted(set(user_excluded) | set(small_convs(pre, config.skip_small_convs)))
     batch = fixed_batch or config.calib_batch_size
     reader = _StridedReader(calib, batch, config.calib_samples)
@@ -211,16 +219,19 @@ def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config
     return details
 
 
-def quantize_dynamic(src: Path, dst: Path, scratch: Path, config: QuantizeConfig) -> dict:
+def quantize_dynamic(src: Path, dst: Path, scratch: Path, config: QuantizeConfig, guarded: tuple[str, ...] = ()) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     details: dict[str, Any] = {"mode": "dynamic", "per_channel": config.per_channel, "weights": "int8",
                                "activations": "uint8 at run time"}
-    pre_path, pre, excluded = _prepare(src, scratch, config, details)
+    pre_path, pre, excluded = _prepare(src, scratch, config, details, guarded)
+    # quantize_dynamic rewrites each Gemm as MatMul ('<name>_MatMul') + Add before quantizing: exclude those names too
+    gemms = {n.name for n in pre.graph.node if n.op_type == "Gemm"}
+    to_exclude = sorted(set(excluded) | {f"{n}_MatMul" for n in excluded if n in gemms})
     ort_quantize_dynamic(str(pre_path), str(dst), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-                         reduce_range=config.reduce_range, nodes_to_exclude=excluded or None)
+                         reduce_range=config.reduce_range, nodes_to_exclude=to_exclude or None)
     compute = [n.name for n in pre.graph.node if n.op_type in COMPUTE_OPS]
     convs = sum(1 for n in pre.graph.node if n.op_type == "Conv" and n.name not in excluded)
     details.update({"excluded": excluded, "dynamic_convs": convs, "nodes": _node_counts(compute, excluded, onnx.load(str(dst)))})
@@ -246,7 +257,8 @@ def quantize_fp16(src: Path, dst: Path, config: QuantizeConfig) -> dict:
 
 
 def _node_counts(compute: list[str], excluded: list[str], quantized_model) -> dict[str, int]:
-    still_float = set(float_compute_nodes(quantized_model))
+    # dynamic quantization renames a float Gemm to '<name>_MatMul' (see quantize_dynamic)
+    still_float = {n.removesuffix("_MatMul") for n in float_compute_nodes(quantized_model)}
     return {"quantizable": len(compute), "quantized": len(compute) - len(still_float & set(compute)),
             "excluded": len(set(excluded) & set(compute))}
 
@@ -256,15 +268,29 @@ def _node_counts(compute: list[str], excluded: list[str], quantized_model) -> di
 class QuantizeStep(Step):
     name = "quantize"
     summary = "int8 (static QDQ / dynamic) or fp16 quantization, judged on accuracy"
-    accepts = ("onnx",)
+    accepts = ("onnx", "torch")
     produces = "onnx"
     suffix = ".onnx"
     Config = QuantizeConfig
+
+    @classmethod
+    def input_formats(cls, config: QuantizeConfig) -> tuple[str, ...]:
+        return ("torch",) if config.engine == "inc" else ("onnx",)
+
+    def precheck(self, config: QuantizeConfig, source: Artifact, base: Path) -> None:
+        if config.engine == "inc":
+            from optkit.steps.quantize_inc import check_config, require_inc
+
+            check_config(config)
+            require_inc()
 
     def run(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
         from optkit.core.ui import quiet_libraries
         from optkit.eval.measure import quick_p50, static_batch
         from optkit.steps._onnx_common import scratch_dir
+
+        if config.engine == "inc":
+            return self._run_inc(ctx, artifact, config)
 
         fixed = static_batch(artifact)
         modes = [config.mode] if config.mode != "auto" else self._auto_modes(ctx, artifact, config)
@@ -275,21 +301,31 @@ class QuantizeStep(Step):
         candidates = []
         with quiet_libraries(), scratch_dir() as scratch:
             for mode in modes:
-                out_path = ctx.out_tmp if config.mode != "auto" else scratch / f"{mode}.onnx"
                 work = scratch / mode
                 work.mkdir()
-                with ctx.ui.status(f"quantize: {mode}"):
+
+                def build(guarded: tuple[str, ...], mode=mode, work=work) -> dict:
+                    trial = work / f"trial{len(list(work.iterdir()))}"
+                    trial.mkdir()
+                    out_path = trial / "model.onnx"
                     if mode == "static":
-                        details = quantize_static(artifact.path, out_path, work, calib, config, fixed)
+                        details = quantize_static(artifact.path, out_path, trial, calib, config, fixed, guarded)
                         details["calib_source"] = calib_source
                     elif mode == "dynamic":
-                        details = quantize_dynamic(artifact.path, out_path, work, config)
+                        details = quantize_dynamic(artifact.path, out_path, trial, config, guarded)
                     else:
                         details = quantize_fp16(artifact.path, out_path, config)
-                    candidates.append(self._evaluate(ctx, artifact, out_path, details, parent_out, config))
+                    return self._evaluate(ctx, artifact, out_path, details, parent_out, config)
+
+                with ctx.ui.status(f"quantize: {mode}"):
+                    cand = build(())
+                if config.max_drop is not None and not cand["check"]["ok"] and mode != "fp16":
+                    from optkit.steps.quantize_guard import guard
+
+                    cand = guard(ctx, artifact, config, mode, cand, build, calib)
+                candidates.append(cand)
             chosen = self._choose(ctx, candidates, config)
-            if config.mode == "auto":
-                shutil.copyfile(chosen["path"], ctx.out_tmp)
+            shutil.copyfile(chosen["path"], ctx.out_tmp)
         details = dict(chosen["details"])
         details["check"] = chosen["check"]
         if config.mode == "auto":
@@ -300,6 +336,18 @@ class QuantizeStep(Step):
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
         from optkit.core import onnx_io
 
+        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
+
+    def _run_inc(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
+        from optkit.core import onnx_io
+        from optkit.steps._onnx_common import scratch_dir
+        from optkit.steps.quantize_inc import quantize_inc
+
+        with scratch_dir() as scratch:
+            details = quantize_inc(ctx, artifact, config, ctx.out_tmp, scratch)
+        cand = self._evaluate(ctx, artifact, ctx.out_tmp, details, ctx.parent_outputs(), config)
+        chosen = self._choose(ctx, [cand], config.model_copy(update={"mode": "static"}))
+        details["check"] = chosen["check"]
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
     @staticmethod
@@ -318,8 +366,9 @@ class QuantizeStep(Step):
         from optkit.eval.measure import outputs_on_data, quick_p50
 
         cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
+        budget = config.max_drop if config.max_drop is not None else config.max_accuracy_drop
         check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, artifact.task,
-                               config.max_accuracy_drop, config.min_cosine)
+                               budget, config.min_cosine)
         p50 = quick_p50(cand, ctx.data, ctx.settings) if config.mode == "auto" else None
         return {"mode": details["mode"], "path": path, "details": details, "check": check, "p50_ms": p50}
 
@@ -348,8 +397,16 @@ class QuantizeStep(Step):
             text = f"{details['mode']} int8, {nodes.get('quantized', 0)}/{nodes.get('quantizable', 0)} compute nodes int8"
             if details.get("excluded"):
                 text += f", {len(details['excluded'])} excluded"
-            if details["mode"] == "static":
+            if details.get("engine") == "inc":
+                trials = details["inc_trials"]
+                text = (f"neural-compressor PT2E static int8 ({details['chosen']}), {len(trials) - 1} trial(s) tuned on the "
+                        f"{details['tuned_on']}: " + ", ".join(f"{t['config']} {100 * t['top1']:.2f}%" for t in trials))
+            elif details["mode"] == "static":
                 text += f"; {details['method']} on {details['calib_samples']} samples of {details['calib_source']}"
+        guard = details.get("guard")
+        if guard and guard.get("kept_float"):
+            text += (f"; guard: {len(guard['kept_float'])} node(s) kept float to stay within {guard['budget']:g} pt "
+                     f"(worst: {guard['groups'][0]['why']})")
         if details.get("auto"):
             text += f"; auto: {details['auto']['why']}"
         return text

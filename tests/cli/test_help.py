@@ -9,7 +9,7 @@ import pytest
 
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
 COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["prune"], ["distill"], ["compile"], ["profile"], ["report"],
-            ["compare"], ["run"]]
+            ["compare"], ["debug"], ["run"], ["recipe"], ["recipe", "schema"]]
 
 SCRIPT = textwrap.dedent('''
     import sys
