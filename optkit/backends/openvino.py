@@ -20,6 +20,11 @@ from optkit.core.lazy import require
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; the rest f32
 
 
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's view of this CPU (e.g. FP32, INT8, BF16): bf16 without 'BF16' here is emulated."""
+    return list(_ov().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def _ov():
     return require("openvino", "OpenVINO artifacts")
 

@@ -150,6 +150,14 @@ class CompileStep(Step):
         out.inputs, out.outputs = read_io_specs(ctx.out_tmp)
         out.runtime = {"inference_precision": PRECISION_HINT[config.precision], "device": "CPU"}
         details["int8_source"] = source if config.precision == "int8" else None
+        if config.precision == "bf16":
+            from optkit.backends.openvino import cpu_capabilities
+
+            caps = cpu_capabilities()
+            details["bf16_native"] = "BF16" in caps
+            if not details["bf16_native"]:
+                ctx.ui.warn(f"this CPU has no native bf16 (OpenVINO CPU capabilities: {', '.join(caps)}): bf16 runs "
+                            "emulated, measured 4-18x slower than fp32 on such a CPU; use --precision fp32 or int8")
         return out, details
 
     def _tensorrt(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
@@ -207,6 +215,8 @@ class CompileStep(Step):
             text += f"; int8 from {details['int8_source']}"
         if details.get("fake_quantize_nodes"):
             text += f"; {details['fake_quantize_nodes']} FakeQuantize"
+        if details.get("bf16_native") is False:
+            text += "; bf16 EMULATED (no native bf16 on this CPU)"
         control = details.get("accuracy_control")
         if control:
             kept = control["kept_float_compute_ops"]

@@ -121,3 +121,17 @@ def test_missing_openvino_extra_is_named(tiny_onnx, tmp_path):
     ''')
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     _exit_2(proc, "optkit[openvino]", out)
+
+
+def test_openvino_bf16_says_whether_this_cpu_has_native_bf16(tiny_onnx, tmp_path):
+    from optkit.backends.openvino import cpu_capabilities
+
+    out = tmp_path / "bf16.xml"
+    result = invoke("compile", str(tiny_onnx), "-o", str(out), "--target", "openvino-cpu", "--precision", "bf16",
+                    "--max-accuracy-drop", "100", *FAST)
+    assert result.exit_code == 0, result.output
+    record = sidecar(out)["record"]
+    native = "BF16" in cpu_capabilities()
+    assert record["details"]["bf16_native"] is native
+    assert ("EMULATED" in record["summary"]) is (not native)
+    assert ("no native bf16" in result.stderr) is (not native)
