@@ -70,11 +70,13 @@ def step_key(*, step: str, options: dict[str, Any], parent: Artifact, settings: 
         "named_files": _named_files(options, base), "measure": settings, "seed": seed,
         "versions": versions, "optkit_source": optkit_source_digest(),
     }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+    return _json_sha256(facts)
 
 
 def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]:
-    """(artifact, None) on a hit; (None, why) when there is an entry that cannot be used; (None, None) when none."""
+    """(artifact, None) on a hit; (None, why) when there is an entry that cannot be used; (None, None) when none.
+
+    The reference outputs beside an artifact are verified by the engine when it loads them."""
     if not (final.exists() and sidecar_path(final).is_file()):
         return None, None
     try:
@@ -87,16 +89,14 @@ def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]
     try:
         if artifact.digest() != record.get("sha256"):
             return None, "its files do not match the sha256 recorded when it was built"
-        ref = artifact.reference
-        if ref and (not Path(ref["path"]).is_file() or sha256_file(Path(ref["path"])) != ref.get("sha256")):
-            return None, "the reference outputs beside it are missing or changed"
     except OSError as exc:
         return None, f"unreadable ({exc})"
     return artifact, None
 
 
-def _profile_digest(profile: dict) -> str:
-    return hashlib.sha256(json.dumps(profile, sort_keys=True, default=str).encode()).hexdigest()
+def _json_sha256(obj: Any) -> str:
+    """Digest of a JSON-able value, independent of key order (what a JSON round trip preserves)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
@@ -106,7 +106,7 @@ def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
         raw = json.loads(path.read_text())
         if raw.get("cache_key") != key:
             return None, "inputs or options changed"
-        if _profile_digest(raw["profile"]) != raw.get("sha256"):
+        if _json_sha256(raw["profile"]) != raw.get("sha256"):
             return None, "its content does not match the sha256 recorded when it was measured"
         return raw["profile"], None
     except (ValueError, KeyError, TypeError, OSError) as exc:
@@ -114,4 +114,4 @@ def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
 
 
 def profile_entry(profile: dict, key: str) -> dict:
-    return {"cache_key": key, "sha256": _profile_digest(profile), "profile": profile}
+    return {"cache_key": key, "sha256": _json_sha256(profile), "profile": profile}

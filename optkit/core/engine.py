@@ -284,12 +284,14 @@ def _reuse(ps: PlannedStep, key: str, chain: _Chain, data: EvalData, ui: UI) -> 
     from optkit.core.cache import lookup_artifact
 
     hit, why = lookup_artifact(ps.output, key)
+    reference = _load_reference(hit, data) if hit is not None else None
+    if hit is not None and hit.reference and reference is None:  # verified (sha256) as it is loaded
+        hit, why = None, "the reference outputs beside it are missing or changed"
     if hit is None:
         if why:
             ui.warn(f"{ps.step.name}: cached {ps.output.name} not reused ({why}); rebuilding")
         return False
-    chain.artifact, chain.outputs = hit, None
-    chain.reference = _load_reference(hit, data)
+    chain.artifact, chain.outputs, chain.reference = hit, None, reference
     ui.info(f"[cyan]↺[/] {ps.step.name}: reused {ps.output} from the cache (built in {hit.record.get('wall_time_s', 0):.1f}s)")
     return True
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from optkit.eval.data import EvalData
 
+
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     ref, got = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
     eps = np.finfo(np.float32).eps
@@ -37,22 +38,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
 
 
-class _Reader:
-    """ONNX Runtime CalibrationDataReader over the first ``samples`` of ``data``."""
-
-    def __init__(self, data: EvalData, samples: int, batch_size: int) -> None:
-        n = min(samples, len(data))
-        self._items = [{k: v[i:i + batch_size] for k, v in data.inputs.items()} for i in range(0, n, batch_size)]
-        self._it = iter(self._items)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = iter(self._items)
-
-    def __iter__(self):
-        return iter(self._items)
+def _feeds(data: EvalData, samples: int, batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The first ``samples`` of ``data`` in batches, the last one short (not padded)."""
+    n = min(samples, len(data))
+    return [{k: v[i:i + batch_size] for k, v in data.inputs.items()} for i in range(0, n, batch_size)]
 
 
 def _qdq_pairs(qdq_model) -> list[dict[str, Any]]:
@@ -131,7 +120,7 @@ def _run_with_outputs(model_path: Path, names: list[str], data: EvalData, sample
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     chunks: dict[str, list[np.ndarray]] = {}
-    for feed in _Reader(data, samples, batch_size):
+    for feed in _feeds(data, samples, batch_size):
         for name, value in zip(names, session.run(names, feed)):
             chunks.setdefault(name, []).append(value)
     return {k: np.concatenate(v) for k, v in chunks.items()}

@@ -53,6 +53,11 @@ class CompileConfig(BaseModel):
                                    "with accuracy control keeping top-1 (on the labelled calib split) within this many points")
     min_cosine: float = Field(0.99, ge=-1, le=1, description="low precision without labels: minimum mean cosine")
 
+    @property
+    def accuracy_budget(self) -> float:
+        """Top-1 points a low-precision result may lose: the accuracy-control budget when set, else max_accuracy_drop."""
+        return self.max_drop if self.max_drop is not None else self.max_accuracy_drop
+
 
 def is_qdq(path: Path) -> bool:
     return any(n.op_type == "QuantizeLinear" for n in onnx_io.load_model(path, external_data=False).graph.node)
@@ -200,8 +205,7 @@ class CompileStep(Step):
                                   threads=ctx.settings.threads, what=f"compiled ({config.target})",
                                   hint="Report it; loosen --atol/--rtol only if this drift is acceptable")
         check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
-                               parent.task, config.max_drop if config.max_drop is not None else config.max_accuracy_drop,
-                               config.min_cosine)
+                               parent.task, config.accuracy_budget, config.min_cosine)
         if not check["ok"]:
             raise tolerance_error(f"{config.target} {config.precision}", check)
         return check

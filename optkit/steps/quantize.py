@@ -62,6 +62,11 @@ class QuantizeConfig(BaseModel):
     inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")
     min_cosine: float = Field(0.99, ge=-1, le=1, description="without labels: fail below this mean cosine vs the input")
 
+    @property
+    def accuracy_budget(self) -> float:
+        """Top-1 points the result may lose: the guard's budget when it is on, else max_accuracy_drop."""
+        return self.max_drop if self.max_drop is not None else self.max_accuracy_drop
+
 
 # ----------------------------------------------------------------------------- graph facts
 
@@ -346,8 +351,11 @@ class QuantizeStep(Step):
         with scratch_dir() as scratch:
             details = quantize_inc(ctx, artifact, config, ctx.out_tmp, scratch)
         cand = self._evaluate(ctx, artifact, ctx.out_tmp, details, ctx.parent_outputs(), config)
-        chosen = self._choose(ctx, [cand], config.model_copy(update={"mode": "static"}))
-        details["check"] = chosen["check"]
+        if not cand["check"]["ok"]:
+            from optkit.eval.compare import tolerance_error
+
+            raise tolerance_error("static quantization", cand["check"])
+        details["check"] = cand["check"]
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
     @staticmethod
@@ -366,9 +374,8 @@ class QuantizeStep(Step):
         from optkit.eval.measure import outputs_on_data, quick_p50
 
         cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-        budget = config.max_drop if config.max_drop is not None else config.max_accuracy_drop
         check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, artifact.task,
-                               budget, config.min_cosine)
+                               config.accuracy_budget, config.min_cosine)
         p50 = quick_p50(cand, ctx.data, ctx.settings) if config.mode == "auto" else None
         return {"mode": details["mode"], "path": path, "details": details, "check": check, "p50_ms": p50}
 

@@ -120,17 +120,6 @@ def fold_weight_quantization(path: Path) -> int:
     return folded
 
 
-def _onnx_top1(path: Path, data) -> float:
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    logits = np.concatenate([session.run(None, feed)[0][:real] for feed, real in data.batches(32)])
-    return float((logits.argmax(1) == data.labels).mean())
-
-
 def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, scratch: Path) -> dict[str, Any]:
     require_inc()
     check_config(config)
@@ -140,6 +129,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
 
     from optkit.backends.torch import load_module
     from optkit.core.ui import quiet_libraries
+    from optkit.eval.measure import accuracy_of, outputs_on_data
     from optkit.steps.quantize import calibration_data
 
     calib, calib_source = calibration_data(ctx, artifact, config)
@@ -169,14 +159,15 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
         started = time.perf_counter()
         path = scratch / f"inc_trial{len(trials)}.onnx"
         _export_onnx(copy.deepcopy(model), example, path, names, outputs)  # the exporter may rewrite the graph
-        acc = _onnx_top1(path, tune_data)
+        trial = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
+        acc = accuracy_of(outputs_on_data(trial, tune_data, ctx.settings), tune_data, artifact.task)["value"]
         label = "fp32 baseline" if not trials else CONFIGS[len(trials) - 1][0] if len(trials) <= len(CONFIGS) else "?"
         trials.append({"trial": len(trials), "config": label, "top1": acc, "seconds": round(time.perf_counter() - started, 1)})
         ctx.ui.info(f"  inc trial {len(trials) - 1} ({label}): top-1 {100 * acc:.2f}% on the {tuned_on} (ONNX Runtime)")
         return acc
 
     configs = [StaticQuantConfig(**kwargs) for _, kwargs in CONFIGS[:config.inc_max_trials]]
-    budget = config.max_drop if config.max_drop is not None else config.max_accuracy_drop
+    budget = config.accuracy_budget
     with ctx.ui.status("quantize: neural-compressor autotune (PT2E)"), quiet_libraries():
         try:
             best = autotune(captured, TuningConfig(config_set=configs, tolerable_loss=budget / 100.0,

@@ -96,6 +96,16 @@ def test_corrupted_cache_entry_is_rebuilt_never_used(cold):
     assert report["steps"][2]["sha256"] == first["steps"][2]["sha256"] and 2 in report["cached_steps"]
 
 
+def test_corrupted_reference_outputs_are_not_reused(cold):
+    out, first, _ = cold
+    ref = out / "00_export.onnx.optkit-ref.npz"
+    ref.write_bytes(ref.read_bytes()[:-16])
+    result, report = _run(out)
+    assert result.exit_code == 0, result.output
+    assert "00_export.onnx not reused (the reference outputs beside it are missing or changed)" in result.stderr
+    assert 0 not in report["cached_steps"] and report["steps"][1]["sha256"] == first["steps"][1]["sha256"]
+
+
 def test_changing_one_option_reruns_that_step_and_the_ones_after(cold):
     out, _, _ = cold
     result, report = _run(out, "--set", "steps.quantize.method=entropy")
