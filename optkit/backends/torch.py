@@ -1,7 +1,10 @@
 """PyTorch backend: load a torch artifact safely, run it, count its MACs.
 
-Loading never unpickles arbitrary objects: weights go through ``torch.load(weights_only=True)``,
-TorchScript through ``torch.jit.load`` and ``.pt2`` through ``torch.export.load``.
+Loading never unpickles arbitrary objects: weights go through ``torch.load(weights_only=True)``;
+TorchScript through ``torch.jit.load`` (TorchScript's own unpickler, which builds tensors and TorchScript
+classes, never Python callables); ``.pt2`` through ``torch.export.load`` only after every member it
+would unpickle has loaded under the weights-only unpickler (``torch.export.load`` itself falls back to
+unrestricted unpickling when that fails), from the very bytes that were checked.
 """
 from __future__ import annotations
 
@@ -9,7 +12,11 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import io
+import json
+import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +42,34 @@ def _on_path(folder: Path):
             sys.path.remove(str(folder))
 
 
+class _FactoryExit(BaseException):
+    """Raised in place of ``os._exit`` while a user's factory module is imported or called."""
+
+
+@contextlib.contextmanager
+def _no_process_exit():
+    """User code may call ``sys.exit`` (SystemExit, caught by the caller) or ``os._exit``, which would end
+    optkit with that code having written nothing: ``os._exit`` raises instead while user code runs."""
+    real = os._exit
+
+    def refuse(code: int = 0) -> None:
+        raise _FactoryExit(code)
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real
+
+
+def _user_code_exited(ref: str, exc: BaseException, when: str) -> UsageError:
+    code = exc.code if isinstance(exc, SystemExit) else exc.args[0] if exc.args else 0
+    how = "os._exit" if isinstance(exc, _FactoryExit) else "sys.exit"
+    hint = ("Move script code under `if __name__ == \"__main__\":` so importing the module only defines the model"
+            if when == "during import" else "The factory must return the model, not end the process")
+    return UsageError(f"the factory '{ref}' exited {when} ({how}({code!r}))", hint=hint)
+
+
 def import_factory(ref: str):
     """``/abs/file.py:build`` or ``pkg.module:build`` -> the callable."""
     target, _, attr = ref.rpartition(":")
@@ -48,13 +83,16 @@ def import_factory(ref: str):
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             try:
-                with _on_path(path.parent):
+                with _on_path(path.parent), _no_process_exit():
                     spec.loader.exec_module(module)
             except BaseException:
                 sys.modules.pop(name, None)
                 raise
         else:
-            module = importlib.import_module(target)
+            with _no_process_exit():
+                module = importlib.import_module(target)
+    except (SystemExit, _FactoryExit) as exc:
+        raise _user_code_exited(ref, exc, "during import") from None
     except Exception as exc:  # a user's module can raise anything at import time
         raise UsageError(f"cannot import factory '{ref}': {first_line(exc, 200)}",
                          hint="Fix the module or its dependencies, then retry") from exc
@@ -137,7 +175,10 @@ def load_module(artifact: Artifact):
     if kind == "factory":
         factory = import_factory(artifact.source["factory"])
         try:
-            model = factory()
+            with _no_process_exit():
+                model = factory()
+        except (SystemExit, _FactoryExit) as exc:
+            raise _user_code_exited(artifact.source["factory"], exc, "while building the model") from None
         except Exception as exc:
             raise UsageError(f"factory '{artifact.source['factory']}' failed: {first_line(exc, 200)}",
                              hint="The factory must build the model without arguments") from exc
@@ -160,7 +201,9 @@ def load_module(artifact: Artifact):
             raise UsageError(f"cannot load TorchScript {artifact.path}: {first_line(exc, 200)}", hint="Re-save it with torch.jit.save") from exc
     elif kind == "exported_program":
         try:
-            model = torch.export.load(artifact.source["path"]).module()
+            model = torch.export.load(io.BytesIO(checked_pt2_bytes(Path(artifact.source["path"])))).module()
+        except UsageError:
+            raise
         except Exception as exc:
             raise UsageError(f"cannot load torch.export program {artifact.path}: {first_line(exc, 200)}",
                              hint="Re-save it with torch.export.save") from exc
@@ -168,6 +211,65 @@ def load_module(artifact: Artifact):
     else:
         raise UsageError(f"unknown torch source kind {kind!r} for {artifact.path}")
     return model.eval()
+
+
+def _pickled_pt2_members(zf: zipfile.ZipFile) -> tuple[list[zipfile.ZipInfo], list[str]]:
+    """(members ``torch.export.load`` would unpickle, members it must never be given).
+
+    Unpickled: sample inputs, weights and tensor constants whose payload config says ``use_pickle``, and
+    the serialized_*.pt members of the pre-2.8 format. Refused outright: opaque Python objects (plain
+    ``pickle.loads``) and AOTInductor / ExecuTorch payloads (native code)."""
+    from torch.export.pt2_archive import constants as c
+
+    infos = zf.infolist()
+    def rel(info: zipfile.ZipInfo) -> str:  # members sit under one archive-name folder (or none: old format)
+        return info.filename.split("/", 1)[1] if "/" in info.filename else info.filename
+
+    refused = [i.filename for i in infos if rel(i).startswith((c.AOTINDUCTOR_DIR, c.EXECUTORCH_DIR, c.MTIA_DIR))
+               or rel(i).startswith(c.CONSTANTS_DIR + c.OPAQUE_OBJ_FILENAME_PREFIX)]
+    pickled_names: set[str] = set()
+    for info in infos:
+        name = rel(info)
+        if name.startswith(c.SAMPLE_INPUTS_DIR) or name in (
+                "serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt"):
+            pickled_names.add(info.filename)
+        elif name.startswith((c.WEIGHTS_DIR, c.CONSTANTS_DIR)) and name.endswith("_config.json"):
+            config = json.loads(zf.read(info)).get("config", {})
+            folder = info.filename.rsplit("/", 1)[0]
+            for meta in config.values():
+                path_name = str(meta["path_name"])
+                if meta.get("use_pickle") and not path_name.startswith(c.CUSTOM_OBJ_FILENAME_PREFIX):
+                    pickled_names.add(f"{folder}/{path_name}")
+                elif path_name.startswith(c.OPAQUE_OBJ_FILENAME_PREFIX):
+                    refused.append(f"{folder}/{path_name}")
+    return [i for i in infos if i.filename in pickled_names], refused
+
+
+def checked_pt2_bytes(path: Path) -> bytes:
+    """The bytes of a ``.pt2`` file whose every unpickled member loads with ``weights_only=True``.
+
+    The caller loads these bytes (not the file again), so what was checked is what is loaded."""
+    torch = _torch()
+    data = path.read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            pickled, refused = _pickled_pt2_members(zf)
+            if refused:
+                raise UsageError(f"{path.name}: member '{refused[0]}' holds code or arbitrary Python objects "
+                                 "(native code or a plain pickle), which optkit does not load",
+                                 hint="Re-export the model with torch.export.save, without custom objects or AOTInductor packages")
+            for info in pickled:  # every entry, duplicates of a name included: a reader may pick any of them
+                try:
+                    torch.load(io.BytesIO(zf.read(info)), map_location="cpu", weights_only=True)
+                except Exception as exc:
+                    raise UsageError(
+                        f"{path.name}: member '{info.filename}' is a pickle that does not load with weights_only=True "
+                        f"({type(exc).__name__}); optkit will not unpickle it (unpickling runs arbitrary code)",
+                        hint="Re-save the model with torch.export.save from trusted code") from None
+    except (zipfile.BadZipFile, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path.name} is not a readable torch.export archive ({first_line(exc, 120)})",
+                         hint="Re-save it with torch.export.save") from exc
+    return data
 
 
 def flatten_outputs(result: Any) -> list:

@@ -9,12 +9,15 @@ from optkit.core.errors import UsageError
 
 
 def parse_batch_sizes(text: str) -> list[int]:
+    from optkit.core.recipe import MAX_BATCH
+
     try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-        if not sizes or any(s <= 0 for s in sizes):
+        sizes = [int(x) for x in text.split(",")]
+        if not sizes or any(s <= 0 or s > MAX_BATCH for s in sizes):
             raise ValueError
     except ValueError:
-        raise UsageError(f"bad --batch-sizes '{text}'", hint="Give positive integers separated by commas, e.g. 1,8") from None
+        raise UsageError(f"bad --batch-sizes '{text}'",
+                         hint=f"Give integers from 1 to {MAX_BATCH} separated by commas, e.g. 1,8") from None
     return sizes
 
 
@@ -31,7 +34,7 @@ def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool
 
 
 def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dict[str, Any],
-                 output: Path | None = None, weights: Path | None = None, eval_data: Path | None = None,
+                 output: str | Path | None = None, weights: Path | None = None, eval_data: Path | None = None,
                  input_shapes: dict[str, list[int]] | None = None, quiet: bool = False):
     """Build the one-step recipe a command stands for and run it through the engine."""
     from pydantic import ValidationError
@@ -40,6 +43,8 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
     from optkit.core.recipe import Recipe, validation_message
     from optkit.core.ui import UI
 
+    if output is not None and str(output).strip() == "":
+        raise UsageError("-o/--output is empty", hint="Give an output path, e.g. -o model.onnx")
     raw = {
         "model": model, "weights": str(weights) if weights else None, "input_shapes": input_shapes,
         "eval_data": str(eval_data) if eval_data else None, "measure": measure,
@@ -48,6 +53,10 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["loc"][:1] == ("measure",) and len(err["loc"]) > 1:  # name the flag, not the recipe key
+            flag = "--" + str(err["loc"][1]).replace("_", "-")
+            raise UsageError(f"{flag}: {err['msg']}", hint=f"See 'optkit {step} --help'") from exc
         raise validation_message(exc, f"optkit {step}") from exc
     from optkit.core.step import step_class
 

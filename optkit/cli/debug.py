@@ -9,6 +9,15 @@ import typer
 from optkit.cli import options as o
 
 
+def _earlier_ranking(path: Path) -> bool:
+    import json
+
+    try:
+        return json.loads(path.read_text()).get("optkit_debug") == 1
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def debug(
     float_model: Annotated[str, typer.Argument(help="The float ONNX model.")],
     int8_model: Annotated[str, typer.Argument(help="The int8 ONNX model quantized from it (QDQ or dynamic).")],
@@ -16,16 +25,20 @@ def debug(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples run through both models.")] = 64,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows shown.")] = 10,
     suggest: Annotated[int, typer.Option("--suggest", min=1, help="Worst groups put in the exclude: snippet.")] = 1,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the full ranking as JSON here.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the full ranking as JSON here.")] = None,
     json_out: o.Json = False,
 ) -> None:
     """Rank layers by quantization error (SQNR, cosine; activations and weights) and print an exclude: snippet."""
     from optkit.cli.common import print_json
-    from optkit.core.files import Staging, dumps_json
+    from optkit.core.files import Staging, check_output_path, dumps_json
     from optkit.core.ui import UI
     from optkit.eval.qdebug import debug_models, render_debug
 
+    if output is not None:  # checked before the models run; only an earlier ranking is replaced
+        output = check_output_path(output, protected=[Path(float_model), Path(int8_model)], what="-o ranking",
+                                   owned=_earlier_ranking)
     result = debug_models(float_model, int8_model, data, samples=samples)
+    result = {"optkit_debug": 1, **result}
     nodes = [n for g in result["groups"][:suggest] for n in g["nodes"]]
     result["exclude_snippet"] = "exclude: [" + ", ".join(nodes) + "]"
     if output:

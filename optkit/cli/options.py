@@ -15,6 +15,6 @@ Budget = Annotated[float, typer.Option("--budget-s", min=0.01, help="Seconds of 
 Measure = Annotated[bool, typer.Option("--measure/--no-measure", help="Measure the output (accuracy, latency, size) and print the ledger.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (nothing else goes there).")]
 Markdown = Annotated[bool, typer.Option("--markdown", help="Print the ledger as a Markdown table.")]
-Output = Annotated[Path, typer.Option("-o", "--output", help="Output file.")]
+Output = Annotated[str, typer.Option("-o", "--output", help="Output file.")]
 Atol = Annotated[float, typer.Option("--atol", help="Absolute tolerance of the output-vs-input check.")]
 Rtol = Annotated[float, typer.Option("--rtol", help="Relative tolerance of the output-vs-input check.")]

@@ -16,6 +16,7 @@ def run(
                       "measure.budget_s=0.2. Repeatable.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step even if its cached result is still valid.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing output_dir that holds files optkit did not write.")] = False,
     json_out: o.Json = False,
     markdown: o.Markdown = False,
 ) -> None:
@@ -23,6 +24,7 @@ def run(
     from optkit.cli.common import emit_ledger, print_json
     from optkit.core.engine import run_recipe, tool_versions
     from optkit.core.errors import GateError, StepError
+    from optkit.core.files import run_output_dir
     from optkit.core.gates import evaluate
     from optkit.core.recipe import load_recipe, plan
     from optkit.core.report import ledger_rows, render_profile
@@ -40,20 +42,21 @@ def run(
         return
     ui = UI()
     error = None
-    try:
-        result = run_recipe(parsed, base, ui, use_cache=not no_cache)
-    except StepError as exc:
-        result, error = getattr(exc, "result", None), exc
-        if result is None:
-            raise
-    rows = ledger_rows(result.final.chain()) if result.final else []
-    gates = [] if error else [g.to_dict() for g in evaluate(parsed.gates, rows)]
     out_dir = parsed.output_path(base)
-    report = build_report(recipe_path=recipe.resolve(), rows=rows, profiles=result.profiles, gates=gates,
-                          cached=result.cached, wall_time_s=result.wall_time_s,
-                          env=environment(parsed.seed, tool_versions(all_backends=True)),
-                          error=error.one_line() if error else None)
-    paths = write_outputs(out_dir, report)
+    with run_output_dir(out_dir, force=force):
+        try:
+            result = run_recipe(parsed, base, ui, use_cache=not no_cache)
+        except StepError as exc:
+            result, error = getattr(exc, "result", None), exc
+            if result is None:
+                raise
+        rows = ledger_rows(result.final.chain()) if result.final else []
+        gates = [] if error else [g.to_dict() for g in evaluate(parsed.gates, rows)]
+        report = build_report(recipe_path=recipe.resolve(), rows=rows, profiles=result.profiles, gates=gates,
+                              cached=result.cached, wall_time_s=result.wall_time_s,
+                              env=environment(parsed.seed, tool_versions(all_backends=True)),
+                              error=error.one_line() if error else None)
+        paths = write_outputs(out_dir, report, result.written)
     if json_out:
         print_json(report)
     else:

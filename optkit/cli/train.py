@@ -13,7 +13,7 @@ import typer
 from optkit.cli import options as o
 
 TorchModel = Annotated[str, typer.Argument(help="PyTorch model: sample-model folder (or a pruned one), or factory 'file.py:build'.")]
-OutFolder = Annotated[Path, typer.Option("-o", "--output", help="Output model folder.")]
+OutFolder = Annotated[str, typer.Option("-o", "--output", help="Output model folder.")]
 TrainData = Annotated[Optional[Path], typer.Option("--train-data", help=".npz with arrays named after the inputs (+ labels). Default: the model's train split.")]
 ValData = Annotated[Optional[Path], typer.Option("--val-data", help=".npz that picks the best epoch. Default: the calibration split (never the eval split).")]
 Lr = Annotated[float, typer.Option("--lr", help="AdamW learning rate (cosine-decayed).")]

@@ -45,7 +45,10 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TensorSpec":
-        return cls(raw["name"], tuple(raw["shape"]), raw.get("dtype", "float32"))
+        shape = tuple(raw["shape"])
+        if not isinstance(raw["name"], str) or not all(isinstance(d, (int, str)) for d in shape):
+            raise ValueError(f"bad tensor spec {raw!r}"[:120])
+        return cls(raw["name"], shape, str(raw.get("dtype", "float32")))
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -196,6 +199,65 @@ def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
     )
 
 
+def _check_sidecar(raw: Any) -> None:
+    """The shape every reader of a sidecar relies on (types of the keys the ledger reads): a sidecar that
+    was edited, truncated or written by something else is refused here, not met as a crash later."""
+    from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+
+    class Loose(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    class Accuracy(Loose):
+        metric: StrictStr
+        value: float
+
+    class Latency(Loose):
+        p50_ms: float
+        p90_ms: float
+        p99_ms: float
+        throughput: float
+        batch_size: int
+        threads: int
+
+    class Metrics(Loose):
+        accuracy: Accuracy | None = None
+        latency: list[Latency] | None = None
+        fidelity: dict[str, float] | None = None
+
+    class Row(Loose):
+        step: StrictStr
+        artifact: StrictStr
+        format: StrictStr
+        size_bytes: int
+        sha256: StrictStr
+        metrics: Metrics | None = None
+        inputs: list[dict[str, Any]] = []
+        outputs: list[dict[str, Any]] = []
+
+    class Sidecar(Loose):
+        optkit_sidecar: int
+        record: Row
+        lineage: list[Row] = []
+        task: StrictStr = "classification"
+        data: dict[str, StrictStr] = {}
+        reference: dict[str, Any] | None = None
+        runtime: dict[str, Any] | None = None
+
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    if raw.get("optkit_sidecar") != SIDECAR_VERSION:
+        raise ValueError(f"unsupported sidecar version {raw.get('optkit_sidecar')!r}")
+    try:
+        Sidecar.model_validate(raw)
+        for spec in raw["record"].get("inputs", []) + raw["record"].get("outputs", []):
+            TensorSpec.from_dict(spec)
+        if raw.get("reference") is not None and not isinstance(raw["reference"].get("path"), str):
+            raise ValueError("reference.path is not a string")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
 def load_sidecar(artifact: Artifact) -> None:
     """Fill ``record``, ``lineage``, data paths and reference from the sidecar, if there is one."""
     path = sidecar_path(artifact.path)
@@ -203,6 +265,7 @@ def load_sidecar(artifact: Artifact) -> None:
         return
     try:
         raw = json.loads(path.read_text())
+        _check_sidecar(raw)
         if raw.get("optkit_sidecar") != SIDECAR_VERSION:
             raise ValueError(f"unsupported sidecar version {raw.get('optkit_sidecar')!r}")
         base = path.parent
@@ -218,8 +281,8 @@ def load_sidecar(artifact: Artifact) -> None:
         if not artifact.inputs:
             artifact.inputs = [TensorSpec.from_dict(t) for t in artifact.record.get("inputs", [])]
             artifact.outputs = [TensorSpec.from_dict(t) for t in artifact.record.get("outputs", [])]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"sidecar {path} is unreadable ({exc})",
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"sidecar {path} is unreadable ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
                          hint="Delete it to treat the model as a fresh original, or re-create it") from exc
 
 

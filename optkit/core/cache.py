@@ -109,7 +109,7 @@ def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
         if _json_sha256(raw["profile"]) != raw.get("sha256"):
             return None, "its content does not match the sha256 recorded when it was measured"
         return raw["profile"], None
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         return None, f"unreadable ({type(exc).__name__})"
 
 

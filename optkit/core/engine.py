@@ -21,7 +21,7 @@ import numpy as np
 
 from optkit.core.artifact import Artifact, TensorSpec, open_artifact, sidecar_path, write_sidecar_text
 from optkit.core.errors import OptkitError, StepError, UsageError, first_line
-from optkit.core.files import Staging, sha256_file
+from optkit.core.files import Staging, scratch_root, sha256_file
 from optkit.core.recipe import PlannedStep, Recipe, plan, resolve
 from optkit.core.step import StepContext
 from optkit.core.ui import UI
@@ -51,6 +51,7 @@ class RunResult:
     profiles: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
     cached: list[int] = field(default_factory=list)  # indices of steps reused from the cache
+    written: list[Path] = field(default_factory=list)  # every file of every step's output (built or reused)
 
 
 @dataclass
@@ -79,16 +80,59 @@ def _open_source(recipe: Recipe, base: Path) -> Artifact:
                              f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
         artifact.inputs = [TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
                            for name, shape in recipe.input_shapes.items()]
-    if artifact.source.get("kind") == "factory":
-        from optkit.backends.torch import import_factory
-
-        import_factory(artifact.source["factory"])  # an import error is the first thing to report
     if not artifact.inputs and artifact.data.get("eval"):
         artifact.inputs = specs_from_data(artifact.data["eval"])
     if not artifact.inputs:
         raise UsageError(f"cannot tell the input shape of {artifact.path.name}",
                          hint="Pass --input-shape NAME:1x1x32x32 or --eval-data FILE.npz")
     return artifact
+
+
+def _check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui: UI) -> None:
+    """Every output path is checked before any work: never the input model's files, the data, the
+    recipe, a device, a directory, or a file optkit did not write. Stale temp files a killed run left
+    in an output folder are removed."""
+    from optkit.core.artifact import sidecar_path
+    from optkit.core.files import check_output_path, remove_stale_temp
+
+    protected = [*source.files(), source.path, sidecar_path(source.path), *source.data.values()]
+    if source.reference:
+        protected.append(Path(source.reference["path"]))
+    if recipe._origin:
+        protected.append(Path(recipe._origin))
+    protected_dirs = [source.path] if source.path.is_dir() else []
+    for ps in steps:
+        if ps.output is None:
+            continue
+        fmt, _ = ps.step.output_format(ps.config)
+        check_output_path(ps.output, protected=protected, protected_dirs=protected_dirs,
+                          folder_output=fmt == "torch", what=f"{ps.step.name} output")
+        for stale in remove_stale_temp(ps.output.parent):
+            ui.warn(f"removed {stale.name}, left in {stale.parent} by an optkit process that was killed")
+
+
+def _checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artifact, ui: UI) -> MeasureSettings:
+    """Threads beyond the CPU count are clamped (with a warning); batches that cannot fit in memory are refused."""
+    import dataclasses
+
+    from optkit.eval.data import check_fits_memory, sample_bytes
+
+    cores = os.cpu_count() or 1
+    if settings.threads > cores:
+        ui.warn(f"--threads {settings.threads} is more than this machine's {cores} CPUs: using {cores}")
+        settings = dataclasses.replace(settings, threads=cores)
+    if settings.enabled:
+        per_sample = sum(v[:1].nbytes for v in data.inputs.values()) or sample_bytes(artifact.inputs)
+        biggest = max(*settings.batch_sizes, settings.eval_batch_size)
+        check_fits_memory(per_sample * biggest, f"a batch of {biggest} samples")
+    return settings
+
+
+def _import_factory(artifact: Artifact) -> None:
+    if artifact.source.get("kind") == "factory":
+        from optkit.backends.torch import import_factory
+
+        import_factory(artifact.source["factory"])  # an import error is the first thing to report
 
 
 def _data_for(artifact: Artifact, ui: UI) -> EvalData:
@@ -201,7 +245,7 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=out_tmp, out_final=final,
                           parent_outputs=parent_outputs, base=base,
                           companion=lambda suffix: stage.path_for(final.with_suffix(suffix), like=out_tmp))
-        with _guard(f"step '{ps.step.name}'"):
+        with _guard(f"step '{ps.step.name}'"), scratch_root(final.parent):
             result = ps.step.run(ctx, parent, ps.config)
         new = result.artifact
         new.lineage, new.task = parent.chain(), parent.task
@@ -307,6 +351,8 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     steps = plan(recipe, base)  # every step and option validated before anything runs
     settings = _settings(recipe)
     chain = _Chain(artifact=_open_source(recipe, base))
+    _check_outputs(recipe, steps, chain.artifact, ui)
+    _import_factory(chain.artifact)
     fmt = chain.artifact.format
     for ps in steps:
         if fmt not in ps.step.input_formats(ps.config):
@@ -316,6 +362,7 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     for ps in steps:
         ps.step.precheck(ps.config, chain.artifact, base)
     data = _data_for(chain.artifact, ui)
+    settings = _checked_settings(settings, data, chain.artifact, ui)
     source = _Source(chain, data, settings, any(ps.output is not None for ps in steps), ui)
     settings_facts = {**recipe.measure.model_dump(mode="json"), "eval_batch_size": settings.eval_batch_size}
     versions = tool_versions(all_backends=True) if use_cache else {}
@@ -335,6 +382,7 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
                     _seed(recipe.seed + ps.index)
                     _run_producing(ps, chain, data, settings, ui, base, cache_key=key)
                 result.final = chain.artifact
+                result.written += _files_of(chain.artifact)
                 continue
             stored = _profile_path(recipe, base, ps)
             profile, why = cache.lookup_profile(stored, key) if key else (None, None)
@@ -352,6 +400,8 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
                     with Staging() as stage:
                         stage.write_text(stored, dumps_json(cache.profile_entry(profile, key)))
                         stage.commit()
+            if key:
+                result.written.append(stored)
             result.profiles.append(profile)
     except StepError as exc:
         result.final = chain.artifact if chain.artifact.record else result.final
@@ -360,6 +410,14 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
         raise
     result.wall_time_s = time.perf_counter() - started
     return result
+
+
+def _files_of(artifact: Artifact) -> list[Path]:
+    """An artifact's files, its sidecar and its reference outputs: what a manifest lists for it."""
+    files = [*artifact.files(), sidecar_path(artifact.path)]
+    if artifact.reference and Path(artifact.reference["path"]).parent == artifact.path.parent:
+        files.append(Path(artifact.reference["path"]))
+    return files
 
 
 def _profile_path(recipe: Recipe, base: Path, ps: PlannedStep) -> Path:

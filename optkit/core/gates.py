@@ -24,7 +24,7 @@ KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "m
 
 
 class Gate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_accuracy_drop: float | None = Field(None, ge=0, description="points of the task metric below the baseline")
     min_speedup: float | None = Field(None, gt=0, description="baseline p50 / judged p50 (same batch size)")
     max_latency_ms: float | None = Field(None, gt=0, description="judged p50 in milliseconds")

@@ -13,14 +13,14 @@ SPEC_FILE = "optkit.yaml"
 
 
 class TensorEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     shape: list[int | str] = Field(description="dimensions; a string names a dynamic dimension, e.g. 'batch'")
     dtype: str = "float32"
 
 
 class DataEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     eval: str | None = None
     calib: str | None = None
     train: str | None = None
@@ -29,7 +29,7 @@ class DataEntry(BaseModel):
 class ModelSpec(BaseModel):
     """A PyTorch model described by a factory, its weights, its tensors and its data splits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     factory: str = Field(description="'file.py:function' relative to the folder, or 'package.module:function'")
     weights: str | None = Field(None, description="a state_dict saved with torch.save, relative to the folder")

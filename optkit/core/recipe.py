@@ -26,30 +26,34 @@ from optkit.core.gates import Gate
 from optkit.core.step import STEPS, Step, step_class
 
 
+MAX_BATCH = 65536
+MAX_BUDGET_S = 3600.0
+
+
 class MeasureConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     enabled: bool = Field(True, description="measure every step's output (accuracy, latency, size)")
-    batch_sizes: list[int] = Field([1], min_length=1, description="batch sizes timed; the first is the ledger's")
-    threads: int = Field(1, ge=0, description="intra-op threads (0: the runtime's default)")
-    budget_s: float = Field(1.0, gt=0, description="seconds spent timing each (artifact, batch size)")
+    batch_sizes: list[int] = Field([1], min_length=1, max_length=16, description="batch sizes timed; the first is the ledger's")
+    threads: int = Field(1, ge=0, le=1024, description="intra-op threads (0: the runtime's default; more than the CPU has is clamped)")
+    budget_s: float = Field(1.0, gt=0, le=MAX_BUDGET_S, description="seconds spent timing each (artifact, batch size)")
 
     @field_validator("batch_sizes")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if any(b <= 0 for b in v):
-            raise ValueError("batch sizes must be positive")
+        if any(b <= 0 or b > MAX_BATCH for b in v):
+            raise ValueError(f"batch sizes must be positive and at most {MAX_BATCH}")
         return v
 
 
 class StepEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     options: dict[str, Any] = {}
     output: str | None = None  # explicit output path (commands use it; recipes default to output_dir)
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str = Field(description="sample-model folder, factory 'file.py:build', TorchScript, .pt2 or .onnx")
     weights: str | None = Field(None, description="state_dict for a factory model (loaded with weights_only=True)")
     input_shapes: dict[str, list[int]] | None = Field(None, description="input name -> shape, e.g. {input: [1, 1, 32, 32]}")
@@ -252,6 +256,11 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         if fmt is not None:
             output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{suffix}"
             output = (output if output.is_absolute() else base / output).resolve()
+        earlier = next((ps for ps in planned if output is not None and ps.output == output), None)
+        if earlier is not None:
+            at = _where(origin, text, ("steps", i, "output") if entry.output else ("steps", i))
+            raise UsageError(f"{at + ': ' if at else ''}steps[{i}] ({entry.name}) writes {output}, which steps[{earlier.index}] "
+                             f"({earlier.step.name}) writes too", hint="Give each step its own output path")
         planned.append(PlannedStep(i, cls(), config, output))
     _check_gates(recipe, planned)
     return planned

@@ -73,18 +73,22 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def manifest(out_dir: Path, recipe_path: Path, versions: dict[str, str]) -> dict[str, Any]:
+def manifest(out_dir: Path, recipe_path: Path, versions: dict[str, str], written: list[Path]) -> dict[str, Any]:
+    """sha256 and size of every file this run wrote (or reused) in ``out_dir``: never a file of the user's."""
     files = {}
-    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(out_dir).as_posix()
-        if rel == "manifest.json" or any(part.startswith(".") for part in path.relative_to(out_dir).parts):
+    out_dir = out_dir.resolve()
+    for path in sorted({Path(p).resolve() for p in written}):
+        if not path.is_file() or out_dir not in path.parents:
             continue
-        files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        rel = path.relative_to(out_dir)
+        if any(part.startswith(".") for part in rel.parts):  # temporary names are never part of a result
+            continue
+        files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return {"recipe": str(recipe_path), "recipe_sha256": sha256_file(recipe_path), "versions": versions, "files": files}
 
 
-def write_outputs(out_dir: Path, report: dict) -> list[Path]:
-    """Write the three reports, then the manifest over everything in ``out_dir`` (reports included)."""
+def write_outputs(out_dir: Path, report: dict, written: list[Path] = ()) -> list[Path]:
+    """Write the three reports, then the manifest over the files the run wrote (``written``) and the reports."""
     from optkit.core.html_report import report_html
 
     md = report_markdown(report)
@@ -95,7 +99,8 @@ def write_outputs(out_dir: Path, report: dict) -> list[Path]:
         stage.commit()
     with Staging() as stage:
         stage.write_text(out_dir / "manifest.json",
-                         dumps_json(manifest(out_dir, Path(report["recipe"]), report["environment"]["versions"])))
+                         dumps_json(manifest(out_dir, Path(report["recipe"]), report["environment"]["versions"],
+                                             [*written, *(out_dir / name for name in REPORT_FILES[:3])])))
         stage.commit()
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:

@@ -52,6 +52,44 @@ class EvalData:
             yield self.batch(size, start), real
 
 
+_MAX_SAMPLES = 10_000_000
+
+
+def _check_values(arrays: dict[str, np.ndarray], labels: np.ndarray | None, origin: str) -> None:
+    """Data that would make a number up is refused: empty, non-numeric, non-finite inputs, labels that are
+    not one integer class index per sample."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "biuf":
+            raise UsageError(f"{origin}: array '{name}' has dtype {arr.dtype} ({'text' if arr.dtype.kind in 'US' else 'not numbers'})",
+                             hint="Save inputs as float or integer arrays")
+        if arr.ndim == 0 or len(arr) == 0:
+            raise UsageError(f"{origin}: array '{name}' holds no samples (shape {arr.shape})", hint="Give at least one sample")
+        if len(arr) > _MAX_SAMPLES:
+            raise UsageError(f"{origin}: array '{name}' has {len(arr):,} samples", hint=f"Use at most {_MAX_SAMPLES:,}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise UsageError(f"{origin}: array '{name}' contains {bad} NaN or infinite value(s)",
+                             hint="Remove or fix those samples; optkit does not measure on non-finite inputs")
+    if labels is None:
+        return
+    if labels.dtype.kind not in "biuf" or labels.ndim != 1:
+        raise UsageError(f"{origin}: '{LABELS}' must be a 1-D array of integer class indices "
+                         f"(it has shape {labels.shape}, dtype {labels.dtype})", hint="Save labels as e.g. np.int64 of shape (N,)")
+    if labels.dtype.kind == "f" and (not np.isfinite(labels).all() or (labels != np.round(labels)).any()):
+        raise UsageError(f"{origin}: '{LABELS}' holds non-integer values", hint="Labels are class indices: 0, 1, 2, ...")
+    if len(labels) and labels.min() < 0:
+        raise UsageError(f"{origin}: '{LABELS}' holds a negative class index ({labels.min():g})",
+                         hint="Labels are class indices: 0, 1, 2, ...")
+
+
+def check_labels_fit(labels: np.ndarray, classes: int, origin: str) -> None:
+    """Labels must index the model's classes (its output's last dimension)."""
+    top = int(labels.max()) if len(labels) else -1
+    if top >= classes:
+        raise UsageError(f"{origin}: '{LABELS}' holds class {top}, but the model has {classes} classes (0..{classes - 1})",
+                         hint="Pass labels of this model's classes")
+
+
 def _check_against_specs(arrays: dict[str, np.ndarray], specs: list[TensorSpec], origin: str) -> dict[str, np.ndarray]:
     out = {}
     for spec in specs:
@@ -77,12 +115,13 @@ def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable .npz file ({str(exc)[:120]})",
                          hint="Save data with numpy.savez(path, <input name>=array, labels=array)") from exc
     labels = arrays.pop(LABELS, None)
     if not arrays:
         raise UsageError(f"{path} holds no input arrays", hint="Name the arrays after the model inputs")
+    _check_values(arrays, labels, str(path))
     if specs is None:
         specs = [TensorSpec(k, ("batch", *v.shape[1:]), "float32" if v.dtype == np.float16 else v.dtype.name)
                  for k, v in arrays.items()]
@@ -90,11 +129,41 @@ def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
     n = {len(v) for v in inputs.values()}
     if len(n) != 1 or (labels is not None and len(labels) not in n):
         raise UsageError(f"{path}: arrays have different numbers of samples", hint="Give every array the same first dimension")
+    if labels is not None:
+        labels = labels.astype(np.int64)
     return EvalData(inputs=inputs, labels=labels, path=path.resolve(), sha256=sha256_file(path))
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or None off Linux."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, an input that cannot fit: half of the available memory is the limit
+    (the model's weights and activations need the rest)."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail // 2:
+        raise UsageError(f"{what} would need {nbytes / 2**30:,.1f} GiB of memory, but this machine has "
+                         f"{avail / 2**30:,.1f} GiB available", hint="Use smaller input shapes or batch sizes")
+
+
+def sample_bytes(specs: list[TensorSpec]) -> int:
+    """Bytes of one sample of every input (dynamic dimensions count as 1)."""
+    return sum(int(np.prod([d if isinstance(d, int) else 1 for d in spec.shape[1:]], dtype=np.float64))
+               * np.dtype(spec.dtype).itemsize for spec in specs)
 
 
 def synthetic(specs: list[TensorSpec], samples: int = 16, seed: int = 0) -> EvalData:
     """Seeded standard-normal inputs, for numeric checks when no evaluation data exists."""
+    shapes = ", ".join(f"{s.name}:{s.shape_text()}" for s in specs)
+    check_fits_memory(samples * sample_bytes(specs), f"{samples} samples of {shapes}")
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in specs:

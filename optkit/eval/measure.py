@@ -12,7 +12,7 @@ import numpy as np
 
 from optkit.backends import Runner, open_runner, runner_class
 from optkit.core.artifact import Artifact
-from optkit.eval.data import EvalData
+from optkit.eval.data import EvalData, check_labels_fit
 from optkit.eval.memory import PeakMemory
 from optkit.eval.metrics import top1
 from optkit.eval.timing import measure_latency
@@ -62,6 +62,7 @@ def accuracy_of(outputs: dict[str, np.ndarray], data: EvalData, task: str) -> di
     if data.labels is None or task != "classification" or not outputs:
         return None
     logits = next(iter(outputs.values()))
+    check_labels_fit(data.labels, int(logits.reshape(len(logits), -1).shape[1]), str(data.path))
     return {"metric": "top1", "value": top1(logits, data.labels), "samples": len(data)}
 
 

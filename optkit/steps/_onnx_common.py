@@ -4,7 +4,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +16,7 @@ from optkit.core.step import StepContext
 class ExactConfig(BaseModel):
     """Options of a transform that must not change outputs beyond float rounding."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     atol: float = Field(1e-4, ge=0, description="absolute tolerance of the output-vs-input check")
     rtol: float = Field(1e-3, ge=0, description="relative tolerance of the output-vs-input check")
 
@@ -46,11 +45,15 @@ def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, h
 
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
-    """A temporary working directory: tools that drop files in the current directory drop them there."""
+    """A temporary working directory: tools that drop files in the current directory drop them there.
+    Inside the run's output folder when the engine set one (``files.scratch_root``), so a killed run's
+    scratch is found and removed by the next run."""
+    from optkit.core.files import scratch_folder
+
     old = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="optkit-") as tmp:
+    with scratch_folder() as tmp:
         os.chdir(tmp)
         try:
-            yield Path(tmp)
+            yield tmp
         finally:
             os.chdir(old)

@@ -28,7 +28,7 @@ from optkit.eval.data import EvalData, load_npz
 class TrainOptions(BaseModel):
     """Training options shared by ``prune`` (recovery fine-tuning) and ``distill``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     train_data: str | None = Field(None, description=".npz with arrays named after the inputs (+ labels); default: the model's train split")
     val_data: str | None = Field(None, description=".npz for choosing the best epoch; default: the calibration split (never the eval split)")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine-decayed to zero)")
@@ -152,6 +152,26 @@ class FitResult:
 LossFn = Callable[[list, list, Any], Any]
 
 
+def _check_classes(module, *splits: EvalData | None) -> None:
+    """Labels of every split must index the model's classes: checked before training, not met as a crash in it."""
+    torch = torch_module()
+    from optkit.backends.torch import flatten_outputs
+    from optkit.eval.data import check_labels_fit
+
+    labelled = [d for d in splits if d is not None and d.labels is not None]
+    if not labelled:
+        return
+    with torch.no_grad():
+        first = labelled[0]
+        sample = [torch.from_numpy(np.asarray(first.inputs[k][:1], dtype=np.float32)) for k in first.inputs]
+        was_training = module.training
+        module.eval()
+        classes = flatten_outputs(module(*sample))[0].reshape(1, -1).shape[1]
+        module.train(was_training)
+    for d in labelled:
+        check_labels_fit(d.labels, classes, str(d.path))
+
+
 def fit(module, train: EvalData, val: EvalData | None, loss_fn: LossFn, options: TrainOptions, epochs: int,
         ui, title: str, extra_params: list | None = None) -> FitResult:
     """Train ``module`` in place; keeps the weights of the best validation epoch (the last without labels)."""
@@ -169,6 +189,7 @@ def fit(module, train: EvalData, val: EvalData | None, loss_fn: LossFn, options:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
         tensors = [torch.from_numpy(np.asarray(train.inputs[k], dtype=np.float32)) for k in names]
         labels = torch.from_numpy(train.labels.astype(np.int64)) if train.labels is not None else None
+        _check_classes(module, train, val)
         best_val, best_epoch, best_state, stale = top1_of(module, val), 0, copy.deepcopy(module.state_dict()), 0
         history: list[dict[str, Any]] = [{"epoch": 0, "loss": None, "val_top1": best_val}]
         epoch = 0

@@ -38,7 +38,7 @@ ORT_GRID = [  # the first is ONNX Runtime's default behaviour
 
 
 class CompileConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda"] = Field(description="deployment runtime")
     precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="compute precision")
     calib_data: str | None = Field(None, description="int8 from fp32: calibration .npz (default: the calib split)")

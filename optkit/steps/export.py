@@ -19,7 +19,7 @@ DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 
 
 class ExportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     opset: int | None = Field(None, ge=7, le=23, description="ONNX opset (default: 18 for dynamo, 17 for torchscript)")
     dynamic_batch: bool = Field(True, description="leave the batch dimension dynamic")
     exporter: Literal["auto", "dynamo", "torchscript"] = Field(

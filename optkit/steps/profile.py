@@ -8,7 +8,7 @@ from optkit.core.step import Step, StepContext, StepResult
 
 
 class ProfileConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     batch_sizes: list[int] | None = Field(None, min_length=1, description="batch sizes to time (default: the run's)")
 
 

@@ -39,7 +39,7 @@ FP16_KEEP_FP32 = ["Softmax", "LayerNormalization", "SkipLayerNormalization", "Re
 
 
 class QuantizeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     mode: Literal["static", "dynamic", "fp16", "auto"] = Field("auto", description="quantization mode")
     method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static calibration method")
     percentile: float = Field(99.999, gt=0, le=100, description="percentile for --method percentile")

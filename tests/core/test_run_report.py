@@ -42,7 +42,8 @@ def test_reports_are_self_contained_and_escaped(tmp_path):
     out.mkdir()
     (out / "model.onnx").write_bytes(b"x")
     (out / ".model.tmp-1.onnx").write_bytes(b"half")
-    write_outputs(out, report)
+    (out / "notes.txt").write_text("the user's, not optkit's")
+    write_outputs(out, report, written=[out / "model.onnx", out / ".model.tmp-1.onnx"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["files"]) == ["model.onnx", "report.html", "report.json", "report.md"]
 
