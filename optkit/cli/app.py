@@ -51,7 +51,7 @@ class OptkitGroup(TyperGroup):
         except click_exceptions.ClickException as exc:
             typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             code = exc.exit_code
-        except click_exceptions.Abort:
+        except typer.Abort:
             typer.echo("interrupted: nothing was written", err=True)
             code = 130
         if not standalone_mode:

@@ -30,7 +30,18 @@ def parse_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
 
 
 def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool = True) -> dict[str, Any]:
-    return {"enabled": enabled, "batch_sizes": parse_batch_sizes(batch_sizes), "threads": threads, "budget_s": budget_s}
+    """The shared measurement options, validated by the recipe's own ``measure:`` model (one set of bounds)."""
+    from pydantic import ValidationError
+
+    from optkit.core.recipe import MeasureConfig
+
+    block = {"enabled": enabled, "batch_sizes": parse_batch_sizes(batch_sizes), "threads": threads, "budget_s": budget_s}
+    try:
+        MeasureConfig.model_validate(block)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", hint="See the command's --help") from None
+    return block
 
 
 def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dict[str, Any],
@@ -53,10 +64,6 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        if err["loc"][:1] == ("measure",) and len(err["loc"]) > 1:  # name the flag, not the recipe key
-            flag = "--" + str(err["loc"][1]).replace("_", "-")
-            raise UsageError(f"{flag}: {err['msg']}", hint=f"See 'optkit {step} --help'") from exc
         raise validation_message(exc, f"optkit {step}") from exc
     from optkit.core.step import step_class
 

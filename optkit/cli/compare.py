@@ -19,12 +19,13 @@ def compare(
     markdown: o.Markdown = False,
 ) -> None:
     """Accuracy, p50/p90, throughput and size of several artifacts, timed round-robin so noise hits all alike."""
-    from optkit.cli.common import parse_batch_sizes, print_json
+    from optkit.cli.common import measure_block, print_json
     from optkit.core.compare import compare_artifacts, render_compare, compare_markdown
     from optkit.core.ui import UI
 
+    measure = measure_block(batch_sizes, threads, budget_s)
     ui = UI()
-    rows = compare_artifacts(artifacts, parse_batch_sizes(batch_sizes), threads, budget_s,
+    rows = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
                              Path(eval_data) if eval_data else None, ui)
     if json_out:
         print_json({"artifacts": rows})

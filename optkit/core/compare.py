@@ -16,7 +16,7 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     from optkit.backends import open_runner, runner_class
     from optkit.core.artifact import open_artifact
     from optkit.eval.data import load_npz
-    from optkit.eval.measure import MeasureSettings, accuracy_of, run_on_data, static_batch
+    from optkit.eval.measure import MeasureSettings, accuracy_of, run_on_data, static_batch, usable_threads
     from optkit.eval.metrics import fidelity
     from optkit.eval.timing import measure_interleaved
 
@@ -27,6 +27,7 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     if path is None:
         raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
     data = load_npz(path, arts[0].inputs)
+    threads = usable_threads(threads, ui.warn)
     settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)
     for art in arts:
         runner_class(art.format).preload()

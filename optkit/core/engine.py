@@ -116,11 +116,9 @@ def _checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artif
     import dataclasses
 
     from optkit.eval.data import check_fits_memory, sample_bytes
+    from optkit.eval.measure import usable_threads
 
-    cores = os.cpu_count() or 1
-    if settings.threads > cores:
-        ui.warn(f"--threads {settings.threads} is more than this machine's {cores} CPUs: using {cores}")
-        settings = dataclasses.replace(settings, threads=cores)
+    settings = dataclasses.replace(settings, threads=usable_threads(settings.threads, ui.warn))
     if settings.enabled:
         per_sample = sum(v[:1].nbytes for v in data.inputs.values()) or sample_bytes(artifact.inputs)
         biggest = max(*settings.batch_sizes, settings.eval_batch_size)

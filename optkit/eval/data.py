@@ -103,6 +103,9 @@ def _check_against_specs(arrays: dict[str, np.ndarray], specs: list[TensorSpec],
             raise UsageError(
                 f"{origin}: array '{spec.name}' has shape {'x'.join(map(str, arr.shape))} but the model input "
                 f"'{spec.name}' is {spec.shape_text()}", hint="Pass data that fits the model's input shape")
+        if arr.dtype.kind == "b" and np.dtype(spec.dtype).kind != "b":
+            raise UsageError(f"{origin}: array '{spec.name}' is boolean, but the model input '{spec.name}' is {spec.dtype}",
+                             hint=f"Save it as {spec.dtype}")
         out[spec.name] = arr.astype(spec.dtype, copy=False)
     return out
 
@@ -113,7 +116,11 @@ def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist", hint="Check the path")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UsageError(f"{path} is a single .npy array, not an .npz archive of named arrays",
+                             hint="Save data with numpy.savez(path, <input name>=array, labels=array)")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable .npz file ({str(exc)[:120]})",

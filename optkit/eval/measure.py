@@ -39,6 +39,17 @@ class Measurement:
         return {"accuracy": self.accuracy, "latency": self.latency, "peak_memory_mb": self.peak_memory_mb}
 
 
+def usable_threads(threads: int, warn) -> int:
+    """``threads`` capped at the CPU count (more only adds contention and noise); ``warn`` says so."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if threads > cores:
+        warn(f"--threads {threads} is more than this machine's {cores} CPUs: using {cores}")
+        return cores
+    return threads
+
+
 def static_batch(artifact: Artifact) -> int | None:
     dims = [i.shape[0] for i in artifact.inputs if i.shape]
     return dims[0] if dims and isinstance(dims[0], int) else None

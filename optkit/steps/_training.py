@@ -116,7 +116,8 @@ def deterministic(seed: int, threads: int) -> Iterator[None]:
 
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     torch.manual_seed(seed)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(min(threads, cores) if threads else cores)  # more threads than CPUs only slows training
     torch.use_deterministic_algorithms(True)
     try:
         yield

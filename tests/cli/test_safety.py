@@ -141,3 +141,18 @@ def test_a_killed_run_leaves_nothing_that_lasts(tiny, tmp_path):
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name or "scratch" in p.name]
     # (onnxruntime's import leaves a '.ses' file there: not optkit's)
     assert [p.name for p in scratch_tmp.iterdir() if "optkit" in p.name] == [], "scratch belongs in the run's folder"
+
+
+@pytest.mark.parametrize("redirect", ["> /dev/full", ">&-"], ids=["stdout-full", "stdout-closed"])
+def test_a_full_or_closed_stdout_is_one_error_line(redirect, tiny_onnx):
+    for args in (["recipe", "schema"], ["report", str(tiny_onnx), "--json"]):
+        cmd = " ".join([sys.executable, "-m", "optkit", *args])
+        proc = subprocess.run(["bash", "-c", f"{cmd} {redirect}"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "standard output" in _one_error(proc)
+
+
+def test_more_threads_than_cpus_are_clamped_with_a_warning(tiny_onnx):
+    proc = run_cli("profile", str(tiny_onnx), "--threads", str((os.cpu_count() or 1) * 8), "--budget-s", "0.05", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert f"using {os.cpu_count()}" in proc.stderr
