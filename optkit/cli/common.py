@@ -83,13 +83,29 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool) -> None:
-    from optkit.core.report import ledger_markdown, ledger_rows, render_ledger
+def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool, latency: list | None = None) -> None:
+    """The ledger; ``latency``: the run's interleaved timing of every row (else step-time figures)."""
+    from optkit.core.report import ledger_rows
 
-    rows = ledger_rows(artifact.chain())
+    rows = ledger_rows(artifact.chain(), latency)
+    warn_slower(ui, rows)
     if as_json:
         print_json({"steps": rows})
-    elif markdown:
+    else:
+        render_rows(ui, rows, artifact, markdown=markdown)
+
+
+def render_rows(ui, rows: list[dict], artifact, *, markdown: bool) -> None:
+    from optkit.core.report import ledger_markdown, render_ledger
+
+    if markdown:
         print(ledger_markdown(rows), end="")
     else:
         render_ledger(ui.out, rows, title=f"optkit ledger: {artifact.path.name}")
+
+
+def warn_slower(ui, rows: list[dict]) -> None:
+    for row in rows:
+        if row.get("slower"):
+            ui.warn(f"{row['step']} ({Path(row['artifact']).name}) is SLOWER than its input: "
+                    f"{row['speedup_vs_parent']:.2f}x its speed at batch {row['latency']['batch_size']}")

@@ -36,4 +36,4 @@ def export(
         model=model, step="export", options=options, output=output, weights=weights, eval_data=eval_data,
         input_shapes=parse_shapes(input_shape), measure=measure_block(batch_sizes, threads, budget_s, measure))
     if measure or json_out or markdown:
-        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown)
+        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)

@@ -21,7 +21,7 @@ def run(
     markdown: o.Markdown = False,
 ) -> None:
     """Run a recipe: every step measured, gates judged (exit 3 if one fails), reports and manifest in its output_dir."""
-    from optkit.cli.common import emit_ledger, print_json
+    from optkit.cli.common import print_json, render_rows, warn_slower
     from optkit.core.engine import run_recipe, tool_versions
     from optkit.core.errors import GateError, StepError
     from optkit.core.files import run_output_dir
@@ -50,18 +50,19 @@ def run(
             result, error = getattr(exc, "result", None), exc
             if result is None:
                 raise
-        rows = ledger_rows(result.final.chain()) if result.final else []
+        rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
         gates = [] if error else [g.to_dict() for g in evaluate(parsed.gates, rows)]
         report = build_report(recipe_path=recipe.resolve(), rows=rows, profiles=result.profiles, gates=gates,
                               cached=result.cached, wall_time_s=result.wall_time_s,
                               env=environment(parsed.seed, tool_versions(all_backends=True)),
                               error=error.one_line() if error else None)
         paths = write_outputs(out_dir, report, result.written)
+    warn_slower(ui, rows)
     if json_out:
         print_json(report)
     else:
         if result.final:
-            emit_ledger(ui, result.final, as_json=False, markdown=markdown)
+            render_rows(ui, rows, result.final, markdown=markdown)
         if not markdown:
             for prof in result.profiles:
                 render_profile(ui.out, prof)

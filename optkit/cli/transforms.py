@@ -19,7 +19,7 @@ def _run(step: str, model: str, output: Path, options: dict[str, Any], eval_data
                               output=output, eval_data=eval_data,
                               measure=measure_block(batch_sizes, threads, budget_s, measure))
     if measure or json_out or markdown:
-        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown)
+        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
 
 
 def simplify(

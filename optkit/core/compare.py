@@ -13,12 +13,11 @@ from optkit.core.report import _ms, _pct, _x, human_size
 
 def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, budget_s: float,
                       eval_path: Path | None, ui) -> list[dict[str, Any]]:
-    from optkit.backends import open_runner, runner_class
     from optkit.core.artifact import open_artifact
     from optkit.eval.data import load_npz
-    from optkit.eval.measure import MeasureSettings, accuracy_of, run_on_data, static_batch, usable_threads
+    from optkit.eval.measure import (MeasureSettings, accuracy_of, measure_side_by_side, outputs_on_data,
+                                     usable_threads)
     from optkit.eval.metrics import fidelity
-    from optkit.eval.timing import measure_interleaved
 
     if len(refs) < 2:
         raise UsageError("compare needs at least two artifacts", hint="Give the baseline first, then the others")
@@ -29,33 +28,23 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     data = load_npz(path, arts[0].inputs)
     threads = usable_threads(threads, ui.warn)
     settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)
+    rows = []
     for art in arts:
-        runner_class(art.format).preload()
-    runners = [open_runner(a, threads) for a in arts]
-    try:
-        rows = []
-        for art, runner in zip(arts, runners):
-            outputs = run_on_data(runner, data, static_batch(art) or settings.eval_batch_size)
-            rows.append({"artifact": str(art.path), "name": art.path.name, "format": art.format,
-                         "runtime": art.runtime, "size_bytes": art.size_bytes(), "outputs": outputs,
-                         "accuracy": accuracy_of(outputs, data, art.task), "latency": []})
-        base_out = rows[0].pop("outputs")
-        rows[0]["fidelity_vs_first"] = fidelity(base_out, base_out)
-        for row in rows[1:]:
-            row["fidelity_vs_first"] = fidelity(row.pop("outputs"), base_out)
-        for bs in batch_sizes:
-            ui.info(f"timing {len(arts)} artifacts interleaved at batch {bs} ({budget_s}s each)")
-            feed = data.batch(bs)
-            stats = measure_interleaved([lambda r=r: r.infer(feed) for r in runners], batch_size=bs,
-                                        threads=threads, budget_s=budget_s)
-            for row, st in zip(rows, stats):
-                row["latency"].append(st.to_dict())
-        for row in rows:
-            row["speedup_vs_first"] = [b["p50_ms"] / r["p50_ms"] for b, r in zip(rows[0]["latency"], row["latency"])]
-        return rows
-    finally:
-        for r in runners:
-            r.close()
+        outputs = outputs_on_data(art, data, settings)
+        rows.append({"artifact": str(art.path), "name": art.path.name, "format": art.format,
+                     "runtime": art.runtime, "size_bytes": art.size_bytes(), "outputs": outputs,
+                     "accuracy": accuracy_of(outputs, data, art.task)})
+    base_out = rows[0].pop("outputs")
+    rows[0]["fidelity_vs_first"] = fidelity(base_out, base_out)
+    for row in rows[1:]:
+        row["fidelity_vs_first"] = fidelity(row.pop("outputs"), base_out)
+    latency = measure_side_by_side(arts, data, settings, on_batch=lambda bs, n: ui.info(
+        f"timing {n} artifacts interleaved at batch {bs} ({budget_s}s each)"))
+    for row, lat in zip(rows, latency):
+        row["latency"] = lat
+    for row in rows:
+        row["speedup_vs_first"] = [b["p50_ms"] / r["p50_ms"] for b, r in zip(rows[0]["latency"], row["latency"])]
+    return rows
 
 
 HEADERS = ["artifact", "format", "size", "accuracy", "batch", "p50 ms", "p90 ms", "throughput /s", "speedup vs first", "max|Δ| vs first"]

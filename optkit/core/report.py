@@ -36,7 +36,29 @@ def _speedup(rec: dict, other: dict, lat: dict | None) -> float | None:
     return base["p50_ms"] / lat["p50_ms"] if base and lat["p50_ms"] > 0 else None
 
 
-def ledger_rows(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+SLOWER_STEPS = ("quantize", "compile")  # steps whose point is speed: slower than their input is flagged
+
+
+def with_latency(chain: list[dict[str, Any]], latency: list | None) -> list[dict[str, Any]]:
+    """The chain's records with their latency replaced by ``latency`` (one entry list per row, from one
+    interleaved pass) where given; each record says which timing it carries."""
+    out = []
+    for i, rec in enumerate(chain):
+        lat = latency[i] if latency is not None and i < len(latency) else None
+        rec = dict(rec)
+        if lat:
+            rec["metrics"] = {**(rec.get("metrics") or {}), "latency": lat}
+            rec["timing"] = "interleaved"
+        else:
+            rec["timing"] = "step time"
+        out.append(rec)
+    return out
+
+
+def ledger_rows(chain: list[dict[str, Any]], latency: list | None = None) -> list[dict[str, Any]]:
+    """Ledger rows from the original model to the last artifact. ``latency``: the run's interleaved
+    timing of every row (``RunResult.ledger_latency``); without it, each row's step-time figures."""
+    chain = with_latency(chain, latency)
     rows = []
     original = chain[0] if chain else {}
     for i, rec in enumerate(chain):
@@ -62,8 +84,14 @@ def ledger_rows(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "params": metrics.get("params"),
             "wall_time_s": rec.get("wall_time_s"),
             "summary": rec.get("summary", ""),
-            "notes": rec.get("notes") or [],
+            "notes": list(rec.get("notes") or []),
+            "timing": rec["timing"],
         })
+        row = rows[-1]
+        if parent and rec["step"] in SLOWER_STEPS and row["speedup_vs_parent"] is not None and row["speedup_vs_parent"] < 1.0:
+            row["slower"] = True
+            how = "interleaved" if rec["timing"] == "interleaved" and parent["timing"] == "interleaved" else "at step time"
+            row["notes"].append(f"SLOWER than its input: {row['speedup_vs_parent']:.2f}x its speed (p50, measured {how})")
     return rows
 
 
@@ -116,7 +144,7 @@ def _cells(row: dict) -> list[str]:
         f"{_pct(row['accuracy']['value'])} {metric}" if row["accuracy"] else "—",
         _pts(row["accuracy_delta_vs_parent"]), _pts(row["accuracy_delta_vs_original"]),
         _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")),
-        _x(row["speedup_vs_parent"]), _x(row["speedup_vs_original"]),
+        _x(row["speedup_vs_parent"]) + (" SLOWER" if row.get("slower") else ""), _x(row["speedup_vs_original"]),
         _g(fid.get("max_abs_diff")), _g(fid.get("cosine"), ".6f"), row["summary"],
     ]
 
@@ -129,8 +157,16 @@ def _timing_caption(rows: list[dict]) -> str:
     lat = next((r["latency"] for r in rows if r["latency"]), None)
     if not lat:
         return "latency not measured"
+    timed = [r for r in rows if r["latency"]]
+    if all(r.get("timing") == "interleaved" for r in timed):
+        how = f"latency from one interleaved round-robin pass over all {len(timed)} rows at the end of this run"
+    elif any(r.get("timing") == "interleaved" for r in timed):
+        how = ("latency from one interleaved pass at the end of this run, except rows "
+               + ", ".join(str(r["index"]) for r in timed if r.get("timing") != "interleaved") + " (measured when built)")
+    else:
+        how = "latency as measured when each step ran (not side by side: 'optkit compare' times them together)"
     return (f"Δ: accuracy change in points; ×: p50 speedup; max|Δ|, cos: outputs vs the original model's; "
-            f"latency at batch {lat['batch_size']}, {lat['threads'] or 'default'} thread(s)")
+            f"{how}, at batch {lat['batch_size']}, {lat['threads'] or 'default'} thread(s)")
 
 
 def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledger") -> None:

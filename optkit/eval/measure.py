@@ -15,7 +15,7 @@ from optkit.core.artifact import Artifact
 from optkit.eval.data import EvalData, check_labels_fit
 from optkit.eval.memory import PeakMemory
 from optkit.eval.metrics import top1
-from optkit.eval.timing import measure_latency
+from optkit.eval.timing import measure_interleaved, measure_latency
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,40 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
                        peak_memory_mb=mem.peak_mb, outputs=outputs, notes=notes)
 
 
-def quick_p50(artifact: Artifact, data: EvalData, settings: MeasureSettings, budget_s: float = 0.5) -> float:
-    """Batch-1 p50 with the standard timing method and a short budget: for steps that choose by speed."""
-    feed = data.batch(1)
-    with open_runner(artifact, settings.threads) as runner:
-        return measure_latency(lambda: runner.infer(feed), batch_size=1, threads=settings.threads,
-                               budget_s=min(settings.budget_s, budget_s)).p50_ms
+def quick_p50s(artifacts: list[Artifact], data: EvalData, settings: MeasureSettings, budget_s: float = 0.5) -> list[float]:
+    """Batch-1 p50 of several artifacts timed side by side with a short budget: for steps that choose by speed
+    (the choice then holds on a busy machine)."""
+    import dataclasses
+
+    quick = dataclasses.replace(settings, batch_sizes=(1,), budget_s=min(settings.budget_s, budget_s))
+    return [lat[0]["p50_ms"] for lat in measure_side_by_side(artifacts, data, quick)]
+
+
+def measure_side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSettings,
+                         on_batch=None) -> list[list[dict[str, Any]]]:
+    """Latency of several artifacts in one interleaved round-robin pass per batch size, so the load of
+    the machine at that moment hits every one alike (compare's method; a ledger's latency columns).
+
+    Returns one list of latency entries per artifact; an artifact with a fixed batch dimension is timed
+    only at that batch size."""
+    runners: list[Runner] = []
+    try:
+        for art in artifacts:
+            runner_class(art.format).preload()
+            runners.append(open_runner(art, settings.threads))
+        result: list[list[dict[str, Any]]] = [[] for _ in artifacts]
+        for bs in settings.batch_sizes:
+            idx = [i for i, art in enumerate(artifacts) if static_batch(art) in (None, bs)]
+            if not idx:
+                continue
+            if on_batch is not None:
+                on_batch(bs, len(idx))
+            feed = data.batch(bs)
+            stats = measure_interleaved([lambda r=runners[i]: r.infer(feed) for i in idx], batch_size=bs,
+                                        threads=settings.threads, budget_s=settings.budget_s)
+            for i, st in zip(idx, stats):
+                result[i].append(st.to_dict())
+        return result
+    finally:
+        for runner in runners:
+            runner.close()

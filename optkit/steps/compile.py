@@ -106,14 +106,13 @@ class CompileStep(Step):
     # ------------------------------------------------------------------ targets
 
     def _ort_cpu(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
-        from optkit.eval.measure import quick_p50
+        from optkit.eval.measure import quick_p50s
         from optkit.steps.fuse import ort_offline
 
-        trials = []
-        for settings in ORT_GRID:
-            candidate = Artifact(path=artifact.path, format="onnx", inputs=artifact.inputs, outputs=artifact.outputs,
-                                 runtime={"session": settings})
-            trials.append({"session": settings, "p50_ms": quick_p50(candidate, ctx.data, ctx.settings)})
+        candidates = [Artifact(path=artifact.path, format="onnx", inputs=artifact.inputs, outputs=artifact.outputs,
+                               runtime={"session": settings}) for settings in ORT_GRID]
+        p50s = quick_p50s(candidates, ctx.data, ctx.settings)  # timed side by side
+        trials = [{"session": settings, "p50_ms": p50} for settings, p50 in zip(ORT_GRID, p50s)]
         best = min(trials, key=lambda t: t["p50_ms"])
         ort_offline(artifact.path, ctx.out_tmp, best["session"]["graph_optimization_level"], ctx.settings.threads)
         out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task)

@@ -103,9 +103,9 @@ def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch:
     fused_path, split_path = scratch / "skipln_fused.onnx", scratch / "skipln_split.onnx"
     save_model(model, fused_path)
     save_model(split, split_path)
-    from optkit.eval.measure import quick_p50
+    from optkit.eval.measure import quick_p50s
 
-    fused_ms, split_ms = (quick_p50(Artifact(path=p, format="onnx"), ctx.data, ctx.settings) for p in (fused_path, split_path))
+    fused_ms, split_ms = quick_p50s([Artifact(path=p, format="onnx") for p in (fused_path, split_path)], ctx.data, ctx.settings)
     chosen = "split" if split_ms < fused_ms else "fused"
     info = {"chosen": chosen, "fused_p50_ms": fused_ms, "split_p50_ms": split_ms, "split": count if chosen == "split" else 0}
     return (split if chosen == "split" else model), info
