@@ -174,8 +174,10 @@ def load_module(artifact: Artifact):
     kind = artifact.source.get("kind")
     if kind == "factory":
         factory = import_factory(artifact.source["factory"])
-        try:
-            with _no_process_exit():
+        try:  # seeded: a factory without weights (random init, e.g. a transformer built from a config) must
+            # build the same model every time it is loaded, or the export would be checked against another model
+            with _no_process_exit(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
                 model = factory()
         except (SystemExit, _FactoryExit) as exc:
             raise _user_code_exited(artifact.source["factory"], exc, "while building the model") from None

@@ -66,6 +66,7 @@ def quantize(
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Fail when top-1 drops more points than this.")] = 1.0,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Accuracy guard: top-1 budget in points; beyond it the most sensitive nodes go back to float until within it.")] = None,
     guard_max_trials: Annotated[int, typer.Option("--guard-max-trials", help="Accuracy guard: most re-quantizations tried.")] = 10,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Without labels: fail below this mean cosine to the input's outputs.")] = 0.99,
     engine: Annotated[str, typer.Option("--engine", help="ort (ONNX model) | inc (PyTorch model: Neural Compressor PT2E autotune -> QDQ ONNX; pip install 'optkit[inc]')")] = "ort",
     eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
@@ -75,7 +76,7 @@ def quantize(
         "mode": mode, "method": method, "calib_data": str(calib_data) if calib_data else None,
         "calib_from_eval": calib_from_eval, "calib_samples": calib_samples, "per_channel": per_channel,
         "exclude": exclude or [], "keep_io_types": keep_io_types, "max_accuracy_drop": max_accuracy_drop,
-        "max_drop": max_drop, "guard_max_trials": guard_max_trials, "engine": engine,
+        "max_drop": max_drop, "guard_max_trials": guard_max_trials, "engine": engine, "min_cosine": min_cosine,
     }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
 
 
@@ -88,6 +89,7 @@ def compile_cmd(
     shapes: Annotated[Optional[str], typer.Option("--shapes", help="tensorrt: NAME:MIN,OPT,MAX e.g. input:1x1x32x32,1x1x32x32,32x1x32x32")] = None,
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Low precision: allowed top-1 drop (points).")] = 1.0,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="openvino int8 from fp32: NNCF quantization with accuracy control within this many top-1 points.")] = None,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Low precision without labels: fail below this mean cosine to the input's outputs.")] = 0.99,
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
     eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
@@ -96,4 +98,4 @@ def compile_cmd(
     _run("compile", model, output, {
         "target": target, "precision": precision, "calib_data": str(calib_data) if calib_data else None,
         "compress_to_fp16": compress_to_fp16, "shapes": shapes, "max_accuracy_drop": max_accuracy_drop, "max_drop": max_drop,
-        "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+        "min_cosine": min_cosine, "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)

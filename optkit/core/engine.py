@@ -110,6 +110,9 @@ def _check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, u
         fmt, _ = ps.step.output_format(ps.config)
         check_output_path(ps.output, protected=protected, protected_dirs=protected_dirs,
                           folder_output=fmt == "torch", what=f"{ps.step.name} output")
+        if fmt == "openvino":  # the IR's weights file beside it is written too
+            check_output_path(ps.output.with_suffix(".bin"), protected=protected, protected_dirs=protected_dirs,
+                              what=f"{ps.step.name} weights", owned=lambda _p, xml=ps.output: sidecar_path(xml).is_file())
         for stale in remove_stale_temp(ps.output.parent):
             ui.warn(f"removed {stale.name}, left in {stale.parent} by an optkit process that was killed")
 
@@ -226,8 +229,13 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
             module = load_module(art)
             metrics["macs"] = count_macs(module, data.batch(1), [i.name for i in art.inputs])
             metrics["params"] = sum(p.numel() for p in module.parameters())
+            # what the model weighs is its tensors, not its files (a factory built from a config has no weights file)
+            tensor_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     art.record = _record("original", art, data, {}, {"source": {k: v for k, v in art.source.items() if v}},
                          None, metrics, time.perf_counter() - start, notes)
+    if art.format == "torch" and outputs is not None:
+        art.record["size_bytes"] = tensor_bytes
+        art.record["details"]["size"] = "bytes of the model's parameters and buffers"
     kind = f"{art.source.get('kind', 'torch')} model" if art.format == "torch" else f"{art.format} model as given"
     art.record["summary"] = kind + (f", {metrics['macs'] / 1e6:.1f} M MACs" if metrics.get("macs") else "")
 

@@ -256,6 +256,8 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         if fmt is not None:
             output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{suffix}"
             output = (output if output.is_absolute() else base / output).resolve()
+            if fmt == "openvino" and entry.output:
+                output = _ir_path(entry.output, output, suffix)
         earlier = next((ps for ps in planned if output is not None and ps.output == output), None)
         if earlier is not None:
             at = _where(origin, text, ("steps", i, "output") if entry.output else ("steps", i))
@@ -264,6 +266,17 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         planned.append(PlannedStep(i, cls(), config, output))
     _check_gates(recipe, planned)
     return planned
+
+
+def _ir_path(given: str, resolved: Path, suffix: str) -> Path:
+    """An OpenVINO IR is two files (NAME.xml + NAME.bin): a folder (existing, or written with a trailing
+    slash) gets model.xml inside; any other name must end in .xml. Checked before any work."""
+    if resolved.is_dir() or given.endswith(("/", "\\")):
+        return resolved / f"model{suffix}"
+    if resolved.suffix.lower() != suffix:
+        raise UsageError(f"the OpenVINO IR output {given} must end in {suffix} (its weights go beside it as .bin)",
+                         hint=f"Give -o NAME{suffix} or a folder")
+    return resolved
 
 
 def _check_gates(recipe: Recipe, planned: list[PlannedStep]) -> None:

@@ -55,12 +55,15 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, task: str, 
     return result
 
 
-def tolerance_error(what: str, check: dict[str, Any]) -> StepError:
+def tolerance_error(what: str, check: dict[str, Any], remedies: list[str]) -> StepError:
+    """The failed accuracy budget as one error. ``remedies``: what the calling command really offers; the
+    budget to loosen is named by what was judged (labels: --max-accuracy-drop; without: --min-cosine)."""
     if "drop_points" in check:
         seen = (f"top-1 fell {check['drop_points']:.2f} points "
                 f"({100 * check['input_accuracy']:.2f}% -> {100 * check['accuracy']:.2f}%)")
+        loosen = "raise --max-accuracy-drop"
     else:
         seen = f"mean cosine to the input's outputs is {check['cosine_vs_input']:.4f}"
+        loosen = "lower --min-cosine (no labels: judged by cosine)"
     return StepError(f"{what} is outside tolerance: {seen}; limit {check['limit']}",
-                     hint="Exclude sensitive nodes (--exclude), try --method entropy/percentile or another mode/precision, "
-                          "or raise --max-accuracy-drop")
+                     hint="; ".join([*remedies, loosen]).capitalize())

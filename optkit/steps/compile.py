@@ -63,6 +63,16 @@ def is_qdq(path: Path) -> bool:
     return any(n.op_type == "QuantizeLinear" for n in onnx_io.load_model(path, external_data=False).graph.node)
 
 
+def int8_kind(path: Path) -> str | None:
+    """How an ONNX model is already quantized: 'QDQ' (static), 'dynamic' (integer ops), or None (float)."""
+    ops = {n.op_type for n in onnx_io.load_model(path, external_data=False).graph.node}
+    if "QuantizeLinear" in ops:
+        return "QDQ"
+    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}:
+        return "dynamic"
+    return None
+
+
 class CompileStep(Step):
     name = "compile"
     summary = "build the artifact a runtime deploys (ONNX Runtime, OpenVINO, TensorRT)"
@@ -98,8 +108,13 @@ class CompileStep(Step):
         self.precheck(config, artifact, ctx.base)
         build = {"ort-cpu": self._ort_cpu, "openvino-cpu": self._openvino, "tensorrt": self._tensorrt,
                  "ort-cuda": self._ort_cuda}[config.target]
+        if config.precision != "int8" and config.calib_data:
+            ctx.ui.warn(f"--calib-data is ignored: only --precision int8 calibrates (this is {config.precision})")
         out, details = build(ctx, artifact, config)
-        details.update({"target": config.target, "precision": config.precision})
+        # the label says what runs: an int8 model compiled at the default "fp32" still runs its int8 kernels
+        already = int8_kind(artifact.path)
+        precision = f"int8 ({already} input)" if already and config.precision == "fp32" else config.precision
+        details.update({"target": config.target, "precision": precision})
         details["check"] = self._check(ctx, artifact, out, config)
         return StepResult(artifact=out, details=details)
 
@@ -127,6 +142,9 @@ class CompileStep(Step):
         if config.precision == "int8":
             if is_qdq(artifact.path):
                 source = "QDQ model (quantized by optkit quantize)"
+                for flag, value in (("--calib-data", config.calib_data), ("--max-drop", config.max_drop)):
+                    if value is not None:
+                        ctx.ui.warn(f"{flag} is ignored: the input is already quantized (QDQ), so nothing is calibrated")
             else:
                 from optkit.steps.quantize import QuantizeConfig, calibration_data
 
@@ -206,7 +224,10 @@ class CompileStep(Step):
         check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
                                parent.task, config.accuracy_budget, config.min_cosine)
         if not check["ok"]:
-            raise tolerance_error(f"{config.target} {config.precision}", check)
+            remedies = ["try another --precision"]
+            if config.target == "openvino-cpu" and config.precision == "int8":
+                remedies.insert(0, "--max-drop POINTS keeps sensitive ops in float (NNCF accuracy control)")
+            raise tolerance_error(f"{config.target} {config.precision}", check, remedies)
         return check
 
     @staticmethod

@@ -94,7 +94,9 @@ def split_skip_layernorm(model) -> int:
 def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch: Path) -> tuple[object, dict]:
     import copy
 
-    if not any(n.op_type == "SkipLayerNormalization" for n in model.graph.node) or config.skip_layer_norm == "fused":
+    if not any(n.op_type == "SkipLayerNormalization" for n in model.graph.node):  # nothing to choose: say so
+        return model, {"chosen": None, "why": "no SkipLayerNormalization was fused"}
+    if config.skip_layer_norm == "fused":
         return model, {"chosen": "fused"}
     split = copy.deepcopy(model)
     count = split_skip_layernorm(split)
@@ -122,6 +124,31 @@ def transformer_fuse(model, config: FuseConfig) -> tuple[object, dict[str, int],
                                opt_level=0, use_gpu=False)
     stats = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     return optimized.model, stats, {"model_type": config.model_type, "num_heads": heads, "hidden_size": hidden}
+
+
+FUSED_OPSET = 17  # LayerNormalization, which the transformer fusions write, is an ONNX op from opset 17
+
+
+def opset_of(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgrade_for_fusion(model, ctx: StepContext, details: dict) -> tuple[object, bool]:
+    """Transformer fusions write opset-17 ops: an older model is converted first (and says so), or, where
+    the converter cannot, the transformer fusions are skipped rather than writing an invalid model."""
+    from onnx import version_converter
+
+    old = opset_of(model)
+    try:
+        upgraded = version_converter.convert_version(model, FUSED_OPSET)
+    except Exception as exc:  # the converter lacks adapters for some ops
+        ctx.ui.warn(f"fuse: transformer fusions need opset {FUSED_OPSET} and this model (opset {old}) could not be "
+                    f"converted ({type(exc).__name__}); they are skipped")
+        details["transformer_skipped"] = f"opset {old} could not be converted to {FUSED_OPSET}"
+        return model, False
+    ctx.ui.info(f"fuse: opset {old} -> {FUSED_OPSET} first: the transformer fusions write LayerNormalization (opset 17)")
+    details["opset_upgraded"] = [old, FUSED_OPSET]
+    return upgraded, True
 
 
 def ort_offline(src: Path, dst: Path, level: str, threads: int) -> None:
@@ -153,6 +180,8 @@ class FuseStep(Step):
         before = op_counts(model)
         details: dict = {"level": config.level, "ops_before": before, "nodes_before": sum(before.values())}
         run_transformer = config.transformer == "on" or (config.transformer == "auto" and has_attention(model))
+        if run_transformer and opset_of(model) < FUSED_OPSET:
+            model, run_transformer = _upgrade_for_fusion(model, ctx, details)
         with quiet_libraries(), scratch_dir() as tmp:
             if run_transformer:
                 model, stats, params = transformer_fuse(model, config)
@@ -177,10 +206,23 @@ class FuseStep(Step):
             "fused_ops": {op: n for op, n in after.items() if op not in before},  # op types the fusions introduced
             "verification": check,
         })
+        if details["nodes_after"] >= details["nodes_before"] and not details["fused_ops"]:
+            # nothing fused and nothing removed: the rewrite is no better than its input, so the input is the output
+            import shutil
+
+            shutil.copyfile(artifact.path, ctx.out_tmp)
+            out = onnx_io.produced_artifact(ctx.out_tmp, "fused", artifact.task)
+            details.update({"kept_input": True, "ops_after": before, "nodes_after": details["nodes_before"],
+                            "conv_bn_folded": 0, "opset_upgraded": None})
+            ctx.ui.info(f"fuse: no fusion reduced the graph ({details['nodes_before']} -> {sum(after.values())} nodes): "
+                        "the input is kept as it is")
         return StepResult(artifact=out, details=details)
 
     @staticmethod
     def describe(details: dict) -> str:
+        if details.get("kept_input"):
+            return f"{details['level']}: nothing fused or removed ({details['nodes_before']} nodes): input kept as it is"
         fused = ", ".join(f"{k} {v}" for k, v in details.get("fused_ops", {}).items()) or "no fused ops"
         bn = f"; {details['conv_bn_folded']} BN folded" if details.get("conv_bn_folded") else ""
-        return f"{details['level']}: nodes {details['nodes_before']} -> {details['nodes_after']}; {fused}{bn}"
+        opset = f"; opset {details['opset_upgraded'][0]} -> {details['opset_upgraded'][1]}" if details.get("opset_upgraded") else ""
+        return f"{details['level']}: nodes {details['nodes_before']} -> {details['nodes_after']}; {fused}{bn}{opset}"

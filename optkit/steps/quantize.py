@@ -96,12 +96,20 @@ def resolve_exclude(model, patterns: list[str], origin: str) -> list[str]:
 
 
 def small_convs(model, min_channels: int) -> list[str]:
+    """Convs whose input has fewer than ``min_channels`` channels in all (a 1- or 3-channel stem).
+
+    The weight's dim 1 is channels per group: a depthwise conv (group = channels) has 1 there but reads
+    every channel of a wide input, so it is counted by ``dims[1] * group`` and quantized."""
     if min_channels <= 0:
         return []
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+
+    def group(node) -> int:
+        return next((a.i for a in node.attribute if a.name == "group"), 1)
+
     return sorted(n.name for n in model.graph.node
                   if n.op_type == "Conv" and len(n.input) > 1 and len(shapes.get(n.input[1], [])) >= 2
-                  and shapes[n.input[1]][1] < min_channels)
+                  and shapes[n.input[1]][1] * group(n) < min_channels)
 
 
 def opset_of(model) -> int:
@@ -135,6 +143,11 @@ class _StridedReader:
 
 def _stride(batches: int, most: int = 4) -> int:
     return max(d for d in range(1, min(most, batches) + 1) if batches % d == 0)
+
+
+# what `optkit quantize` offers when int8 misses its budget (every flag named here exists on the command)
+REMEDIES = ["keep sensitive nodes in float (--exclude NODE_OR_OP, or --max-drop POINTS to find them; "
+            "'optkit debug' ranks them)", "try --method entropy or percentile, or another --mode"]
 
 
 def calibration_data(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> tuple[EvalData, str]:
@@ -205,7 +218,8 @@ def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config
                                "per_channel": config.per_channel, "reduce_range": config.reduce_range,
                                "activations": "uint8", "weights": "int8"}
     pre_path, pre, user_excluded = _prepare(src, scratch, config, details, guarded)
-    excluded = sorted(set(user_excluded) | set(small_convs(pre, config.skip_small_convs)))
+    small = small_convs(pre, config.skip_small_convs)
+    excluded = sorted(set(user_excluded) | set(small))
     batch = fixed_batch or config.calib_batch_size
     reader = _StridedReader(calib, batch, config.calib_samples)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -219,7 +233,7 @@ def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config
     compute = [n.name for n in pre.graph.node if n.op_type in COMPUTE_OPS]
     details.update({"calib_samples": reader.samples, "calib_batch_size": batch,
                     "excluded": excluded, "excluded_by_user": user_excluded,
-                    "excluded_small_convs": small_convs(pre, config.skip_small_convs)})
+                    "excluded_small_convs": small, "skip_small_convs": config.skip_small_convs})
     details["nodes"] = _node_counts(compute, excluded, onnx.load(str(dst)))
     return details
 
@@ -299,6 +313,12 @@ class QuantizeStep(Step):
 
         fixed = static_batch(artifact)
         modes = [config.mode] if config.mode != "auto" else self._auto_modes(ctx, artifact, config)
+        if "static" not in modes:
+            for flag, value in (("--calib-data", config.calib_data), ("--calib-from-eval", config.calib_from_eval)):
+                if value:
+                    ctx.ui.warn(f"{flag} is ignored: --mode {'/'.join(modes)} does not calibrate")
+        if config.max_drop is not None and modes == ["fp16"]:
+            ctx.ui.warn("--max-drop is ignored by --mode fp16 (no nodes to keep in float); --max-accuracy-drop still judges it")
         calib = calib_source = None
         if "static" in modes:
             calib, calib_source = calibration_data(ctx, artifact, config)
@@ -356,7 +376,8 @@ class QuantizeStep(Step):
         if not cand["check"]["ok"]:
             from optkit.eval.compare import tolerance_error
 
-            raise tolerance_error("static quantization", cand["check"])
+            raise tolerance_error("static quantization", cand["check"],
+                                  ["quantize the exported ONNX with --engine ort instead (--max-drop keeps sensitive nodes in float)"])
         details["check"] = cand["check"]
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
@@ -402,7 +423,8 @@ class QuantizeStep(Step):
         if not ok:
             from optkit.eval.compare import tolerance_error
 
-            raise tolerance_error(f"{'/'.join(c['mode'] for c in candidates)} quantization", candidates[0]["check"])
+            raise tolerance_error(f"{'/'.join(c['mode'] for c in candidates)} quantization", candidates[0]["check"],
+                                  REMEDIES)
         if config.mode != "auto":
             return ok[0]
         best = min(ok, key=lambda c: c["p50_ms"])
@@ -427,7 +449,9 @@ class QuantizeStep(Step):
         else:
             text = f"{details['mode']} int8, {nodes.get('quantized', 0)}/{nodes.get('quantizable', 0)} compute nodes int8"
             if details.get("excluded"):
-                text += f", {len(details['excluded'])} excluded"
+                small = details.get("excluded_small_convs") or []
+                why = f" ({len(small)} conv(s) with < {details.get('skip_small_convs')} input channels: skip_small_convs)" if small else ""
+                text += f", {len(details['excluded'])} excluded{why}"
             if details.get("engine") == "inc":
                 trials = details["inc_trials"]
                 text = (f"neural-compressor PT2E static int8 ({details['chosen']}), {len(trials) - 1} trial(s) tuned on the "
@@ -436,7 +460,8 @@ class QuantizeStep(Step):
                 text += f"; {details['method']} on {details['calib_samples']} samples of {details['calib_source']}"
         guard = details.get("guard")
         if guard and guard.get("kept_float"):
-            text += (f"; guard: {len(guard['kept_float'])} node(s) kept float to stay within {guard['budget']:g} pt "
+            text += (f"; guard: {len(guard['kept_float'])} node(s) kept float to stay within "
+                     f"{guard.get('budget_text', str(guard['budget']) + ' pt')} "
                      f"(worst: {guard['groups'][0]['why']})")
         if details.get("auto"):
             text += f"; auto: {details['auto']['why']}"

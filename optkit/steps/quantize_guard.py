@@ -72,9 +72,16 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
     already = set(plain["details"].get("excluded") or [])
     groups = exclusion_groups(ranking, already)
     quantized = quantized_nodes(onnx.load(str(plain["path"])))
-    facts: dict[str, Any] = {"budget": config.max_drop, "searched_on": data_name, "quantized_nodes_plain": len(quantized),
-                             "plain": _summary(check(plain)), "trials": [], "groups": groups[:10]}
-    ctx.ui.info(f"accuracy guard: plain {mode} int8 is outside {config.max_drop:g} pt "
+    plain_check = check(plain)
+    # without labels the guard can only judge cosine: say so everywhere instead of printing points it never measured
+    budget_text = f"{config.max_drop:g} pt" if "drop_points" in plain_check else plain_check["limit"]
+    facts: dict[str, Any] = {"budget": config.max_drop, "budget_text": budget_text, "searched_on": data_name,
+                             "quantized_nodes_plain": len(quantized), "plain": _summary(plain_check), "trials": [],
+                             "groups": groups[:10]}
+    if "drop_points" not in plain_check:
+        ctx.ui.warn(f"--max-drop {config.max_drop:g} is a top-1 budget in points, but the {data_name} has no labels: "
+                    f"the guard judges {budget_text} instead (set it with --min-cosine)")
+    ctx.ui.info(f"accuracy guard: plain {mode} int8 is outside {budget_text} "
                 f"({_summary(plain['check'])['text']}); {len(groups)} candidate group(s), worst: "
                 f"{groups[0]['why'] if groups else 'none'}")
 
@@ -105,10 +112,11 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
         else:
             lo = mid
     if best is None:
-        raise StepError(f"quantize --max-drop {config.max_drop:g}: {mode} int8 cannot meet the budget on the {data_name}: "
+        raise StepError(f"quantize --max-drop {config.max_drop:g}: {mode} int8 cannot meet {budget_text} on the {data_name}: "
                         f"plain {facts['plain']['text']}; {facts['trials'][-1]['text'] if facts['trials'] else 'no node to exclude'}"
                         f" with {facts['trials'][-1]['nodes'] if facts['trials'] else 0} node(s) in float",
-                        hint="Raise --max-drop, try --method entropy or --per-channel, or use --mode fp16")
+                        hint=("Raise --max-drop" if "drop_points" in plain_check else "Lower --min-cosine")
+                        + ", raise --guard-max-trials, try --method entropy or --per-channel, or use --mode fp16")
     kept = [n for g in groups[:hi] for n in g["nodes"]]
     facts.update({"kept_float": kept, "groups": groups[:hi],
                   "kept_float_fraction": round(len(kept) / max(1, len(quantized)), 4)})

@@ -61,3 +61,19 @@ def test_a_third_party_onnx_file_is_row_0_and_fills_the_vs_original_columns(tiny
     assert rows[0]["latency"] and rows[0]["accuracy"] and rows[1]["speedup_vs_original"] is not None
     assert rows[1]["fidelity"]["max_abs_diff"] < 1e-4 and rows[1]["accuracy_delta_vs_original"] == 0
     assert (tmp_path / "s.onnx.optkit-ref.npz").is_file()  # later steps measure drift vs the given file
+
+
+def test_a_torch_original_weighs_its_tensors_not_its_python_file(tiny, tmp_path):
+    import importlib.util
+
+    from tests.conftest import FAST, invoke
+
+    result = invoke("export", f"{tiny['model_py']}:build", "--eval-data", str(tiny["eval"]), "-o",
+                    str(tmp_path / "m.onnx"), "--json", *FAST)  # a factory without weights: random init
+    assert result.exit_code == 0, result.output
+    spec = importlib.util.spec_from_file_location("tiny_size_check", tiny["model_py"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = sum(t.numel() * t.element_size() for t in module.build().state_dict().values())
+    original = json.loads(result.stdout)["steps"][0]
+    assert original["size_bytes"] == expected != tiny["model_py"].stat().st_size

@@ -135,3 +135,26 @@ def test_openvino_bf16_says_whether_this_cpu_has_native_bf16(tiny_onnx, tmp_path
     assert record["details"]["bf16_native"] is native
     assert ("EMULATED" in record["summary"]) is (not native)
     assert ("no native bf16" in result.stderr) is (not native)
+
+
+def test_openvino_output_may_be_a_folder_and_a_wrong_suffix_fails_before_any_work(tiny_onnx, tmp_path):
+    pytest.importorskip("openvino")
+    folder = tmp_path / "ir"
+    folder.mkdir()
+    result = invoke("compile", str(tiny_onnx), "-o", str(folder), "--target", "openvino-cpu", "--no-measure")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml", "model.xml.optkit.json"]
+    proc = run_cli("compile", str(tiny_onnx), "-o", str(tmp_path / "m.onnx"), "--target", "openvino-cpu",
+                   "--precision", "int8")
+    assert proc.returncode == 2 and "must end in .xml" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_int8_model_compiled_for_ort_cpu_is_labelled_int8(tiny_onnx, tmp_path):
+    qdq = tmp_path / "q.onnx"
+    assert invoke("quantize", str(tiny_onnx), "-o", str(qdq), "--mode", "static", *LOOSE, "--no-measure").exit_code == 0
+    out = tmp_path / "c.onnx"
+    result = invoke("compile", str(qdq), "-o", str(out), "--target", "ort-cpu", *FAST)
+    assert result.exit_code == 0, result.output
+    record = sidecar(out)["record"]
+    assert record["details"]["precision"] == "int8 (QDQ input)" and record["summary"].startswith("ort-cpu int8")

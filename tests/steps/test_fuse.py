@@ -92,3 +92,50 @@ def test_level_all_warns_hardware_specific(conv_bn, tmp_path):
     assert result.exit_code == 0
     assert "hardware-specific" in result.stderr
     assert sidecar(out)["record"]["details"]["hardware_specific"] is True
+
+
+def test_an_opset_11_transformer_is_upgraded_before_fusion_and_stays_valid(tiny, tmp_path):
+    """Transformer fusions write LayerNormalization (opset 17): an opset-11 file must not come out invalid."""
+    src = tmp_path / "vit11.onnx"
+    exported = invoke("export", f"{tiny['model_py']}:build_vit", "--input-shape", "input:1x1x8x8", "--exporter",
+                      "torchscript", "--opset", "11", "-o", str(src), "--no-measure")
+    assert exported.exit_code == 0, exported.output
+    assert onnx.load(str(src)).opset_import[0].version == 11
+    out = tmp_path / "f.onnx"
+    result = invoke("fuse", str(src), "-o", str(out), "--eval-data", str(tiny["eval"]), *FAST)
+    assert result.exit_code == 0, result.output
+    onnx.checker.check_model(str(out), full_check=True)
+    details = sidecar(out)["record"]["details"]
+    assert details["opset_upgraded"] == [11, 17] and details["nodes_after"] < details["nodes_before"]
+    assert details["transformer"]["fused"].get("LayerNormalization") or details["transformer"]["fused"].get("SkipLayerNormalization")
+    x = np.load(tiny["eval"])["input"]
+    got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    ref = ort.InferenceSession(str(src)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+
+
+def test_a_fuse_that_fuses_nothing_keeps_its_input(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["y"], name="sig")]
+    graph = helper.make_graph(nodes, "plain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    src = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(src))
+    out = tmp_path / "f.onnx"
+    result = invoke("fuse", str(src), "-o", str(out), "--transformer", "off", *FAST)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == src.read_bytes()
+    details = sidecar(out)["record"]["details"]
+    assert details["kept_input"] and details["nodes_after"] == details["nodes_before"] == 2
+    assert "input kept" in sidecar(out)["record"]["summary"]
+
+
+def test_no_skip_layer_norm_choice_is_reported_when_none_was_fused(tiny, tmp_path):
+    src = tmp_path / "vit.onnx"
+    assert invoke("export", f"{tiny['model_py']}:build_vit", "--input-shape", "input:1x1x8x8", "-o", str(src),
+                  "--no-measure").exit_code == 0
+    out = tmp_path / "f.onnx"
+    result = invoke("fuse", str(src), "-o", str(out), "--eval-data", str(tiny["eval"]), *FAST)
+    assert result.exit_code == 0, result.output
+    transformer = sidecar(out)["record"]["details"].get("transformer")
+    if transformer and not transformer["fused"].get("SkipLayerNormalization"):
+        assert transformer["skip_layer_norm"]["chosen"] is None

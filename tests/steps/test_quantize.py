@@ -104,6 +104,9 @@ def test_accuracy_budget_failure_writes_nothing(tiny, tiny_onnx, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "outside tolerance" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.parent.exists()
+    # without labels the budget that judged it is the cosine: the hint names that one, not the top-1 budget
+    error = next(ln for ln in proc.stderr.splitlines() if ln.startswith("error:"))
+    assert "--min-cosine" in error and "--max-accuracy-drop" not in error and "--exclude" in error
 
 
 def _clean_exit_2(proc, needle, out):
@@ -165,3 +168,34 @@ def test_per_channel_upgrades_an_old_opset(tmp_path):
     assert details["opset_upgraded"] == [11, 13] and details["per_channel"] is True
     assert details["calib_source"] == "calib data d.npz"
     assert next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")) >= 13
+
+
+def test_depthwise_convs_are_quantized_and_a_thin_stem_is_excluded_with_its_reason(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "w_stem"),
+             numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "w_dw"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "w_pw")]
+    nodes = [helper.make_node("Conv", ["x", "w_stem"], ["a"], name="stem", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ar"], name="r1"),
+             helper.make_node("Conv", ["ar", "w_dw"], ["b"], name="depthwise", pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Relu", ["b"], ["br"], name="r2"),
+             helper.make_node("Conv", ["br", "w_pw"], ["y"], name="pointwise")]
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 8, 8])], inits)
+    src = tmp_path / "dw.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(src))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=rng.standard_normal((32, 1, 8, 8)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    result = invoke("quantize", str(src), "-o", str(out), "--mode", "static", "--calib-data", str(data),
+                    "--eval-data", str(data), "--min-cosine", "0.9", *FAST)
+    assert result.exit_code == 0, result.output
+    onnx.checker.check_model(str(out))
+    details = sidecar(out)["record"]["details"]
+    assert details["excluded_small_convs"] == ["stem"] and "depthwise" not in details["excluded"]
+    assert "1 conv(s) with < 4 input channels: skip_small_convs" in sidecar(out)["record"]["summary"]
+    fed_by_dq = {n.name for n in onnx.load(str(out)).graph.node if n.op_type == "Conv"
+                 and any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
+    assert {"depthwise", "pointwise"} <= fed_by_dq and "stem" not in fed_by_dq
