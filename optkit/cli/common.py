@@ -8,6 +8,10 @@ from typing import Any
 from optkit.core.errors import UsageError
 
 
+# config fields whose repeatable command-line option is spelt in the singular
+FLAGS = {"dynamic_axes": "--dynamic-axis"}
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     from optkit.core.recipe import MAX_BATCH
 
@@ -71,8 +75,10 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
         step_class(step).Config.model_validate(options)
     except ValidationError as exc:
         err = exc.errors()[0]
-        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else f"optkit {step}"
-        raise UsageError(f"{flag}: {err['msg']}", hint=f"See 'optkit {step} --help'") from exc
+        field = str(err["loc"][0]) if err["loc"] else None
+        flag = FLAGS.get(field, "--" + str(field).replace("_", "-")) if field else f"optkit {step}"
+        message = err["msg"].removeprefix("Value error, ")
+        raise UsageError(f"{flag}: {message}", hint=f"See 'optkit {step} --help'") from exc
     ui = UI(quiet=quiet)
     return run_recipe(recipe, Path.cwd(), ui), ui
 

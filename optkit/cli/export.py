@@ -14,6 +14,7 @@ def export(
     weights: o.Weights = None,
     input_shape: o.InputShape = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--static-batch", help="Dynamic batch dimension (default) or fixed.")] = True,
+    dynamic_axis: Annotated[Optional[list[str]], typer.Option("--dynamic-axis", help="Another dynamic dimension: NAME:DIM[:LABEL], e.g. input_ids:1:sequence (repeat; inputs sharing a LABEL share the size). Default: dim 1 of integer token inputs. 'none' for only the batch.")] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 18 for dynamo, 17 for torchscript).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto | dynamo | torchscript")] = "auto",
     eval_data: o.EvalData = None,
@@ -30,6 +31,8 @@ def export(
     from optkit.cli.common import emit_ledger, measure_block, parse_shapes, run_one_step
 
     options = {"dynamic_batch": dynamic_batch, "exporter": exporter, "atol": atol, "rtol": rtol}
+    if dynamic_axis:
+        options["dynamic_axes"] = [] if [a.lower() for a in dynamic_axis] == ["none"] else dynamic_axis
     if opset is not None:
         options["opset"] = opset
     result, ui = run_one_step(

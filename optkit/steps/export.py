@@ -6,9 +6,10 @@ step and nothing is written.
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optkit.core.artifact import Artifact
 from optkit.core.errors import StepError, UsageError, first_line
@@ -16,6 +17,16 @@ from optkit.core.step import Step, StepContext, StepResult
 from optkit.core.ui import quiet_libraries
 
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+_AXIS_RE = re.compile(r"^(?P<name>[^:]+):(?P<dim>[1-9]\d*)(?::(?P<label>[A-Za-z_]\w*))?$")
+
+
+def parse_axis(text: str) -> tuple[str, int, str]:
+    """``"input_ids:1:sequence"`` -> ``("input_ids", 1, "sequence")``; the label defaults to ``NAME_dimD``."""
+    m = _AXIS_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"bad dynamic axis '{text}': write NAME:DIM[:LABEL], e.g. input_ids:1:sequence (DIM >= 1; "
+                         "the batch, dim 0, is --dynamic-batch)")
+    return m["name"], int(m["dim"]), m["label"] or f"{m['name']}_dim{m['dim']}"
 
 
 class ExportConfig(BaseModel):
@@ -28,6 +39,48 @@ class ExportConfig(BaseModel):
     atol: float = Field(1e-4, ge=0, description="absolute tolerance of the ONNX-vs-torch check")
     rtol: float = Field(1e-3, ge=0, description="relative tolerance of the ONNX-vs-torch check")
     verify_batch_sizes: list[int] = Field([1, 8], min_length=1, description="batch sizes of the numeric check")
+    dynamic_axes: list[str] | None = Field(
+        None, description="dynamic dimensions besides the batch, NAME:DIM[:LABEL] (inputs sharing a LABEL share the "
+                          "size); default: dim 1 ('sequence') of integer token inputs; [] for none")
+
+    @field_validator("dynamic_axes")
+    @classmethod
+    def _axes(cls, value: list[str] | None) -> list[str] | None:
+        for text in value or []:
+            parse_axis(text)
+        return value
+
+
+def dynamic_axes_for(artifact: Artifact, config: ExportConfig) -> dict[str, dict[int, str]]:
+    """{input name: {dim: label}} for the axes besides the batch (the user's, or the token-input default)."""
+    specs = {i.name: i for i in artifact.inputs}
+    if config.dynamic_axes is None:  # token ids and masks: the sequence length varies
+        return {s.name: {1: "sequence"} for s in artifact.inputs if s.dtype in ("int64", "int32") and len(s.shape) >= 2}
+    axes: dict[str, dict[int, str]] = {}
+    for text in config.dynamic_axes:
+        name, dim, label = parse_axis(text)
+        if name not in specs:
+            raise UsageError(f"--dynamic-axis {text}: the model has no input '{name}'",
+                             hint=f"Inputs: {', '.join(specs)}")
+        if dim >= len(specs[name].shape):
+            raise UsageError(f"--dynamic-axis {text}: input '{name}' has {len(specs[name].shape)} dimensions",
+                             hint="Count dimensions from 0 (the batch)")
+        axes.setdefault(name, {})[dim] = label
+    return axes
+
+
+def _shorter(data, axes: dict[str, dict[int, str]]):
+    """The evaluation data cut to a different size along every dynamic axis (half its length): the export must
+    hold at a second size of each axis, not only the one it was traced at."""
+    from optkit.eval.data import EvalData
+
+    inputs = {}
+    for name, arr in data.inputs.items():
+        for dim in sorted(axes.get(name, {})):
+            size = arr.shape[dim]
+            arr = arr.take(range(max(1, size // 2)), axis=dim) if size > 1 else arr
+        inputs[name] = arr
+    return EvalData(inputs=inputs, labels=None, path=data.path, sha256=data.sha256, synthetic=data.synthetic)
 
 
 class ExportStep(Step):
@@ -68,19 +121,26 @@ class ExportStep(Step):
             raise UsageError(f"the dynamo exporter needs opset >= 18 (asked: {opset})",
                              hint="Pass --opset 18 or higher, or --exporter torchscript")
 
+        extra_axes = dynamic_axes_for(artifact, config)
+        axes_text = "".join(f", {n}[{d}] {label}" for n, dims in extra_axes.items() for d, label in dims.items())
         ctx.ui.info(f"  exporting with the {exporter} exporter, opset {opset}, "
-                    f"{'dynamic' if config.dynamic_batch else 'static'} batch")
+                    f"{'dynamic' if config.dynamic_batch else 'static'} batch{axes_text}")
+        per_input = {n: {**({0: "batch"} if config.dynamic_batch else {}), **extra_axes.get(n, {})} for n in names}
         try:
             with quiet_libraries():
                 if exporter == "dynamo":
-                    dynamic = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) * len(names) if config.dynamic_batch else None
+                    dims: dict[str, object] = {}  # one Dim per label: inputs that share a label share the size
+                    dynamic = tuple({d: dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 16))
+                                     for d, label in per_input[n].items()} or None for n in names)
                     torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=True, input_names=names,
-                                      output_names=outputs, dynamic_shapes=dynamic, opset_version=opset,
-                                      external_data=False, optimize=True, verify=False)
+                                      output_names=outputs, dynamic_shapes=dynamic if any(dynamic) else None,
+                                      opset_version=opset, external_data=False, optimize=True, verify=False)
                 else:
-                    axes = {n: {0: "batch"} for n in [*names, *outputs]} if config.dynamic_batch else None
+                    axes = {n: per_input[n] for n in names if per_input[n]}
+                    if config.dynamic_batch:
+                        axes.update({o: {0: "batch"} for o in outputs})
                     torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=False, input_names=names,
-                                      output_names=outputs, dynamic_axes=axes, opset_version=opset,
+                                      output_names=outputs, dynamic_axes=axes or None, opset_version=opset,
                                       do_constant_folding=True)
         except Exception as exc:
             other = "torchscript" if exporter == "dynamo" else "dynamo"
@@ -97,9 +157,18 @@ class ExportStep(Step):
             batch_sizes=config.verify_batch_sizes if config.dynamic_batch else [fixed_batch or 1],
             threads=ctx.settings.threads, what="ONNX",
             hint="Try the other --exporter, or loosen --atol/--rtol if this drift is acceptable")
+        if extra_axes:  # a second size of every dynamic axis, e.g. half the sequence length
+            shorter = _shorter(ctx.data, extra_axes)
+            second = verify_outputs(
+                artifact, exported, shorter, atol=config.atol, rtol=config.rtol, batch_sizes=[1], threads=ctx.settings.threads,
+                what=f"ONNX (at {', '.join(f'{n}:' + 'x'.join(map(str, a.shape[1:])) for n, a in shorter.inputs.items())})",
+                hint="The export may have baked in a size: try the other --exporter, or drop that --dynamic-axis")
+            verification["dynamic_axes_checked"] = {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()}
+            verification["max_abs_diff"] = max(verification["max_abs_diff"], second["max_abs_diff"])
         model_proto = onnx_io.load_model(ctx.out_tmp)
         details = {
             "exporter": exporter, "opset": opset, "dynamic_batch": config.dynamic_batch,
+            "dynamic_axes": {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()},
             "nodes": onnx_io.node_count(model_proto), "verification": verification,
             "macs": count_macs(module, ctx.data.batch(1), names),
         }
@@ -108,5 +177,8 @@ class ExportStep(Step):
     @staticmethod
     def describe(details: dict) -> str:
         check = details["verification"]
-        return (f"{details['exporter']} opset {details['opset']}, {details['nodes']} nodes; vs torch at batch "
-                f"{','.join(map(str, check['batch_sizes']))}: max|Δ| {check['max_abs_diff']:.1e}")
+        axes = details.get("dynamic_axes") or {}
+        dynamic = "".join(f", {n}[{d}] {label} dynamic" for n, dims in axes.items() for d, label in dims.items())
+        return (f"{details['exporter']} opset {details['opset']}, {details['nodes']} nodes{dynamic}; vs torch at batch "
+                f"{','.join(map(str, check['batch_sizes']))}{' and a second size of each axis' if axes else ''}: "
+                f"max|Δ| {check['max_abs_diff']:.1e}")
