@@ -159,7 +159,7 @@ class CompileStep(Step):
                 source = (f"NNCF {'quantization with accuracy control' if control else 'post-training quantization'} "
                           f"on {len(feeds)} samples of {source}")
         bin_tmp = ctx.companion(".bin")
-        from optkit.steps.fuse import has_attention
+        from optkit.steps._transformer import has_attention
 
         from optkit.core.ui import quiet_libraries
 

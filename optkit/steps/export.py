@@ -35,7 +35,8 @@ class ExportConfig(BaseModel):
     dynamic_batch: bool = Field(True, description="leave the batch dimension dynamic")
     exporter: Literal["auto", "dynamo", "torchscript"] = Field(
         "auto", description="torch.onnx exporter: dynamo (torch.export based) or the TorchScript tracer; "
-                            "auto uses dynamo except for TorchScript models")
+                            "auto uses dynamo, except for TorchScript models and where the TorchScript export's "
+                            "attention fuses in ONNX Runtime and dynamo's does not (both measured)")
     atol: float = Field(1e-4, ge=0, description="absolute tolerance of the ONNX-vs-torch check")
     rtol: float = Field(1e-3, ge=0, description="relative tolerance of the ONNX-vs-torch check")
     verify_batch_sizes: list[int] = Field([1, 8], min_length=1, description="batch sizes of the numeric check")
@@ -83,6 +84,78 @@ def _shorter(data, axes: dict[str, dict[int, str]]):
     return EvalData(inputs=inputs, labels=None, path=data.path, sha256=data.sha256, synthetic=data.synthetic)
 
 
+def _attention_fused(path) -> int | None:
+    """Attention nodes ONNX Runtime's transformer optimizer makes of an exported graph (None: it has no attention)."""
+    from optkit.core import onnx_io
+    from optkit.steps._transformer import has_attention, optimize_transformer
+
+    model = onnx_io.load_model(path)
+    if not has_attention(model):
+        return None
+    with quiet_libraries():
+        _, stats, _ = optimize_transformer(model)
+    return stats.get("Attention", 0) + stats.get("MultiHeadAttention", 0)
+
+
+def _eager_attention(module) -> int:
+    """Switch Hugging Face models inside ``module`` from SDPA to eager attention; how many were switched."""
+    switched = 0
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(sub, "set_attn_implementation"):
+            try:
+                sub.set_attn_implementation("eager")
+                switched += 1
+            except Exception:  # a model without an eager implementation keeps SDPA
+                continue
+    return switched
+
+
+def _choose_exporter_for_attention(ctx: StepContext, module, export_with, asked_opset: int | None, opset: int):
+    """``--exporter auto`` on a graph with attention: export it with the TorchScript exporter too and keep the
+    graph whose attention ONNX Runtime's optimizer fuses (measured here, e.g. a BERT encoder from torch 2.13's
+    dynamo exporter fuses none of its attention blocks, the TorchScript export all of them)."""
+    import shutil
+
+    from optkit.core.files import scratch_folder
+
+    dynamo_fused = _attention_fused(ctx.out_tmp)
+    if dynamo_fused is None:
+        return "dynamo", opset, None
+    eager = None
+    if dynamo_fused == 0 and (switched := _eager_attention(module)):
+        # SDPA attention exports as a graph no optimizer recognises; eager attention is the same computation
+        # on the same weights, written as MatMul/Softmax, which ONNX Runtime fuses into Attention
+        export_with("dynamo", ctx.out_tmp, opset)
+        dynamo_fused = _attention_fused(ctx.out_tmp) or 0
+        eager = f"{switched} module(s) exported with eager attention instead of sdpa (same weights, fusable graph)"
+        ctx.ui.info(f"  exporter auto: {eager}")
+    ts_opset = asked_opset or DEFAULT_OPSET["torchscript"]
+    with scratch_folder() as tmp:
+        alt = tmp / "torchscript.onnx"
+        try:
+            export_with("torchscript", alt, ts_opset)
+            ts_fused = _attention_fused(alt) or 0
+        except StepError:
+            ts_fused = -1
+        choice = {"dynamo": {"attention_fused": dynamo_fused}, "torchscript": {"attention_fused": max(ts_fused, 0)},
+                  "attention": eager}
+        if ts_fused > dynamo_fused:
+            shutil.copyfile(alt, ctx.out_tmp)
+            choice.update(chosen="torchscript", why=f"its attention fuses ({ts_fused} Attention vs {dynamo_fused} from dynamo)")
+            ctx.ui.info(f"  exporter auto: torchscript, whose graph fuses {ts_fused} attention block(s) "
+                        f"(dynamo's: {dynamo_fused})")
+            return "torchscript", ts_opset, choice
+    if ts_fused < 0:
+        why = "the TorchScript exporter failed"
+    elif dynamo_fused:
+        why = f"its attention fuses ({dynamo_fused} Attention; torchscript: {ts_fused})"
+    else:
+        why = "neither exporter's attention fuses in ONNX Runtime"
+    choice.update(chosen="dynamo", why=why)
+    return "dynamo", opset, choice
+
+
 class ExportStep(Step):
     name = "export"
     summary = "PyTorch -> ONNX, verified numerically in ONNX Runtime"
@@ -126,26 +199,32 @@ class ExportStep(Step):
         ctx.ui.info(f"  exporting with the {exporter} exporter, opset {opset}, "
                     f"{'dynamic' if config.dynamic_batch else 'static'} batch{axes_text}")
         per_input = {n: {**({0: "batch"} if config.dynamic_batch else {}), **extra_axes.get(n, {})} for n in names}
-        try:
-            with quiet_libraries():
-                if exporter == "dynamo":
-                    dims: dict[str, object] = {}  # one Dim per label: inputs that share a label share the size
-                    dynamic = tuple({d: dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 16))
-                                     for d, label in per_input[n].items()} or None for n in names)
-                    torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=True, input_names=names,
-                                      output_names=outputs, dynamic_shapes=dynamic if any(dynamic) else None,
-                                      opset_version=opset, external_data=False, optimize=True, verify=False)
-                else:
-                    axes = {n: per_input[n] for n in names if per_input[n]}
-                    if config.dynamic_batch:
-                        axes.update({o: {0: "batch"} for o in outputs})
-                    torch.onnx.export(module, args, str(ctx.out_tmp), dynamo=False, input_names=names,
-                                      output_names=outputs, dynamic_axes=axes or None, opset_version=opset,
-                                      do_constant_folding=True)
-        except Exception as exc:
-            other = "torchscript" if exporter == "dynamo" else "dynamo"
-            raise StepError(f"torch.onnx ({exporter}) could not export the model: {first_line(exc)}",
-                            hint=f"Try --exporter {other}") from exc
+        def export_with(which: str, path, version: int) -> None:
+            try:
+                with quiet_libraries():
+                    if which == "dynamo":
+                        dims: dict[str, object] = {}  # one Dim per label: inputs that share a label share the size
+                        dynamic = tuple({d: dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 16))
+                                         for d, label in per_input[n].items()} or None for n in names)
+                        torch.onnx.export(module, args, str(path), dynamo=True, input_names=names,
+                                          output_names=outputs, dynamic_shapes=dynamic if any(dynamic) else None,
+                                          opset_version=version, external_data=False, optimize=True, verify=False)
+                    else:
+                        axes = {n: per_input[n] for n in names if per_input[n]}
+                        if config.dynamic_batch:
+                            axes.update({o: {0: "batch"} for o in outputs})
+                        torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
+                                          output_names=outputs, dynamic_axes=axes or None, opset_version=version,
+                                          do_constant_folding=True)
+            except Exception as exc:
+                other = "torchscript" if which == "dynamo" else "dynamo"
+                raise StepError(f"torch.onnx ({which}) could not export the model: {first_line(exc)}",
+                                hint=f"Try --exporter {other}") from exc
+
+        export_with(exporter, ctx.out_tmp, opset)
+        choice = None
+        if config.exporter == "auto" and exporter == "dynamo":
+            exporter, opset, choice = _choose_exporter_for_attention(ctx, module, export_with, config.opset, opset)
 
         from optkit.core import onnx_io
 
@@ -169,6 +248,7 @@ class ExportStep(Step):
         details = {
             "exporter": exporter, "opset": opset, "dynamic_batch": config.dynamic_batch,
             "dynamic_axes": {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()},
+            "exporter_choice": choice,
             "nodes": onnx_io.node_count(model_proto), "verification": verification,
             "macs": count_macs(module, ctx.data.batch(1), names),
         }
@@ -178,7 +258,9 @@ class ExportStep(Step):
     def describe(details: dict) -> str:
         check = details["verification"]
         axes = details.get("dynamic_axes") or {}
+        choice = details.get("exporter_choice")
+        why = f" (auto: {choice['why']})" if choice else ""
         dynamic = "".join(f", {n}[{d}] {label} dynamic" for n, dims in axes.items() for d, label in dims.items())
-        return (f"{details['exporter']} opset {details['opset']}, {details['nodes']} nodes{dynamic}; vs torch at batch "
+        return (f"{details['exporter']}{why} opset {details['opset']}, {details['nodes']} nodes{dynamic}; vs torch at batch "
                 f"{','.join(map(str, check['batch_sizes']))}{' and a second size of each axis' if axes else ''}: "
                 f"max|Δ| {check['max_abs_diff']:.1e}")

@@ -21,6 +21,7 @@ from pydantic import Field
 from optkit.core.artifact import Artifact
 from optkit.core.step import Step, StepContext, StepResult
 from optkit.steps._onnx_common import ExactConfig, finish, op_counts, save_model
+from optkit.steps._transformer import has_attention, optimize_transformer
 
 class FuseConfig(ExactConfig):
     level: Literal["basic", "extended", "all"] = Field(
@@ -35,29 +36,6 @@ class FuseConfig(ExactConfig):
     skip_layer_norm: Literal["auto", "fused", "split"] = Field(
         "auto", description="after attention fusion, keep SkipLayerNormalization (fused), split it back into "
                             "Add + LayerNormalization (split), or time both and keep the faster (auto)")
-
-
-def has_attention(model) -> bool:
-    ops = {n.op_type for n in model.graph.node}
-    return "Softmax" in ops and "MatMul" in ops
-
-
-def detect_heads_hidden(model) -> tuple[int, int]:
-    """Heads and hidden size from the Reshape that splits heads: [batch, seq, heads, head_dim]."""
-    from onnx import numpy_helper
-
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(attr.t)
-    for node in model.graph.node:
-        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in consts:
-            shape = consts[node.input[1]].tolist()
-            if isinstance(shape, list) and len(shape) == 4 and shape[2] > 0 and shape[3] > 0:
-                return int(shape[2]), int(shape[2] * shape[3])
-    return 0, 0
 
 
 def split_skip_layernorm(model) -> int:
@@ -114,16 +92,7 @@ def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch:
 
 
 def transformer_fuse(model, config: FuseConfig) -> tuple[object, dict[str, int], dict]:
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    heads, hidden = config.num_heads, config.hidden_size
-    if not heads or not hidden:
-        found_heads, found_hidden = detect_heads_hidden(model)
-        heads, hidden = heads or found_heads, hidden or found_hidden
-    optimized = optimize_model(model, model_type=config.model_type, num_heads=heads, hidden_size=hidden,
-                               opt_level=0, use_gpu=False)
-    stats = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-    return optimized.model, stats, {"model_type": config.model_type, "num_heads": heads, "hidden_size": hidden}
+    return optimize_transformer(model, config.model_type, config.num_heads, config.hidden_size)
 
 
 FUSED_OPSET = 17  # LayerNormalization, which the transformer fusions write, is an ONNX op from opset 17
