@@ -30,3 +30,13 @@ def print_checks(checks: list[tuple[str, bool, str]], title: str = "acceptance")
     print(f"\n## {title}")
     for text, ok, value in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}")
+
+
+def print_machine() -> None:
+    """The CPU every figure below was measured on: model, cores, and the SIMD flags that decide int8 speed."""
+    sys.path.insert(0, str(ROOT))
+    from optkit.core.run_report import cpu_info
+
+    cpu = cpu_info()
+    print(f"# CPU: {cpu.get('model')} ({cpu.get('logical_cores')} logical cores); SIMD: "
+          f"{', '.join(cpu.get('simd') or []) or 'none of avx2/avx512f/avx512_vnni/avx512_bf16/amx'}")

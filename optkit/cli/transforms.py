@@ -67,6 +67,7 @@ def quantize(
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Accuracy guard: top-1 budget in points; beyond it the most sensitive nodes go back to float until within it.")] = None,
     guard_max_trials: Annotated[int, typer.Option("--guard-max-trials", help="Accuracy guard: most re-quantizations tried.")] = 10,
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Without labels: fail below this mean cosine to the input's outputs.")] = 0.99,
+    guard_allow_slower: Annotated[bool, typer.Option("--guard-allow-slower", help="Accuracy guard: keep a result that is not faster than the input (default: fail).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="ort (ONNX model) | inc (PyTorch model: Neural Compressor PT2E autotune -> QDQ ONNX; pip install 'optkit[inc]')")] = "ort",
     eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
@@ -77,6 +78,7 @@ def quantize(
         "calib_from_eval": calib_from_eval, "calib_samples": calib_samples, "per_channel": per_channel,
         "exclude": exclude or [], "keep_io_types": keep_io_types, "max_accuracy_drop": max_accuracy_drop,
         "max_drop": max_drop, "guard_max_trials": guard_max_trials, "engine": engine, "min_cosine": min_cosine,
+        "guard_allow_slower": guard_allow_slower,
     }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
 
 

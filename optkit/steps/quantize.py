@@ -57,6 +57,8 @@ class QuantizeConfig(BaseModel):
     max_drop: float | None = Field(None, ge=0, description="accuracy guard: budget in top-1 points; when exceeded, "
                                    "the most sensitive nodes go back to float until within it (static/dynamic)")
     guard_max_trials: int = Field(10, ge=1, description="accuracy guard: most re-quantizations tried")
+    guard_allow_slower: bool = Field(False, description="accuracy guard: keep a result that is not faster than the input "
+                                                        "(by default the guard fails rather than ship it)")
     engine: Literal["ort", "inc"] = Field("ort", description="ort: ONNX Runtime on an ONNX model; inc: Intel Neural "
                                           "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX")
     inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")

@@ -12,6 +12,7 @@ then decides.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from optkit.core.artifact import Artifact
@@ -85,12 +86,18 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
                 f"({_summary(plain['check'])['text']}); {len(groups)} candidate group(s), worst: "
                 f"{groups[0]['why'] if groups else 'none'}")
 
+    started = time.perf_counter()
+
     def trial(k: int) -> tuple[dict, dict]:
         nodes = tuple(n for g in groups[:k] for n in g["nodes"])
         cand = build(nodes)
         result = check(cand)
         facts["trials"].append({"groups": k, "nodes": len(nodes), **_summary(result)})
-        ctx.ui.info(f"  guard trial: {len(nodes)} node(s) in float -> {_summary(result)['text']}")
+        done = len(facts["trials"])
+        per_trial = (time.perf_counter() - started) / done
+        ctx.ui.info(f"  guard trial {done} of at most {config.guard_max_trials}: {len(nodes)} of {len(quantized)} node(s) "
+                    f"in float -> {_summary(result)['text']} ({per_trial:.1f}s each, at most "
+                    f"{per_trial * (config.guard_max_trials - done):.0f}s left)")
         return cand, result
 
     lo, hi, best = 0, None, None
@@ -120,8 +127,34 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
     kept = [n for g in groups[:hi] for n in g["nodes"]]
     facts.update({"kept_float": kept, "groups": groups[:hi],
                   "kept_float_fraction": round(len(kept) / max(1, len(quantized)), 4)})
+    _refuse_a_float_model(ctx, artifact, config, mode, best, kept, quantized, facts)
     best["details"]["guard"] = facts
     return best
+
+
+MIN_INT8_SHARE = 0.5  # a "quantized" model with most of its compute nodes back in float is not what was asked for
+
+
+def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: str, best: dict, kept: list[str],
+                          quantized: list[str], facts: dict) -> None:
+    """The guard's result must still be an int8 model worth deploying: at least half of the quantized nodes
+    stay int8, and it is faster than its input (timed side by side); otherwise exit 1 naming what it reached."""
+    from optkit.eval.measure import quick_p50s
+
+    share = 1 - len(kept) / max(1, len(quantized))
+    reached = f"{facts['trials'][-1]['text']} with {len(kept)} of {len(quantized)} node(s) in float ({100 * share:.0f}% int8)"
+    if share < MIN_INT8_SHARE:
+        raise StepError(f"quantize --max-drop {config.max_drop:g}: the budget holds only with most nodes back in float: "
+                        f"{reached}; that is not an int8 model",
+                        hint="Raise the budget, keep op types in float with --exclude (e.g. --exclude Softmax), "
+                             "or deploy the float model")
+    art = Artifact(path=best["path"], format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
+    input_ms, guarded_ms = quick_p50s([artifact, art], ctx.data, ctx.settings)
+    facts["p50_ms"] = {"input": input_ms, "guarded": guarded_ms, "timing": "interleaved, batch 1"}
+    if guarded_ms >= input_ms and not config.guard_allow_slower:
+        raise StepError(f"quantize --max-drop {config.max_drop:g}: {mode} int8 within the budget ({reached}) is not faster "
+                        f"than its input ({guarded_ms:.3f} vs {input_ms:.3f} ms at batch 1, timed side by side)",
+                        hint="Deploy the input model, try another --mode, or pass --guard-allow-slower to keep it")
 
 
 def _summary(check: dict) -> dict:

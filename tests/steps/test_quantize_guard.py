@@ -12,6 +12,9 @@ from optkit.steps.quantize_guard import quantized_nodes
 from tests.conftest import FAST, invoke, run_cli, sidecar
 
 PLAIN = ["--mode", "static", "--per-tensor", "--max-accuracy-drop", "0.5"]
+# these tests check which nodes the guard keeps in float; on a model this small int8 is rarely faster than
+# fp32, which the guard refuses by default (test_guard_refuses_a_result_that_is_not_faster)
+SLOWER_OK = ["--guard-allow-slower"]
 
 
 def _gemms(path) -> list[str]:
@@ -31,7 +34,7 @@ def test_plain_static_int8_fails_its_budget(outlier_onnx, tmp_path):
 
 def test_guard_keeps_the_two_culprits_in_float_and_meets_the_budget(outlier_onnx, tmp_path):
     out = tmp_path / "guarded.onnx"
-    result = invoke("quantize", str(outlier_onnx), "-o", str(out), *PLAIN, "--max-drop", "0.5", *FAST)
+    result = invoke("quantize", str(outlier_onnx), "-o", str(out), *PLAIN, "--max-drop", "0.5", *SLOWER_OK, *FAST)
     assert result.exit_code == 0, result.output
     onnx.checker.check_model(str(out), full_check=True)
     details = sidecar(out)["record"]["details"]
@@ -54,7 +57,7 @@ def test_guard_keeps_the_two_culprits_in_float_and_meets_the_budget(outlier_onnx
 
 def test_guard_works_for_dynamic_int8(outlier_onnx, tmp_path):
     out = tmp_path / "dyn.onnx"
-    result = invoke("quantize", str(outlier_onnx), "-o", str(out), "--mode", "dynamic", "--max-drop", "0.5", *FAST)
+    result = invoke("quantize", str(outlier_onnx), "-o", str(out), "--mode", "dynamic", "--max-drop", "0.5", *SLOWER_OK, *FAST)
     assert result.exit_code == 0, result.output
     details = sidecar(out)["record"]["details"]
     assert details["guard"]["plain"]["drop_points"] > 20 and details["check"]["ok"]
@@ -66,11 +69,37 @@ def test_guard_works_for_dynamic_int8(outlier_onnx, tmp_path):
 
 def test_guard_that_cannot_meet_the_budget_fails_clearly(outlier_onnx, tmp_path):
     proc = run_cli("quantize", str(outlier_onnx), "-o", str(tmp_path / "g.onnx"), *PLAIN, "--max-drop", "0.5",
-                   "--guard-max-trials", "1", "--exclude", _gemms(outlier_onnx)[-1], *FAST)
+                   "--guard-max-trials", "1", "--exclude", _gemms(outlier_onnx)[-1], *SLOWER_OK, *FAST)
     # the output Gemm excluded by hand, one trial: the worst remaining group is not enough
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr
     if proc.returncode == 1:
         assert "cannot meet the budget" in proc.stderr and not (tmp_path / "g.onnx").exists()
+
+
+def test_guard_refuses_a_result_that_is_not_faster_or_mostly_float(outlier_onnx, tmp_path):
+    out = tmp_path / "g.onnx"
+    result = invoke("quantize", str(outlier_onnx), "-o", str(out), *PLAIN, "--max-drop", "0.5", *FAST)
+    assert "guard trial 1 of at most 10" in result.stderr  # progress, with the time each trial takes
+    if result.exit_code == 1:  # never a "✓" with a model slower than the float one it came from
+        assert "is not faster than its input" in result.stderr and "timed side by side" in result.stderr
+        assert not out.exists()
+    else:
+        p50 = sidecar(out)["record"]["details"]["guard"]["p50_ms"]
+        assert p50["guarded"] < p50["input"]
+
+
+def test_a_budget_met_only_with_most_nodes_in_float_is_refused():
+    from types import SimpleNamespace
+
+    from optkit.core.errors import StepError
+    from optkit.steps.quantize_guard import _refuse_a_float_model
+
+    config = SimpleNamespace(max_drop=0.5, guard_allow_slower=True)
+    facts = {"trials": [{"text": "top-1 drop 0.10 pt"}]}
+    with pytest.raises(StepError, match="not an int8 model") as failed:
+        _refuse_a_float_model(None, None, config, "static", {}, kept=[f"n{i}" for i in range(6)],
+                              quantized=[f"n{i}" for i in range(10)], facts=facts)
+    assert "6 of 10 node(s) in float (40% int8)" in failed.value.message
 
 
 def test_debug_ranks_the_planted_outlier_first_and_writes_a_snippet(outlier_onnx, tmp_path):
