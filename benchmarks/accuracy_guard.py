@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, optkit_json, print_checks, run_optkit
+from _common import ROOT, optkit_json, print_checks, run_optkit, print_machine
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sample_models"))
@@ -149,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", default="1.0", help="seconds of timing per artifact and batch size")
     args = parser.parse_args()
+    print_machine()
     checks: list = []
     with tempfile.TemporaryDirectory() as tmp:
         outlier_model(Path(tmp), args.budget_s, checks)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, optkit_json, print_checks, run_optkit
+from _common import ROOT, optkit_json, print_checks, run_optkit, print_machine
 
 sys.path.insert(0, str(ROOT))
 from optkit.core.compare import compare_markdown  # noqa: E402  (same table as 'optkit compare --markdown')
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    print_machine()
     checks = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("digits_cnn", "digits_vit"):

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, optkit_cmd
+from _common import ROOT, optkit_cmd, print_machine
 
 MODELS = ["digits_cnn", "digits_vit"]
 
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
+    print_machine()
     print(f"# optkit foundation benchmark ({os.cpu_count()} logical CPUs, python {sys.version.split()[0]})\n")
     startup(args.repeats)
     export_and_latency(args.budget_s, args.threads)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _common import ROOT, optkit_json, print_checks
+from _common import ROOT, optkit_json, print_checks, print_machine
 RECIPES = {"digits_cnn": ROOT / "recipes/digits_cnn_cpu.yaml", "digits_vit": ROOT / "recipes/digits_vit_cpu.yaml"}
 
 
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    print_machine()
     checks = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from _common import ROOT, optkit_json, print_checks, run_optkit
+from _common import ROOT, optkit_json, print_checks, run_optkit, print_machine
 
 sys.path.insert(0, str(ROOT))
 from optkit.core.compare import compare_markdown  # noqa: E402
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning and distillation epochs")
     parser.add_argument("--budget-s", type=float, default=2.0)
     args = parser.parse_args()
+    print_machine()
     measure = ["--budget-s", "0.5"]
     checks = []
     with tempfile.TemporaryDirectory() as tmp:

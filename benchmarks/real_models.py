@@ -6,8 +6,9 @@ Builds three models nothing was tuned on (nothing downloaded):
 - encoder: a 4-layer BERT-style sentence encoder from a `transformers` config (two int64 inputs, no labels);
 - ocr11: a conv net exported at opset 11 with dynamic height and width, then treated as a third-party ONNX file;
 - prelu: a small multi-output CNN with PReLU (class logits + box regression).
-Each goes export (encoder, prelu) -> simplify -> fuse -> quantize (auto) -> compile (OpenVINO int8, NNCF), with
-default options; then `optkit compare` times fp32 and every int8 artifact interleaved. Prints, per model: fused
+Each goes export (encoder, prelu) -> simplify -> fuse -> quantize (auto) -> compile (OpenVINO int8, NNCF, from the
+simplified fp32 graph), with default options and a calibration split; then `optkit compare` times the fp32 graphs
+(simplified, and fused where fuse changed it) and every int8 artifact interleaved. Prints, per model: fused
 op counts, int8 node share, the metric vs fp32, interleaved p50 and speedup, and whether anything slower than
 fp32 was kept silently.
 """
@@ -109,8 +110,9 @@ def data(folder: Path) -> dict[str, Path]:
     for name, arrays in {"encoder": {"input_ids": ids, "attention_mask": mask},
                          "ocr11": {"x": rng.random((64, 3, 96, 160), dtype=np.float32)},
                          "prelu": {"x": rng.random((128, 3, 24, 24), dtype=np.float32)}}.items():
-        out[name] = folder / f"{name}.npz"
-        np.savez(out[name], **arrays)
+        out[name] = folder / f"{name}.npz"  # evaluation split: the first half; calibration: the second
+        np.savez(out[name], **{k: v[: len(v) // 2] for k, v in arrays.items()})
+        np.savez(folder / f"{name}_calib.npz", **{k: v[len(v) // 2:] for k, v in arrays.items()})
     return out
 
 
@@ -125,9 +127,10 @@ def chain(name: str, folder: Path, npz: Path, fp32_source: Path | None = None) -
     simp, fused, q, ov = (folder / f"{name}_{s}" for s in ("simp.onnx", "fused.onnx", "int8.onnx", "ov_int8.xml"))
     must("simplify", str(src), "-o", str(simp), "--eval-data", str(npz), "--no-measure")
     must("fuse", str(simp), "-o", str(fused), "--eval-data", str(npz), "--no-measure")
-    quant = optkit("quantize", str(fused), "-o", str(q), "--eval-data", str(npz), "--no-measure")
+    calib = str(npz.with_name(npz.stem + "_calib.npz"))  # what any user passes: data to calibrate on
+    quant = optkit("quantize", str(fused), "-o", str(q), "--eval-data", str(npz), "--calib-data", calib, "--no-measure")
     comp = optkit("compile", str(simp), "-o", str(ov), "--target", "openvino-cpu", "--precision", "int8",
-                  "--eval-data", str(npz), "--no-measure")
+                  "--eval-data", str(npz), "--calib-data", calib, "--no-measure")
     return {"src": src, "simp": simp, "fused": fused, "q": q if quant.returncode == 0 else None,
             "ov": ov if comp.returncode == 0 else None, "quant_err": quant.stderr.strip().splitlines()[-1:] if quant.returncode else None,
             "comp_err": comp.stderr.strip().splitlines()[-1:] if comp.returncode else None}
@@ -153,7 +156,8 @@ def main() -> None:
             built = chain(name, folder, npz[name], third_party if name == "ocr11" else None)
             fuse = record(built["fused"])["details"]
             int8 = [a for a in (built["q"], built["ov"]) if a is not None]
-            rows = json.loads(must("compare", str(built["simp"]), *map(str, int8), "--eval-data", str(npz[name]),
+            fp32 = [built["simp"]] + ([built["fused"]] if not fuse.get("kept_input") else [])
+            rows = json.loads(must("compare", *map(str, fp32 + int8), "--eval-data", str(npz[name]),
                                    "--budget-s", str(args.budget_s), "--json"))["artifacts"]
             print(f"\n## {name}")
             print(f"fuse: {record(built['fused'])['summary']}")

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, optkit_cmd, print_checks
+from _common import ROOT, optkit_cmd, print_checks, print_machine
 
 
 def _run(recipe: Path, out: Path) -> tuple[float, int, dict | None, str]:
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", help="recipe stems (default: all in recipes/)")
     parser.add_argument("--keep", type=Path, help="write outputs here instead of a temporary folder")
     args = parser.parse_args()
+    print_machine()
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
     if args.recipes:
         recipes = [r for r in recipes if r.stem in args.recipes]

@@ -74,9 +74,13 @@ def detect_heads_hidden(model) -> tuple[int, int]:
 
 
 def optimize_transformer(model, model_type: str = "bert", num_heads: int = 0, hidden_size: int = 0):
-    """ONNX Runtime's transformer optimizer (fusions only, opt_level 0): (model, fused-op counts, parameters)."""
+    """ONNX Runtime's transformer optimizer (fusions only, opt_level 0): (model, fused-op counts, parameters).
+    Works on a copy: the optimizer rewrites the ModelProto it is given."""
+    import copy
+
     from onnxruntime.transformers.optimizer import optimize_model
 
+    model = copy.deepcopy(model)
     if not num_heads or not hidden_size:
         found_heads, found_hidden = detect_heads_hidden(model)
         num_heads, hidden_size = num_heads or found_heads, hidden_size or found_hidden

@@ -111,7 +111,7 @@ def _eager_attention(module) -> int:
     return switched
 
 
-def _choose_exporter_for_attention(ctx: StepContext, module, export_with, asked_opset: int | None, opset: int):
+def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_with, asked_opset: int | None, opset: int):
     """``--exporter auto`` on a graph with attention: export it with the TorchScript exporter too and keep the
     graph whose attention ONNX Runtime's optimizer fuses (measured here, e.g. a BERT encoder from torch 2.13's
     dynamo exporter fuses none of its attention blocks, the TorchScript export all of them)."""
@@ -122,14 +122,6 @@ def _choose_exporter_for_attention(ctx: StepContext, module, export_with, asked_
     dynamo_fused = _attention_fused(ctx.out_tmp)
     if dynamo_fused is None:
         return "dynamo", opset, None
-    eager = None
-    if dynamo_fused == 0 and (switched := _eager_attention(module)):
-        # SDPA attention exports as a graph no optimizer recognises; eager attention is the same computation
-        # on the same weights, written as MatMul/Softmax, which ONNX Runtime fuses into Attention
-        export_with("dynamo", ctx.out_tmp, opset)
-        dynamo_fused = _attention_fused(ctx.out_tmp) or 0
-        eager = f"{switched} module(s) exported with eager attention instead of sdpa (same weights, fusable graph)"
-        ctx.ui.info(f"  exporter auto: {eager}")
     ts_opset = asked_opset or DEFAULT_OPSET["torchscript"]
     with scratch_folder() as tmp:
         alt = tmp / "torchscript.onnx"
@@ -221,10 +213,16 @@ class ExportStep(Step):
                 raise StepError(f"torch.onnx ({which}) could not export the model: {first_line(exc)}",
                                 hint=f"Try --exporter {other}") from exc
 
+        eager = None
+        if config.exporter == "auto" and (switched := _eager_attention(module)):
+            # SDPA attention exports as a graph no optimizer recognises (no Softmax at all from dynamo); eager
+            # attention is the same computation on the same weights, as MatMul/Softmax, which ONNX Runtime fuses
+            eager = f"{switched} Hugging Face module(s) exported with eager attention instead of sdpa (same weights)"
+            ctx.ui.info(f"  exporter auto: {eager}")
         export_with(exporter, ctx.out_tmp, opset)
         choice = None
         if config.exporter == "auto" and exporter == "dynamo":
-            exporter, opset, choice = _choose_exporter_for_attention(ctx, module, export_with, config.opset, opset)
+            exporter, opset, choice = _choose_exporter_for_attention(ctx, eager, export_with, config.opset, opset)
 
         from optkit.core import onnx_io
 

@@ -32,6 +32,20 @@ def simplify_model(model, engine: str):
     return simplified
 
 
+def attention_lost(model, simplified) -> tuple[int, int] | None:
+    """(Attention fused from the input, from the simplified graph) when simplifying costs attention fusion
+    (measured: onnxslim and onnxsim both rewrite a BERT export so that none of its attention fuses)."""
+    from optkit.steps._transformer import has_attention, optimize_transformer
+
+    if not has_attention(model):
+        return None
+    before = optimize_transformer(model)[1].get("Attention", 0)
+    if before == 0:
+        return None
+    after = optimize_transformer(simplified)[1].get("Attention", 0) if has_attention(simplified) else 0
+    return (before, after) if after < before else None
+
+
 class SimplifyStep(Step):
     name = "simplify"
     summary = "constant folding, shape inference, dead-node removal"
@@ -48,14 +62,24 @@ class SimplifyStep(Step):
         before = op_counts(model)
         with quiet_libraries():
             simplified = simplify_model(model, config.engine)
+            lost = attention_lost(model, simplified)
+        if lost:  # a smaller graph that no longer fuses its attention is slower where it matters: keep the input
+            simplified = model
+            ctx.ui.warn(f"simplify: {config.engine}'s graph would no longer fuse its attention in ONNX Runtime "
+                        f"({lost[1]} of {lost[0]} Attention blocks): the input is kept as it is")
         save_model(simplified, ctx.out_tmp)
         out, check = finish(ctx, artifact, config, "simplified",
                             hint=f"Report it, and use the other --engine ({'onnxsim' if config.engine == 'onnxslim' else 'onnxslim'})")
         after = op_counts(simplified)
         details = {"engine": config.engine, "nodes_before": sum(before.values()), "nodes_after": sum(after.values()),
-                   "ops_before": before, "ops_after": after, "verification": check}
+                   "ops_before": before, "ops_after": after, "verification": check,
+                   "kept_input": {"attention_fused_before": lost[0], "attention_fused_after": lost[1]} if lost else None}
         return StepResult(artifact=out, details=details)
 
     @staticmethod
     def describe(details: dict) -> str:
+        kept = details.get("kept_input")
+        if kept:
+            return (f"{details['engine']}: input kept ({details['nodes_before']} nodes): simplified, its attention would fuse "
+                    f"{kept['attention_fused_after']} of {kept['attention_fused_before']} blocks instead of all")
         return f"{details['engine']}: nodes {details['nodes_before']} -> {details['nodes_after']}"
