@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+
 from optkit.core.errors import UsageError
 from optkit.core.files import sha256_file, sha256_files
 
@@ -199,56 +201,61 @@ def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
     )
 
 
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Accuracy(_Loose):
+    metric: StrictStr
+    value: float
+
+
+class _Latency(_Loose):
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    throughput: float
+    batch_size: int
+    threads: int
+
+
+class _Metrics(_Loose):
+    accuracy: _Accuracy | None = None
+    latency: list[_Latency] | None = None
+    fidelity: dict[str, float] | None = None
+
+
+class _Row(_Loose):
+    step: StrictStr
+    artifact: StrictStr
+    format: StrictStr
+    size_bytes: int
+    sha256: StrictStr
+    metrics: _Metrics | None = None
+    inputs: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+
+
+class _Sidecar(_Loose):
+    """The shape every reader of a sidecar relies on (the types of the keys the ledger reads)."""
+
+    optkit_sidecar: int
+    record: _Row
+    lineage: list[_Row] = []
+    task: StrictStr = "classification"
+    data: dict[str, StrictStr] = {}
+    reference: dict[str, Any] | None = None
+    runtime: dict[str, Any] | None = None
+
+
 def _check_sidecar(raw: Any) -> None:
-    """The shape every reader of a sidecar relies on (types of the keys the ledger reads): a sidecar that
-    was edited, truncated or written by something else is refused here, not met as a crash later."""
-    from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
-
-    class Loose(BaseModel):
-        model_config = ConfigDict(extra="allow")
-
-    class Accuracy(Loose):
-        metric: StrictStr
-        value: float
-
-    class Latency(Loose):
-        p50_ms: float
-        p90_ms: float
-        p99_ms: float
-        throughput: float
-        batch_size: int
-        threads: int
-
-    class Metrics(Loose):
-        accuracy: Accuracy | None = None
-        latency: list[Latency] | None = None
-        fidelity: dict[str, float] | None = None
-
-    class Row(Loose):
-        step: StrictStr
-        artifact: StrictStr
-        format: StrictStr
-        size_bytes: int
-        sha256: StrictStr
-        metrics: Metrics | None = None
-        inputs: list[dict[str, Any]] = []
-        outputs: list[dict[str, Any]] = []
-
-    class Sidecar(Loose):
-        optkit_sidecar: int
-        record: Row
-        lineage: list[Row] = []
-        task: StrictStr = "classification"
-        data: dict[str, StrictStr] = {}
-        reference: dict[str, Any] | None = None
-        runtime: dict[str, Any] | None = None
-
+    """A sidecar that was edited, truncated or written by something else is refused here, not met as a crash later."""
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
     if raw.get("optkit_sidecar") != SIDECAR_VERSION:
         raise ValueError(f"unsupported sidecar version {raw.get('optkit_sidecar')!r}")
     try:
-        Sidecar.model_validate(raw)
+        _Sidecar.model_validate(raw)
         for spec in raw["record"].get("inputs", []) + raw["record"].get("outputs", []):
             TensorSpec.from_dict(spec)
         if raw.get("reference") is not None and not isinstance(raw["reference"].get("path"), str):

@@ -95,7 +95,6 @@ def _check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, u
     """Every output path is checked before any work: never the input model's files, the data, the
     recipe, a device, a directory, or a file optkit did not write. Stale temp files a killed run left
     in an output folder are removed."""
-    from optkit.core.artifact import sidecar_path
     from optkit.core.files import check_output_path, remove_stale_temp
 
     protected = [*source.files(), source.path, sidecar_path(source.path), *source.data.values()]
@@ -220,6 +219,7 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
     art = chain.artifact
     start = time.perf_counter()
     metrics, outputs, notes = _measured(art, data, settings, chain, None, ui)
+    tensor_bytes = None  # what a torch model weighs is its tensors, not its files (a config-built one has none)
     if outputs is not None:
         chain.outputs = chain.reference = outputs
         metrics["fidelity"] = fidelity(outputs, outputs)
@@ -229,11 +229,10 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
             module = load_module(art)
             metrics["macs"] = count_macs(module, data.batch(1), [i.name for i in art.inputs])
             metrics["params"] = sum(p.numel() for p in module.parameters())
-            # what the model weighs is its tensors, not its files (a factory built from a config has no weights file)
             tensor_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     art.record = _record("original", art, data, {}, {"source": {k: v for k, v in art.source.items() if v}},
                          None, metrics, time.perf_counter() - start, notes)
-    if art.format == "torch" and outputs is not None:
+    if tensor_bytes is not None:
         art.record["size_bytes"] = tensor_bytes
         art.record["details"]["size"] = "bytes of the model's parameters and buffers"
     kind = f"{art.source.get('kind', 'torch')} model" if art.format == "torch" else f"{art.format} model as given"
