@@ -199,13 +199,13 @@ def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), prote
             _inside(final, Path(d).resolve()) and final.exists() for d in protected_dirs):
         raise UsageError(f"the {what} {raw} is a file of the input model; optkit never overwrites its input",
                          hint="Choose another output path")
-    if final.exists() or raw.is_symlink():
-        mode = os.stat(final).st_mode if final.exists() else 0
-        if final.exists() and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+    if raw.is_symlink() and not final.exists():
+        raise UsageError(f"the {what} {raw} is a broken symbolic link", hint="Remove the link or choose another path")
+    if final.exists():
+        mode = os.stat(final).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
             raise UsageError(f"the {what} {raw} is a device or special file, not a regular file",
                              hint="Choose a regular file path")
-        if not final.exists():
-            raise UsageError(f"the {what} {raw} is a broken symbolic link", hint="Remove the link or choose another path")
         if stat.S_ISDIR(mode) and not folder_output:
             raise UsageError(f"the {what} {raw} is an existing directory", hint="Give a file path inside it, e.g. -o DIR/model.onnx")
         if stat.S_ISREG(mode) and folder_output:
@@ -241,7 +241,7 @@ def run_output_dir(out_dir: Path, *, force: bool = False) -> Iterator[None]:
         raise UsageError(f"output_dir {out_dir} is a file, not a folder", hint="Set output_dir to a folder path")
     created = not out_dir.exists()
     if created:
-        check_output_path(out_dir, folder_output=True, what="output_dir", owned=lambda p: False)
+        check_output_path(out_dir, folder_output=True, what="output_dir")
         out_dir.mkdir(parents=True)
     else:
         ours = (out_dir / RUN_MARKER).is_file() or (out_dir / "manifest.json").is_file()

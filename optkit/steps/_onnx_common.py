@@ -21,6 +21,11 @@ class ExactConfig(BaseModel):
     rtol: float = Field(1e-3, ge=0, description="relative tolerance of the output-vs-input check")
 
 
+def opset_of(model) -> int:
+    """The model's default-domain (ai.onnx) opset."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def op_counts(model) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 

@@ -59,10 +59,6 @@ class CompileConfig(BaseModel):
         return self.max_drop if self.max_drop is not None else self.max_accuracy_drop
 
 
-def is_qdq(path: Path) -> bool:
-    return any(n.op_type == "QuantizeLinear" for n in onnx_io.load_model(path, external_data=False).graph.node)
-
-
 def int8_kind(path: Path) -> str | None:
     """How an ONNX model is already quantized: 'QDQ' (static), 'dynamic' (integer ops), or None (float)."""
     ops = {n.op_type for n in onnx_io.load_model(path, external_data=False).graph.node}
@@ -71,6 +67,10 @@ def int8_kind(path: Path) -> str | None:
     if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}:
         return "dynamic"
     return None
+
+
+def is_qdq(path: Path) -> bool:
+    return int8_kind(path) == "QDQ"
 
 
 class CompileStep(Step):

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from optkit.core.artifact import Artifact
 from optkit.core.step import Step, StepContext, StepResult
-from optkit.steps._onnx_common import ExactConfig, finish, op_counts, save_model
+from optkit.steps._onnx_common import ExactConfig, finish, op_counts, opset_of, save_model
 from optkit.steps._transformer import has_attention, optimize_transformer
 
 class FuseConfig(ExactConfig):
@@ -96,10 +96,6 @@ def transformer_fuse(model, config: FuseConfig) -> tuple[object, dict[str, int],
 
 
 FUSED_OPSET = 17  # LayerNormalization, which the transformer fusions write, is an ONNX op from opset 17
-
-
-def opset_of(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _upgrade_for_fusion(model, ctx: StepContext, details: dict) -> tuple[object, bool]:

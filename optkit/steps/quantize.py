@@ -32,6 +32,7 @@ from optkit.core.artifact import Artifact
 from optkit.core.errors import UsageError
 from optkit.core.step import Step, StepContext, StepResult
 from optkit.eval.data import EvalData
+from optkit.steps._onnx_common import opset_of
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention")
 FP16_KEEP_FP32 = ["Softmax", "LayerNormalization", "SkipLayerNormalization", "ReduceMean", "Pow", "Sqrt",
@@ -112,10 +113,6 @@ def small_convs(model, min_channels: int) -> list[str]:
     return sorted(n.name for n in model.graph.node
                   if n.op_type == "Conv" and len(n.input) > 1 and len(shapes.get(n.input[1], [])) >= 2
                   and shapes[n.input[1]][1] * group(n) < min_channels)
-
-
-def opset_of(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 # ----------------------------------------------------------------------------- calibration data
