@@ -51,8 +51,9 @@ def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, q
             transformer: bool = False, accuracy_control=None) -> dict[str, Any]:
     """ONNX -> IR. ``quantize_with``: an ``(iterable of feeds, subset size)`` for NNCF post-training int8;
     ``transformer`` selects NNCF's transformer scheme (keeps sensitive ops such as Softmax/LayerNorm float);
-    ``accuracy_control``: ``(list of (feed, label), max drop in points)``: NNCF's quantization with accuracy
-    control, which returns the most harmful layers to float until top-1 on those samples is within the drop."""
+    ``accuracy_control``: ``(feeds, max drop in the score's units, score, budget text)`` where ``score(indices,
+    outputs)`` rates the outputs of those samples (higher is better): NNCF's quantization with accuracy control,
+    which returns the most harmful layers to float until the score is within the drop."""
     ov = _ov()
     try:
         model = ov.convert_model(str(onnx_path))
@@ -86,25 +87,29 @@ def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, q
 def _quantize_with_accuracy_control(nncf, model, dataset, subset: int, control, names: list[str], kind: dict):
     import numpy as np
 
-    samples, max_drop = control
+    feeds, max_drop, score, budget_text = control
     scores: list[float] = []
 
     def validate(compiled, items) -> float:
-        hits = 0
-        for feed, label in items:
-            hits += int(np.argmax(compiled(feed)[compiled.outputs[0]]) == label)
-        scores.append(hits / max(1, len(items)))
+        indices, chunks = [], {}
+        for index, feed in items:  # NNCF ranks layers on subsets: the score is told which samples it sees
+            indices.append(index)
+            result = compiled(feed)
+            for i, port in enumerate(compiled.outputs):
+                chunks.setdefault(i, []).append(result[port])
+        outputs = {compiled.outputs[i].get_any_name(): np.concatenate(v) for i, v in chunks.items()}
+        scores.append(score(indices, outputs))
         return scores[-1]
 
-    validation = nncf.Dataset(samples, lambda item: {n: item[0][n] for n in names})
+    validation = nncf.Dataset(list(enumerate(feeds)), lambda item: {n: item[1][n] for n in names})
     quantized = nncf.quantize_with_accuracy_control(
         model, dataset, validation, validation_fn=lambda compiled, items: validate(compiled, list(items)),
-        max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset,
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset,
         preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
     float_ops = [op.get_friendly_name() for op in quantized.get_ops()
                  if op.get_type_name() in ("Convolution", "MatMul") and not any(
                      i.get_node().get_type_name() == "FakeQuantize" for i in op.input_values())]
-    return quantized, {"max_drop_points": max_drop, "validation_samples": len(samples),
+    return quantized, {"budget": budget_text, "validation_samples": len(feeds),
                        "validation_calls": len(scores), "kept_float_compute_ops": float_ops}
 
 

@@ -50,7 +50,7 @@ def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool
 
 def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dict[str, Any],
                  output: str | Path | None = None, weights: Path | None = None, eval_data: Path | None = None,
-                 input_shapes: dict[str, list[int]] | None = None, quiet: bool = False):
+                 input_shapes: dict[str, list[int]] | None = None, quiet: bool = False, metric: str | None = None):
     """Build the one-step recipe a command stands for and run it through the engine."""
     from pydantic import ValidationError
 
@@ -62,7 +62,7 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
         raise UsageError("-o/--output is empty", hint="Give an output path, e.g. -o model.onnx")
     raw = {
         "model": model, "weights": str(weights) if weights else None, "input_shapes": input_shapes,
-        "eval_data": str(eval_data) if eval_data else None, "measure": measure,
+        "eval_data": str(eval_data) if eval_data else None, "measure": measure, "metric": metric,
         "steps": [{"name": step, "options": options, "output": str(output) if output else None}],
     }
     try:

@@ -15,6 +15,7 @@ def compare(
     threads: o.Threads = 1,
     budget_s: o.Budget = 2.0,
     eval_data: o.EvalData = None,
+    metric: o.Metric = None,
     json_out: o.Json = False,
     markdown: o.Markdown = False,
 ) -> None:
@@ -26,7 +27,7 @@ def compare(
     measure = measure_block(batch_sizes, threads, budget_s)
     ui = UI()
     rows = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
-                             Path(eval_data) if eval_data else None, ui)
+                             Path(eval_data) if eval_data else None, ui, metric=metric)
     if json_out:
         print_json({"artifacts": rows})
     elif markdown:

@@ -18,6 +18,7 @@ def export(
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 18 for dynamo, 17 for torchscript).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto | dynamo | torchscript")] = "auto",
     eval_data: o.EvalData = None,
+    metric: o.Metric = None,
     atol: o.Atol = 1e-4,
     rtol: o.Rtol = 1e-3,
     measure: o.Measure = True,
@@ -37,6 +38,6 @@ def export(
         options["opset"] = opset
     result, ui = run_one_step(
         model=model, step="export", options=options, output=output, weights=weights, eval_data=eval_data,
-        input_shapes=parse_shapes(input_shape), measure=measure_block(batch_sizes, threads, budget_s, measure))
+        input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s, measure))
     if measure or json_out or markdown:
         emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)

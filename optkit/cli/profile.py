@@ -14,6 +14,7 @@ def profile(
     threads: o.Threads = 1,
     budget_s: o.Budget = 1.0,
     eval_data: o.EvalData = None,
+    metric: o.Metric = None,
     weights: o.Weights = None,
     input_shape: o.InputShape = None,
     json_out: o.Json = False,
@@ -23,7 +24,7 @@ def profile(
     from optkit.core.report import render_profile
 
     result, ui = run_one_step(model=artifact, step="profile", options={}, weights=weights, eval_data=eval_data,
-                              input_shapes=parse_shapes(input_shape), measure=measure_block(batch_sizes, threads, budget_s))
+                              input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s))
     prof = result.profiles[0]
     if json_out:
         print_json(prof)

@@ -32,11 +32,11 @@ def _train_options(train_data, val_data, lr, batch_size, weight_decay, augment, 
 
 
 def _run(step: str, model: str, output: Path, options: dict[str, Any], weights, eval_data, measure, batch_sizes,
-         threads, budget_s, json_out, markdown) -> None:
+         threads, budget_s, json_out, markdown, metric: str | None = None) -> None:
     from optkit.cli.common import emit_ledger, measure_block, run_one_step
 
     result, ui = run_one_step(model=model, step=step, options={k: v for k, v in options.items() if v is not None},
-                              output=output, weights=weights, eval_data=eval_data,
+                              output=output, weights=weights, eval_data=eval_data, metric=metric,
                               measure=measure_block(batch_sizes, threads, budget_s, measure))
     if measure or json_out or markdown:
         emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
@@ -58,7 +58,7 @@ def prune(
     train_data: TrainData = None, val_data: ValData = None, lr: Lr = 1e-3, batch_size: BatchSize = 64,
     weight_decay: WeightDecay = 1e-4, augment: Augment = True, patience: Patience = 0, seed: Seed = 0,
     train_threads: TrainThreads = 0,
-    weights: o.Weights = None, eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    weights: o.Weights = None, eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """Remove channels (torch-pruning dependency graph) or zero weights, then optionally fine-tune to recover."""
@@ -67,7 +67,7 @@ def prune(
                "unstructured": unstructured, "sparsity": sparsity, "finetune_epochs": finetune_epochs,
                "max_accuracy_drop": max_accuracy_drop,
                **_train_options(train_data, val_data, lr, batch_size, weight_decay, augment, patience, seed, train_threads)}
-    _run("prune", model, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+    _run("prune", model, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
 
 
 def distill(
@@ -85,7 +85,7 @@ def distill(
     train_data: TrainData = None, val_data: ValData = None, lr: Lr = 1e-3, batch_size: BatchSize = 64,
     weight_decay: WeightDecay = 1e-4, augment: Augment = True, patience: Patience = 0, seed: Seed = 0,
     train_threads: TrainThreads = 0,
-    weights: o.Weights = None, eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    weights: o.Weights = None, eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """Knowledge distillation: train a smaller student on the teacher's soft targets (and labels)."""
@@ -97,4 +97,4 @@ def distill(
         from optkit.core.errors import UsageError
 
         raise UsageError("distill needs a student", hint="Pass --student MODEL, --student-width 0.5 or --student-macs 0.25")
-    _run("distill", teacher, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+    _run("distill", teacher, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)

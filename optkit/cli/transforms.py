@@ -12,11 +12,11 @@ InputModel = Annotated[str, typer.Argument(help="An ONNX model (with or without 
 
 
 def _run(step: str, model: str, output: Path, options: dict[str, Any], eval_data, measure, batch_sizes, threads,
-         budget_s, json_out, markdown) -> None:
+         budget_s, json_out, markdown, metric: str | None = None) -> None:
     from optkit.cli.common import emit_ledger, measure_block, run_one_step
 
     result, ui = run_one_step(model=model, step=step, options={k: v for k, v in options.items() if v is not None},
-                              output=output, eval_data=eval_data,
+                              output=output, eval_data=eval_data, metric=metric,
                               measure=measure_block(batch_sizes, threads, budget_s, measure))
     if measure or json_out or markdown:
         emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
@@ -26,12 +26,12 @@ def simplify(
     model: InputModel, output: o.Output,
     engine: Annotated[str, typer.Option("--engine", help="onnxslim (default) | onnxsim")] = "onnxslim",
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
-    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """Constant folding, shape inference and dead-node removal; fails if outputs change beyond tolerance."""
     _run("simplify", model, output, {"engine": engine, "atol": atol, "rtol": rtol}, eval_data, measure,
-         batch_sizes, threads, budget_s, json_out, markdown)
+         batch_sizes, threads, budget_s, json_out, markdown, metric)
 
 
 def fuse(
@@ -43,14 +43,14 @@ def fuse(
     hidden_size: Annotated[int, typer.Option("--hidden-size", help="hidden size (0: detect)")] = 0,
     skip_layer_norm: Annotated[str, typer.Option("--skip-layer-norm", help="auto (time both) | fused | split: SkipLayerNormalization after attention fusion")] = "auto",
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
-    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """Operator fusion (Conv+BN, transformer Attention/LayerNorm/GELU, ORT graph optimizations), counted."""
     _run("fuse", model, output, {"level": level, "transformer": transformer, "model_type": model_type,
                                  "num_heads": num_heads, "hidden_size": hidden_size, "skip_layer_norm": skip_layer_norm,
                                  "atol": atol, "rtol": rtol},
-         eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+         eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
 
 
 def quantize(
@@ -63,13 +63,13 @@ def quantize(
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per channel (default) or per tensor.")] = True,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name or op type to keep in float (repeat).")] = None,
     keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="fp16: keep inputs/outputs fp32.")] = True,
-    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Fail when top-1 drops more points than this.")] = 1.0,
-    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Accuracy guard: top-1 budget in points; beyond it the most sensitive nodes go back to float until within it.")] = None,
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Fail when the task metric (--metric; default top-1) drops more than this (points for fractions).")] = 1.0,
+    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Accuracy guard: budget on the task metric (cosine without one); beyond it, int8 recipes (op types, symmetric activations) then the most sensitive nodes go back to float until within it.")] = None,
     guard_max_trials: Annotated[int, typer.Option("--guard-max-trials", help="Accuracy guard: most re-quantizations tried.")] = 10,
-    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Without labels: fail below this mean cosine to the input's outputs.")] = 0.99,
+    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail below this mean cosine to the input's outputs (default: 0.99 when no task metric judges).")] = None,
     guard_allow_slower: Annotated[bool, typer.Option("--guard-allow-slower", help="Accuracy guard: keep a result that is not faster than the input (default: fail).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="ort (ONNX model) | inc (PyTorch model: Neural Compressor PT2E autotune -> QDQ ONNX; pip install 'optkit[inc]')")] = "ort",
-    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """int8 (static QDQ / dynamic) or fp16 quantization with ONNX Runtime, judged on accuracy."""
@@ -79,7 +79,7 @@ def quantize(
         "exclude": exclude or [], "keep_io_types": keep_io_types, "max_accuracy_drop": max_accuracy_drop,
         "max_drop": max_drop, "guard_max_trials": guard_max_trials, "engine": engine, "min_cosine": min_cosine,
         "guard_allow_slower": guard_allow_slower,
-    }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+    }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
 
 
 def compile_cmd(
@@ -89,15 +89,15 @@ def compile_cmd(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8 from fp32: calibration .npz (default: the calib split).")] = None,
     compress_to_fp16: Annotated[bool, typer.Option("--compress-to-fp16", help="openvino: store weights as fp16.")] = False,
     shapes: Annotated[Optional[str], typer.Option("--shapes", help="tensorrt: NAME:MIN,OPT,MAX e.g. input:1x1x32x32,1x1x32x32,32x1x32x32")] = None,
-    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Low precision: allowed top-1 drop (points).")] = 1.0,
-    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="openvino int8 from fp32: NNCF quantization with accuracy control within this many top-1 points.")] = None,
-    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Low precision without labels: fail below this mean cosine to the input's outputs.")] = 0.99,
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Low precision: allowed drop of the task metric (--metric; default top-1; points for fractions).")] = 1.0,
+    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="openvino int8 from fp32: NNCF quantization with accuracy control keeping the task metric (cosine without one) within this drop.")] = None,
+    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Low precision: fail below this mean cosine to the input's outputs (default: 0.99 when no task metric judges).")] = None,
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
-    eval_data: o.EvalData = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
 ) -> None:
     """Build the artifact a runtime deploys: ONNX Runtime (tuned session), OpenVINO IR, TensorRT engine."""
     _run("compile", model, output, {
         "target": target, "precision": precision, "calib_data": str(calib_data) if calib_data else None,
         "compress_to_fp16": compress_to_fp16, "shapes": shapes, "max_accuracy_drop": max_accuracy_drop, "max_drop": max_drop,
-        "min_cosine": min_cosine, "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown)
+        "min_cosine": min_cosine, "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)

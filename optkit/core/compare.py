@@ -8,32 +8,40 @@ from rich.console import Console
 from rich.table import Table
 
 from optkit.core.errors import UsageError
-from optkit.core.report import _ms, _pct, _x, human_size
+from optkit.core.report import _ms, _x, human_size, metric_value
 
 
 def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, budget_s: float,
-                      eval_path: Path | None, ui) -> list[dict[str, Any]]:
+                      eval_path: Path | None, ui, metric: str | None = None) -> list[dict[str, Any]]:
+    """``metric``: the task metric (``--metric``); reference metrics compare with the first artifact."""
     from optkit.core.artifact import open_artifact
     from optkit.eval.data import load_npz
-    from optkit.eval.measure import (MeasureSettings, accuracy_of, measure_side_by_side, outputs_on_data,
-                                     usable_threads)
+    from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data, usable_threads
     from optkit.eval.metrics import fidelity
+    from optkit.eval.task_metric import default_metric, resolve_metric
 
     if len(refs) < 2:
         raise UsageError("compare needs at least two artifacts", hint="Give the baseline first, then the others")
+    chosen = resolve_metric(metric, Path.cwd())
     arts = [open_artifact(r) for r in refs]
     path = eval_path or next((a.data["eval"] for a in arts if a.data.get("eval")), None)
     if path is None:
         raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
     data = load_npz(path, arts[0].inputs)
+    chosen = chosen or default_metric(arts[0].task, data.labels)
+    if chosen is not None and chosen.needs_labels and data.labels is None:
+        raise UsageError(f"--metric {metric} needs labels, but {data.describe()} has none",
+                         hint="Add 'labels' to the .npz, or pick a reference metric (cosine, max_abs, ctc_string_match, "
+                              "mask_iou) or a plugin")
     threads = usable_threads(threads, ui.warn)
     settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for art in arts:
         outputs = outputs_on_data(art, data, settings)
+        reference = rows[0]["outputs"] if rows else outputs
         rows.append({"artifact": str(art.path), "name": art.path.name, "format": art.format,
                      "runtime": art.runtime, "size_bytes": art.size_bytes(), "outputs": outputs,
-                     "accuracy": accuracy_of(outputs, data, art.task)})
+                     "accuracy": metric_of(outputs, data, chosen, reference)})
     base_out = rows[0].pop("outputs")
     rows[0]["fidelity_vs_first"] = fidelity(base_out, base_out)
     for row in rows[1:]:
@@ -47,7 +55,8 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     return rows
 
 
-HEADERS = ["artifact", "format", "size", "accuracy", "batch", "p50 ms", "p90 ms", "throughput /s", "speedup vs first", "max|Δ| vs first"]
+HEADERS = ["artifact", "format", "size", "metric", "cos vs first", "batch", "p50 ms", "p90 ms", "throughput /s",
+           "speedup vs first", "max|Δ| vs first"]
 
 
 def _lines(rows: list[dict]) -> list[list[str]]:
@@ -55,8 +64,10 @@ def _lines(rows: list[dict]) -> list[list[str]]:
     for row in rows:
         for lat, speed in zip(row["latency"], row["speedup_vs_first"]):
             fid = row["fidelity_vs_first"] or {}
+            acc = row["accuracy"]
             out.append([row["name"], row["format"], human_size(row["size_bytes"]),
-                        _pct(row["accuracy"]["value"]) if row["accuracy"] else "—", str(lat["batch_size"]),
+                        f"{metric_value(acc)} {acc['metric']}" if acc else "—",
+                        f"{fid['cosine']:.5f}" if fid.get("cosine") is not None else "—", str(lat["batch_size"]),
                         _ms(lat["p50_ms"]), _ms(lat["p90_ms"]), f"{lat['throughput']:.1f}", _x(speed),
                         f"{fid.get('max_abs_diff', 0):.2e}"])
     return out

@@ -28,6 +28,7 @@ from optkit.core.ui import UI
 from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
 from optkit.eval.measure import MeasureSettings, measure, outputs_on_data
 from optkit.eval.metrics import fidelity
+from optkit.eval.task_metric import Metric, resolve_metric
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
 _VERSIONED = ("optkit", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
@@ -138,6 +139,19 @@ def _import_factory(artifact: Artifact) -> None:
         import_factory(artifact.source["factory"])  # an import error is the first thing to report
 
 
+def _with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Artifact, data: EvalData) -> MeasureSettings:
+    """The run's task metric: the one asked for (checked: it needs labels the data may lack), else the default."""
+    import dataclasses
+
+    from optkit.eval.task_metric import default_metric
+
+    if metric is not None and metric.needs_labels and data.labels is None:
+        raise UsageError(f"--metric {metric.spec} needs labels, but {data.describe()} has none",
+                         hint="Add 'labels' to the evaluation .npz, or pick a reference metric (cosine, max_abs, "
+                              "ctc_string_match, mask_iou) or a plugin")
+    return dataclasses.replace(settings, metric=metric or default_metric(artifact.task, data.labels))
+
+
 def _data_for(artifact: Artifact, ui: UI) -> EvalData:
     path = artifact.data.get("eval")
     if path is None:
@@ -203,11 +217,11 @@ def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details
 
 
 def _measured(artifact: Artifact, data: EvalData, settings: MeasureSettings, chain: _Chain,
-              parent_outputs: dict | None, ui: UI) -> tuple[dict, dict | None, list[str]]:
+              parent_outputs: dict | None, ui: UI, original: bool = False) -> tuple[dict, dict | None, list[str]]:
     if not settings.enabled:
         return {}, None, []
     with ui.status(f"measuring {artifact.format} on {data.describe()}"), _guard(f"measuring {artifact.path.name}"):
-        m = measure(artifact, data, settings)
+        m = measure(artifact, data, settings, reference=chain.reference, self_reference=original)
     metrics = m.metrics()
     metrics["fidelity"] = fidelity(m.outputs, chain.reference) if chain.reference is not None else None
     metrics["fidelity_parent"] = fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None
@@ -218,7 +232,7 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
     """Row 0 of the ledger: the torch model as given, measured like every later artifact."""
     art = chain.artifact
     start = time.perf_counter()
-    metrics, outputs, notes = _measured(art, data, settings, chain, None, ui)
+    metrics, outputs, notes = _measured(art, data, settings, chain, None, ui, original=True)
     tensor_bytes = None  # what a torch model weighs is its tensors, not its files (a config-built one has none)
     if outputs is not None:
         chain.outputs = chain.reference = outputs
@@ -296,6 +310,16 @@ def _run_measuring(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
     profile = result.profile
     outputs = result.details.get("outputs")
+    if outputs and settings.metric is not None:  # judged vs the original, as in the ledger
+        from optkit.eval.measure import metric_of
+
+        reference = chain.reference
+        if reference is None and not chain.artifact.lineage and chain.artifact.record is None:
+            reference = outputs  # the model as given is its own reference (row 0 of a ledger)
+        profile["accuracy"] = metric_of(outputs, data, settings.metric, reference)
+        if profile["accuracy"] is None and reference is None:
+            ui.warn(f"--metric {settings.metric.spec} compares with the original model's outputs, which are not "
+                    f"beside {chain.artifact.path.name} any more: not measured")
     profile["fidelity"] = fidelity(outputs, chain.reference) if chain.reference is not None and outputs else None
     profile["task"] = chain.artifact.task
     return profile
@@ -370,10 +394,13 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
         fmt = ps.step.output_format(ps.config)[0] or fmt
     for ps in steps:
         ps.step.precheck(ps.config, chain.artifact, base)
+    metric = resolve_metric(recipe.metric, base)  # a bad --metric is reported before the data is read
     data = _data_for(chain.artifact, ui)
-    settings = _checked_settings(settings, data, chain.artifact, ui)
+    settings = _with_metric(_checked_settings(settings, data, chain.artifact, ui), metric, chain.artifact, data)
     source = _Source(chain, data, settings, any(ps.output is not None for ps in steps), ui)
     settings_facts = {**recipe.measure.model_dump(mode="json"), "eval_batch_size": settings.eval_batch_size}
+    if recipe.metric is not None:  # what every accuracy budget judged on (a plugin by its source's digest)
+        settings_facts["metric"] = {"spec": settings.metric.spec, "digest": settings.metric.digest}
     versions = tool_versions(all_backends=True) if use_cache else {}
 
     result = RunResult(final=None)

@@ -4,7 +4,8 @@ A gate names one measured quantity of one row (the last producing step unless ``
 which) against a baseline row (the original model unless ``baseline`` names a step)::
 
     gates:
-      - max_accuracy_drop: 0.5          # points of top-1 below the baseline
+      - max_accuracy_drop: 0.5          # drop of the task metric below the baseline (points for fractions)
+      - min_cosine: 0.99                # mean cosine of the outputs to the original model's
       - min_speedup: 1.5                # baseline p50 / judged p50, same batch size and threads
       - {max_latency_ms: 2.0, batch_size: 8}
       - max_size_mb: 1.0
@@ -20,12 +21,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "max_drift")
+KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "max_drift", "min_cosine")
 
 
 class Gate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    max_accuracy_drop: float | None = Field(None, ge=0, description="points of the task metric below the baseline")
+    max_accuracy_drop: float | None = Field(None, ge=0, description="drop of the task metric (--metric / metric:; "
+                                            "default top-1) below the baseline, points for fractions")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="mean cosine of the outputs to the original model's")
     min_speedup: float | None = Field(None, gt=0, description="baseline p50 / judged p50 (same batch size)")
     max_latency_ms: float | None = Field(None, gt=0, description="judged p50 in milliseconds")
     max_size_mb: float | None = Field(None, gt=0, description="judged artifact size in MB (10^6 bytes)")
@@ -83,8 +86,15 @@ def _measure(gate: Gate, judged: dict, base: dict) -> tuple[float | None, str]:
     if kind == "max_accuracy_drop":
         a, b = judged.get("accuracy"), base.get("accuracy")
         if not a or not b:
-            return None, "accuracy was not measured (no labels?)"
-        return 100 * (b["value"] - a["value"]), ""
+            return None, "no task metric was measured (no labels and no --metric / metric:)"
+        from optkit.eval.task_metric import drop_of
+
+        return drop_of(b, a), ""
+    if kind == "min_cosine":
+        fid = judged.get("fidelity")
+        if not fid:
+            return None, "cosine vs the original was not measured"
+        return fid["cosine"], ""
     if kind in ("min_speedup", "max_latency_ms"):
         lat = _latency(judged, gate.batch_size)
         if not lat:
@@ -103,7 +113,8 @@ def _measure(gate: Gate, judged: dict, base: dict) -> tuple[float | None, str]:
     return fid["max_abs_diff"], ""
 
 
-_UNITS = {"max_accuracy_drop": " pt", "min_speedup": "x", "max_latency_ms": " ms", "max_size_mb": " MB", "max_drift": ""}
+_UNITS = {"max_accuracy_drop": " pt", "min_speedup": "x", "max_latency_ms": " ms", "max_size_mb": " MB", "max_drift": "",
+          "min_cosine": ""}
 
 
 def evaluate(gates: list[Gate], rows: list[dict]) -> list[GateResult]:
@@ -111,7 +122,7 @@ def evaluate(gates: list[Gate], rows: list[dict]) -> list[GateResult]:
     for gate in gates:
         judged = _row(rows, gate.step)
         base = _row(rows, gate.baseline) if gate.baseline != "original" else (rows[0] if rows else None)
-        label = f"{gate.kind} {gate.limit:g}" + (f" at batch {gate.batch_size}" if gate.batch_size else "")
+        label = f"{gate.kind} {gate.limit:.10g}" + (f" at batch {gate.batch_size}" if gate.batch_size else "")
         if judged is None or base is None:
             missing = gate.step if judged is None else gate.baseline
             results.append(GateResult(label, str(gate.step), gate.baseline, None, gate.limit, False,
@@ -119,13 +130,17 @@ def evaluate(gates: list[Gate], rows: list[dict]) -> list[GateResult]:
             continue
         value, why = _measure(gate, judged, base)
         unit = _UNITS[gate.kind]
+        if gate.kind == "max_accuracy_drop" and not (base.get("accuracy") or {}).get("points", True):
+            unit = ""  # a metric that is not a fraction (max_abs, a plugin's) drops in its own units
         if value is None:
             passed, text = False, f"{label} on {judged['step']}: cannot judge, {why}"
         else:
             slack = 1e-9 * max(1.0, abs(gate.limit))  # 100 * (0.99 - 0.985) is 0.5000000000000004
-            passed = value >= gate.limit - slack if gate.kind == "min_speedup" else value <= gate.limit + slack
+            passed = value >= gate.limit - slack if gate.kind in ("min_speedup", "min_cosine") else value <= gate.limit + slack
             vs = f" vs {base['step']}" if gate.kind in ("max_accuracy_drop", "min_speedup") else ""
-            shown = f"{value:.3g}" if gate.kind == "max_drift" else f"{value:.2f}"
-            text = f"{label} on {judged['step']}{vs}: measured {shown}{unit}, limit {gate.limit:g}{unit}"
+            # a cosine is shown to as many digits as the limit was written with, so a miss never reads as equal
+            digits = max(5, len(f"{gate.limit:.10g}".partition(".")[2]) + 1)
+            shown = {"max_drift": f"{value:.3g}", "min_cosine": f"{value:.{digits}f}"}.get(gate.kind, f"{value:.2f}")
+            text = f"{label} on {judged['step']}{vs}: measured {shown}{unit}, limit {gate.limit:.10g}{unit}"
         results.append(GateResult(label, judged["step"], base["step"], value, gate.limit, passed, text))
     return results

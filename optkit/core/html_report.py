@@ -51,8 +51,12 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _plot_points(rows: list[dict]) -> tuple[list[tuple[float, float, dict]], str]:
     with_acc = [r for r in rows if r.get("latency") and r.get("accuracy")]
     if with_acc:
-        return [(r["latency"]["p50_ms"], 100 * r["accuracy"]["value"], r) for r in with_acc], \
-            f"{with_acc[0]['accuracy']['metric']} (%)"
+        acc = with_acc[0]["accuracy"]
+        if acc.get("points", True):
+            return [(r["latency"]["p50_ms"], 100 * r["accuracy"]["value"], r) for r in with_acc], f"{acc['metric']} (%)"
+        sign = 1 if acc.get("higher_is_better", True) else -1  # the front wants higher-is-better scores
+        return [(r["latency"]["p50_ms"], sign * r["accuracy"]["value"], r) for r in with_acc], \
+            acc["metric"] + ("" if sign > 0 else " (negated: lower is better)")
     with_fid = [r for r in rows if r.get("latency") and r.get("fidelity")]
     return [(r["latency"]["p50_ms"], r["fidelity"]["cosine"], r) for r in with_fid], "output cosine vs original"
 

@@ -58,6 +58,8 @@ class Recipe(BaseModel):
     weights: str | None = Field(None, description="state_dict for a factory model (loaded with weights_only=True)")
     input_shapes: dict[str, list[int]] | None = Field(None, description="input name -> shape, e.g. {input: [1, 1, 32, 32]}")
     eval_data: str | None = Field(None, description=".npz with arrays named after the inputs, plus labels")
+    metric: str | None = Field(None, description="task metric every row and accuracy budget is judged on: top1, cosine, "
+                               "max_abs, ctc_string_match[:BLANK], mask_iou[:THRESHOLD] or FILE.py:FUNCTION")
     output_dir: str = "optkit-out"
     seed: int = Field(0, ge=0, description="seeds numpy and torch before the first step (steps with a seed option keep theirs)")
     measure: MeasureConfig = MeasureConfig()

@@ -70,7 +70,9 @@ def ledger_rows(chain: list[dict[str, Any]], latency: list | None = None) -> lis
         rows.append({
             "index": i, "step": rec["step"], "artifact": rec["artifact"], "format": rec["format"],
             "size_bytes": rec["size_bytes"], "sha256": rec["sha256"],
-            "accuracy": {"metric": acc["metric"], "value": acc["value"], "samples": acc.get("samples")} if acc else None,
+            "accuracy": {"metric": acc["metric"], "value": acc["value"], "samples": acc.get("samples"),
+                         "points": acc.get("points", True), "higher_is_better": acc.get("higher_is_better", True)}
+            if acc else None,
             "accuracy_delta_vs_parent": _delta(_acc(rec), _acc(parent)) if parent else None,
             "accuracy_delta_vs_original": _delta(_acc(rec), _acc(original)),
             "latency": {k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")} if lat else None,
@@ -111,8 +113,17 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
 
-def _pts(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:+.2f}"
+def _pts(v: float | None, points: bool = True) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:+.2f}" if points else f"{v:+.3g}"
+
+
+def metric_value(acc: dict | None) -> str:
+    """A task metric's value as people read it: a percentage for fractions, else the number."""
+    if not acc:
+        return "—"
+    return _pct(acc["value"]) if acc.get("points", True) else f"{acc['value']:.4g}"
 
 
 def _x(v: float | None) -> str:
@@ -138,11 +149,12 @@ def _count(v: int | None) -> str:
 def _cells(row: dict) -> list[str]:
     lat = row["latency"] or {}
     fid = row["fidelity"] or {}
-    metric = row["accuracy"]["metric"] if row["accuracy"] else "acc"
+    acc = row["accuracy"]
+    points = acc.get("points", True) if acc else True
     return [
         str(row["index"]), row["step"], row["format"], human_size(row["size_bytes"]), _count(row.get("params")), _macs(row["macs"]),
-        f"{_pct(row['accuracy']['value'])} {metric}" if row["accuracy"] else "—",
-        _pts(row["accuracy_delta_vs_parent"]), _pts(row["accuracy_delta_vs_original"]),
+        f"{metric_value(acc)} {acc['metric']}" if acc else "—",
+        _pts(row["accuracy_delta_vs_parent"], points), _pts(row["accuracy_delta_vs_original"], points),
         _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")),
         _x(row["speedup_vs_parent"]) + (" SLOWER" if row.get("slower") else ""), _x(row["speedup_vs_original"]),
         _g(fid.get("max_abs_diff")), _g(fid.get("cosine"), ".6f"), row["summary"],
@@ -165,7 +177,7 @@ def _timing_caption(rows: list[dict]) -> str:
                + ", ".join(str(r["index"]) for r in timed if r.get("timing") != "interleaved") + " (measured when built)")
     else:
         how = "latency as measured when each step ran (not side by side: 'optkit compare' times them together)"
-    return (f"Δ: accuracy change in points; ×: p50 speedup; max|Δ|, cos: outputs vs the original model's; "
+    return (f"Δ: task-metric change (points for fractions; the metric's reference is the original model); ×: p50 speedup; max|Δ|, cos: outputs vs the original model's; "
             f"{how}, at batch {lat['batch_size']}, {lat['threads'] or 'default'} thread(s)")
 
 
@@ -196,7 +208,7 @@ def render_profile(console: Console, profile: dict) -> None:
     console.print(f"[bold]{Path(profile['artifact']).name}[/] ({profile['format']}, {human_size(profile['size_bytes'])}"
                   f", peak memory {_g(profile.get('peak_memory_mb'), '.1f')} MB)", highlight=False)
     if acc:
-        console.print(f"  {acc['metric']}: {_pct(acc['value'])} on {acc['samples']} samples", highlight=False)
+        console.print(f"  {acc['metric']}: {metric_value(acc)} on {acc['samples']} samples", highlight=False)
     elif fid:
         console.print(f"  drift vs original: max|Δ| {_g(fid['max_abs_diff'])}, cosine {fid['cosine']:.6f}", highlight=False)
     else:

@@ -8,6 +8,7 @@ from optkit.core.artifact import Artifact
 from optkit.core.errors import StepError
 from optkit.eval.data import EvalData
 from optkit.eval.metrics import fidelity, mismatch
+from optkit.eval.task_metric import DEFAULT_MIN_COSINE, Metric
 
 
 def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, atol: float, rtol: float,
@@ -37,33 +38,69 @@ def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, 
             "samples": "synthetic" if data.synthetic else "evaluation data"}
 
 
-def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, task: str, max_drop_points: float,
-                   min_cosine: float) -> dict[str, Any]:
-    """For lossy transforms (quantize, low-precision compile): top-1 drop vs the input, or cosine without labels."""
-    from optkit.eval.measure import accuracy_of
+def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Metric | None, max_drop: float,
+                   min_cosine: float | None) -> dict[str, Any]:
+    """For lossy transforms (quantize, low-precision compile): the task metric's drop vs the input (reference
+    metrics compare with the input's outputs) and the mean cosine to the input's outputs.
+
+    Without a task metric cosine judges (``min_cosine``, default 0.99); with one, cosine judges too only when
+    ``min_cosine`` is given."""
+    from optkit.eval.measure import metric_of
 
     fid = fidelity(cand_out, parent_out) or {}
-    parent_acc, cand_acc = accuracy_of(parent_out, data, task), accuracy_of(cand_out, data, task)
     result: dict[str, Any] = {"cosine_vs_input": fid.get("cosine"), "max_abs_diff_vs_input": fid.get("max_abs_diff")}
-    if parent_acc and cand_acc:
-        drop = 100 * (parent_acc["value"] - cand_acc["value"])
-        result.update({"input_accuracy": parent_acc["value"], "accuracy": cand_acc["value"], "drop_points": drop,
-                       "limit": f"drop <= {max_drop_points} points", "ok": drop <= max_drop_points})
-    else:
-        cos = fid.get("cosine", -1.0)
-        result.update({"limit": f"cosine >= {min_cosine}", "ok": cos >= min_cosine})
+    limits, ok = [], True
+    before = metric_of(parent_out, data, metric, parent_out)
+    after = metric_of(cand_out, data, metric, parent_out)
+    if before and after:
+        drop = metric.drop(before["value"], after["value"])
+        unit = f" {metric.unit}" if metric.unit else ""
+        result.update({"metric": after["metric"], "input_value": before["value"], "value": after["value"],
+                       "drop": drop, "points": metric.points, "higher_is_better": metric.higher_is_better})
+        limits.append(f"{after['metric']} drop <= {max_drop:g}{unit}")
+        ok = drop <= max_drop + 1e-9 * max(1.0, max_drop)
+    cos_limit = min_cosine if min_cosine is not None else (None if "metric" in result else DEFAULT_MIN_COSINE)
+    if cos_limit is not None:
+        limits.append(f"cosine >= {cos_limit:g}")
+        ok = ok and (fid.get("cosine", -1.0) >= cos_limit)
+        result["min_cosine"] = cos_limit
+    result.update({"limit": " and ".join(limits), "ok": ok})
     return result
 
 
-def tolerance_error(what: str, check: dict[str, Any], remedies: list[str]) -> StepError:
+def check_text(check: dict[str, Any]) -> str:
+    """What an accuracy check saw, in a few words: 'top1 drop 0.42 pt' or 'cosine 0.98731'."""
+    parts = []
+    if "metric" in check:
+        unit = " pt" if check["points"] else ""
+        drop = check["drop"]
+        parts.append(f"{check['metric']} drop {drop:.2f}{unit}" if check["points"] and abs(drop) >= 0.1 else
+                     f"{check['metric']} drop {drop:.2g}{unit}" if check["points"]
+                     else f"{check['metric']} {check['input_value']:.4g} -> {check['value']:.4g}")
+    if "min_cosine" in check or not parts:
+        cos = check.get("cosine_vs_input")
+        parts.append(f"cosine {cos:.5f}" if cos is not None else "cosine not measured")
+    return ", ".join(parts)
+
+
+def tolerance_error(what: str, check: dict[str, Any], remedies: list[str], budget_flag: str = "--max-accuracy-drop") -> StepError:
     """The failed accuracy budget as one error. ``remedies``: what the calling command really offers; the
-    budget to loosen is named by what was judged (labels: --max-accuracy-drop; without: --min-cosine)."""
-    if "drop_points" in check:
-        seen = (f"top-1 fell {check['drop_points']:.2f} points "
-                f"({100 * check['input_accuracy']:.2f}% -> {100 * check['accuracy']:.2f}%)")
-        loosen = "raise --max-accuracy-drop"
-    else:
-        seen = f"mean cosine to the input's outputs is {check['cosine_vs_input']:.4f}"
-        loosen = "lower --min-cosine (no labels: judged by cosine)"
-    return StepError(f"{what} is outside tolerance: {seen}; limit {check['limit']}",
-                     hint="; ".join([*remedies, loosen]).capitalize())
+    budget to loosen is named by what was judged (``budget_flag`` for the task metric, --min-cosine for cosine)."""
+    seen, loosen = [], []
+    if "metric" in check:
+        if check["points"]:
+            seen.append(f"{'top-1' if check['metric'] == 'top1' else check['metric']} fell {check['drop']:.2f} points "
+                        f"({100 * check['input_value']:.2f}% -> {100 * check['value']:.2f}%)")
+        else:
+            seen.append(f"{check['metric']} went from {check['input_value']:.4g} to {check['value']:.4g}")
+        if check["drop"] > 0:
+            loosen.append(f"raise {budget_flag}")
+    cos = check.get("cosine_vs_input")
+    if "min_cosine" in check and (cos if cos is not None else -1.0) < check["min_cosine"]:
+        seen.append(f"mean cosine to the input's outputs is {cos:.4f}" if cos is not None else
+                    "cosine to the input's outputs could not be measured (the outputs differ in shape)")
+        loosen.append("lower --min-cosine" + ("" if "metric" in check else " (no task metric: judged by cosine; "
+                                                                         "--metric picks one)"))
+    hint = "; ".join([*remedies, *loosen])
+    return StepError(f"{what} is outside tolerance: {'; '.join(seen)}; limit {check['limit']}",
+                     hint=hint[:1].upper() + hint[1:])  # not str.capitalize: it lowercases NODE_OR_OP

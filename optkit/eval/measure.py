@@ -12,9 +12,9 @@ import numpy as np
 
 from optkit.backends import Runner, open_runner, runner_class
 from optkit.core.artifact import Artifact
-from optkit.eval.data import EvalData, check_labels_fit
+from optkit.eval.data import EvalData
 from optkit.eval.memory import PeakMemory
-from optkit.eval.metrics import top1
+from optkit.eval.task_metric import Metric
 from optkit.eval.timing import measure_interleaved, measure_latency
 
 
@@ -25,6 +25,7 @@ class MeasureSettings:
     budget_s: float = 1.0
     eval_batch_size: int = 32
     enabled: bool = True
+    metric: Metric | None = None  # the task metric every row and every accuracy budget is judged on
 
 
 @dataclass
@@ -69,16 +70,18 @@ def outputs_on_data(artifact: Artifact, data: EvalData, settings: MeasureSetting
         return run_on_data(runner, data, static_batch(artifact) or settings.eval_batch_size)
 
 
-def accuracy_of(outputs: dict[str, np.ndarray], data: EvalData, task: str) -> dict[str, Any] | None:
-    if data.labels is None or task != "classification" or not outputs:
+def metric_of(outputs: dict[str, np.ndarray], data: EvalData, metric: Metric | None,
+              reference: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
+    """The task metric of ``outputs`` on ``data`` (``reference``: the outputs a reference metric compares with)."""
+    if metric is None or not outputs:
         return None
-    logits = next(iter(outputs.values()))
-    check_labels_fit(data.labels, int(logits.reshape(len(logits), -1).shape[1]), str(data.path))
-    return {"metric": "top1", "value": top1(logits, data.labels), "samples": len(data)}
+    return metric.evaluate(outputs, data.inputs, data.labels, reference)
 
 
 def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
-            batch_sizes: tuple[int, ...] | None = None) -> Measurement:
+            batch_sizes: tuple[int, ...] | None = None, reference: dict[str, np.ndarray] | None = None,
+            self_reference: bool = False) -> Measurement:
+    """``reference``: the original model's outputs (reference metrics); ``self_reference``: this is the original."""
     fixed = static_batch(artifact)
     notes: list[str] = []
     latency: list[dict[str, Any]] = []
@@ -94,7 +97,8 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
                 stats = measure_latency(lambda: runner.infer(feed), batch_size=bs,
                                         threads=settings.threads, budget_s=settings.budget_s)
                 latency.append(stats.to_dict())
-    return Measurement(accuracy=accuracy_of(outputs, data, artifact.task), latency=latency,
+    accuracy = metric_of(outputs, data, settings.metric, outputs if self_reference else reference)
+    return Measurement(accuracy=accuracy, latency=latency,
                        peak_memory_mb=mem.peak_mb, outputs=outputs, notes=notes)
 
 

@@ -48,10 +48,13 @@ class CompileConfig(BaseModel):
     workspace_gb: float = Field(4.0, gt=0, description="tensorrt: builder workspace")
     atol: float = Field(1e-4, ge=0, description="fp32 targets: absolute tolerance vs the input")
     rtol: float = Field(1e-3, ge=0, description="fp32 targets: relative tolerance vs the input")
-    max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed top-1 drop in points")
-    max_drop: float | None = Field(None, ge=0, description="openvino int8 from fp32: accuracy guard, NNCF quantization "
-                                   "with accuracy control keeping top-1 (on the labelled calib split) within this many points")
-    min_cosine: float = Field(0.99, ge=-1, le=1, description="low precision without labels: minimum mean cosine")
+    max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed drop of the task metric (--metric; "
+                                     "default top-1) vs the input, points for fractions")
+    max_drop: float | None = Field(None, ge=0, description="openvino int8 from fp32: NNCF quantization with accuracy "
+                                   "control keeping the task metric (cosine without one) within this drop on the "
+                                   "calibration samples")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="low precision: minimum mean cosine to the input's "
+                                     "outputs (default: 0.99 when no task metric judges, else not checked)")
 
     @property
     def accuracy_budget(self) -> float:
@@ -152,10 +155,7 @@ class CompileStep(Step):
                 feeds = [calib.batch(1, i) for i in range(min(config.calib_samples, len(calib)))]
                 quantize_with = (feeds, len(feeds))
                 if config.max_drop is not None:
-                    if calib.labels is None:
-                        raise UsageError("--max-drop for OpenVINO int8 needs labels in the calibration data",
-                                         hint="Add 'labels' to the calibration .npz")
-                    control = ([(feed, int(calib.labels[i])) for i, feed in enumerate(feeds)], config.max_drop)
+                    control = self._accuracy_control(ctx, artifact, calib, feeds, config.max_drop)
                 source = (f"NNCF {'quantization with accuracy control' if control else 'post-training quantization'} "
                           f"on {len(feeds)} samples of {source}")
         bin_tmp = ctx.companion(".bin")
@@ -212,6 +212,37 @@ class CompileStep(Step):
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
+    def _accuracy_control(ctx: StepContext, artifact: Artifact, calib, feeds: list, max_drop: float) -> tuple:
+        """NNCF accuracy control on the run's task metric (cosine to the fp32 outputs without one), scored
+        on the calibration samples against the fp32 model's outputs on them."""
+        import numpy as np
+
+        from optkit.eval.data import EvalData
+        from optkit.eval.measure import outputs_on_data
+        from optkit.eval.task_metric import resolve_metric
+
+        metric = ctx.settings.metric or resolve_metric("cosine", ctx.base)
+        n = len(feeds)
+        subset = EvalData(inputs={k: v[:n] for k, v in calib.inputs.items()},
+                          labels=calib.labels[:n] if calib.labels is not None else None)
+        if metric.needs_labels and subset.labels is None:
+            raise UsageError(f"--max-drop judges {metric.spec} on the calibration data, which has no labels",
+                             hint="Add 'labels' to the calibration .npz, or pick a reference metric with --metric "
+                                  "(cosine, ctc_string_match, mask_iou, ...)")
+        reference = outputs_on_data(artifact, subset, ctx.settings)
+
+        def score(indices: list[int], outputs: dict) -> float:
+            idx = np.asarray(indices)
+            ref = {k: v[idx] for k, v in reference.items()}
+            labels = subset.labels[idx] if subset.labels is not None else None
+            value = metric.evaluate(outputs, {k: v[idx] for k, v in subset.inputs.items()}, labels, ref)["value"]
+            return value if metric.higher_is_better else -value
+
+        unit = f" {metric.unit}" if metric.unit else ""
+        name = metric.spec if ":" not in metric.spec else Path(metric.spec.rpartition(":")[0]).name
+        return feeds, max_drop / 100 if metric.points else max_drop, score, f"{name} drop <= {max_drop:g}{unit}"
+
+    @staticmethod
     def _check(ctx: StepContext, parent: Artifact, out: Artifact, config: CompileConfig) -> dict[str, Any]:
         from optkit.eval.compare import accuracy_check, tolerance_error, verify_outputs
         from optkit.eval.measure import outputs_on_data
@@ -222,7 +253,7 @@ class CompileStep(Step):
                                   threads=ctx.settings.threads, what=f"compiled ({config.target})",
                                   hint="Report it; loosen --atol/--rtol only if this drift is acceptable")
         check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
-                               parent.task, config.accuracy_budget, config.min_cosine)
+                               ctx.settings.metric, config.accuracy_budget, config.min_cosine)
         if not check["ok"]:
             remedies = ["try another --precision"]
             if config.target == "openvino-cpu" and config.precision == "int8":
@@ -244,7 +275,7 @@ class CompileStep(Step):
         control = details.get("accuracy_control")
         if control:
             kept = control["kept_float_compute_ops"]
-            text += (f"; accuracy control (<= {control['max_drop_points']:g} pt): {len(kept)} compute op(s) kept float"
+            text += (f"; accuracy control ({control['budget']}): {len(kept)} compute op(s) kept float"
                      + (f" ({', '.join(kept[:3])}{'...' if len(kept) > 3 else ''})" if kept else ""))
         return text
 

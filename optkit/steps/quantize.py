@@ -15,9 +15,10 @@ fp16     float16 weights and compute, inputs/outputs kept fp32, numerically sens
 auto     builds each applicable mode, measures accuracy and batch-1 latency, keeps the fastest
          within tolerance, and records why.
 
-Quantization is judged on accuracy, not on exact outputs: the step fails when top-1 drops more
-than ``max_accuracy_drop`` points below its input (or, without labels, when the mean cosine to
-its input's outputs falls below ``min_cosine``).
+Quantization is judged on accuracy, not on exact outputs: the step fails when the task metric
+(``--metric``; top-1 for a labelled classifier) drops more than ``max_accuracy_drop`` below its
+input, or - without a task metric, or when ``min_cosine`` is given - when the mean cosine to its
+input's outputs falls below ``min_cosine`` (0.99 by default).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from optkit.core.errors import UsageError
 from optkit.core.step import Step, StepContext, StepResult
 from optkit.eval.data import EvalData
 from optkit.steps._onnx_common import opset_of
+from optkit.steps.quantize_recipes import Int8Recipe, group_nodes
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention")
 FP16_KEEP_FP32 = ["Softmax", "LayerNormalization", "SkipLayerNormalization", "ReduceMean", "Pow", "Sqrt",
@@ -54,16 +56,19 @@ class QuantizeConfig(BaseModel):
     skip_small_convs: int = Field(4, ge=0, description="static: convs with fewer input channels stay fp32 (0: off)")
     keep_io_types: bool = Field(True, description="fp16: keep model inputs/outputs fp32")
     fp16_keep_fp32_ops: list[str] = Field(FP16_KEEP_FP32, description="fp16: op types kept fp32")
-    max_accuracy_drop: float = Field(1.0, ge=0, description="fail when top-1 drops more points than this vs the input")
-    max_drop: float | None = Field(None, ge=0, description="accuracy guard: budget in top-1 points; when exceeded, "
-                                   "the most sensitive nodes go back to float until within it (static/dynamic)")
+    max_accuracy_drop: float = Field(1.0, ge=0, description="fail when the task metric (--metric; default top-1) drops "
+                                     "more than this vs the input (points for fractions)")
+    max_drop: float | None = Field(None, ge=0, description="accuracy guard: budget on the task metric (or cosine without "
+                                   "one); when exceeded, int8 recipes then the most sensitive nodes go back to float "
+                                   "until within it (static/dynamic)")
     guard_max_trials: int = Field(10, ge=1, description="accuracy guard: most re-quantizations tried")
     guard_allow_slower: bool = Field(False, description="accuracy guard: keep a result that is not faster than the input "
                                                         "(by default the guard fails rather than ship it)")
     engine: Literal["ort", "inc"] = Field("ort", description="ort: ONNX Runtime on an ONNX model; inc: Intel Neural "
                                           "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX")
     inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")
-    min_cosine: float = Field(0.99, ge=-1, le=1, description="without labels: fail below this mean cosine vs the input")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="fail below this mean cosine vs the input's outputs "
+                                     "(default: 0.99 when no task metric judges, else not checked)")
 
     @property
     def accuracy_budget(self) -> float:
@@ -188,9 +193,9 @@ def _preprocess(src: Path, dst: Path, details: dict) -> Path:
         return src
 
 
-def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict,
-             guarded: tuple[str, ...] = ()) -> tuple[Path, Any, list[str]]:
-    """Opset upgrade (per-channel needs 13), exclusions checked, ORT pre-processing: (path, model, excluded)."""
+def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) -> tuple[Path, Any, list[str]]:
+    """Opset upgrade (per-channel needs 13), exclusions checked, ORT pre-processing: (path, model, the nodes
+    --exclude names)."""
     import onnx
 
     model = _upgrade_opset(onnx.load(str(src)), details)
@@ -199,8 +204,7 @@ def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict,
     onnx.save_model(model, str(upgraded))
     pre_path = _preprocess(upgraded, scratch / "pre.onnx", details)
     pre = onnx.load(str(pre_path))
-    excluded = sorted(n.name for n in pre.graph.node
-                      if n.name in config.exclude or n.op_type in config.exclude or n.name in guarded)
+    excluded = sorted(n.name for n in pre.graph.node if n.name in config.exclude or n.op_type in config.exclude)
     lost = sorted(set(config.exclude) - {n.name for n in pre.graph.node} - {n.op_type for n in pre.graph.node})
     if lost:  # pre-processing fused or renamed them
         details["exclude_not_found_after_preprocess"] = lost
@@ -208,32 +212,46 @@ def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict,
 
 
 def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config: QuantizeConfig,
-                    fixed_batch: int | None, guarded: tuple[str, ...] = ()) -> dict:
+                    fixed_batch: int | None, guarded: tuple[str, ...] = (), recipe: Int8Recipe | None = None) -> dict:
+    """``guarded``: nodes the accuracy guard keeps float; ``recipe``: the guard's int8 recipe (op types,
+    node groups kept float, calibration method, symmetric activations, SmoothQuant)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
-    details: dict[str, Any] = {"mode": "static", "format": "QDQ", "method": config.method,
+    method = (recipe.method if recipe else None) or config.method
+    symmetric = bool(recipe and recipe.activation_symmetric)
+    details: dict[str, Any] = {"mode": "static", "format": "QDQ", "method": method,
                                "per_channel": config.per_channel, "reduce_range": config.reduce_range,
-                               "activations": "uint8", "weights": "int8"}
-    pre_path, pre, user_excluded = _prepare(src, scratch, config, details, guarded)
+                               "activations": "uint8 symmetric" if symmetric else "uint8", "weights": "int8"}
+    pre_path, pre, user_excluded = _prepare(src, scratch, config, details)
     small = small_convs(pre, config.skip_small_convs)
-    excluded = sorted(set(user_excluded) | set(small))
+    by_recipe = group_nodes(pre, recipe.float_groups) if recipe else []
+    names = {n.name for n in pre.graph.node}
+    by_guard = sorted(set(guarded) & names)
+    excluded = sorted(set(user_excluded) | set(small) | set(by_recipe) | set(by_guard))
+    extra = {"CalibStridedMinMax": None, "CalibPercentile": config.percentile,
+             "WeightSymmetric": True, "ActivationSymmetric": symmetric}
+    if recipe and recipe.smooth_quant:
+        extra.update({"SmoothQuant": True, "SmoothQuantAlpha": 0.5})
+    if recipe:
+        details["recipe"] = recipe.name
     batch = fixed_batch or config.calib_batch_size
     reader = _StridedReader(calib, batch, config.calib_samples)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
+    extra["CalibStridedMinMax"] = _stride(len(reader))
     ort_quantize_static(
         str(pre_path), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
         reduce_range=config.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=excluded or None, calibrate_method=methods[config.method],
-        extra_options={"CalibStridedMinMax": _stride(len(reader)), "CalibPercentile": config.percentile,
-                       "WeightSymmetric": True, "ActivationSymmetric": False})
+        nodes_to_exclude=excluded or None, calibrate_method=methods[method],
+        op_types_to_quantize=list(recipe.op_types) if recipe and recipe.op_types else None, extra_options=extra)
     compute = [n.name for n in pre.graph.node if n.op_type in COMPUTE_OPS]
     details.update({"calib_samples": reader.samples, "calib_batch_size": batch,
                     "excluded": excluded, "excluded_by_user": user_excluded,
                     "excluded_small_convs": small, "skip_small_convs": config.skip_small_convs})
-    details["nodes"] = _node_counts(compute, excluded, onnx.load(str(dst)))
+    details["nodes"] = _node_counts(compute, onnx.load(str(dst)), {
+        "--exclude": user_excluded, "small convs": small, "recipe": by_recipe, "guard": by_guard})
     return details
 
 
@@ -244,7 +262,9 @@ def quantize_dynamic(src: Path, dst: Path, scratch: Path, config: QuantizeConfig
 
     details: dict[str, Any] = {"mode": "dynamic", "per_channel": config.per_channel, "weights": "int8",
                                "activations": "uint8 at run time"}
-    pre_path, pre, excluded = _prepare(src, scratch, config, details, guarded)
+    pre_path, pre, user_excluded = _prepare(src, scratch, config, details)
+    by_guard = sorted(set(guarded) & {n.name for n in pre.graph.node})
+    excluded = sorted(set(user_excluded) | set(by_guard))
     # quantize_dynamic rewrites each Gemm as MatMul ('<name>_MatMul') + Add before quantizing: exclude those names too
     gemms = {n.name for n in pre.graph.node if n.op_type == "Gemm"}
     to_exclude = sorted(set(excluded) | {f"{n}_MatMul" for n in excluded if n in gemms})
@@ -252,7 +272,8 @@ def quantize_dynamic(src: Path, dst: Path, scratch: Path, config: QuantizeConfig
                          reduce_range=config.reduce_range, nodes_to_exclude=to_exclude or None)
     compute = [n.name for n in pre.graph.node if n.op_type in COMPUTE_OPS]
     convs = sum(1 for n in pre.graph.node if n.op_type == "Conv" and n.name not in excluded)
-    details.update({"excluded": excluded, "dynamic_convs": convs, "nodes": _node_counts(compute, excluded, onnx.load(str(dst)))})
+    details.update({"excluded": excluded, "dynamic_convs": convs,
+                    "nodes": _node_counts(compute, onnx.load(str(dst)), {"--exclude": user_excluded, "guard": by_guard})})
     return details
 
 
@@ -274,11 +295,22 @@ def quantize_fp16(src: Path, dst: Path, config: QuantizeConfig) -> dict:
             "excluded": excluded, "nodes": {"total": len(model.graph.node), "kept_fp32": kept}}
 
 
-def _node_counts(compute: list[str], excluded: list[str], quantized_model) -> dict[str, int]:
+def _node_counts(compute: list[str], quantized_model, reasons: dict[str, list[str]]) -> dict[str, Any]:
+    """Compute nodes (Conv/MatMul/Gemm/Attention) in int8, and every one left float counted once under the
+    first reason that kept it (--exclude, small convs, the guard's recipe, the guard); 'other': ORT did not
+    quantize it (no kernel for its inputs)."""
     # dynamic quantization renames a float Gemm to '<name>_MatMul' (see quantize_dynamic)
-    still_float = {n.removesuffix("_MatMul") for n in float_compute_nodes(quantized_model)}
-    return {"quantizable": len(compute), "quantized": len(compute) - len(still_float & set(compute)),
-            "excluded": len(set(excluded) & set(compute))}
+    still_float = {n.removesuffix("_MatMul") for n in float_compute_nodes(quantized_model)} & set(compute)
+    left, float_by = set(still_float), {}
+    for reason, names in reasons.items():
+        hit = left & set(names)
+        if hit:
+            float_by[reason] = len(hit)
+            left -= hit
+    if left:
+        float_by["other"] = len(left)
+    return {"quantizable": len(compute), "quantized": len(compute) - len(still_float), "float": len(still_float),
+            "float_by": float_by, "excluded": sum(v for k, v in float_by.items() if k != "other")}
 
 
 # ----------------------------------------------------------------------------- the step
@@ -328,12 +360,12 @@ class QuantizeStep(Step):
                 work = scratch / mode
                 work.mkdir()
 
-                def build(guarded: tuple[str, ...], mode=mode, work=work) -> dict:
+                def build(guarded: tuple[str, ...], recipe: Int8Recipe | None = None, mode=mode, work=work) -> dict:
                     trial = work / f"trial{len(list(work.iterdir()))}"
                     trial.mkdir()
                     out_path = trial / "model.onnx"
                     if mode == "static":
-                        details = quantize_static(artifact.path, out_path, trial, calib, config, fixed, guarded)
+                        details = quantize_static(artifact.path, out_path, trial, calib, config, fixed, guarded, recipe)
                         details["calib_source"] = calib_source
                     elif mode == "dynamic":
                         details = quantize_dynamic(artifact.path, out_path, trial, config, guarded)
@@ -396,7 +428,7 @@ class QuantizeStep(Step):
         from optkit.eval.measure import outputs_on_data
 
         cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-        check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, artifact.task,
+        check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, ctx.settings.metric,
                                config.accuracy_budget, config.min_cosine)
         return {"mode": details["mode"], "path": path, "details": details, "check": check, "p50_ms": None,
                 "artifact": cand}
@@ -447,21 +479,27 @@ class QuantizeStep(Step):
             text = f"fp16, {nodes.get('kept_fp32', 0)} nodes kept fp32"
         else:
             text = f"{details['mode']} int8, {nodes.get('quantized', 0)}/{nodes.get('quantizable', 0)} compute nodes int8"
-            if details.get("excluded"):
-                small = details.get("excluded_small_convs") or []
-                why = f" ({len(small)} conv(s) with < {details.get('skip_small_convs')} input channels: skip_small_convs)" if small else ""
-                text += f", {len(details['excluded'])} excluded{why}"
+            float_by = nodes.get("float_by") or {}
+            if float_by:
+                names = {"small convs": f"conv(s) with < {details.get('skip_small_convs')} input channels (skip_small_convs)",
+                         "--exclude": "by --exclude",
+                         "recipe": f"by the recipe '{details.get('recipe')}'", "guard": "by the accuracy guard",
+                         "other": "not quantized by ONNX Runtime"}
+                text += " (float: " + ", ".join(f"{n} {names.get(k, k)}" for k, n in float_by.items()) + ")"
             if details.get("engine") == "inc":
                 trials = details["inc_trials"]
                 text = (f"neural-compressor PT2E static int8 ({details['chosen']}), {len(trials) - 1} trial(s) tuned on the "
-                        f"{details['tuned_on']}: " + ", ".join(f"{t['config']} {100 * t['top1']:.2f}%" for t in trials))
+                        f"{details['tuned_on']}: " + ", ".join(f"{t['config']} {t['metric']} {t['value']:.4f}" for t in trials))
             elif details["mode"] == "static":
                 text += f"; {details['method']} on {details['calib_samples']} samples of {details['calib_source']}"
         guard = details.get("guard")
-        if guard and guard.get("kept_float"):
-            text += (f"; guard: {len(guard['kept_float'])} node(s) kept float to stay within "
-                     f"{guard.get('budget_text', str(guard['budget']) + ' pt')} "
-                     f"(worst: {guard['groups'][0]['why']})")
+        if guard:
+            text += f"; guard ({guard.get('budget_text')})"
+            if guard.get("recipe"):
+                text += f": recipe '{guard['recipe']}' of {len(guard.get('recipes', []))} tried"
+            if guard.get("kept_float"):
+                text += (f", {len(guard['kept_float'])} of {guard['quantized_nodes_plain']} quantized node(s) kept float "
+                         f"(worst: {guard['groups'][0]['why']})")
         if details.get("auto"):
             text += f"; auto: {details['auto']['why']}"
         return text

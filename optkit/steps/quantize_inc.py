@@ -129,14 +129,16 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
 
     from optkit.backends.torch import load_module
     from optkit.core.ui import quiet_libraries
-    from optkit.eval.measure import accuracy_of, outputs_on_data
+    from optkit.eval.measure import outputs_on_data
     from optkit.steps.quantize import calibration_data
 
     calib, calib_source = calibration_data(ctx, artifact, config)
-    tune_data, tuned_on = (calib, "calibration split") if calib.labels is not None else (ctx.data, "evaluation split")
-    if tune_data.labels is None:
-        raise UsageError("--engine inc tunes on top-1 and needs labels in the calibration or evaluation data",
-                         hint="Add 'labels' to the .npz, or use --engine ort")
+    metric = ctx.settings.metric
+    if metric is None:
+        raise UsageError("--engine inc tunes on a task metric, and there is none (no labels, no --metric)",
+                         hint="Add 'labels' to the .npz, pass --metric (e.g. cosine), or use --engine ort")
+    labelled = calib.labels is not None or not metric.needs_labels
+    tune_data, tuned_on = (calib, "calibration split") if labelled else (ctx.data, "evaluation split")
     names = [i.name for i in artifact.inputs]
     outputs = [o.name for o in artifact.outputs] or ["output"]
     module = load_module(artifact)
@@ -154,17 +156,23 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
                 model(*(torch.from_numpy(calib.inputs[n][start:stop]) for n in names))
 
     trials: list[dict[str, Any]] = []
+    reference: dict = {}  # the fp32 baseline's outputs (trial 0): what reference metrics compare with
 
     def eval_fn(model) -> float:
         started = time.perf_counter()
         path = scratch / f"inc_trial{len(trials)}.onnx"
         _export_onnx(copy.deepcopy(model), example, path, names, outputs)  # the exporter may rewrite the graph
         trial = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-        acc = accuracy_of(outputs_on_data(trial, tune_data, ctx.settings), tune_data, artifact.task)["value"]
+        outs = outputs_on_data(trial, tune_data, ctx.settings)
+        if not trials:
+            reference.update(outs)
+        judged = metric.evaluate(outs, tune_data.inputs, tune_data.labels, reference)
         label = "fp32 baseline" if not trials else CONFIGS[len(trials) - 1][0] if len(trials) <= len(CONFIGS) else "?"
-        trials.append({"trial": len(trials), "config": label, "top1": acc, "seconds": round(time.perf_counter() - started, 1)})
-        ctx.ui.info(f"  inc trial {len(trials) - 1} ({label}): top-1 {100 * acc:.2f}% on the {tuned_on} (ONNX Runtime)")
-        return acc
+        trials.append({"trial": len(trials), "config": label, "metric": judged["metric"], "value": judged["value"],
+                       "seconds": round(time.perf_counter() - started, 1)})
+        ctx.ui.info(f"  inc trial {len(trials) - 1} ({label}): {judged['metric']} {judged['value']:.4f} on the "
+                    f"{tuned_on} (ONNX Runtime)")
+        return judged["value"] if metric.higher_is_better else -judged["value"]
 
     configs = [StaticQuantConfig(**kwargs) for _, kwargs in CONFIGS[:config.inc_max_trials]]
     budget = config.accuracy_budget
@@ -177,7 +185,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
             raise StepError(f"neural-compressor autotune failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                             hint="Re-run with OPTKIT_DEBUG=1 for the traceback, or use --engine ort") from exc
     if best is None:
-        tried = "; ".join(f"{t['config']} {100 * t['top1']:.2f}%" for t in trials)
+        tried = "; ".join(f"{t['config']} {t['metric']} {t['value']:.4f}" for t in trials)
         raise StepError(f"neural-compressor found no configuration within {budget:g} points ({tried})",
                         hint="Raise --max-accuracy-drop, or use --engine ort with --max-drop")
     _export_onnx(best, example, out_path, names, outputs)

@@ -49,7 +49,7 @@ def test_openvino_int8_from_fp32_uses_nncf_and_calibration_split(tiny_onnx, tmp_
     assert json.loads(result.stdout)["steps"][-1]["format"] == "openvino"  # NNCF's progress bars kept off stdout
     details = sidecar(out)["record"]["details"]
     assert "NNCF" in details["int8_source"] and details["fake_quantize_nodes"] > 0
-    assert "drop_points" in details["check"]
+    assert details["check"]["metric"] == "top1" and "drop" in details["check"]
 
 
 def test_report_and_profile_on_openvino(tiny_onnx, tmp_path):

@@ -195,7 +195,7 @@ def test_depthwise_convs_are_quantized_and_a_thin_stem_is_excluded_with_its_reas
     onnx.checker.check_model(str(out))
     details = sidecar(out)["record"]["details"]
     assert details["excluded_small_convs"] == ["stem"] and "depthwise" not in details["excluded"]
-    assert "1 conv(s) with < 4 input channels: skip_small_convs" in sidecar(out)["record"]["summary"]
+    assert "(float: 1 conv(s) with < 4 input channels (skip_small_convs))" in sidecar(out)["record"]["summary"]
     fed_by_dq = {n.name for n in onnx.load(str(out)).graph.node if n.op_type == "Conv"
                  and any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
     assert {"depthwise", "pointwise"} <= fed_by_dq and "stem" not in fed_by_dq

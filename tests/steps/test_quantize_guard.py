@@ -39,8 +39,8 @@ def test_guard_keeps_the_two_culprits_in_float_and_meets_the_budget(outlier_onnx
     onnx.checker.check_model(str(out), full_check=True)
     details = sidecar(out)["record"]["details"]
     guard = details["guard"]
-    assert guard["plain"]["drop_points"] > 20  # plain int8 is ruined...
-    assert details["check"]["ok"] and details["check"]["drop_points"] <= 0.5  # ...guarded is within budget
+    assert guard["plain"]["drop"] > 20  # plain int8 is ruined...
+    assert details["check"]["ok"] and details["check"]["drop"] <= 0.5  # ...guarded is within budget
     assert sorted(guard["kept_float"]) == sorted(_gemms(outlier_onnx)[-2:])  # the penultimate and output Gemm
     assert guard["kept_float_fraction"] <= 0.10 and guard["searched_on"] == "calibration split"
     model = onnx.load(str(out))
@@ -52,7 +52,8 @@ def test_guard_keeps_the_two_culprits_in_float_and_meets_the_budget(outlier_onnx
     ref, got = _run(outlier_onnx, x), _run(out, x)
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.mean() > 0.99
-    assert "guard: 2 node(s) kept float" in sidecar(out)["record"]["summary"]
+    summary = sidecar(out)["record"]["summary"]
+    assert "2 of 21 quantized node(s) kept float" in summary and "(float: 1 by the accuracy guard)" in summary
 
 
 def test_guard_works_for_dynamic_int8(outlier_onnx, tmp_path):
@@ -60,7 +61,7 @@ def test_guard_works_for_dynamic_int8(outlier_onnx, tmp_path):
     result = invoke("quantize", str(outlier_onnx), "-o", str(out), "--mode", "dynamic", "--max-drop", "0.5", *SLOWER_OK, *FAST)
     assert result.exit_code == 0, result.output
     details = sidecar(out)["record"]["details"]
-    assert details["guard"]["plain"]["drop_points"] > 20 and details["check"]["ok"]
+    assert details["guard"]["plain"]["drop"] > 20 and details["check"]["ok"]
     assert details["guard"]["kept_float"] == _gemms(outlier_onnx)[-1:]  # the output Gemm reads the outlier tensor
     assert details["nodes"]["quantized"] == details["nodes"]["quantizable"] - 1
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]

@@ -80,3 +80,28 @@ def test_encoder_exports_with_fusable_attention_and_fuses_it(encoder, tmp_path, 
     ref = ort.InferenceSession(str(exported)).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     got = ort.InferenceSession(str(fused)).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_guard_on_the_encoder_meets_its_budget_in_int8_or_exits_1(encoder, tmp_path):
+    """The guard on a transformer: int8 recipes before node bisection, and never '✓' with a float model."""
+    from tests.conftest import run_cli
+
+    exported, fused, out = tmp_path / "e.onnx", tmp_path / "f.onnx", tmp_path / "q.onnx"
+    data = str(encoder / "eval.npz")
+    for args in (("export", f"{encoder / 'model.py'}:build_eager", "-o", str(exported)),
+                 ("fuse", str(exported), "-o", str(fused))):
+        assert invoke(*args, "--eval-data", data, "--no-measure").exit_code == 0
+    proc = run_cli("quantize", str(fused), "-o", str(out), "--mode", "static", "--calib-from-eval", "--eval-data", data,
+                   "--metric", "cosine", "--max-drop", "0.01", "--no-measure", *FAST)
+    assert "guard recipe 1 of" in proc.stderr and "compute ops only" in proc.stderr, proc.stderr  # recipes first
+    assert "Traceback" not in proc.stderr
+    if proc.returncode == 0:
+        details = sidecar(out)["record"]["details"]
+        nodes, timing = details["nodes"], details["guard"]["p50_ms"]
+        assert nodes["quantized"] >= nodes["quantizable"] / 2 and timing["guarded"] < timing["input"]
+        assert details["check"]["metric"] == "cosine" and details["check"]["ok"]
+        onnx.checker.check_model(str(out))
+    else:
+        assert proc.returncode == 1 and "error: quantize --max-drop 0.01" in proc.stderr, proc.stderr
+        assert "✓ quantize" not in proc.stderr and not out.exists()
