@@ -107,7 +107,8 @@ def quick_p50s(artifacts: list[Artifact], data: EvalData, settings: MeasureSetti
     (the choice then holds on a busy machine)."""
     import dataclasses
 
-    quick = dataclasses.replace(settings, batch_sizes=(1,), budget_s=min(settings.budget_s, budget_s))
+    # a choice is not made on less than 0.25 s of timing each, whatever the run's budget (0.05 s decides noise)
+    quick = dataclasses.replace(settings, batch_sizes=(1,), budget_s=max(0.25, min(settings.budget_s, budget_s)))
     return [lat[0]["p50_ms"] for lat in measure_side_by_side(artifacts, data, quick)]
 
 

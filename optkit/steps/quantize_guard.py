@@ -109,7 +109,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
         nodes = tuple(n for g in groups[:k] for n in g["nodes"])
         cand = build(nodes, recipe)
         result = check(cand)
-        in_float = len(set(nodes) & quantized_set)  # a group may name nodes the quantizer never touched
+        in_float = sum(1 for n in nodes if _was_quantized(n, quantized_set))  # groups may name untouched nodes
         facts["trials"].append({"groups": k, "nodes": in_float, **_summary(result)})
         done = len(facts["trials"])
         per_trial = (time.perf_counter() - started) / done
@@ -118,7 +118,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
                     f"{per_trial * (config.guard_max_trials - done):.0f}s left)")
         return cand, result
 
-    quantized_set = set(quantized)
+    quantized_set = set(quantized) if mode == "static" else None  # dynamic int8 renames what it quantizes
     lo, hi, best, best_facts = 0, None, None, None
     k = 1
     while groups and len(facts["trials"]) < config.guard_max_trials:
@@ -143,7 +143,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
                         f" with {facts['trials'][-1]['nodes'] if facts['trials'] else 0} node(s) in float",
                         hint=("Raise --max-drop" if "metric" in plain_check else "Lower --min-cosine")
                         + ", raise --guard-max-trials, try --method entropy or --per-channel, or use --mode fp16")
-    kept = [n for g in groups[:hi] for n in g["nodes"] if n in quantized_set]
+    kept = [n for g in groups[:hi] for n in g["nodes"] if _was_quantized(n, quantized_set)]
     facts.update({"kept_float": kept, "groups": groups[:hi], "recipe": recipe.name if recipe else None,
                   "kept_float_fraction": round(len(kept) / max(1, len(quantized)), 4), "best_trial": best_facts})
     _refuse_a_float_model(ctx, artifact, config, mode, best, kept, quantized, facts)
@@ -152,6 +152,11 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
 
 
 MIN_INT8_SHARE = 0.5  # a "quantized" model with most of its compute nodes back in float is not what was asked for
+
+
+def _was_quantized(name: str, quantized: set[str] | None) -> bool:
+    """Whether a node of the float model got Q/DQ inputs (QDQ keeps names; None: cannot tell, count it)."""
+    return quantized is None or name in quantized
 
 
 def _badness(check: dict) -> float:
@@ -229,7 +234,8 @@ def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: st
     from optkit.eval.measure import quick_p50s
 
     share = 1 - len(kept) / max(1, len(quantized))
-    reached = f"{facts['best_trial']['text']} with {len(kept)} of {len(quantized)} node(s) in float ({100 * share:.0f}% int8)"
+    best_text = (facts.get("best_trial") or facts["trials"][-1])["text"]
+    reached = f"{best_text} with {len(kept)} of {len(quantized)} node(s) in float ({100 * share:.0f}% int8)"
     if share < MIN_INT8_SHARE:
         raise StepError(f"quantize --max-drop {config.max_drop:g}: the budget holds only with most nodes back in float: "
                         f"{reached}; that is not an int8 model",
