@@ -275,6 +275,8 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         new.data = dict(parent.data)
         if settings.enabled:
             parent_outputs()
+        elif ps.step.for_speed:  # not measured: still never slower than its input without a word
+            _speed_vs_input(ps.step.name, parent, new, data, settings, ui, result.details)
         metrics, outputs, notes = _measured(new, data, settings, chain, chain.outputs, ui)
         for key in ("macs", "params"):  # a step that changes the architecture says so; others keep the parent's
             value = result.details.get(key, (parent.record or {}).get("metrics", {}).get(key))
@@ -303,6 +305,21 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         new = open_artifact(final)
     chain.artifact, chain.outputs = new, outputs
     ui.info(f"[green]✓[/] {ps.step.name}: wrote {final} ({step_time:.1f}s)")
+
+
+def _speed_vs_input(step: str, parent: Artifact, new: Artifact, data: EvalData, settings: MeasureSettings, ui: UI,
+                    details: dict) -> None:
+    """Batch-1 p50 of a speed step's output and its input, timed side by side (for runs that measure nothing
+    else); recorded in the step's details and warned about when the output is slower."""
+    from optkit.eval.measure import quick_p50s
+
+    with ui.status(f"{step}: timing the output against its input interleaved"), _guard(f"timing {step}'s output"):
+        before, after = quick_p50s([parent, new], data, settings)
+    details["speed_vs_input"] = {"input_p50_ms": before, "p50_ms": after, "speedup": before / after,
+                                 "timing": "interleaved, batch 1"}
+    if after >= before:
+        ui.warn(f"{step} output is SLOWER than its input: {after:.3f} vs {before:.3f} ms at batch 1 "
+                f"({before / after:.2f}x, timed side by side)")
 
 
 def _run_measuring(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> dict:

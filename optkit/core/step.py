@@ -57,6 +57,7 @@ class Step:
     produces: ClassVar[str | None] = None  # output format; None for steps that only measure
     suffix: ClassVar[str] = ""
     Config: ClassVar[type[BaseModel]]
+    for_speed: ClassVar[bool] = False  # its point is speed: an output slower than its input is flagged
 
     def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
         raise NotImplementedError

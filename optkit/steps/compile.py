@@ -83,6 +83,7 @@ class CompileStep(Step):
     produces = "onnx"  # refined per target by output_format()
     suffix = ".onnx"
     Config = CompileConfig
+    for_speed = True
 
     @classmethod
     def output_format(cls, config: CompileConfig) -> tuple[str, str]:

@@ -83,12 +83,15 @@ def _producers(model) -> dict[str, Any]:
 
 
 def float_compute_nodes(model) -> list[str]:
-    """Compute-heavy nodes still running in float: not integer ops and not fed by DequantizeLinear."""
+    """Compute-heavy nodes still running in float: not integer ops, and not reading both operands (data and
+    weight, or two activations) from DequantizeLinear. QDQ also quantizes a MatMul's *output*, so a node kept
+    float can read one dequantized operand and still run in float."""
     producers = _producers(model)
     names = []
     for node in model.graph.node:
-        if node.op_type in COMPUTE_OPS and not any(
-                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input):
+        operands = [i for i in node.input[:2] if i]
+        if node.op_type in COMPUTE_OPS and not all(
+                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in operands):
             names.append(node.name)
     return names
 
@@ -322,6 +325,7 @@ class QuantizeStep(Step):
     produces = "onnx"
     suffix = ".onnx"
     Config = QuantizeConfig
+    for_speed = True
 
     @classmethod
     def input_formats(cls, config: QuantizeConfig) -> tuple[str, ...]:

@@ -230,12 +230,17 @@ def _try_recipes(ctx: StepContext, artifact: Artifact, config, plain: dict, plai
 def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: str, best: dict, kept: list[str],
                           quantized: list[str], facts: dict) -> None:
     """The guard's result must still be an int8 model worth deploying: at least half of the quantized nodes
-    stay int8, and it is faster than its input (timed side by side); otherwise exit 1 naming what it reached."""
+    and of the compute nodes stay int8, and it is faster than its input (timed side by side); otherwise exit 1 naming what it reached."""
     from optkit.eval.measure import quick_p50s
 
     share = 1 - len(kept) / max(1, len(quantized))
+    nodes = (best.get("details") or {}).get("nodes")
+    if nodes and nodes.get("quantizable"):  # judged on the compute nodes (Conv/MatMul/Gemm) when they are counted
+        share = min(share, _compute_share(best))
     best_text = (facts.get("best_trial") or facts["trials"][-1])["text"]
-    reached = f"{best_text} with {len(kept)} of {len(quantized)} node(s) in float ({100 * share:.0f}% int8)"
+    compute = f", {nodes['quantized']} of {nodes['quantizable']} compute nodes int8" if nodes else ""
+    reached = (f"{best_text} with {len(kept)} of {len(quantized)} node(s) in float{compute} "
+               f"({100 * share:.0f}% int8)")
     if share < MIN_INT8_SHARE:
         raise StepError(f"quantize --max-drop {config.max_drop:g}: the budget holds only with most nodes back in float: "
                         f"{reached}; that is not an int8 model",

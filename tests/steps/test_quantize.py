@@ -199,3 +199,23 @@ def test_depthwise_convs_are_quantized_and_a_thin_stem_is_excluded_with_its_reas
     fed_by_dq = {n.name for n in onnx.load(str(out)).graph.node if n.op_type == "Conv"
                  and any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
     assert {"depthwise", "pointwise"} <= fed_by_dq and "stem" not in fed_by_dq
+
+
+def test_an_unmeasured_int8_output_slower_than_its_input_is_still_flagged(tiny_onnx, tmp_path, monkeypatch):
+    """--no-measure skips the ledger, not the speed check of a step whose point is speed."""
+    import optkit.eval.measure as measure
+
+    calls = []
+
+    def fake_p50s(artifacts, data, settings, budget_s=0.5):
+        calls.append([a.path.name for a in artifacts])
+        return [1.0, 2.5]  # the input 1.0 ms, the output 2.5 ms
+
+    monkeypatch.setattr(measure, "quick_p50s", fake_p50s)
+    out = tmp_path / "q.onnx"
+    result = invoke("quantize", str(tiny_onnx), "-o", str(out), "--mode", "static", *LOOSE, "--no-measure", *FAST)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0][0] == tiny_onnx.name and len(calls[0]) == 2  # input and output, side by side
+    assert "quantize output is SLOWER than its input: 2.500 vs 1.000 ms" in result.output
+    speed = sidecar(out)["record"]["details"]["speed_vs_input"]
+    assert speed["speedup"] == pytest.approx(0.4) and speed["timing"] == "interleaved, batch 1"

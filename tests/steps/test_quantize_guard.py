@@ -53,7 +53,7 @@ def test_guard_keeps_the_two_culprits_in_float_and_meets_the_budget(outlier_onnx
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.mean() > 0.99
     summary = sidecar(out)["record"]["summary"]
-    assert "2 of 21 quantized node(s) kept float" in summary and "(float: 1 by the accuracy guard)" in summary
+    assert "2 of 21 quantized node(s) kept float" in summary and "13/15 compute nodes int8 (float: 2 by the accuracy guard)" in summary
 
 
 def test_guard_works_for_dynamic_int8(outlier_onnx, tmp_path):
