@@ -216,7 +216,8 @@ def chain(name: str, folder: Path, npz: Path, fp32_source: Path | None = None) -
                    "lines": [ln for ln in guard.stderr.splitlines() if "guard" in ln or ln.startswith("error")]}
     return {"guard": guarded,"src": src, "simp": simp, "fused": fused, "q": q if quant.returncode == 0 else None,
             "ov": ov if comp.returncode == 0 else None, "quant_err": quant.stderr.strip().splitlines()[-1:] if quant.returncode else None,
-            "comp_err": comp.stderr.strip().splitlines()[-1:] if comp.returncode else None}
+            "comp_err": comp.stderr.strip().splitlines()[-1:] if comp.returncode else None,
+            "comp_warned_slower": "SLOWER than its input" in comp.stderr}
 
 
 def main() -> None:
@@ -285,6 +286,10 @@ def main() -> None:
                 acc = r["accuracy"] or {}
                 print(f"| {r['name']} | {r['latency'][0]['p50_ms']:.3f} | {r['speedup_vs_first'][0]:.2f}x | "
                       f"{acc.get('value', float('nan')):.5f} | {fid.get('cosine', float('nan')):.5f} |")
+            ov_row = next((r for r in rows if built["ov"] is not None and r["name"] == built["ov"].name), None)
+            if ov_row is not None and ov_row["speedup_vs_first"][0] < 1.0:
+                checks.append((f"{name}: compile's OpenVINO int8 slower than fp32 was flagged SLOWER",
+                               built["comp_warned_slower"], f"{ov_row['speedup_vs_first'][0]:.2f}x"))
             q_row = next((r for r in rows if built["q"] is not None and r["name"] == built["q"].name), None)
             slower = q_row is not None and q_row["speedup_vs_first"][0] < 1.0
             checks.append((f"{name}: quantize --mode auto kept no int8 slower than fp32 (refusing is allowed)",
