@@ -35,7 +35,7 @@ def print_checks(checks: list[tuple[str, bool, str]], title: str = "acceptance")
 def print_machine() -> None:
     """The CPU every figure below was measured on: model, cores, and the SIMD flags that decide int8 speed."""
     sys.path.insert(0, str(ROOT))
-    from optkit.core.run_report import cpu_info
+    from optkit.report.run import cpu_info
 
     cpu = cpu_info()
     print(f"# CPU: {cpu.get('model')} ({cpu.get('logical_cores')} logical cores); SIMD: "

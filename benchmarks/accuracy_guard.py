@@ -25,7 +25,7 @@ from _common import ROOT, optkit_json, print_checks, run_optkit, print_machine
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sample_models"))
-from optkit.core.compare import compare_markdown  # noqa: E402
+from optkit.report.compare import compare_markdown  # noqa: E402
 
 
 def _drift(ref_path: Path, path: Path, x: np.ndarray) -> dict:

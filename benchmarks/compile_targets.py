@@ -16,7 +16,7 @@ from pathlib import Path
 from _common import ROOT, optkit_json, print_checks, run_optkit, print_machine
 
 sys.path.insert(0, str(ROOT))
-from optkit.core.compare import compare_markdown  # noqa: E402  (same table as 'optkit compare --markdown')
+from optkit.report.compare import compare_markdown  # noqa: E402  (same table as 'optkit compare --markdown')
 
 
 def build(name: str, out: Path) -> list[Path]:

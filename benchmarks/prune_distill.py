@@ -22,8 +22,8 @@ import yaml
 from _common import ROOT, optkit_json, print_checks, run_optkit, print_machine
 
 sys.path.insert(0, str(ROOT))
-from optkit.core.compare import compare_markdown  # noqa: E402
-from optkit.core.report import ledger_markdown  # noqa: E402
+from optkit.report.compare import compare_markdown  # noqa: E402
+from optkit.report.ledger import ledger_markdown  # noqa: E402
 
 MODEL = "sample_models/digits_cnn"
 

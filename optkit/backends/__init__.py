@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 
 if TYPE_CHECKING:
-    from optkit.core.artifact import Artifact
+    from optkit.types.artifact import Artifact
 
 RUNNERS: dict[str, str] = {
     "torch": "optkit.backends.torch:TorchRunner",

@@ -1,14 +1,15 @@
 """ONNX Runtime backend (CPU execution provider)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from optkit.backends import Runner
-from optkit.core.artifact import Artifact
-from optkit.core.errors import UsageError
-from optkit.core.lazy import require
+from optkit.types.artifact import Artifact
+from optkit.types.errors import UsageError
+from optkit.types.lazy import require
 
 
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -69,3 +70,17 @@ class OrtRunner(Runner):
 
     def close(self) -> None:
         self.session = None
+
+
+def preprocess_for_quantization(src: Path, dst: Path, details: dict) -> Path:
+    """ONNX Runtime's quantization pre-processing (symbolic shape inference with auto-merge, which transformers
+    need, and graph optimization) into ``dst``; the input itself when it fails (quantization works without it)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), auto_merge=True)
+        details["preprocess"] = "symbolic shape inference (auto_merge) + optimization"
+        return dst
+    except Exception as exc:  # pre-processing is an optimisation; quantization works without it
+        details["preprocess"] = f"skipped: {type(exc).__name__}: {str(exc)[:160]}"
+        return src

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from optkit.backends import Runner
-from optkit.core.artifact import Artifact, TensorSpec
-from optkit.core.errors import UsageError
-from optkit.core.lazy import require
+from optkit.types.artifact import Artifact, TensorSpec
+from optkit.types.errors import UsageError
+from optkit.types.lazy import require
 
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; the rest f32
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from optkit.backends import Runner
-from optkit.core.artifact import Artifact, TensorSpec
-from optkit.core.errors import MissingDependencyError, StepError, UsageError
+from optkit.types.artifact import Artifact, TensorSpec
+from optkit.types.errors import MissingDependencyError, StepError, UsageError
 
 DEFAULT_MAX_BATCH = 32
 

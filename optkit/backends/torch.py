@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from optkit.backends import Runner
-from optkit.core.artifact import Artifact
-from optkit.core.errors import UsageError, first_line
-from optkit.core.lazy import require
+from optkit.types.artifact import Artifact
+from optkit.types.errors import UsageError, first_line
+from optkit.types.lazy import require
 
 
 def _torch():

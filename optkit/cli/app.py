@@ -22,7 +22,7 @@ from optkit.cli.compare import compare
 from optkit.cli.debug import debug
 from optkit.cli.train import distill, prune
 from optkit.cli.transforms import compile_cmd, fuse, quantize, simplify
-from optkit.core.errors import OptkitError
+from optkit.types.errors import OptkitError
 
 
 try:  # typer >= 0.20 carries its own copy of click

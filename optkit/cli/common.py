@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 
 
 # config fields whose repeatable command-line option is spelt in the singular
@@ -13,7 +13,7 @@ FLAGS = {"dynamic_axes": "--dynamic-axis"}
 
 
 def parse_batch_sizes(text: str) -> list[int]:
-    from optkit.core.recipe import MAX_BATCH
+    from optkit.engine.recipe import MAX_BATCH
 
     try:
         sizes = [int(x) for x in text.split(",")]
@@ -28,7 +28,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 def parse_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
     if not items:
         return None
-    from optkit.core.artifact import parse_input_shape
+    from optkit.types.artifact import parse_input_shape
 
     return {name: list(shape) for name, shape in map(parse_input_shape, items)}
 
@@ -37,7 +37,7 @@ def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool
     """The shared measurement options, validated by the recipe's own ``measure:`` model (one set of bounds)."""
     from pydantic import ValidationError
 
-    from optkit.core.recipe import MeasureConfig
+    from optkit.engine.recipe import MeasureConfig
 
     block = {"enabled": enabled, "batch_sizes": parse_batch_sizes(batch_sizes), "threads": threads, "budget_s": budget_s}
     try:
@@ -54,9 +54,9 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
     """Build the one-step recipe a command stands for and run it through the engine."""
     from pydantic import ValidationError
 
-    from optkit.core.engine import run_recipe
-    from optkit.core.recipe import Recipe, validation_message
-    from optkit.core.ui import UI
+    from optkit.engine.run import run_recipe
+    from optkit.engine.recipe import Recipe, validation_message
+    from optkit.types.ui import UI
 
     if output is not None and str(output).strip() == "":
         raise UsageError("-o/--output is empty", hint="Give an output path, e.g. -o model.onnx")
@@ -69,7 +69,7 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise validation_message(exc, f"optkit {step}") from exc
-    from optkit.core.step import step_class
+    from optkit.steps.base import step_class
 
     try:  # name the command-line option, not the recipe key, when an option value is bad
         step_class(step).Config.model_validate(options)
@@ -91,7 +91,7 @@ def print_json(obj: Any) -> None:
 
 def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool, latency: list | None = None) -> None:
     """The ledger; ``latency``: the run's interleaved timing of every row (else step-time figures)."""
-    from optkit.core.report import ledger_rows
+    from optkit.report.ledger import ledger_rows
 
     rows = ledger_rows(artifact.chain(), latency)
     warn_slower(ui, rows)
@@ -102,7 +102,7 @@ def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool, latency: list | 
 
 
 def render_rows(ui, rows: list[dict], artifact, *, markdown: bool) -> None:
-    from optkit.core.report import ledger_markdown, render_ledger
+    from optkit.report.ledger import ledger_markdown, render_ledger
 
     if markdown:
         print(ledger_markdown(rows), end="")

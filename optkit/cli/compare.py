@@ -21,8 +21,8 @@ def compare(
 ) -> None:
     """Accuracy, p50/p90, throughput and size of several artifacts, timed round-robin so noise hits all alike."""
     from optkit.cli.common import measure_block, print_json
-    from optkit.core.compare import compare_artifacts, render_compare, compare_markdown
-    from optkit.core.ui import UI
+    from optkit.report.compare import compare_artifacts, render_compare, compare_markdown
+    from optkit.types.ui import UI
 
     measure = measure_block(batch_sizes, threads, budget_s)
     ui = UI()

@@ -21,7 +21,7 @@ def profile(
 ) -> None:
     """Measure latency (p50/p90/p99, throughput) per batch size, accuracy, size and peak memory."""
     from optkit.cli.common import measure_block, parse_shapes, print_json, run_one_step
-    from optkit.core.report import render_profile
+    from optkit.report.ledger import render_profile
 
     result, ui = run_one_step(model=artifact, step="profile", options={}, weights=weights, eval_data=eval_data,
                               input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s))

@@ -11,6 +11,6 @@ recipe_app = typer.Typer(help="Recipe helpers: the JSON Schema for editors and l
 def schema() -> None:
     """Print the recipe JSON Schema (every step's options included), e.g. for YAML editor completion."""
     from optkit.cli.common import print_json
-    from optkit.core.recipe import json_schema
+    from optkit.engine.recipe import json_schema
 
     print_json(json_schema())

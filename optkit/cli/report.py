@@ -15,9 +15,9 @@ def report(
 ) -> None:
     """Print the ledger of an artifact: every step from the original model, with what it changed."""
     from optkit.cli.common import emit_ledger
-    from optkit.core.artifact import open_artifact, sidecar_path
-    from optkit.core.errors import UsageError
-    from optkit.core.ui import UI
+    from optkit.types.artifact import open_artifact, sidecar_path
+    from optkit.types.errors import UsageError
+    from optkit.types.ui import UI
 
     art = open_artifact(artifact)
     if art.record is None:

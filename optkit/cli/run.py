@@ -22,14 +22,14 @@ def run(
 ) -> None:
     """Run a recipe: every step measured, gates judged (exit 3 if one fails), reports and manifest in its output_dir."""
     from optkit.cli.common import print_json, render_rows, warn_slower
-    from optkit.core.engine import run_recipe, tool_versions
-    from optkit.core.errors import GateError, StepError
-    from optkit.core.files import run_output_dir
-    from optkit.core.gates import evaluate
-    from optkit.core.recipe import load_recipe, plan
-    from optkit.core.report import ledger_rows, render_profile
-    from optkit.core.run_report import build_report, environment, write_outputs
-    from optkit.core.ui import UI
+    from optkit.engine.run import run_recipe, tool_versions
+    from optkit.types.errors import GateError, StepError
+    from optkit.types.files import run_output_dir
+    from optkit.engine.gates import evaluate
+    from optkit.engine.recipe import load_recipe, plan
+    from optkit.report.ledger import ledger_rows, render_profile
+    from optkit.report.run import build_report, environment, write_outputs
+    from optkit.types.ui import UI
 
     parsed, base = load_recipe(recipe, overrides=set_)
     if dry_run:

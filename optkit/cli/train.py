@@ -94,7 +94,7 @@ def distill(
                "epochs": epochs, "temperature": temperature, "alpha": alpha, "feature_weight": feature_weight,
                **_train_options(train_data, val_data, lr, batch_size, weight_decay, augment, patience, seed, train_threads)}
     if student is None and student_width is None and student_macs is None:
-        from optkit.core.errors import UsageError
+        from optkit.types.errors import UsageError
 
         raise UsageError("distill needs a student", hint="Pass --student MODEL, --student-width 0.5 or --student-macs 0.25")
     _run("distill", teacher, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from optkit.backends import open_runner
-from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError
+from optkit.types.artifact import Artifact
+from optkit.types.errors import StepError
 from optkit.eval.data import EvalData
 from optkit.eval.metrics import fidelity, mismatch
 from optkit.eval.task_metric import DEFAULT_MIN_COSINE, Metric

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from optkit.core.artifact import TensorSpec
-from optkit.core.errors import UsageError
-from optkit.core.files import sha256_file
+from optkit.types.artifact import TensorSpec
+from optkit.types.errors import UsageError
+from optkit.types.files import sha256_file
 
 LABELS = "labels"
 

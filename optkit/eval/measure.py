@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from optkit.backends import Runner, open_runner, runner_class
-from optkit.core.artifact import Artifact
+from optkit.types.artifact import Artifact
 from optkit.eval.data import EvalData
 from optkit.eval.memory import PeakMemory
 from optkit.eval.task_metric import Metric

@@ -149,7 +149,7 @@ def rank_static(float_path: Path, qdq_path: Path, data: EvalData, scratch: Path,
     """Every QDQ'd activation and weight, worst (lowest median-channel SQNR) first."""
     import onnx
     from onnx import numpy_helper
-    from optkit.core.ui import quiet_libraries
+    from optkit.types.ui import quiet_libraries
 
     qdq_model = onnx.load(str(qdq_path))
     inits = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
@@ -240,11 +240,11 @@ def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, sampl
     """``optkit debug``: rank the int8 model's layers against its float model on calibration samples."""
     import onnx
 
-    from optkit.core.artifact import open_artifact
-    from optkit.core.errors import UsageError
+    from optkit.types.artifact import open_artifact
+    from optkit.types.errors import UsageError
     from optkit.eval.data import load_npz
-    from optkit.steps._onnx_common import scratch_dir
-    from optkit.steps.quantize import _preprocess
+    from optkit.backends.onnxruntime import preprocess_for_quantization
+    from optkit.types.files import scratch_dir
 
     fp32, int8 = open_artifact(float_ref), open_artifact(int8_ref)
     for art, role in ((fp32, "FLOAT"), (int8, "INT8")):
@@ -260,7 +260,7 @@ def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, sampl
         if "QuantizeLinear" in ops:
             mode = "static"
             facts: dict = {}
-            reference = _preprocess(fp32.path, scratch / "float_pre.onnx", facts)  # the names quantize saw
+            reference = preprocess_for_quantization(fp32.path, scratch / "float_pre.onnx", facts)  # the names quantize saw
             entries = rank_static(reference, int8.path, data, scratch, samples=samples)
             if not entries:
                 entries = rank_static(fp32.path, int8.path, data, scratch, samples=samples)

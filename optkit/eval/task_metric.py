@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from optkit.core.errors import UsageError, first_line
+from optkit.types.errors import UsageError, first_line
 
 DEFAULT_MIN_COSINE = 0.99
 

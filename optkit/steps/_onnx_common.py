@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
 from pathlib import Path
-from typing import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.core.artifact import Artifact
-from optkit.core.step import StepContext
+from optkit.types.artifact import Artifact
+from optkit.steps.base import StepContext
 
 
 class ExactConfig(BaseModel):
@@ -39,26 +36,10 @@ def save_model(model, path: Path) -> None:
 
 def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, hint: str) -> tuple[Artifact, dict]:
     """Check the written file, read its specs, and compare it with its parent on evaluation data."""
-    from optkit.core import onnx_io
+    from optkit.types import onnx_io
     from optkit.eval.compare import verify_outputs
 
     out = onnx_io.produced_artifact(ctx.out_tmp, what, parent.task)
     check = verify_outputs(parent, out, ctx.data, atol=config.atol, rtol=config.rtol, batch_sizes=[1, 8],
                            threads=ctx.settings.threads, what=what, hint=hint)
     return out, check
-
-
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A temporary working directory: tools that drop files in the current directory drop them there.
-    Inside the run's output folder when the engine set one (``files.scratch_root``), so a killed run's
-    scratch is found and removed by the next run."""
-    from optkit.core.files import scratch_folder
-
-    old = os.getcwd()
-    with scratch_folder() as tmp:
-        os.chdir(tmp)
-        try:
-            yield tmp
-        finally:
-            os.chdir(old)

@@ -20,8 +20,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.core.artifact import Artifact, portable_path
-from optkit.core.errors import UsageError
+from optkit.types.artifact import Artifact, portable_path
+from optkit.types.errors import UsageError
 from optkit.eval.data import EvalData, load_npz
 
 
@@ -72,7 +72,7 @@ def val_split(options: TrainOptions, artifact: Artifact, base: Path) -> EvalData
 # ----------------------------------------------------------------------------- torch helpers
 
 def torch_module():
-    from optkit.core.lazy import require
+    from optkit.types.lazy import require
 
     return require("torch", "training")
 
@@ -276,7 +276,7 @@ def write_folder(module, like: Artifact, out_dir: Path, final_dir: Path, structu
     attributes in optkit.yaml's ``structure`` (see ``backends.torch.apply_structure``).
     """
     torch = torch_module()
-    from optkit.core.artifact import open_artifact
+    from optkit.types.artifact import open_artifact
 
     source = like.source
     out_dir.mkdir(parents=True, exist_ok=False)

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.core import onnx_io
-from optkit.core.artifact import Artifact
-from optkit.core.errors import UsageError
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types import onnx_io
+from optkit.types.artifact import Artifact
+from optkit.types.errors import UsageError
+from optkit.steps.base import Step, StepContext, StepResult
 
 TARGETS = {  # target -> (output format, suffix, precisions)
     "ort-cpu": ("onnx", ".onnx", ("fp32",)),
@@ -98,7 +98,7 @@ class CompileStep(Step):
                              hint=f"Use one of: {', '.join(precisions)}"
                                   + (" (int8 for ONNX Runtime: run 'optkit quantize' first)" if config.target == "ort-cpu" else ""))
         if config.target == "openvino-cpu":
-            from optkit.core.lazy import require
+            from optkit.types.lazy import require
 
             require("openvino", "--target openvino-cpu")
         elif config.target == "tensorrt":
@@ -162,7 +162,7 @@ class CompileStep(Step):
         bin_tmp = ctx.companion(".bin")
         from optkit.steps._transformer import has_attention
 
-        from optkit.core.ui import quiet_libraries
+        from optkit.types.ui import quiet_libraries
 
         with quiet_libraries(), ctx.ui.status(f"OpenVINO: converting{' and quantizing (NNCF)' if quantize_with else ''}"):
             details = convert(artifact.path, ctx.out_tmp, compress_to_fp16=config.compress_to_fp16,

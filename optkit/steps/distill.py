@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from optkit.core.artifact import Artifact, open_artifact
-from optkit.core.errors import UsageError
-from optkit.core.recipe import resolve
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types.artifact import Artifact, open_artifact
+from optkit.types.errors import UsageError
+from optkit.types.files import resolve_ref as resolve
+from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps import _training as tr
 
 

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError, UsageError, first_line
-from optkit.core.step import Step, StepContext, StepResult
-from optkit.core.ui import quiet_libraries
+from optkit.types.artifact import Artifact
+from optkit.types.errors import StepError, UsageError, first_line
+from optkit.steps.base import Step, StepContext, StepResult
+from optkit.types.ui import quiet_libraries
 
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 _AXIS_RE = re.compile(r"^(?P<name>[^:]+):(?P<dim>[1-9]\d*)(?::(?P<label>[A-Za-z_]\w*))?$")
@@ -86,7 +86,7 @@ def _shorter(data, axes: dict[str, dict[int, str]]):
 
 def _attention_fused(path) -> int | None:
     """Attention nodes ONNX Runtime's transformer optimizer makes of an exported graph (None: it has no attention)."""
-    from optkit.core import onnx_io
+    from optkit.types import onnx_io
     from optkit.steps._transformer import has_attention, optimize_transformer
 
     model = onnx_io.load_model(path)
@@ -117,7 +117,7 @@ def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_w
     dynamo exporter fuses none of its attention blocks, the TorchScript export all of them)."""
     import shutil
 
-    from optkit.core.files import scratch_folder
+    from optkit.types.files import scratch_folder
 
     dynamo_fused = _attention_fused(ctx.out_tmp)
     if dynamo_fused is None:
@@ -158,7 +158,7 @@ class ExportStep(Step):
 
     def run(self, ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
         from optkit.backends.torch import count_macs, flatten_outputs, load_module, output_names
-        from optkit.core.lazy import require
+        from optkit.types.lazy import require
 
         torch = require("torch", "export")
         module = load_module(artifact)
@@ -224,7 +224,7 @@ class ExportStep(Step):
         if config.exporter == "auto" and exporter == "dynamo":
             exporter, opset, choice = _choose_exporter_for_attention(ctx, eager, export_with, config.opset, opset)
 
-        from optkit.core import onnx_io
+        from optkit.types import onnx_io
 
         exported = onnx_io.produced_artifact(ctx.out_tmp, "export", artifact.task)
         from optkit.eval.compare import verify_outputs

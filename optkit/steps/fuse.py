@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from optkit.core.artifact import Artifact
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types.artifact import Artifact
+from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps._onnx_common import ExactConfig, finish, op_counts, opset_of, save_model
 from optkit.steps._transformer import has_attention, optimize_transformer
 
@@ -137,9 +137,9 @@ class FuseStep(Step):
     Config = FuseConfig
 
     def run(self, ctx: StepContext, artifact: Artifact, config: FuseConfig) -> StepResult:
-        from optkit.core import onnx_io
-        from optkit.core.ui import quiet_libraries
-        from optkit.steps._onnx_common import scratch_dir
+        from optkit.types import onnx_io
+        from optkit.types.ui import quiet_libraries
+        from optkit.types.files import scratch_dir
 
         model = onnx_io.load_model(artifact.path)
         before = op_counts(model)

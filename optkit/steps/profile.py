@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.core.artifact import Artifact
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types.artifact import Artifact
+from optkit.steps.base import Step, StepContext, StepResult
 
 
 class ProfileConfig(BaseModel):

@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError, UsageError
-from optkit.core.lazy import require
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types.artifact import Artifact
+from optkit.types.errors import StepError, UsageError
+from optkit.types.lazy import require
+from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps import _training as tr
 
 ATTENTION_NAMES = ("query", "key", "value", "q_proj", "k_proj", "v_proj", "qkv", "in_proj", "out_proj", "out", "o_proj")

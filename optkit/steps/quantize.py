@@ -29,10 +29,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.core.artifact import Artifact
-from optkit.core.errors import UsageError
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types.artifact import Artifact
+from optkit.types.errors import UsageError
+from optkit.steps.base import Step, StepContext, StepResult
 from optkit.eval.data import EvalData
+from optkit.backends.onnxruntime import preprocess_for_quantization
 from optkit.steps._onnx_common import opset_of
 from optkit.steps.quantize_recipes import Int8Recipe, group_nodes
 
@@ -184,18 +185,6 @@ def _upgrade_opset(model, details: dict):
     return version_converter.convert_version(model, 13)
 
 
-def _preprocess(src: Path, dst: Path, details: dict) -> Path:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    try:
-        quant_pre_process(str(src), str(dst), auto_merge=True)
-        details["preprocess"] = "symbolic shape inference (auto_merge) + optimization"
-        return dst
-    except Exception as exc:  # pre-processing is an optimisation; quantization works without it
-        details["preprocess"] = f"skipped: {type(exc).__name__}: {str(exc)[:160]}"
-        return src
-
-
 def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) -> tuple[Path, Any, list[str]]:
     """Opset upgrade (per-channel needs 13), exclusions checked, ORT pre-processing: (path, model, the nodes
     --exclude names)."""
@@ -205,7 +194,7 @@ def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) ->
     resolve_exclude(model, config.exclude, src.name)  # every pattern must match the model the user gave
     upgraded = scratch / "upgraded.onnx"
     onnx.save_model(model, str(upgraded))
-    pre_path = _preprocess(upgraded, scratch / "pre.onnx", details)
+    pre_path = preprocess_for_quantization(upgraded, scratch / "pre.onnx", details)
     pre = onnx.load(str(pre_path))
     excluded = sorted(n.name for n in pre.graph.node if n.name in config.exclude or n.op_type in config.exclude)
     lost = sorted(set(config.exclude) - {n.name for n in pre.graph.node} - {n.op_type for n in pre.graph.node})
@@ -339,9 +328,9 @@ class QuantizeStep(Step):
             require_inc()
 
     def run(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
-        from optkit.core.ui import quiet_libraries
+        from optkit.types.ui import quiet_libraries
         from optkit.eval.measure import static_batch
-        from optkit.steps._onnx_common import scratch_dir
+        from optkit.types.files import scratch_dir
 
         if config.engine == "inc":
             return self._run_inc(ctx, artifact, config)
@@ -396,13 +385,13 @@ class QuantizeStep(Step):
         if details["mode"] == "dynamic" and details.get("dynamic_convs"):
             ctx.ui.warn(f"dynamic int8 quantized {details['dynamic_convs']} Conv node(s): ConvInteger is several times "
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
-        from optkit.core import onnx_io
+        from optkit.types import onnx_io
 
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
     def _run_inc(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
-        from optkit.core import onnx_io
-        from optkit.steps._onnx_common import scratch_dir
+        from optkit.types import onnx_io
+        from optkit.types.files import scratch_dir
         from optkit.steps.quantize_inc import quantize_inc
 
         with scratch_dir() as scratch:
@@ -418,7 +407,7 @@ class QuantizeStep(Step):
 
     @staticmethod
     def _auto_modes(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> list[str]:
-        from optkit.core import onnx_io
+        from optkit.types import onnx_io
 
         ops = {n.op_type for n in onnx_io.load_model(artifact.path).graph.node}
         has_calib = bool(config.calib_data or artifact.data.get("calib") or config.calib_from_eval)
@@ -464,7 +453,7 @@ class QuantizeStep(Step):
             return ok[0]
         best = min(ok, key=lambda c: c["p50_ms"])
         if input_p50 is not None and best["p50_ms"] >= input_p50:
-            from optkit.core.errors import StepError
+            from optkit.types.errors import StepError
 
             tried = ", ".join(f"{c['mode']} {c['p50_ms']:.3f} ms" for c in ok)
             raise StepError(f"quantize --mode auto: no mode within tolerance is faster than the input "

@@ -20,9 +20,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError
-from optkit.core.step import StepContext
+from optkit.types.artifact import Artifact
+from optkit.types.errors import StepError
+from optkit.steps.base import StepContext
 from optkit.eval.data import EvalData
 
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError, UsageError
-from optkit.core.step import StepContext
+from optkit.types.artifact import Artifact
+from optkit.types.errors import StepError, UsageError
+from optkit.steps.base import StepContext
 
 CONFIGS = [  # (label, StaticQuantConfig kwargs), tried in this order
     ("s8s8 minmax", {"act_sym": True, "act_dtype": "int8", "act_algo": "minmax"}),
@@ -33,7 +33,7 @@ CONFIGS = [  # (label, StaticQuantConfig kwargs), tried in this order
 def require_inc() -> None:
     import logging
 
-    from optkit.core.lazy import require
+    from optkit.types.lazy import require
 
     import os
 
@@ -64,7 +64,7 @@ def check_config(config) -> None:
 def _export_onnx(module, example, path: Path, input_names: list[str], output_names: list[str]) -> None:
     import torch
 
-    from optkit.core.ui import quiet_libraries
+    from optkit.types.ui import quiet_libraries
 
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     with quiet_libraries():
@@ -128,7 +128,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
     from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune
 
     from optkit.backends.torch import load_module
-    from optkit.core.ui import quiet_libraries
+    from optkit.types.ui import quiet_libraries
     from optkit.eval.measure import outputs_on_data
     from optkit.steps.quantize import calibration_data
 

@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from optkit.core.artifact import Artifact
-from optkit.core.errors import StepError
-from optkit.core.step import Step, StepContext, StepResult
+from optkit.types.artifact import Artifact
+from optkit.types.errors import StepError
+from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps._onnx_common import ExactConfig, finish, op_counts, save_model
 
 
@@ -20,7 +20,7 @@ class SimplifyConfig(ExactConfig):
 
 
 def simplify_model(model, engine: str):
-    from optkit.core.lazy import require
+    from optkit.types.lazy import require
 
     if engine == "onnxslim":
         onnxslim = require("onnxslim", "simplify --engine onnxslim")
@@ -55,8 +55,8 @@ class SimplifyStep(Step):
     Config = SimplifyConfig
 
     def run(self, ctx: StepContext, artifact: Artifact, config: SimplifyConfig) -> StepResult:
-        from optkit.core import onnx_io
-        from optkit.core.ui import quiet_libraries
+        from optkit.types import onnx_io
+        from optkit.types.ui import quiet_libraries
 
         model = onnx_io.load_model(artifact.path)
         before = op_counts(model)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from optkit.backends import open_runner, runner_class
-from optkit.core.artifact import open_artifact
-from optkit.core.errors import UsageError
+from optkit.types.artifact import open_artifact
+from optkit.types.errors import UsageError
 
 
 def test_torch_and_onnxruntime_runners_agree(tiny, tiny_onnx):

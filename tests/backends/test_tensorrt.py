@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from optkit.backends.tensorrt import builder_flags, nvidia_gpu_present, parse_shapes, profile_shapes
-from optkit.core.artifact import TensorSpec
-from optkit.core.errors import UsageError
+from optkit.types.artifact import TensorSpec
+from optkit.types.errors import UsageError
 
 
 def test_profile_from_dynamic_batch():

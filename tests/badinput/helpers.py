@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from optkit.core.files import sha256_file
+from optkit.types.files import sha256_file
 
 ERROR_PREFIX = "error:"
 IGNORED_NAMES = {"__pycache__"}  # Python's own bytecode cache next to an imported factory file

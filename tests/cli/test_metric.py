@@ -181,7 +181,7 @@ def test_recipe_min_cosine_gate_that_fails_honestly_exits_3(ctc, cosine_gate_fai
 def test_failed_min_cosine_gate_shows_the_limit_as_written(cosine_gate_failed):
     (gate,) = json.loads(cosine_gate_failed.stdout)["gates"]
     assert "0.9999999" in gate["gate"] and "limit 0.9999999" in gate["text"], (
-        "optkit bug (optkit/core/gates.py evaluate): the gate label and text format the limit with ':g' (6 significant "
+        "optkit bug (optkit/engine/gates.py evaluate): the gate label and text format the limit with ':g' (6 significant "
         "digits), so min_cosine 0.9999999 is reported as 'min_cosine 1 ... measured 0.99999, limit 1'; the measured "
         f"cosine is also cut to 5 decimals, so a failure can read 'measured 0.99999, limit 0.99999'. Got: {gate}")
 
@@ -240,7 +240,7 @@ def test_profile_of_the_original_honours_a_reference_metric(ctc):
     assert result.exit_code == 0, result.output
     acc = json.loads(result.stdout)["accuracy"]
     assert acc is not None and acc["metric"] == "max_abs" and acc["value"] == 0.0, (
-        "optkit bug (optkit/core/engine.py _run_measuring): profiling the original model (no lineage, so "
+        "optkit bug (optkit/engine/run.py _run_measuring): profiling the original model (no lineage, so "
         "chain.reference is None) silently drops an explicit reference --metric (accuracy null, 'not measured'), "
         "while ledger row 0 judges the original against itself (measure(..., self_reference=True)). "
         f"Got accuracy={acc}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from optkit.core.files import sha256_file
+from optkit.types.files import sha256_file
 from tests.conftest import run_cli
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "digits_cnn_cpu.yaml"

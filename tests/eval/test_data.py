@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optkit.core.artifact import TensorSpec
-from optkit.core.errors import UsageError
+from optkit.types.artifact import TensorSpec
+from optkit.types.errors import UsageError
 from optkit.eval.data import load_npz, synthetic
 
 SPEC = [TensorSpec("input", ("batch", 1, 4, 4))]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 from optkit.eval.compare import accuracy_check, check_text, tolerance_error
 from optkit.eval.data import EvalData
 from optkit.eval.task_metric import ctc_greedy_decode, drop_of, resolve_metric
@@ -300,7 +300,7 @@ def test_tolerance_error_when_cosine_could_not_be_measured():
 
 
 def test_gates_judge_the_chosen_metric_and_cosine():
-    from optkit.core.gates import Gate, evaluate
+    from optkit.engine.gates import Gate, evaluate
 
     def row(i, step, value, cosine):
         return {"index": i, "step": step, "size_bytes": 1, "latency": None, "latency_all": [],

@@ -92,7 +92,7 @@ def test_guard_refuses_a_result_that_is_not_faster_or_mostly_float(outlier_onnx,
 def test_a_budget_met_only_with_most_nodes_in_float_is_refused():
     from types import SimpleNamespace
 
-    from optkit.core.errors import StepError
+    from optkit.types.errors import StepError
     from optkit.steps.quantize_guard import _refuse_a_float_model
 
     config = SimpleNamespace(max_drop=0.5, guard_allow_slower=True)

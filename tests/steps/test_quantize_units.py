@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 from optkit.eval.data import EvalData
 from optkit.steps.quantize import _stride, _StridedReader, resolve_exclude, small_convs
 

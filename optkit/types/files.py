@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 
 # Every temporary name optkit makes carries the writer's pid, so a later run can tell files left by a
 # killed process (pid gone) from files a live one is still writing, and remove only the former.
@@ -189,7 +189,7 @@ def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), prote
     goes (or a file where a folder goes), a file or folder optkit did not write (no sidecar beside it;
     ``owned(path)`` decides instead for outputs that have none), or a place that cannot be written.
     Returns the resolved path."""
-    from optkit.core.artifact import sidecar_path
+    from optkit.types.artifact import sidecar_path
 
     if str(path).strip() == "":
         raise UsageError(f"the {what} path is empty", hint="Give a file name, e.g. -o model.onnx")
@@ -278,3 +278,24 @@ def _locked(path: Path, what: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def resolve_ref(base: Path, value: str | None) -> str | None:
+    """A recipe path relative to the recipe's folder; ``pkg.module:fn`` references stay as they are."""
+    if value is None:
+        return None
+    target, sep, attr = value.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{target if Path(target).is_absolute() else base / target}:{attr}"
+    if sep and target and "/" not in target and not Path(value).exists():
+        return value
+    return value if Path(value).is_absolute() else str(base / value)
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A temporary folder for a step's intermediate files, inside the run's output folder when the engine set
+    one (``scratch_root``), so a killed run's scratch is found and removed by the next run. The working
+    directory is left alone (it is process-wide): every tool is given paths inside this folder."""
+    with scratch_folder() as tmp:
+        yield tmp

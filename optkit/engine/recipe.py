@@ -9,7 +9,7 @@ YAML form::
       - export: {opset: 18}
       - profile
 
-Every command is a one-step recipe run by the same engine (``optkit.core.engine``).
+Every command is a one-step recipe run by the same engine (``optkit.engine.run``).
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from optkit.core.errors import UsageError
-from optkit.core.gates import Gate
-from optkit.core.step import STEPS, Step, step_class
+from optkit.types.errors import UsageError
+from optkit.types.files import resolve_ref as resolve
+from optkit.engine.gates import Gate
+from optkit.steps.base import STEPS, Step, step_class
 
 
 MAX_BATCH = 65536
@@ -134,7 +135,7 @@ def _step_name(raw_steps: list | None, index: Any) -> str | None:
 
 def _where(origin: str | None, text: str | None, loc: tuple) -> str:
     """``file:line:column`` of a key path when the recipe's text is known, else the file (or '')."""
-    from optkit.core.yaml_marks import locate
+    from optkit.engine.yaml_marks import locate
 
     mark = locate(text, loc) if text is not None and origin else None
     return f"{origin}:{mark[0]}:{mark[1]}" if mark else (origin or "")
@@ -318,15 +319,3 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = "optkit recipe"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
-
-
-def resolve(base: Path, value: str | None) -> str | None:
-    """A recipe path relative to the recipe's folder; ``pkg.module:fn`` references stay as they are."""
-    if value is None:
-        return None
-    target, sep, attr = value.rpartition(":")
-    if sep and target.endswith(".py"):
-        return f"{target if Path(target).is_absolute() else base / target}:{attr}"
-    if sep and target and "/" not in target and not Path(value).exists():
-        return value
-    return value if Path(value).is_absolute() else str(base / value)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 
 SPEC_FILE = "optkit.yaml"
 

@@ -15,8 +15,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from optkit.core.files import Staging, dumps_json, sha256_file
-from optkit.core.report import ledger_markdown
+from optkit.types.files import Staging, dumps_json, sha256_file
+from optkit.report.ledger import ledger_markdown
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "manifest.json")
 
@@ -89,7 +89,7 @@ def manifest(out_dir: Path, recipe_path: Path, versions: dict[str, str], written
 
 def write_outputs(out_dir: Path, report: dict, written: list[Path] = ()) -> list[Path]:
     """Write the three reports, then the manifest over the files the run wrote (``written``) and the reports."""
-    from optkit.core.html_report import report_html
+    from optkit.report.html import report_html
 
     md = report_markdown(report)
     with Staging() as stage:

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from optkit.core.errors import UsageError
-from optkit.core.files import sha256_file, sha256_files
+from optkit.types.errors import UsageError
+from optkit.types.files import sha256_file, sha256_files
 
 SIDECAR_SUFFIX = ".optkit.json"
 SIDECAR_VERSION = 1
@@ -153,7 +153,7 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def _folder_artifact(folder: Path) -> Artifact:
-    from optkit.core.model_spec import load_model_spec
+    from optkit.types.model_spec import load_model_spec
 
     spec = load_model_spec(folder)
     factory = spec.factory
@@ -300,7 +300,7 @@ def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
     if artifact.reference:
         ref = dict(artifact.reference)
         ref["path"] = portable_path(Path(ref["path"]), base)
-    from optkit.core.files import dumps_json
+    from optkit.types.files import dumps_json
 
     return dumps_json({
         "optkit_sidecar": SIDECAR_VERSION,
@@ -311,6 +311,18 @@ def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
         "reference": ref,
         "runtime": artifact.runtime,
     })
+
+
+# a format whose files only its backend can read names that backend's reader (imported when used: the
+# basic types stay below the backends, as the layers contract in pyproject.toml requires)
+SPEC_READERS = {"openvino": "optkit.backends.openvino:read_io_specs"}
+
+
+def _backend_spec_reader(fmt: str):
+    import importlib
+
+    module, _, attr = SPEC_READERS[fmt].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
@@ -335,9 +347,7 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
                      "torch.export.save (.pt2) or torch.jit.save")
         elif path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
             artifact = Artifact(path=path.resolve(), format="openvino")
-            from optkit.backends.openvino import read_io_specs
-
-            artifact.inputs, artifact.outputs = read_io_specs(path)
+            artifact.inputs, artifact.outputs = _backend_spec_reader("openvino")(path)
         elif _looks_like_onnx(path):
             artifact = Artifact(path=path.resolve(), format="onnx")
             _read_onnx_specs(artifact)
@@ -354,6 +364,6 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
 
 
 def _read_onnx_specs(artifact: Artifact) -> None:
-    from optkit.core.onnx_io import read_io_specs
+    from optkit.types.onnx_io import read_io_specs
 
     artifact.inputs, artifact.outputs = read_io_specs(artifact.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from optkit.core.errors import MissingDependencyError
+from optkit.types.errors import MissingDependencyError
 
 # import name -> (pip distribution, optkit extra that installs it; None when it is a core dependency)
 KNOWN = {

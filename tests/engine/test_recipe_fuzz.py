@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from optkit.cli.app import app
-from optkit.core.step import STEPS
+from optkit.steps.base import STEPS
 
 # Typer rebuilds the command tree on every invoke (~0.1 s); build it once for 600 runs.
 COMMAND = typer.testing._get_command(app)

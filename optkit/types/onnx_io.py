@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optkit.core.artifact import Artifact, TensorSpec
-from optkit.core.errors import StepError, UsageError
+from optkit.types.artifact import Artifact, TensorSpec
+from optkit.types.errors import StepError, UsageError
 
 _CORRUPT_HINT = "Re-export it (the file may be truncated or not ONNX at all)"
 

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from optkit.core.errors import UsageError
-from optkit.core.recipe import load_recipe, plan
+from optkit.types.errors import UsageError
+from optkit.engine.recipe import load_recipe, plan
 from tests.conftest import invoke, run_cli
 
 

@@ -9,7 +9,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from optkit.core.report import HEADERS, _cells
+from optkit.report.ledger import HEADERS, _cells
 
 W, H = 760, 420
 PAD_L, PAD_R, PAD_T, PAD_B = 70, 30, 50, 55

@@ -19,12 +19,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from optkit.core.artifact import Artifact, TensorSpec, open_artifact, sidecar_path, write_sidecar_text
-from optkit.core.errors import OptkitError, StepError, UsageError, first_line
-from optkit.core.files import Staging, scratch_root, sha256_file
-from optkit.core.recipe import PlannedStep, Recipe, plan, resolve
-from optkit.core.step import StepContext
-from optkit.core.ui import UI
+from optkit.types.artifact import Artifact, TensorSpec, open_artifact, sidecar_path, write_sidecar_text
+from optkit.types.errors import OptkitError, StepError, UsageError, first_line
+from optkit.types.files import Staging, scratch_root, sha256_file
+from optkit.engine.recipe import PlannedStep, Recipe, plan, resolve
+from optkit.steps.base import StepContext
+from optkit.types.ui import UI
 from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
 from optkit.eval.measure import MeasureSettings, measure, outputs_on_data
 from optkit.eval.metrics import fidelity
@@ -96,7 +96,7 @@ def _check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, u
     """Every output path is checked before any work: never the input model's files, the data, the
     recipe, a device, a directory, or a file optkit did not write. Stale temp files a killed run left
     in an output folder are removed."""
-    from optkit.core.files import check_output_path, remove_stale_temp
+    from optkit.types.files import check_output_path, remove_stale_temp
 
     protected = [*source.files(), source.path, sidecar_path(source.path), *source.data.values()]
     if source.reference:
@@ -375,7 +375,7 @@ class _Source:
 
 
 def _reuse(ps: PlannedStep, key: str, chain: _Chain, data: EvalData, ui: UI) -> bool:
-    from optkit.core.cache import lookup_artifact
+    from optkit.engine.cache import lookup_artifact
 
     hit, why = lookup_artifact(ps.output, key)
     reference = _load_reference(hit, data) if hit is not None else None
@@ -395,7 +395,7 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
 
     A ``StepError`` raised here carries ``.result``: the steps finished before it, for the report.
     """
-    from optkit.core import cache
+    from optkit.engine import cache
 
     started = time.perf_counter()
     steps = plan(recipe, base)  # every step and option validated before anything runs
@@ -452,7 +452,7 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
                 source.prepare()
                 profile = _run_measuring(ps, chain, data, settings, ui)
                 if key:
-                    from optkit.core.files import Staging, dumps_json
+                    from optkit.types.files import Staging, dumps_json
 
                     with Staging() as stage:
                         stage.write_text(stored, dumps_json(cache.profile_entry(profile, key)))

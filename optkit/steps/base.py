@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
-from optkit.core.errors import UsageError
+from optkit.types.errors import UsageError
 
 if TYPE_CHECKING:
-    from optkit.core.artifact import Artifact
-    from optkit.core.ui import UI
+    from optkit.types.artifact import Artifact
+    from optkit.types.ui import UI
     from optkit.eval.data import EvalData
     from optkit.eval.measure import MeasureSettings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from optkit.core.files import Staging, sha256_file
+from optkit.types.files import Staging, sha256_file
 
 
 def test_staging_commits_all_files_together(tmp_path):
@@ -56,8 +56,8 @@ def test_sha256(tmp_path):
 # ----------------------------------------------------------------------------- where optkit may write
 
 def test_output_checks_refuse_what_optkit_did_not_write(tmp_path):
-    from optkit.core.errors import UsageError
-    from optkit.core.files import check_output_path
+    from optkit.types.errors import UsageError
+    from optkit.types.files import check_output_path
 
     weights = tmp_path / "model" / "weights.pt"
     weights.parent.mkdir()
@@ -80,8 +80,8 @@ def test_output_checks_refuse_what_optkit_did_not_write(tmp_path):
 
 
 def test_unwritable_folder_is_refused_before_work(tmp_path, monkeypatch):
-    from optkit.core.errors import UsageError
-    from optkit.core.files import check_output_path
+    from optkit.types.errors import UsageError
+    from optkit.types.files import check_output_path
 
     monkeypatch.setattr(os, "access", lambda *a, **k: False)  # as root, chmod cannot make a folder read-only
     with pytest.raises(UsageError, match="not writable"):
@@ -102,7 +102,7 @@ def test_staging_cleanup_never_hides_the_error(tmp_path, monkeypatch):
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
-    from optkit.core.files import remove_stale_temp
+    from optkit.types.files import remove_stale_temp
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -118,8 +118,8 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
 
 
 def test_run_output_dir_refuses_a_users_folder_and_locks(tmp_path):
-    from optkit.core.errors import UsageError
-    from optkit.core.files import RUN_MARKER, run_output_dir
+    from optkit.types.errors import UsageError
+    from optkit.types.files import RUN_MARKER, run_output_dir
 
     users = tmp_path / "users"
     users.mkdir()
@@ -137,7 +137,7 @@ def test_run_output_dir_refuses_a_users_folder_and_locks(tmp_path):
     with run_output_dir(fresh):
         assert (fresh / RUN_MARKER).is_file()
         other = subprocess.run(
-            [sys.executable, "-c", "import sys; from optkit.core.files import run_output_dir\n"
+            [sys.executable, "-c", "import sys; from optkit.types.files import run_output_dir\n"
              f"with run_output_dir({str(fresh)!r}): pass"], capture_output=True, text=True)
         assert other.returncode != 0 and f"pid {os.getpid()}" in other.stderr
     with pytest.raises(UsageError):  # a run that fails before writing anything takes its new folder away again

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from optkit.core.gates import Gate, evaluate
+from optkit.engine.gates import Gate, evaluate
 
 
 def _row(index, step, acc=None, p50=None, size=1_000_000, drift=None, batch=1):

@@ -19,9 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from optkit.core.artifact import Artifact, open_artifact, sidecar_path
-from optkit.core.errors import UsageError
-from optkit.core.files import sha256_file
+from optkit.types.artifact import Artifact, open_artifact, sidecar_path
+from optkit.types.errors import UsageError
+from optkit.types.files import sha256_file
 
 CACHE_VERSION = 1
 

@@ -7,14 +7,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from optkit.core.errors import UsageError
-from optkit.core.report import _ms, _x, human_size, metric_value
+from optkit.types.errors import UsageError
+from optkit.report.ledger import _ms, _x, human_size, metric_value
 
 
 def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, budget_s: float,
                       eval_path: Path | None, ui, metric: str | None = None) -> list[dict[str, Any]]:
     """``metric``: the task metric (``--metric``); reference metrics compare with the first artifact."""
-    from optkit.core.artifact import open_artifact
+    from optkit.types.artifact import open_artifact
     from optkit.eval.data import load_npz
     from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data, usable_threads
     from optkit.eval.metrics import fidelity

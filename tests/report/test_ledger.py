@@ -1,7 +1,7 @@
 """Ledger rows: latency from the run's interleaved pass when given, step-time otherwise; slower int8 flagged."""
 from __future__ import annotations
 
-from optkit.core.report import ledger_markdown, ledger_rows
+from optkit.report.ledger import ledger_markdown, ledger_rows
 
 
 def _rec(step: str, p50: float) -> dict:

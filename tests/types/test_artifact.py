@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optkit.core.artifact import open_artifact, parse_input_shape
-from optkit.core.errors import UsageError
+from optkit.types.artifact import open_artifact, parse_input_shape
+from optkit.types.errors import UsageError
 
 
 def test_parse_input_shape():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from optkit.core.html_report import pareto_front, report_html
-from optkit.core.run_report import build_report, environment, report_markdown, write_outputs
-from tests.core.test_gates import ROWS
+from optkit.report.html import pareto_front, report_html
+from optkit.report.run import build_report, environment, report_markdown, write_outputs
+from tests.engine.test_gates import ROWS
 
 
 def test_pareto_front_keeps_rows_nothing_beats():

@@ -1,0 +1,69 @@
+"""The package's shape: layers that only point down (import-linter), modules that import alone, no
+process-wide side effects (os.chdir)."""
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import optkit
+from tests.conftest import FAST, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["types", "backends", "eval", "steps", "engine", "report", "cli"]  # bottom to top
+
+
+def test_the_layers_contract_holds():
+    """pyproject.toml's [tool.importlinter] layers contract: an upward import anywhere breaks it."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "1 kept, 0 broken" in proc.stdout
+
+
+def test_the_contract_names_every_package_in_order():
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text[text.index("layers = ["):]
+    named = [line.strip().strip('",').removeprefix("optkit.") for line in block.splitlines()[1:len(LAYERS) + 1]]
+    assert named == LAYERS[::-1]
+    packages = sorted(m.name for m in pkgutil.iter_modules(optkit.__path__) if m.ispkg)
+    assert packages == sorted(LAYERS)  # no package outside the layers
+
+
+def test_every_module_imports_alone():
+    """No import cycle that only works in one order: each module in a fresh interpreter."""
+    modules = [m.name for m in pkgutil.walk_packages(optkit.__path__, "optkit.")]
+    code = ("import importlib, subprocess, sys\n"
+            "bad = []\n"
+            "for m in sys.argv[1:]:\n"
+            "    p = subprocess.run([sys.executable, '-c', f'import {m}'], capture_output=True, text=True)\n"
+            "    if p.returncode: bad.append(m + ': ' + p.stderr.strip().splitlines()[-1])\n"
+            "print('\\n'.join(bad))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=600)
+    assert len(modules) > 50 and proc.stdout.strip() == "", proc.stdout
+
+
+def test_no_process_wide_working_directory_changes():
+    hits = [f"{p.relative_to(ROOT)}" for p in (ROOT / "optkit").rglob("*.py") if "os.chdir(" in p.read_text()]
+    assert hits == []
+
+
+@pytest.mark.slow
+def test_transforms_leave_nothing_in_the_working_directory(tiny_onnx, tmp_path):
+    """Every tool gets paths in optkit's scratch folder; none drops a file where the user stands."""
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    out.mkdir()
+    runs = [("simplify", str(tiny_onnx), "-o", str(out / "s.onnx")),
+            ("fuse", str(tiny_onnx), "-o", str(out / "f.onnx")),
+            ("quantize", str(tiny_onnx), "-o", str(out / "q.onnx"), "--mode", "static", "--max-accuracy-drop", "50"),
+            ("compile", str(tiny_onnx), "-o", str(out / "ov.xml"), "--target", "openvino-cpu", "--precision", "int8",
+             "--max-accuracy-drop", "50"),
+            ("debug", str(tiny_onnx), str(out / "q.onnx"), "-o", str(out / "debug.json"))]
+    for args in runs:
+        proc = run_cli(*args, *([] if args[0] == "debug" else ["--no-measure", *FAST]), cwd=cwd)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == []
