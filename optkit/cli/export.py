@@ -6,8 +6,10 @@ from typing import Annotated, Optional
 import typer
 
 from optkit.cli import options as o
+from optkit.cli.from_config import config_options
 
 
+@config_options("export")
 def export(
     model: Annotated[str, typer.Argument(help="Sample-model folder, factory 'file.py:build' or 'pkg.mod:build', TorchScript file or torch.export .pt2.")],
     output: o.Output,
@@ -27,11 +29,12 @@ def export(
     budget_s: o.Budget = 1.0,
     json_out: o.Json = False,
     markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Export a PyTorch model to one self-contained ONNX file, verified in ONNX Runtime, and measure it."""
     from optkit.cli.common import emit_ledger, measure_block, parse_shapes, run_one_step
 
-    options = {"dynamic_batch": dynamic_batch, "exporter": exporter, "atol": atol, "rtol": rtol}
+    options = {**(config_extra or {}), "dynamic_batch": dynamic_batch, "exporter": exporter, "atol": atol, "rtol": rtol}
     if dynamic_axis:
         options["dynamic_axes"] = [] if [a.lower() for a in dynamic_axis] == ["none"] else dynamic_axis
     if opset is not None:

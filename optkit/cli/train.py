@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from optkit.cli import options as o
+from optkit.cli.from_config import config_options
 
 TorchModel = Annotated[str, typer.Argument(help="PyTorch model: sample-model folder (or a pruned one), or factory 'file.py:build'.")]
 OutFolder = Annotated[str, typer.Option("-o", "--output", help="Output model folder.")]
@@ -32,9 +33,10 @@ def _train_options(train_data, val_data, lr, batch_size, weight_decay, augment, 
 
 
 def _run(step: str, model: str, output: Path, options: dict[str, Any], weights, eval_data, measure, batch_sizes,
-         threads, budget_s, json_out, markdown, metric: str | None = None) -> None:
+         threads, budget_s, json_out, markdown, metric: str | None = None, extra: dict | None = None) -> None:
     from optkit.cli.common import emit_ledger, measure_block, run_one_step
 
+    options = {**(extra or {}), **options}  # generated options (from the step's Config) and declared ones
     result, ui = run_one_step(model=model, step=step, options={k: v for k, v in options.items() if v is not None},
                               output=output, weights=weights, eval_data=eval_data, metric=metric,
                               measure=measure_block(batch_sizes, threads, budget_s, measure))
@@ -42,6 +44,7 @@ def _run(step: str, model: str, output: Path, options: dict[str, Any], weights, 
         emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
 
 
+@config_options("prune")
 def prune(
     model: TorchModel, output: OutFolder,
     ratio: Annotated[Optional[float], typer.Option("--ratio", help="Structured: fraction of channels removed per group, in (0, 1).")] = None,
@@ -60,6 +63,7 @@ def prune(
     train_threads: TrainThreads = 0,
     weights: o.Weights = None, eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Remove channels (torch-pruning dependency graph) or zero weights, then optionally fine-tune to recover."""
     options = {"ratio": ratio, "target_macs": target_macs, "importance": importance, "global_pruning": global_pruning,
@@ -67,9 +71,10 @@ def prune(
                "unstructured": unstructured, "sparsity": sparsity, "finetune_epochs": finetune_epochs,
                "max_accuracy_drop": max_accuracy_drop,
                **_train_options(train_data, val_data, lr, batch_size, weight_decay, augment, patience, seed, train_threads)}
-    _run("prune", model, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
+    _run("prune", model, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric, config_extra)
 
 
+@config_options("distill")
 def distill(
     output: OutFolder,
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher: PyTorch folder or factory (its data splits are used by default).")],
@@ -87,6 +92,7 @@ def distill(
     train_threads: TrainThreads = 0,
     weights: o.Weights = None, eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Knowledge distillation: train a smaller student on the teacher's soft targets (and labels)."""
     options = {"student": student, "student_weights": str(student_weights) if student_weights else None,
@@ -97,4 +103,4 @@ def distill(
         from optkit.types.errors import UsageError
 
         raise UsageError("distill needs a student", hint="Pass --student MODEL, --student-width 0.5 or --student-macs 0.25")
-    _run("distill", teacher, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
+    _run("distill", teacher, output, options, weights, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric, config_extra)

@@ -7,14 +7,16 @@ from typing import Annotated, Any, Optional
 import typer
 
 from optkit.cli import options as o
+from optkit.cli.from_config import config_options
 
 InputModel = Annotated[str, typer.Argument(help="An ONNX model (with or without an optkit sidecar).")]
 
 
 def _run(step: str, model: str, output: Path, options: dict[str, Any], eval_data, measure, batch_sizes, threads,
-         budget_s, json_out, markdown, metric: str | None = None) -> None:
+         budget_s, json_out, markdown, metric: str | None = None, extra: dict | None = None) -> None:
     from optkit.cli.common import emit_ledger, measure_block, run_one_step
 
+    options = {**(extra or {}), **options}  # generated options (from the step's Config) and declared ones
     result, ui = run_one_step(model=model, step=step, options={k: v for k, v in options.items() if v is not None},
                               output=output, eval_data=eval_data, metric=metric,
                               measure=measure_block(batch_sizes, threads, budget_s, measure))
@@ -22,18 +24,21 @@ def _run(step: str, model: str, output: Path, options: dict[str, Any], eval_data
         emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
 
 
+@config_options("simplify")
 def simplify(
     model: InputModel, output: o.Output,
     engine: Annotated[str, typer.Option("--engine", help="onnxslim (default) | onnxsim")] = "onnxslim",
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
     eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Constant folding, shape inference and dead-node removal; fails if outputs change beyond tolerance."""
     _run("simplify", model, output, {"engine": engine, "atol": atol, "rtol": rtol}, eval_data, measure,
-         batch_sizes, threads, budget_s, json_out, markdown, metric)
+         batch_sizes, threads, budget_s, json_out, markdown, metric, config_extra)
 
 
+@config_options("fuse")
 def fuse(
     model: InputModel, output: o.Output,
     level: Annotated[str, typer.Option("--level", help="basic (portable) | extended (ORT-only ops) | all (hardware-specific)")] = "basic",
@@ -45,14 +50,16 @@ def fuse(
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
     eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Operator fusion (Conv+BN, transformer Attention/LayerNorm/GELU, ORT graph optimizations), counted."""
     _run("fuse", model, output, {"level": level, "transformer": transformer, "model_type": model_type,
                                  "num_heads": num_heads, "hidden_size": hidden_size, "skip_layer_norm": skip_layer_norm,
                                  "atol": atol, "rtol": rtol},
-         eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
+         eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric, config_extra)
 
 
+@config_options("quantize")
 def quantize(
     model: InputModel, output: o.Output,
     mode: Annotated[str, typer.Option("--mode", help="static | dynamic | fp16 | auto")] = "auto",
@@ -71,6 +78,7 @@ def quantize(
     engine: Annotated[str, typer.Option("--engine", help="ort (ONNX model) | inc (PyTorch model: Neural Compressor PT2E autotune -> QDQ ONNX; pip install 'optkit[inc]')")] = "ort",
     eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """int8 (static QDQ / dynamic) or fp16 quantization with ONNX Runtime, judged on accuracy."""
     _run("quantize", model, output, {
@@ -79,9 +87,10 @@ def quantize(
         "exclude": exclude or [], "keep_io_types": keep_io_types, "max_accuracy_drop": max_accuracy_drop,
         "max_drop": max_drop, "guard_max_trials": guard_max_trials, "engine": engine, "min_cosine": min_cosine,
         "guard_allow_slower": guard_allow_slower,
-    }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
+    }, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric, config_extra)
 
 
+@config_options("compile")
 def compile_cmd(
     model: InputModel, output: o.Output,
     target: Annotated[str, typer.Option("--target", help="ort-cpu | openvino-cpu | tensorrt (GPU) | ort-cuda (GPU)")] = "ort-cpu",
@@ -95,9 +104,10 @@ def compile_cmd(
     atol: o.Atol = 1e-4, rtol: o.Rtol = 1e-3,
     eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Build the artifact a runtime deploys: ONNX Runtime (tuned session), OpenVINO IR, TensorRT engine."""
     _run("compile", model, output, {
         "target": target, "precision": precision, "calib_data": str(calib_data) if calib_data else None,
         "compress_to_fp16": compress_to_fp16, "shapes": shapes, "max_accuracy_drop": max_accuracy_drop, "max_drop": max_drop,
-        "min_cosine": min_cosine, "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric)
+        "min_cosine": min_cosine, "atol": atol, "rtol": rtol}, eval_data, measure, batch_sizes, threads, budget_s, json_out, markdown, metric, config_extra)
