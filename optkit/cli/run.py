@@ -22,13 +22,10 @@ def run(
 ) -> None:
     """Run a recipe: every step measured, gates judged (exit 3 if one fails), reports and manifest in its output_dir."""
     from optkit.cli.common import print_json, render_rows, warn_slower
-    from optkit.engine.run import run_recipe, tool_versions
-    from optkit.types.errors import GateError, StepError
-    from optkit.types.files import run_output_dir
-    from optkit.engine.gates import evaluate
     from optkit.engine.recipe import load_recipe, plan
-    from optkit.report.ledger import ledger_rows, render_profile
-    from optkit.report.run import build_report, environment, write_outputs
+    from optkit.report.ledger import render_profile
+    from optkit.report.run import run_and_report
+    from optkit.types.errors import GateError
     from optkit.types.ui import UI
 
     parsed, base = load_recipe(recipe, overrides=set_)
@@ -41,22 +38,8 @@ def run(
                     "gates": [g.model_dump(exclude_none=True) for g in parsed.gates]})
         return
     ui = UI()
-    error = None
-    out_dir = parsed.output_path(base)
-    with run_output_dir(out_dir, force=force):
-        try:
-            result = run_recipe(parsed, base, ui, use_cache=not no_cache)
-        except StepError as exc:
-            result, error = getattr(exc, "result", None), exc
-            if result is None:
-                raise
-        rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
-        gates = [] if error else [g.to_dict() for g in evaluate(parsed.gates, rows)]
-        report = build_report(recipe_path=recipe.resolve(), rows=rows, profiles=result.profiles, gates=gates,
-                              cached=result.cached, wall_time_s=result.wall_time_s,
-                              env=environment(parsed.seed, tool_versions(all_backends=True)),
-                              error=error.one_line() if error else None)
-        paths = write_outputs(out_dir, report, result.written)
+    done = run_and_report(parsed, base, recipe.resolve(), ui, use_cache=not no_cache, force=force)
+    result, rows, gates, report, out_dir, error = done.result, done.rows, done.gates, done.report, done.out_dir, done.error
     warn_slower(ui, rows)
     if json_out:
         print_json(report)
@@ -69,7 +52,7 @@ def run(
         for gate in gates:
             ui.info(f"{'[green]✓ gate[/]' if gate['passed'] else '[red]✗ GATE FAILED[/]'} {gate['text']}")
         cached = f", {len(result.cached)} of {len(parsed.steps)} steps from the cache" if result.cached else ""
-        ui.info(f"reports: {', '.join(p.name for p in paths)} in {out_dir} ({result.wall_time_s:.1f}s{cached})")
+        ui.info(f"reports: {', '.join(p.name for p in done.paths)} in {out_dir} ({result.wall_time_s:.1f}s{cached})")
     if error:
         raise error
     failed = [g for g in gates if not g["passed"]]

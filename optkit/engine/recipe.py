@@ -22,7 +22,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from optkit.types.errors import UsageError
-from optkit.types.files import resolve_ref as resolve
 from optkit.engine.gates import Gate
 from optkit.steps.base import STEPS, Step, step_class
 

@@ -8,27 +8,28 @@ place together. A failure at any point leaves nothing behind.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from optkit.types.artifact import Artifact, TensorSpec, open_artifact, sidecar_path, write_sidecar_text
-from optkit.types.errors import OptkitError, StepError, UsageError, first_line
+from optkit.types.artifact import Artifact, open_artifact, sidecar_path, write_sidecar_text
+from optkit.types.errors import StepError, UsageError
 from optkit.types.files import Staging, scratch_root, sha256_file
-from optkit.engine.recipe import PlannedStep, Recipe, plan, resolve
+from optkit.engine.recipe import PlannedStep, Recipe, plan
 from optkit.steps.base import StepContext
 from optkit.types.ui import UI
-from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
+from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings, measure, outputs_on_data
 from optkit.eval.metrics import fidelity
-from optkit.eval.task_metric import Metric, resolve_metric
+from optkit.eval.task_metric import resolve_metric
+from optkit.engine.setup import (check_outputs, checked_settings, data_for, guard, import_factory_first, load_reference,
+                                 open_source, probe, settings_of, with_metric)
+from optkit.engine.timing import speed_vs_input, time_ledger
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
 _VERSIONED = ("optkit", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
@@ -67,141 +68,6 @@ class _Chain:
     reference: dict[str, np.ndarray] | None = None  # the original model's outputs
 
 
-def _settings(recipe: Recipe) -> MeasureSettings:
-    m = recipe.measure
-    return MeasureSettings(batch_sizes=tuple(m.batch_sizes), threads=m.threads, budget_s=m.budget_s, enabled=m.enabled)
-
-
-def _open_source(recipe: Recipe, base: Path) -> Artifact:
-    weights = resolve(base, recipe.weights)
-    artifact = open_artifact(resolve(base, recipe.model), weights=Path(weights) if weights else None)
-    if recipe.eval_data:
-        artifact.data["eval"] = Path(resolve(base, recipe.eval_data)).resolve()
-    if recipe.input_shapes:
-        known = {i.name: i for i in artifact.inputs}
-        if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
-            raise UsageError(f"--input-shape names {', '.join(sorted(set(recipe.input_shapes) - set(known)))}, "
-                             f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
-        artifact.inputs = [TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
-                           for name, shape in recipe.input_shapes.items()]
-    if not artifact.inputs and artifact.data.get("eval"):
-        artifact.inputs = specs_from_data(artifact.data["eval"])
-    if not artifact.inputs:
-        raise UsageError(f"cannot tell the input shape of {artifact.path.name}",
-                         hint="Pass --input-shape NAME:1x1x32x32 or --eval-data FILE.npz")
-    return artifact
-
-
-def _check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui: UI) -> None:
-    """Every output path is checked before any work: never the input model's files, the data, the
-    recipe, a device, a directory, or a file optkit did not write. Stale temp files a killed run left
-    in an output folder are removed."""
-    from optkit.types.files import check_output_path, remove_stale_temp
-
-    protected = [*source.files(), source.path, sidecar_path(source.path), *source.data.values()]
-    if source.reference:
-        protected.append(Path(source.reference["path"]))
-    if recipe._origin:
-        protected.append(Path(recipe._origin))
-    protected_dirs = [source.path] if source.path.is_dir() else []
-    for ps in steps:
-        if ps.output is None:
-            continue
-        fmt, _ = ps.step.output_format(ps.config)
-        check_output_path(ps.output, protected=protected, protected_dirs=protected_dirs,
-                          folder_output=fmt == "torch", what=f"{ps.step.name} output")
-        if fmt == "openvino":  # the IR's weights file beside it is written too
-            check_output_path(ps.output.with_suffix(".bin"), protected=protected, protected_dirs=protected_dirs,
-                              what=f"{ps.step.name} weights", owned=lambda _p, xml=ps.output: sidecar_path(xml).is_file())
-        for stale in remove_stale_temp(ps.output.parent):
-            ui.warn(f"removed {stale.name}, left in {stale.parent} by an optkit process that was killed")
-
-
-def _checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artifact, ui: UI) -> MeasureSettings:
-    """Threads beyond the CPU count are clamped (with a warning); batches that cannot fit in memory are refused."""
-    import dataclasses
-
-    from optkit.eval.data import check_fits_memory, sample_bytes
-    from optkit.eval.measure import usable_threads
-
-    settings = dataclasses.replace(settings, threads=usable_threads(settings.threads, ui.warn))
-    if settings.enabled:
-        per_sample = sum(v[:1].nbytes for v in data.inputs.values()) or sample_bytes(artifact.inputs)
-        biggest = max(*settings.batch_sizes, settings.eval_batch_size)
-        check_fits_memory(per_sample * biggest, f"a batch of {biggest} samples")
-    return settings
-
-
-def _import_factory(artifact: Artifact) -> None:
-    if artifact.source.get("kind") == "factory":
-        from optkit.backends.torch import import_factory
-
-        import_factory(artifact.source["factory"])  # an import error is the first thing to report
-
-
-def _with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Artifact, data: EvalData) -> MeasureSettings:
-    """The run's task metric: the one asked for (checked: it needs labels the data may lack), else the default."""
-    import dataclasses
-
-    from optkit.eval.task_metric import default_metric
-
-    if metric is not None and metric.needs_labels and data.labels is None:
-        raise UsageError(f"--metric {metric.spec} needs labels, but {data.describe()} has none",
-                         hint="Add 'labels' to the evaluation .npz, or pick a reference metric (cosine, max_abs, "
-                              "ctc_string_match, mask_iou) or a plugin")
-    return dataclasses.replace(settings, metric=metric or default_metric(artifact.task, data.labels))
-
-
-def _data_for(artifact: Artifact, ui: UI) -> EvalData:
-    path = artifact.data.get("eval")
-    if path is None:
-        ui.warn("no evaluation data: numeric checks use seeded random inputs and accuracy is not measured "
-                "(pass --eval-data FILE.npz)")
-        return synthetic(artifact.inputs)
-    return load_npz(path, artifact.inputs)
-
-
-@contextlib.contextmanager
-def _guard(what: str) -> Iterator[None]:
-    """A library failing inside a step or a measurement is a failed step (exit 1), not a crash."""
-    try:
-        yield
-    except OptkitError:
-        raise
-    except Exception as exc:
-        if os.environ.get("OPTKIT_DEBUG"):
-            raise
-        raise StepError(f"{what} failed: {first_line(exc, 300)}",
-                        hint="Re-run with OPTKIT_DEBUG=1 for the traceback") from exc
-
-
-def _probe(artifact: Artifact, data: EvalData) -> None:
-    """Run one batch before anything else, so a shape the model cannot take is reported as such."""
-    from optkit.backends import open_runner
-    from optkit.eval.measure import static_batch
-
-    feed = data.batch(static_batch(artifact) or 1)
-    with open_runner(artifact, threads=1) as runner:
-        try:
-            runner.infer(feed)
-        except Exception as exc:
-            shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feed.items())
-            text = str(exc).strip().splitlines()
-            raise UsageError(f"input shape {shapes} does not fit {artifact.path.name} "
-                             f"({type(exc).__name__}: {text[-1][:200] if text else ''})",
-                             hint="Pass the right --input-shape NAME:DIMS, or evaluation data of the right shape") from exc
-
-
-def _load_reference(artifact: Artifact, data: EvalData) -> dict[str, np.ndarray] | None:
-    ref = artifact.reference
-    if not ref or data.sha256 != ref.get("eval_sha256") or not Path(ref["path"]).is_file():
-        return None
-    if sha256_file(Path(ref["path"])) != ref.get("sha256"):
-        return None
-    with np.load(ref["path"], allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
 def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details: dict,
             parent: Artifact | None, metrics: dict, wall: float, notes: list[str]) -> dict[str, Any]:
     return {
@@ -220,7 +86,7 @@ def _measured(artifact: Artifact, data: EvalData, settings: MeasureSettings, cha
               parent_outputs: dict | None, ui: UI, original: bool = False) -> tuple[dict, dict | None, list[str]]:
     if not settings.enabled:
         return {}, None, []
-    with ui.status(f"measuring {artifact.format} on {data.describe()}"), _guard(f"measuring {artifact.path.name}"):
+    with ui.status(f"measuring {artifact.format} on {data.describe()}"), guard(f"measuring {artifact.path.name}"):
         m = measure(artifact, data, settings, reference=chain.reference, self_reference=original)
     metrics = m.metrics()
     metrics["fidelity"] = fidelity(m.outputs, chain.reference) if chain.reference is not None else None
@@ -268,7 +134,7 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         ctx = StepContext(ui=ui, data=data, settings=settings, out_tmp=out_tmp, out_final=final,
                           parent_outputs=parent_outputs, base=base,
                           companion=lambda suffix: stage.path_for(final.with_suffix(suffix), like=out_tmp))
-        with _guard(f"step '{ps.step.name}'"), scratch_root(final.parent):
+        with guard(f"step '{ps.step.name}'"), scratch_root(final.parent):
             result = ps.step.run(ctx, parent, ps.config)
         new = result.artifact
         new.lineage, new.task = parent.chain(), parent.task
@@ -276,7 +142,7 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
         if settings.enabled:
             parent_outputs()
         elif ps.step.for_speed:  # not measured: still never slower than its input without a word
-            _speed_vs_input(ps.step.name, parent, new, data, settings, ui, result.details)
+            speed_vs_input(ps.step.name, parent, new, data, settings, ui, result.details)
         metrics, outputs, notes = _measured(new, data, settings, chain, chain.outputs, ui)
         for key in ("macs", "params"):  # a step that changes the architecture says so; others keep the parent's
             value = result.details.get(key, (parent.record or {}).get("metrics", {}).get(key))
@@ -307,23 +173,8 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
     ui.info(f"[green]✓[/] {ps.step.name}: wrote {final} ({step_time:.1f}s)")
 
 
-def _speed_vs_input(step: str, parent: Artifact, new: Artifact, data: EvalData, settings: MeasureSettings, ui: UI,
-                    details: dict) -> None:
-    """Batch-1 p50 of a speed step's output and its input, timed side by side (for runs that measure nothing
-    else); recorded in the step's details and warned about when the output is slower."""
-    from optkit.eval.measure import quick_p50s
-
-    with ui.status(f"{step}: timing the output against its input interleaved"), _guard(f"timing {step}'s output"):
-        before, after = quick_p50s([parent, new], data, settings)
-    details["speed_vs_input"] = {"input_p50_ms": before, "p50_ms": after, "speedup": before / after,
-                                 "timing": "interleaved, batch 1"}
-    if after >= before:
-        ui.warn(f"{step} output is SLOWER than its input: {after:.3f} vs {before:.3f} ms at batch 1 "
-                f"({before / after:.2f}x, timed side by side)")
-
-
 def _run_measuring(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> dict:
-    with ui.status(f"{ps.step.name}: measuring {chain.artifact.path.name}"), _guard(f"step '{ps.step.name}'"):
+    with ui.status(f"{ps.step.name}: measuring {chain.artifact.path.name}"), guard(f"step '{ps.step.name}'"):
         result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
     profile = result.profile
     outputs = result.details.get("outputs")
@@ -367,8 +218,8 @@ class _Source:
             return
         self.done = True
         chain, art = self.chain, self.source
-        _probe(art, self.data)
-        chain.reference = _load_reference(art, self.data)
+        probe(art, self.data)
+        chain.reference = load_reference(art, self.data)
         if self.producing and self.settings.enabled and art.record is None:
             self.ui.info(f"measuring the original model {art.path.name}")
             _measure_original(chain, self.data, self.settings, self.ui)
@@ -378,7 +229,7 @@ def _reuse(ps: PlannedStep, key: str, chain: _Chain, data: EvalData, ui: UI) -> 
     from optkit.engine.cache import lookup_artifact
 
     hit, why = lookup_artifact(ps.output, key)
-    reference = _load_reference(hit, data) if hit is not None else None
+    reference = load_reference(hit, data) if hit is not None else None
     if hit is not None and hit.reference and reference is None:  # verified (sha256) as it is loaded
         hit, why = None, "the reference outputs beside it are missing or changed"
     if hit is None:
@@ -391,18 +242,26 @@ def _reuse(ps: PlannedStep, key: str, chain: _Chain, data: EvalData, ui: UI) -> 
 
 
 def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -> RunResult:
+    """Run the recipe's steps (what a command does); a failed step raises its ``StepError``."""
+    result, error = collect_run(recipe, base, ui, use_cache=use_cache)
+    if error is not None:
+        raise error
+    return result
+
+
+def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -> tuple[RunResult, StepError | None]:
     """Run the recipe's steps; with ``use_cache`` (``optkit run``) a step whose inputs did not change is reused.
 
-    A ``StepError`` raised here carries ``.result``: the steps finished before it, for the report.
-    """
+    A failed step ends the run and comes back beside what was finished before it (for the report), not raised;
+    a bad recipe or input is raised before anything runs."""
     from optkit.engine import cache
 
     started = time.perf_counter()
     steps = plan(recipe, base)  # every step and option validated before anything runs
-    settings = _settings(recipe)
-    chain = _Chain(artifact=_open_source(recipe, base))
-    _check_outputs(recipe, steps, chain.artifact, ui)
-    _import_factory(chain.artifact)
+    settings = settings_of(recipe)
+    chain = _Chain(artifact=open_source(recipe, base))
+    check_outputs(recipe, steps, chain.artifact, ui)
+    import_factory_first(chain.artifact)
     fmt = chain.artifact.format
     for ps in steps:
         if fmt not in ps.step.input_formats(ps.config):
@@ -412,8 +271,8 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     for ps in steps:
         ps.step.precheck(ps.config, chain.artifact, base)
     metric = resolve_metric(recipe.metric, base)  # a bad --metric is reported before the data is read
-    data = _data_for(chain.artifact, ui)
-    settings = _with_metric(_checked_settings(settings, data, chain.artifact, ui), metric, chain.artifact, data)
+    data = data_for(chain.artifact, ui)
+    settings = with_metric(checked_settings(settings, data, chain.artifact, ui), metric, chain.artifact, data)
     source = _Source(chain, data, settings, any(ps.output is not None for ps in steps), ui)
     settings_facts = {**recipe.measure.model_dump(mode="json"), "eval_batch_size": settings.eval_batch_size}
     if recipe.metric is not None:  # what every accuracy budget judged on (a plugin by its source's digest)
@@ -461,56 +320,13 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
                 result.written.append(stored)
             result.profiles.append(profile)
         if result.final is not None and settings.enabled:
-            result.ledger_latency = _time_ledger(result.final, known, data, settings, ui)
+            result.ledger_latency = time_ledger(result.final, known, data, settings, ui)
     except StepError as exc:
         result.final = chain.artifact if chain.artifact.record else result.final
         result.wall_time_s = time.perf_counter() - started
-        exc.result = result  # type: ignore[attr-defined]
-        raise
+        return result, exc
     result.wall_time_s = time.perf_counter() - started
-    return result
-
-
-def _reopen(record: dict[str, Any]) -> Artifact | None:
-    """An ancestor's artifact from its ledger row, only if its files still hold the bytes the row describes."""
-    try:
-        path = Path(record["artifact"])
-        if record["format"] == "torch":
-            art = Artifact(path=path, format="torch", source=dict(record.get("details", {}).get("source") or {}),
-                           inputs=[TensorSpec.from_dict(t) for t in record.get("inputs", [])],
-                           outputs=[TensorSpec.from_dict(t) for t in record.get("outputs", [])])
-            if not art.source.get("kind"):
-                return None
-        elif path.exists():
-            art = open_artifact(path)
-        else:
-            return None
-        return art if art.digest() == record["sha256"] else None
-    except (OptkitError, OSError, KeyError, TypeError, ValueError):
-        return None
-
-
-def _time_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings,
-                 ui: UI) -> list[list[dict[str, Any]] | None]:
-    """Every row of the final ledger timed again, together, in one interleaved round-robin pass: speedups
-    between rows then compare latencies taken in the same seconds, true on a busy machine too."""
-    from optkit.eval.measure import measure_side_by_side
-
-    chain = final.chain()
-    arts = [known.get(rec["sha256"]) or _reopen(rec) for rec in chain]
-    present = [i for i, a in enumerate(arts) if a is not None]
-    if len(present) < 2:
-        return [None] * len(chain)
-    missing = [chain[i]["step"] for i, a in enumerate(arts) if a is None]
-    if missing:
-        ui.warn(f"not timed with the others (file moved or changed since): {', '.join(missing)}; "
-                "their latency is the one measured when they were built")
-    with ui.status(f"timing the ledger's {len(present)} artifacts interleaved"), _guard("timing the ledger"):
-        latency = measure_side_by_side([arts[i] for i in present], data, settings)
-    out: list[list[dict[str, Any]] | None] = [None] * len(chain)
-    for i, lat in zip(present, latency):
-        out[i] = lat
-    return out
+    return result, None
 
 
 def _files_of(artifact: Artifact) -> list[Path]:

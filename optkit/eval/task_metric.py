@@ -201,7 +201,6 @@ def _builtin(name: str, arg: str | None, spec: str) -> Metric:
 
 def _plugin(path: Path, attr: str, spec: str) -> Metric:
     import importlib.util
-    import sys
 
     if not path.is_file():
         raise UsageError(f"--metric {spec}: {path} does not exist", hint="Give FILE.py:FUNCTION, or a built-in: "

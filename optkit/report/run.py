@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,37 @@ def write_outputs(out_dir: Path, report: dict, written: list[Path] = ()) -> list
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(md + "\n")
     return [out_dir / name for name in REPORT_FILES]
+
+
+@dataclass
+class RecipeOutcome:
+    """A recipe run with its verdicts: what ``optkit run`` prints, every file already written."""
+
+    result: Any                 # engine.run.RunResult
+    rows: list[dict]            # the ledger
+    gates: list[dict]           # judged gates (none when a step failed)
+    report: dict                # report.json's content
+    paths: list[Path]           # reports and manifest written
+    out_dir: Path
+    error: Any = None           # the failed step's StepError, or None
+
+
+def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool, force: bool) -> RecipeOutcome:
+    """Run a recipe, judge its gates on the ledger and write report.json/md/html and the manifest into its
+    output_dir, also when a step failed (the report says which); the caller only prints and exits."""
+    from optkit.engine.gates import evaluate
+    from optkit.engine.run import collect_run, tool_versions
+    from optkit.report.ledger import ledger_rows
+    from optkit.types.files import run_output_dir
+
+    out_dir = recipe.output_path(base)
+    with run_output_dir(out_dir, force=force):
+        result, error = collect_run(recipe, base, ui, use_cache=use_cache)
+        rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
+        gates = [] if error else [g.to_dict() for g in evaluate(recipe.gates, rows)]
+        report = build_report(recipe_path=recipe_path, rows=rows, profiles=result.profiles, gates=gates,
+                              cached=result.cached, wall_time_s=result.wall_time_s,
+                              env=environment(recipe.seed, tool_versions(all_backends=True)),
+                              error=error.one_line() if error else None)
+        paths = write_outputs(out_dir, report, result.written)
+    return RecipeOutcome(result, rows, gates, report, paths, out_dir, error)

@@ -150,7 +150,8 @@ class CompileStep(Step):
                     if value is not None:
                         ctx.ui.warn(f"{flag} is ignored: the input is already quantized (QDQ), so nothing is calibrated")
             else:
-                from optkit.steps.quantize import QuantizeConfig, calibration_data
+                from optkit.steps._quantize_modes import calibration_data
+                from optkit.steps.quantize import QuantizeConfig
 
                 calib, source = calibration_data(ctx, artifact, QuantizeConfig(calib_data=config.calib_data))
                 feeds = [calib.batch(1, i) for i in range(min(config.calib_samples, len(calib)))]

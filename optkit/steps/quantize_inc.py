@@ -130,7 +130,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
     from optkit.backends.torch import load_module
     from optkit.types.ui import quiet_libraries
     from optkit.eval.measure import outputs_on_data
-    from optkit.steps.quantize import calibration_data
+    from optkit.steps._quantize_modes import calibration_data
 
     calib, calib_source = calibration_data(ctx, artifact, config)
     metric = ctx.settings.metric

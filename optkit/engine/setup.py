@@ -1,0 +1,155 @@
+"""Before any step runs: the source model opened, every output path checked, the data read, the
+measurement settings and the task metric fixed, the model probed at the data's shape."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from optkit.engine.recipe import PlannedStep, Recipe
+from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
+from optkit.eval.measure import MeasureSettings
+from optkit.eval.task_metric import Metric
+from optkit.types.artifact import Artifact, TensorSpec, open_artifact, sidecar_path
+from optkit.types.errors import OptkitError, StepError, UsageError, first_line
+from optkit.types.files import resolve_ref as resolve
+from optkit.types.files import sha256_file
+from optkit.types.ui import UI
+
+
+def settings_of(recipe: Recipe) -> MeasureSettings:
+    m = recipe.measure
+    return MeasureSettings(batch_sizes=tuple(m.batch_sizes), threads=m.threads, budget_s=m.budget_s, enabled=m.enabled)
+
+
+def open_source(recipe: Recipe, base: Path) -> Artifact:
+    weights = resolve(base, recipe.weights)
+    artifact = open_artifact(resolve(base, recipe.model), weights=Path(weights) if weights else None)
+    if recipe.eval_data:
+        artifact.data["eval"] = Path(resolve(base, recipe.eval_data)).resolve()
+    if recipe.input_shapes:
+        known = {i.name: i for i in artifact.inputs}
+        if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
+            raise UsageError(f"--input-shape names {', '.join(sorted(set(recipe.input_shapes) - set(known)))}, "
+                             f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
+        artifact.inputs = [TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
+                           for name, shape in recipe.input_shapes.items()]
+    if not artifact.inputs and artifact.data.get("eval"):
+        artifact.inputs = specs_from_data(artifact.data["eval"])
+    if not artifact.inputs:
+        raise UsageError(f"cannot tell the input shape of {artifact.path.name}",
+                         hint="Pass --input-shape NAME:1x1x32x32 or --eval-data FILE.npz")
+    return artifact
+
+
+def check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui: UI) -> None:
+    """Every output path is checked before any work: never the input model's files, the data, the
+    recipe, a device, a directory, or a file optkit did not write. Stale temp files a killed run left
+    in an output folder are removed."""
+    from optkit.types.files import check_output_path, remove_stale_temp
+
+    protected = [*source.files(), source.path, sidecar_path(source.path), *source.data.values()]
+    if source.reference:
+        protected.append(Path(source.reference["path"]))
+    if recipe._origin:
+        protected.append(Path(recipe._origin))
+    protected_dirs = [source.path] if source.path.is_dir() else []
+    for ps in steps:
+        if ps.output is None:
+            continue
+        fmt, _ = ps.step.output_format(ps.config)
+        check_output_path(ps.output, protected=protected, protected_dirs=protected_dirs,
+                          folder_output=fmt == "torch", what=f"{ps.step.name} output")
+        if fmt == "openvino":  # the IR's weights file beside it is written too
+            check_output_path(ps.output.with_suffix(".bin"), protected=protected, protected_dirs=protected_dirs,
+                              what=f"{ps.step.name} weights", owned=lambda _p, xml=ps.output: sidecar_path(xml).is_file())
+        for stale in remove_stale_temp(ps.output.parent):
+            ui.warn(f"removed {stale.name}, left in {stale.parent} by an optkit process that was killed")
+
+
+def checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artifact, ui: UI) -> MeasureSettings:
+    """Threads beyond the CPU count are clamped (with a warning); batches that cannot fit in memory are refused."""
+    import dataclasses
+
+    from optkit.eval.data import check_fits_memory, sample_bytes
+    from optkit.eval.measure import usable_threads
+
+    settings = dataclasses.replace(settings, threads=usable_threads(settings.threads, ui.warn))
+    if settings.enabled:
+        per_sample = sum(v[:1].nbytes for v in data.inputs.values()) or sample_bytes(artifact.inputs)
+        biggest = max(*settings.batch_sizes, settings.eval_batch_size)
+        check_fits_memory(per_sample * biggest, f"a batch of {biggest} samples")
+    return settings
+
+
+def import_factory_first(artifact: Artifact) -> None:
+    if artifact.source.get("kind") == "factory":
+        from optkit.backends.torch import import_factory
+
+        import_factory(artifact.source["factory"])  # an import error is the first thing to report
+
+
+def with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Artifact, data: EvalData) -> MeasureSettings:
+    """The run's task metric: the one asked for (checked: it needs labels the data may lack), else the default."""
+    import dataclasses
+
+    from optkit.eval.task_metric import default_metric
+
+    if metric is not None and metric.needs_labels and data.labels is None:
+        raise UsageError(f"--metric {metric.spec} needs labels, but {data.describe()} has none",
+                         hint="Add 'labels' to the evaluation .npz, or pick a reference metric (cosine, max_abs, "
+                              "ctc_string_match, mask_iou) or a plugin")
+    return dataclasses.replace(settings, metric=metric or default_metric(artifact.task, data.labels))
+
+
+def data_for(artifact: Artifact, ui: UI) -> EvalData:
+    path = artifact.data.get("eval")
+    if path is None:
+        ui.warn("no evaluation data: numeric checks use seeded random inputs and accuracy is not measured "
+                "(pass --eval-data FILE.npz)")
+        return synthetic(artifact.inputs)
+    return load_npz(path, artifact.inputs)
+
+
+@contextlib.contextmanager
+def guard(what: str) -> Iterator[None]:
+    """A library failing inside a step or a measurement is a failed step (exit 1), not a crash."""
+    try:
+        yield
+    except OptkitError:
+        raise
+    except Exception as exc:
+        if os.environ.get("OPTKIT_DEBUG"):
+            raise
+        raise StepError(f"{what} failed: {first_line(exc, 300)}",
+                        hint="Re-run with OPTKIT_DEBUG=1 for the traceback") from exc
+
+
+def probe(artifact: Artifact, data: EvalData) -> None:
+    """Run one batch before anything else, so a shape the model cannot take is reported as such."""
+    from optkit.backends import open_runner
+    from optkit.eval.measure import static_batch
+
+    feed = data.batch(static_batch(artifact) or 1)
+    with open_runner(artifact, threads=1) as runner:
+        try:
+            runner.infer(feed)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feed.items())
+            text = str(exc).strip().splitlines()
+            raise UsageError(f"input shape {shapes} does not fit {artifact.path.name} "
+                             f"({type(exc).__name__}: {text[-1][:200] if text else ''})",
+                             hint="Pass the right --input-shape NAME:DIMS, or evaluation data of the right shape") from exc
+
+
+def load_reference(artifact: Artifact, data: EvalData) -> dict[str, np.ndarray] | None:
+    ref = artifact.reference
+    if not ref or data.sha256 != ref.get("eval_sha256") or not Path(ref["path"]).is_file():
+        return None
+    if sha256_file(Path(ref["path"])) != ref.get("sha256"):
+        return None
+    with np.load(ref["path"], allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
