@@ -84,3 +84,14 @@ def preprocess_for_quantization(src: Path, dst: Path, details: dict) -> Path:
     except Exception as exc:  # pre-processing is an optimisation; quantization works without it
         details["preprocess"] = f"skipped: {type(exc).__name__}: {str(exc)[:160]}"
         return src
+
+
+def ort_offline(src: Path, dst: Path, level: str, threads: int) -> None:
+    """ONNX Runtime's offline graph optimization at ``level`` (basic | extended | all), written to ``dst``."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    so = session_options(threads, graph_optimization_level=levels[level], optimized_model_filepath=str(dst))
+    ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])

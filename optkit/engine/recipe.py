@@ -68,6 +68,7 @@ class Recipe(BaseModel):
     _origin: str | None = PrivateAttr(None)      # the recipe file, for error messages
     _text: str | None = PrivateAttr(None)        # its text, for line and column of errors
     _raw_steps: list | None = PrivateAttr(None)  # the steps as written (names for messages)
+    _planned: tuple | None = PrivateAttr(None)   # (what was planned, the plan): planned once per run
 
     def output_path(self, base: Path) -> Path:
         """The run's output directory (relative to the recipe's folder unless absolute)."""
@@ -239,7 +240,11 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> tuple[Recipe,
 
 
 def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
-    """Resolve every step class and validate its options before anything runs."""
+    """Resolve every step class and validate its options before anything runs (once per recipe and folder:
+    loading a recipe plans it, and the engine reuses that plan while the recipe is unchanged)."""
+    key = (str(base), recipe.model_dump_json())
+    if recipe._planned is not None and recipe._planned[0] == key:
+        return recipe._planned[1]
     planned = []
     origin, text, raw_steps = recipe._origin, recipe._text, recipe._raw_steps
     for i, entry in enumerate(recipe.steps):
@@ -267,6 +272,7 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
                              f"({earlier.step.name}) writes too", hint="Give each step its own output path")
         planned.append(PlannedStep(i, cls(), config, output))
     _check_gates(recipe, planned)
+    recipe._planned = (key, planned)
     return planned
 
 

@@ -98,15 +98,18 @@ def _stride(batches: int, most: int = 4) -> int:
     return max(d for d in range(1, min(most, batches) + 1) if batches % d == 0)
 
 
-def calibration_data(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> tuple[EvalData, str]:
+def calibration_data(ctx: StepContext, artifact: Artifact, calib_data: str | None = None,
+                     calib_from_eval: bool = False) -> tuple[EvalData, str]:
+    """The split to calibrate on: ``calib_data`` (relative to the recipe), else the model's calibration split,
+    else - only when asked - the evaluation split (said so: figures are optimistic)."""
     from optkit.eval.data import load_npz
 
-    if config.calib_data:
-        path = ctx.base / config.calib_data  # an absolute calib_data stays as it is
+    if calib_data:
+        path = ctx.base / calib_data  # an absolute calib_data stays as it is
         return load_npz(path, artifact.inputs), f"calib data {path.name}"
     if artifact.data.get("calib"):
         return load_npz(artifact.data["calib"], artifact.inputs), "the model's calibration split"
-    if config.calib_from_eval and not ctx.data.synthetic:
+    if calib_from_eval and not ctx.data.synthetic:
         ctx.ui.warn("calibrating on the EVALUATION split (asked with calib_from_eval): accuracy figures are optimistic")
         return ctx.data, "the EVALUATION split (no calibration data; accuracy is optimistic)"
     raise UsageError(f"static quantization needs calibration data, and {artifact.path.name} records no calibration split",

@@ -298,3 +298,10 @@ def write_folder(module, like: Artifact, out_dir: Path, final_dir: Path, structu
     artifact = open_artifact(out_dir)
     artifact.data = dict(data or like.data)
     return artifact
+
+
+def example_inputs(artifact, data) -> tuple:
+    """One sample of ``data`` as the torch tensors the model's forward takes, in input order."""
+    torch = torch_module()
+    feed = data.batch(1)
+    return tuple(torch.from_numpy(feed[i.name]) for i in artifact.inputs)

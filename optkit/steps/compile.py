@@ -126,7 +126,7 @@ class CompileStep(Step):
 
     def _ort_cpu(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
         from optkit.eval.measure import quick_p50s
-        from optkit.steps.fuse import ort_offline
+        from optkit.backends.onnxruntime import ort_offline
 
         candidates = [Artifact(path=artifact.path, format="onnx", inputs=artifact.inputs, outputs=artifact.outputs,
                                runtime={"session": settings}) for settings in ORT_GRID]
@@ -151,9 +151,8 @@ class CompileStep(Step):
                         ctx.ui.warn(f"{flag} is ignored: the input is already quantized (QDQ), so nothing is calibrated")
             else:
                 from optkit.steps._quantize_modes import calibration_data
-                from optkit.steps.quantize import QuantizeConfig
 
-                calib, source = calibration_data(ctx, artifact, QuantizeConfig(calib_data=config.calib_data))
+                calib, source = calibration_data(ctx, artifact, config.calib_data)
                 feeds = [calib.batch(1, i) for i in range(min(config.calib_samples, len(calib)))]
                 quantize_with = (feeds, len(feeds))
                 if config.max_drop is not None:

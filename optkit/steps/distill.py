@@ -258,11 +258,10 @@ class DistillStep(Step):
 
     def run(self, ctx: StepContext, artifact: Artifact, config: DistillConfig) -> StepResult:
         from optkit.backends.torch import load_module, structure_of
-        from optkit.steps.prune import _example
 
         teacher_art, student_art = roles(artifact, config, ctx.base)
         teacher = load_module(teacher_art).eval()
-        example = _example(artifact, ctx.data)
+        example = tr.example_inputs(artifact, ctx.data)
 
         def count(m) -> int | None:
             return tr.macs_of(m, artifact, ctx.data)

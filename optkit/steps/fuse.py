@@ -116,18 +116,6 @@ def _upgrade_for_fusion(model, ctx: StepContext, details: dict) -> tuple[object,
     return upgraded, True
 
 
-def ort_offline(src: Path, dst: Path, level: str, threads: int) -> None:
-    import onnxruntime as ort
-
-    from optkit.backends.onnxruntime import session_options
-
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    so = session_options(threads, graph_optimization_level=levels[level], optimized_model_filepath=str(dst))
-    ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
-
-
 class FuseStep(Step):
     name = "fuse"
     summary = "operator fusion: transformer fusions + ONNX Runtime offline graph optimizations"
@@ -137,9 +125,10 @@ class FuseStep(Step):
     Config = FuseConfig
 
     def run(self, ctx: StepContext, artifact: Artifact, config: FuseConfig) -> StepResult:
+        from optkit.backends.onnxruntime import ort_offline
         from optkit.types import onnx_io
-        from optkit.types.ui import quiet_libraries
         from optkit.types.files import scratch_dir
+        from optkit.types.ui import quiet_libraries
 
         model = onnx_io.load_model(artifact.path)
         before = op_counts(model)

@@ -67,12 +67,6 @@ class PruneConfig(tr.TrainOptions):
 
 # ----------------------------------------------------------------------------- structure helpers
 
-def _example(artifact: Artifact, data) -> tuple:
-    torch = tr.torch_module()
-    feed = data.batch(1)
-    return tuple(torch.from_numpy(feed[i.name]) for i in artifact.inputs)
-
-
 def output_layers(module, example: tuple) -> list:
     """Conv/Linear modules whose output *is* a model output (pruning them would change the output shape)."""
     torch = tr.torch_module()
@@ -249,7 +243,7 @@ class PruneStep(Step):
         require("torch_pruning", "structured pruning")
         module = load_module(artifact)
         names = [i.name for i in artifact.inputs]
-        example = _example(artifact, ctx.data)
+        example = tr.example_inputs(artifact, ctx.data)
 
         def count(m) -> int:
             return tr.macs_of(m, artifact, ctx.data) or 0

@@ -115,7 +115,7 @@ class QuantizeStep(Step):
             ctx.ui.warn("--max-drop is ignored by --mode fp16 (no nodes to keep in float); --max-accuracy-drop still judges it")
         calib = calib_source = None
         if "static" in modes:
-            calib, calib_source = calibration_data(ctx, artifact, config)
+            calib, calib_source = calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
         parent_out = ctx.parent_outputs()
         candidates = []
         with quiet_libraries(), scratch_dir() as scratch:

@@ -132,7 +132,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
     from optkit.eval.measure import outputs_on_data
     from optkit.steps._quantize_modes import calibration_data
 
-    calib, calib_source = calibration_data(ctx, artifact, config)
+    calib, calib_source = calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
     metric = ctx.settings.metric
     if metric is None:
         raise UsageError("--engine inc tunes on a task metric, and there is none (no labels, no --metric)",
