@@ -68,6 +68,19 @@ class _Chain:
     reference: dict[str, np.ndarray] | None = None  # the original model's outputs
 
 
+@dataclass
+class EngineRun:
+    """What every part of one run shares: the recipe and its folder, the ui, the evaluation data, the
+    measurement settings (task metric included) and the chain being built."""
+
+    recipe: Recipe
+    base: Path
+    ui: UI
+    data: EvalData
+    settings: MeasureSettings
+    chain: _Chain
+
+
 def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details: dict,
             parent: Artifact | None, metrics: dict, wall: float, notes: list[str]) -> dict[str, Any]:
     return {
@@ -82,8 +95,9 @@ def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details
     }
 
 
-def _measured(artifact: Artifact, data: EvalData, settings: MeasureSettings, chain: _Chain,
-              parent_outputs: dict | None, ui: UI, original: bool = False) -> tuple[dict, dict | None, list[str]]:
+def _measured(run: EngineRun, artifact: Artifact, parent_outputs: dict | None,
+              original: bool = False) -> tuple[dict, dict | None, list[str]]:
+    data, settings, chain, ui = run.data, run.settings, run.chain, run.ui
     if not settings.enabled:
         return {}, None, []
     with ui.status(f"measuring {artifact.format} on {data.describe()}"), guard(f"measuring {artifact.path.name}"):
@@ -94,11 +108,12 @@ def _measured(artifact: Artifact, data: EvalData, settings: MeasureSettings, cha
     return metrics, m.outputs, m.notes
 
 
-def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> None:
-    """Row 0 of the ledger: the torch model as given, measured like every later artifact."""
+def _measure_original(run: EngineRun) -> None:
+    """Row 0 of the ledger: the model as given, measured like every later artifact."""
+    chain, data = run.chain, run.data
     art = chain.artifact
     start = time.perf_counter()
-    metrics, outputs, notes = _measured(art, data, settings, chain, None, ui, original=True)
+    metrics, outputs, notes = _measured(run, art, None, original=True)
     tensor_bytes = None  # what a torch model weighs is its tensors, not its files (a config-built one has none)
     if outputs is not None:
         chain.outputs = chain.reference = outputs
@@ -119,8 +134,8 @@ def _measure_original(chain: _Chain, data: EvalData, settings: MeasureSettings, 
     art.record["summary"] = kind + (f", {metrics['macs'] / 1e6:.1f} M MACs" if metrics.get("macs") else "")
 
 
-def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI,
-                   base: Path, cache_key: str | None = None) -> None:
+def _run_producing(run: EngineRun, ps: PlannedStep, cache_key: str | None = None) -> None:
+    chain, data, settings, ui, base = run.chain, run.data, run.settings, run.ui, run.base
     parent = chain.artifact
     final = ps.output.resolve()
     start = time.perf_counter()
@@ -143,7 +158,7 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
             parent_outputs()
         elif ps.step.for_speed:  # not measured: still never slower than its input without a word
             speed_vs_input(ps.step.name, parent, new, data, settings, ui, result.details)
-        metrics, outputs, notes = _measured(new, data, settings, chain, chain.outputs, ui)
+        metrics, outputs, notes = _measured(run, new, chain.outputs)
         for key in ("macs", "params"):  # a step that changes the architecture says so; others keep the parent's
             value = result.details.get(key, (parent.record or {}).get("metrics", {}).get(key))
             if value is not None:
@@ -173,7 +188,8 @@ def _run_producing(ps: PlannedStep, chain: _Chain, data: EvalData, settings: Mea
     ui.info(f"[green]✓[/] {ps.step.name}: wrote {final} ({step_time:.1f}s)")
 
 
-def _run_measuring(ps: PlannedStep, chain: _Chain, data: EvalData, settings: MeasureSettings, ui: UI) -> dict:
+def _run_measuring(run: EngineRun, ps: PlannedStep) -> dict:
+    chain, data, settings, ui = run.chain, run.data, run.settings, run.ui
     with ui.status(f"{ps.step.name}: measuring {chain.artifact.path.name}"), guard(f"step '{ps.step.name}'"):
         result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
     profile = result.profile
@@ -208,26 +224,28 @@ class _Source:
     """What the chain's first artifact needs before a step may run on it, done at most once and only
     when some step is not served from the cache: the shape probe, reference outputs, row 0."""
 
-    def __init__(self, chain: _Chain, data: EvalData, settings: MeasureSettings, producing: bool, ui: UI) -> None:
-        self.chain, self.data, self.settings, self.producing, self.ui = chain, data, settings, producing, ui
-        self.source = chain.artifact
+    def __init__(self, run: EngineRun, producing: bool) -> None:
+        self.run, self.producing = run, producing
+        self.source = run.chain.artifact
         self.done = False
 
     def prepare(self) -> None:
-        if self.done or self.chain.artifact is not self.source:
+        run = self.run
+        if self.done or run.chain.artifact is not self.source:
             return
         self.done = True
-        chain, art = self.chain, self.source
-        probe(art, self.data)
-        chain.reference = load_reference(art, self.data)
-        if self.producing and self.settings.enabled and art.record is None:
-            self.ui.info(f"measuring the original model {art.path.name}")
-            _measure_original(chain, self.data, self.settings, self.ui)
+        art = self.source
+        probe(art, run.data)
+        run.chain.reference = load_reference(art, run.data)
+        if self.producing and run.settings.enabled and art.record is None:
+            run.ui.info(f"measuring the original model {art.path.name}")
+            _measure_original(run)
 
 
-def _reuse(ps: PlannedStep, key: str, chain: _Chain, data: EvalData, ui: UI) -> bool:
+def _reuse(run: EngineRun, ps: PlannedStep, key: str) -> bool:
     from optkit.engine.cache import lookup_artifact
 
+    chain, data, ui = run.chain, run.data, run.ui
     hit, why = lookup_artifact(ps.output, key)
     reference = load_reference(hit, data) if hit is not None else None
     if hit is not None and hit.reference and reference is None:  # verified (sha256) as it is loaded
@@ -273,7 +291,8 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) 
     metric = resolve_metric(recipe.metric, base)  # a bad --metric is reported before the data is read
     data = data_for(chain.artifact, ui)
     settings = with_metric(checked_settings(settings, data, chain.artifact, ui), metric, chain.artifact, data)
-    source = _Source(chain, data, settings, any(ps.output is not None for ps in steps), ui)
+    run = EngineRun(recipe, base, ui, data, settings, chain)
+    source = _Source(run, any(ps.output is not None for ps in steps))
     settings_facts = {**recipe.measure.model_dump(mode="json"), "eval_batch_size": settings.eval_batch_size}
     if recipe.metric is not None:  # what every accuracy budget judged on (a plugin by its source's digest)
         settings_facts["metric"] = {"spec": settings.metric.spec, "digest": settings.metric.digest}
@@ -288,14 +307,14 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) 
             key = cache.step_key(step=ps.step.name, options=options, parent=chain.artifact, settings=settings_facts,
                                  seed=recipe.seed, versions=versions, base=base) if use_cache else None
             if ps.output is not None:
-                if key and _reuse(ps, key, chain, data, ui):
+                if key and _reuse(run, ps, key):
                     result.cached.append(ps.index)
                 else:
                     source.prepare()
                     if source.source.record:
                         known.setdefault(source.source.record["sha256"], source.source)
                     _seed(recipe.seed + ps.index)
-                    _run_producing(ps, chain, data, settings, ui, base, cache_key=key)
+                    _run_producing(run, ps, cache_key=key)
                 result.final = chain.artifact
                 result.written += _files_of(chain.artifact)
                 known[chain.artifact.record["sha256"]] = chain.artifact
@@ -309,7 +328,7 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) 
                 if why:
                     ui.warn(f"{ps.step.name}: cached {stored.name} not reused ({why}); measuring again")
                 source.prepare()
-                profile = _run_measuring(ps, chain, data, settings, ui)
+                profile = _run_measuring(run, ps)
                 if key:
                     from optkit.types.files import Staging, dumps_json
 
