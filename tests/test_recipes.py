@@ -31,6 +31,13 @@ def test_cpu_recipe_runs(recipe, tmp_path):
     copy = tmp_path / recipe.name
     copy.write_text(yaml.safe_dump(raw))
     result = invoke("run", str(copy), "--json")
+    if result.exit_code == 1 and "no mode within tolerance is faster than the input" in result.output:
+        # int8 of a tiny model may not beat its fp32 input on this CPU (seen: digits_vit dynamic 0.628 vs
+        # 0.601 ms with AMX): quantize --mode auto then refuses, and the run says so in its report
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert report["status"] == "step failed" and "faster than the input" in report["error"]
+        assert [s["step"] for s in report["steps"]] == ["original", "export", "simplify", "fuse"]
+        return
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["step"] for s in report["steps"]] == ["original", "export", "simplify", "fuse", "quantize"]
