@@ -96,13 +96,9 @@ def with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Arti
     """The run's task metric: the one asked for (checked: it needs labels the data may lack), else the default."""
     import dataclasses
 
-    from optkit.eval.task_metric import default_metric
+    from optkit.eval.task_metric import metric_for
 
-    if metric is not None and metric.needs_labels and data.labels is None:
-        raise UsageError(f"--metric {metric.spec} needs labels, but {data.describe()} has none",
-                         hint="Add 'labels' to the evaluation .npz, or pick a reference metric (cosine, max_abs, "
-                              "ctc_string_match, mask_iou) or a plugin")
-    return dataclasses.replace(settings, metric=metric or default_metric(artifact.task, data.labels))
+    return dataclasses.replace(settings, metric=metric_for(metric, artifact.task, data))
 
 
 def data_for(artifact: Artifact, ui: UI) -> EvalData:

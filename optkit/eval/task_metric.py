@@ -253,3 +253,13 @@ TOP1 = Metric("top1", _top1, needs_labels=True)
 def default_metric(task: str, labels: np.ndarray | None) -> Metric | None:
     """Without ``--metric``: top-1 for a classifier with labels, else none (cosine judges lossy steps)."""
     return TOP1 if task == "classification" and labels is not None else None
+
+
+def metric_for(metric: Metric | None, task: str, data) -> Metric | None:
+    """The metric a run judges ``data`` on: the one asked for (one that needs labels the data lacks is exit 2),
+    else the default."""
+    if metric is not None and metric.needs_labels and data.labels is None:
+        raise UsageError(f"--metric {metric.spec} needs labels, but {data.describe()} has none",
+                         hint="Add 'labels' to the evaluation .npz, or pick a reference metric (cosine, max_abs, "
+                              "ctc_string_match, mask_iou) or a plugin")
+    return metric or default_metric(task, data.labels)

@@ -18,7 +18,7 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     from optkit.eval.data import load_npz
     from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data, usable_threads
     from optkit.eval.metrics import fidelity
-    from optkit.eval.task_metric import default_metric, resolve_metric
+    from optkit.eval.task_metric import metric_for, resolve_metric
 
     if len(refs) < 2:
         raise UsageError("compare needs at least two artifacts", hint="Give the baseline first, then the others")
@@ -28,11 +28,7 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     if path is None:
         raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
     data = load_npz(path, arts[0].inputs)
-    chosen = chosen or default_metric(arts[0].task, data.labels)
-    if chosen is not None and chosen.needs_labels and data.labels is None:
-        raise UsageError(f"--metric {metric} needs labels, but {data.describe()} has none",
-                         hint="Add 'labels' to the .npz, or pick a reference metric (cosine, max_abs, ctc_string_match, "
-                              "mask_iou) or a plugin")
+    chosen = metric_for(chosen, arts[0].task, data)
     threads = usable_threads(threads, ui.warn)
     settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)
     rows: list[dict[str, Any]] = []

@@ -65,7 +65,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
     parent = outputs_on_data(artifact, data, ctx.settings)
 
     def check(cand: dict) -> dict:
-        art = Artifact(path=cand["path"], format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
+        art = cand["artifact"]  # the candidate as QuantizeStep._evaluate built it
         return accuracy_check(parent, outputs_on_data(art, data, ctx.settings), data, ctx.settings.metric,
                               config.max_drop, config.min_cosine)
 
@@ -202,9 +202,7 @@ def _try_recipes(ctx: StepContext, artifact: Artifact, config, plain: dict, plai
     good = [t for t in tried if t[2]["ok"] and _compute_share(t[1]) >= MIN_INT8_SHARE]
     if good:
         with ctx.ui.status(f"accuracy guard: timing the input and {len(good)} recipe(s) interleaved"):
-            p50s = quick_p50s([artifact, *(Artifact(path=t[1]["path"], format="onnx", task=artifact.task,
-                                                    inputs=artifact.inputs, outputs=artifact.outputs) for t in good)],
-                              ctx.data, ctx.settings)
+            p50s = quick_p50s([artifact, *(t[1]["artifact"] for t in good)], ctx.data, ctx.settings)
         for t, p50 in zip(good, p50s[1:]):
             t[3]["p50_ms"] = p50
         facts["input_p50_ms"] = p50s[0]
@@ -246,8 +244,7 @@ def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: st
                         f"{reached}; that is not an int8 model",
                         hint="Raise the budget, keep op types in float with --exclude (e.g. --exclude Softmax), "
                              "or deploy the float model")
-    art = Artifact(path=best["path"], format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-    input_ms, guarded_ms = quick_p50s([artifact, art], ctx.data, ctx.settings)
+    input_ms, guarded_ms = quick_p50s([artifact, best["artifact"]], ctx.data, ctx.settings)
     facts["p50_ms"] = {"input": input_ms, "guarded": guarded_ms, "timing": "interleaved, batch 1"}
     if guarded_ms >= input_ms and not config.guard_allow_slower:
         raise StepError(f"quantize --max-drop {config.max_drop:g}: {mode} int8 within the budget ({reached}) is not faster "
