@@ -8,10 +8,6 @@ from typing import Any
 from optkit.types.errors import UsageError
 
 
-# config fields whose repeatable command-line option is spelt in the singular
-FLAGS = {"dynamic_axes": "--dynamic-axis"}
-
-
 def parse_batch_sizes(text: str) -> list[int]:
     from optkit.engine.recipe import MAX_BATCH
 
@@ -69,6 +65,7 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise validation_message(exc, f"optkit {step}") from exc
+    from optkit.cli.from_config import flag_name
     from optkit.steps.base import step_class
 
     try:  # name the command-line option, not the recipe key, when an option value is bad
@@ -76,11 +73,22 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else None
-        flag = FLAGS.get(field, "--" + str(field).replace("_", "-")) if field else f"optkit {step}"
+        flag = flag_name(step, field) if field else f"optkit {step}"
         message = err["msg"].removeprefix("Value error, ")
         raise UsageError(f"{flag}: {message}", hint=f"See 'optkit {step} --help'") from exc
     ui = UI(quiet=quiet)
     return run_recipe(recipe, Path.cwd(), ui), ui
+
+
+def run_command(step: str, model: str, output: str, config: dict[str, Any], *, eval_data: Path | None,
+                metric: str | None, measure: bool, batch_sizes: str, threads: int, budget_s: float, json_out: bool,
+                markdown: bool, weights: Path | None = None, input_shape: list[str] | None = None) -> None:
+    """What a step command does: run its one-step recipe, then print the ledger unless told not to."""
+    result, ui = run_one_step(model=model, step=step, options=config, output=output, weights=weights,
+                              eval_data=eval_data, input_shapes=parse_shapes(input_shape), metric=metric,
+                              measure=measure_block(batch_sizes, threads, budget_s, measure))
+    if measure or json_out or markdown:
+        emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
 
 
 def print_json(obj: Any) -> None:

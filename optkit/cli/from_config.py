@@ -1,68 +1,140 @@
 """Command-line options generated from a step's pydantic ``Config``: one source of truth for options.
 
-A command declares by hand only the options it words or groups differently (short flags, ``--x/--y``
-pairs, singular flags for lists, paths); ``config_options`` appends every other field of the step's
-``Config`` as an option with the field's name, type, default and description, and hands their values to
-the command as ``config_extra``. A new config field is reachable from the command line, the recipe and
-``--set`` without touching the CLI; ``tests/cli/test_option_parity.py`` checks it for every step.
+A step command declares only what belongs to the command (the MODEL, ``-o``, ``--weights``, the
+evaluation and measurement options); ``config_options`` adds every field of the step's ``Config`` as an
+option with the field's name, type, default and description, and hands their values to the command as
+``config_extra``. ``FLAGS`` holds the few fields the command line spells its own way. A new config field
+is reachable from the command line, the recipe and ``--set`` without touching the CLI;
+``tests/cli/test_option_parity.py`` checks it for every step.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
+from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 
-# config fields a command declares under another parameter name (the flag users know)
-ALIASES = {"dynamic_axes": "dynamic_axis"}
+
+@dataclass(frozen=True)
+class Flag:
+    """How the command line spells one config field, where it differs from ``--field-name``."""
+
+    spelling: str  # '--yes/--no' for a bool; the singular, repeatable flag for a list
+    note: str = ""  # what the command line adds to the field's description
+    parse: Optional[Callable[[Any], Any]] = None  # command-line value -> config value
+    default: Any = None  # command-line default of a field a recipe must give (None: the field's own)
 
 
-def _option(name: str, field) -> inspect.Parameter:
-    flag = "--" + name.replace("_", "-")
+def _none_is_empty(axes: list[str]) -> list[str]:
+    return [] if [a.lower() for a in axes] == ["none"] else axes
+
+
+# the flags users know; a key is 'field' or, for a field only one step has, 'step.field'
+FLAGS: dict[str, Flag] = {
+    "per_channel": Flag("--per-channel/--per-tensor"),
+    "global_pruning": Flag("--global/--uniform"),
+    "dynamic_batch": Flag("--dynamic-batch/--static-batch"),
+    "dynamic_axes": Flag("--dynamic-axis", note="'none': only the batch is dynamic.", parse=_none_is_empty),
+    "compile.target": Flag("--target", default="ort-cpu"),
+}
+
+
+def flag_of(step: str, field: str) -> Optional[Flag]:
+    return FLAGS.get(f"{step}.{field}") or FLAGS.get(field)
+
+
+def flag_name(step: str, field: str) -> str:
+    """The flag that sets ``field`` on the command line (the first of a ``--yes/--no`` pair)."""
+    flag = flag_of(step, field)
+    return flag.spelling.split("/")[0] if flag else "--" + field.replace("_", "-")
+
+
+def _bounds(field) -> str:
+    """' In (0, 1).' for a field bounded on both sides."""
+    low = high = None
+    for rule in field.metadata:
+        for attr, text in (("ge", "[{}"), ("gt", "({}")):
+            if getattr(rule, attr, None) is not None:
+                low = text.format(getattr(rule, attr))
+        for attr, text in (("le", "{}]"), ("lt", "{})")):
+            if getattr(rule, attr, None) is not None:
+                high = text.format(getattr(rule, attr))
+    return f" In {low}, {high}." if low and high else ""
+
+
+# names spelt in lower case even at the start of a sentence
+_LOWER = {"ort", "inc", "openvino", "tensorrt", "onnxruntime", "onnxslim", "onnxsim", "torch"}
+
+
+def _sentence(text: str) -> str:
+    """A description as a help sentence; a first word like 'fp16:', 'torch.onnx' or 'openvino' keeps its case."""
+    first = text.split(" ", 1)[0].rstrip(":,")
+    keep = first in _LOWER or not first.replace("-", "").isalpha()
+    return (text if keep else text[:1].upper() + text[1:]).rstrip(".") + "."
+
+
+def _option(step: str, name: str, field) -> inspect.Parameter:
+    flag = flag_of(step, name)
+    spelling = flag.spelling if flag else "--" + name.replace("_", "-")
     annotation = field.annotation
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    text = (field.description or name.replace("_", " ")).rstrip(".")
-    helptext = text[:1].upper() + text[1:] + "."
-    optional = origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args
+    helptext = _sentence(field.description or name.replace("_", " "))
+    optional = origin in (typing.Union, types.UnionType) and type(None) in args
     base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
     base_origin, base_args = typing.get_origin(base), typing.get_args(base)
-    default = field.default
+    default = field.default if not field.is_required() else inspect.Parameter.empty
+    if flag and flag.default is not None:
+        default = flag.default
+    helptext += _bounds(field)
     if base_origin is Literal:
         helptext += f" One of: {' | '.join(map(str, base_args))}."
-        kind, option = str, typer.Option(flag, help=helptext)
+        kind, metavar = str, None
     elif base_origin is list:
-        kind = list[base_args[0] if base_args else str]
-        option = typer.Option(flag, help=helptext + " Repeat for more.", metavar="VALUE")
+        kind, metavar = list[base_args[0] if base_args else str], "VALUE"
+        helptext += " Repeat for more."
         default = None if not default else list(default)
     elif base is bool:
-        kind, option = bool, typer.Option(f"{flag}/--no-{flag[2:]}", help=helptext)
+        kind, metavar = bool, None
+        if "/" not in spelling:
+            spelling = f"{spelling}/--no-{spelling[2:]}"
     else:
-        kind, option = base, typer.Option(flag, help=helptext)
+        kind, metavar = base, None
+    if flag and flag.note:
+        helptext += " " + flag.note
     if optional or default is None:
         kind = Optional[kind]
+    option = typer.Option(spelling, help=helptext, metavar=metavar)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
 
 
 def config_options(step: str) -> Callable[[Callable], Callable]:
-    """Append every field of ``step``'s Config the command does not declare; their values reach the command
-    as ``config_extra`` (a dict, None values dropped: the Config's default then applies)."""
+    """Add every field of ``step``'s Config as an option, unless the command has a parameter of that name
+    (distill's model is ``--teacher``); their values reach the command as ``config_extra``: a dict without
+    the options left unset, so the Config's defaults apply. The generated options come before ``--eval-data``."""
     def wrap(command: Callable) -> Callable:
         from optkit.steps.base import step_class
 
         sig = inspect.signature(command, eval_str=True)  # the command module's names, not this one's
-        declared = {ALIASES.get(n, n) for n in sig.parameters} | {n for n, a in ALIASES.items() if a in sig.parameters}
-        extra = [_option(n, f) for n, f in step_class(step).Config.model_fields.items() if n not in declared]
-        kept = [p for p in sig.parameters.values() if p.name != "config_extra"]
+        config = step_class(step).Config
+        own = inspect.get_annotations(config)  # the step's own fields first, then shared ones (training, tolerances)
+        names = sorted((n for n in config.model_fields if n not in sig.parameters), key=lambda n: n not in own)
+        extra = [_option(step, n, config.model_fields[n]) for n in names]
+        parsers = {p.name: flag.parse for p in extra if (flag := flag_of(step, p.name)) and flag.parse}
 
         @functools.wraps(command)
         def generated(*args: Any, **kwargs: Any):
             values = {p.name: kwargs.pop(p.name) for p in extra if p.name in kwargs}
-            return command(*args, **kwargs, config_extra={k: v for k, v in values.items() if v is not None})
+            given = {k: parsers[k](v) if k in parsers else v for k, v in values.items() if v is not None and v != []}
+            return command(*args, **kwargs, config_extra=given)
 
         # Typer calls a command with keywords only, so every parameter can be keyword-only
-        params = [*[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept], *extra]
+        kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "config_extra"]
+        at = next((i for i, p in enumerate(kept) if p.name == "eval_data"), len(kept))
+        params = [*kept[:at], *extra, *kept[at:]]
         generated.__signature__ = sig.replace(parameters=params)
         generated.__annotations__ = {p.name: p.annotation for p in params}  # resolved: read with this module's globals
         return generated

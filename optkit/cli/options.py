@@ -17,5 +17,3 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 Markdown = Annotated[bool, typer.Option("--markdown", help="Print the ledger as a Markdown table.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Output file.")]
 Metric = Annotated[Optional[str], typer.Option("--metric", help="Task metric every figure and accuracy budget is judged on: top1 | cosine | max_abs | ctc_string_match[:BLANK] | mask_iou[:THRESHOLD] | FILE.py:FUNCTION (fn(outputs, batch) -> {name: value}). Default: top1 with labels, else cosine judges.")]
-Atol = Annotated[float, typer.Option("--atol", help="Absolute tolerance of the output-vs-input check.")]
-Rtol = Annotated[float, typer.Option("--rtol", help="Relative tolerance of the output-vs-input check.")]

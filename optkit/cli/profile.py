@@ -1,13 +1,15 @@
 """optkit profile ARTIFACT"""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from optkit.cli import options as o
+from optkit.cli.from_config import config_options
 
 
+@config_options("profile")  # its one field, batch_sizes, is the shared --batch-sizes (the run's sizes)
 def profile(
     artifact: Annotated[str, typer.Argument(help="A torch model (as for export) or an .onnx file.")],
     batch_sizes: o.BatchSizes = "1,8",
@@ -18,12 +20,13 @@ def profile(
     weights: o.Weights = None,
     input_shape: o.InputShape = None,
     json_out: o.Json = False,
+    config_extra: Optional[dict] = None,
 ) -> None:
     """Measure latency (p50/p90/p99, throughput) per batch size, accuracy, size and peak memory."""
     from optkit.cli.common import measure_block, parse_shapes, print_json, run_one_step
     from optkit.report.ledger import render_profile
 
-    result, ui = run_one_step(model=artifact, step="profile", options={}, weights=weights, eval_data=eval_data,
+    result, ui = run_one_step(model=artifact, step="profile", options=config_extra or {}, weights=weights, eval_data=eval_data,
                               input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s))
     prof = result.profiles[0]
     if json_out:
