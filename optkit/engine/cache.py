@@ -63,7 +63,7 @@ def _named_files(options: dict[str, Any], base: Path) -> dict[str, str]:
 
 def step_key(*, step: str, options: dict[str, Any], parent: Artifact, settings: dict[str, Any], seed: int,
              versions: dict[str, str], base: Path) -> str:
-    parent_digest = parent.record["sha256"] if parent.record else parent.digest()
+    parent_digest = parent.record.sha256 if parent.record else parent.digest()
     facts = {
         "cache_version": CACHE_VERSION, "step": step, "options": options, "parent": parent_digest,
         "data": {k: sha256_file(Path(v)) for k, v in sorted(parent.data.items()) if Path(v).is_file()},
@@ -83,11 +83,11 @@ def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]
         artifact = open_artifact(final)
     except (UsageError, OSError) as exc:
         return None, f"unreadable ({exc})"
-    record = artifact.record or {}
-    if record.get("cache_key") != key:
-        return None, "inputs or options changed" if record.get("cache_key") else None
+    record = artifact.record
+    if record is None or record.cache_key != key:
+        return None, "inputs or options changed" if record is not None and record.cache_key else None
     try:
-        if artifact.digest() != record.get("sha256"):
+        if artifact.digest() != record.sha256:
             return None, "its files do not match the sha256 recorded when it was built"
     except OSError as exc:
         return None, f"unreadable ({exc})"

@@ -67,10 +67,12 @@ class GateResult:
         return dict(self.__dict__)
 
 
-def _row(rows: list[dict], name: str | None) -> dict | None:
+def _row(rows: list[dict], name: str | None, outputs: dict[str, str]) -> dict | None:
+    """The row a gate names: the last one, a step's name, or a step's index in the recipe (``steps[N]``: the row of
+    the artifact it wrote, found by path, since ledger rows also count the original and earlier runs' rows)."""
     if name is None:
         return rows[-1] if rows else None
-    hits = [r for r in rows if r["step"] == name or str(r["index"]) == name]
+    hits = [r for r in rows if r["step"] == name or (name in outputs and r["artifact"] == outputs[name])]
     return hits[-1] if hits else None
 
 
@@ -117,11 +119,12 @@ _UNITS = {"max_accuracy_drop": " pt", "min_speedup": "x", "max_latency_ms": " ms
           "min_cosine": ""}
 
 
-def evaluate(gates: list[Gate], rows: list[dict]) -> list[GateResult]:
-    results = []
+def evaluate(gates: list[Gate], rows: list[dict], outputs: dict[str, str] | None = None) -> list[GateResult]:
+    """``outputs``: each producing step's index in the recipe -> the path it wrote (gates may name a step by index)."""
+    results, outputs = [], outputs or {}
     for gate in gates:
-        judged = _row(rows, gate.step)
-        base = _row(rows, gate.baseline) if gate.baseline != "original" else (rows[0] if rows else None)
+        judged = _row(rows, gate.step, outputs)
+        base = _row(rows, gate.baseline, outputs) if gate.baseline != "original" else (rows[0] if rows else None)
         label = f"{gate.kind} {gate.limit:.10g}" + (f" at batch {gate.batch_size}" if gate.batch_size else "")
         if judged is None or base is None:
             missing = gate.step if judged is None else gate.baseline

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path, write_sidecar_text
+from optkit.types.records import Fidelity, Metrics, ParentRef, StepRecord
 from optkit.types.errors import StepError, UsageError
 from optkit.types.files import Staging, scratch_root, sha256_file
 from optkit.engine.recipe import PlannedStep, Recipe, plan
@@ -82,29 +83,30 @@ class EngineRun:
 
 
 def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details: dict,
-            parent: Artifact | None, metrics: dict, wall: float, notes: list[str]) -> dict[str, Any]:
-    return {
-        "step": step, "artifact": str(artifact.path), "format": artifact.format,
-        "sha256": artifact.digest(), "size_bytes": artifact.size_bytes(),
-        "params": params, "details": details,
-        "parent": {"artifact": str(parent.path), "sha256": parent.record["sha256"] if parent.record else parent.digest()}
+            parent: Artifact | None, metrics: Metrics, wall: float, notes: list[str], **extra: Any) -> StepRecord:
+    return StepRecord(
+        step=step, artifact=str(artifact.path), format=artifact.format,
+        sha256=artifact.digest(), size_bytes=artifact.size_bytes(),
+        params=params, details=details,
+        parent=ParentRef(artifact=str(parent.path), sha256=parent.record.sha256 if parent.record else parent.digest())
         if parent else None,
-        "inputs": [t.to_dict() for t in artifact.inputs], "outputs": [t.to_dict() for t in artifact.outputs],
-        "eval_data": data.reference(), "versions": tool_versions(), "metrics": metrics,
-        "wall_time_s": round(wall, 3), "notes": notes,
-    }
+        inputs=[t.to_dict() for t in artifact.inputs], outputs=[t.to_dict() for t in artifact.outputs],
+        eval_data=data.reference(), versions=tool_versions(), metrics=metrics,
+        wall_time_s=round(wall, 3), notes=notes, **extra,
+    )
 
 
 def _measured(run: EngineRun, artifact: Artifact, parent_outputs: dict | None,
-              original: bool = False) -> tuple[dict, dict | None, list[str]]:
+              original: bool = False) -> tuple[Metrics, dict | None, list[str]]:
     data, settings, chain, ui = run.data, run.settings, run.chain, run.ui
     if not settings.enabled:
-        return {}, None, []
+        return Metrics(), None, []
     with ui.status(f"measuring {artifact.format} on {data.describe()}"), guard(f"measuring {artifact.path.name}"):
         m = measure(artifact, data, settings, reference=chain.reference, self_reference=original)
-    metrics = m.metrics()
-    metrics["fidelity"] = fidelity(m.outputs, chain.reference) if chain.reference is not None else None
-    metrics["fidelity_parent"] = fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None
+    metrics = Metrics.model_validate({
+        **m.metrics(),
+        "fidelity": fidelity(m.outputs, chain.reference) if chain.reference is not None else None,
+        "fidelity_parent": fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None})
     return metrics, m.outputs, m.notes
 
 
@@ -117,21 +119,23 @@ def _measure_original(run: EngineRun) -> None:
     tensor_bytes = None  # what a torch model weighs is its tensors, not its files (a config-built one has none)
     if outputs is not None:
         chain.outputs = chain.reference = outputs
-        metrics["fidelity"] = fidelity(outputs, outputs)
+        metrics.fidelity = Fidelity.model_validate(fidelity(outputs, outputs))
         if art.format == "torch":
             from optkit.backends.torch import count_macs, load_module
 
             module = load_module(art)
-            metrics["macs"] = count_macs(module, data.batch(1), [i.name for i in art.inputs])
-            metrics["params"] = sum(p.numel() for p in module.parameters())
+            metrics.macs = count_macs(module, data.batch(1), [i.name for i in art.inputs])
+            metrics.params = sum(p.numel() for p in module.parameters())
             tensor_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    art.record = _record("original", art, data, {}, {"source": {k: v for k, v in art.source.items() if v}},
-                         None, metrics, time.perf_counter() - start, notes)
+    details: dict[str, Any] = {"source": {k: v for k, v in art.source.items() if v}}
     if tensor_bytes is not None:
-        art.record["size_bytes"] = tensor_bytes
-        art.record["details"]["size"] = "bytes of the model's parameters and buffers"
+        details["size"] = "bytes of the model's parameters and buffers"
     kind = f"{art.source.get('kind', 'torch')} model" if art.format == "torch" else f"{art.format} model as given"
-    art.record["summary"] = kind + (f", {metrics['macs'] / 1e6:.1f} M MACs" if metrics.get("macs") else "")
+    record = _record("original", art, data, {}, details, None, metrics, time.perf_counter() - start, notes,
+                     summary=kind + (f", {metrics.macs / 1e6:.1f} M MACs" if metrics.macs else ""))
+    if tensor_bytes is not None:
+        record.size_bytes = tensor_bytes
+    chain.artifact = art.with_(record=record)
 
 
 def _run_producing(run: EngineRun, ps: PlannedStep, cache_key: str | None = None) -> None:
@@ -151,35 +155,32 @@ def _run_producing(run: EngineRun, ps: PlannedStep, cache_key: str | None = None
                           companion=lambda suffix: stage.path_for(final.with_suffix(suffix), like=out_tmp))
         with guard(f"step '{ps.step.name}'"), scratch_root(final.parent):
             result = ps.step.run(ctx, parent, ps.config)
-        new = result.artifact
-        new.lineage, new.task = parent.chain(), parent.task
-        new.data = dict(parent.data)
+        made, details = result.artifact, result.details
         if settings.enabled:
             parent_outputs()
         elif ps.step.for_speed:  # not measured: still never slower than its input without a word
-            speed_vs_input(ps.step.name, parent, new, data, settings, ui, result.details)
-        metrics, outputs, notes = _measured(run, new, chain.outputs)
+            details = details.model_copy(update={"speed_vs_input": speed_vs_input(ps.step.name, parent, made, data,
+                                                                                   settings, ui)})
+        metrics, outputs, notes = _measured(run, made, chain.outputs)
+        parent_metrics = parent.record.measured if parent.record else Metrics()
         for key in ("macs", "params"):  # a step that changes the architecture says so; others keep the parent's
-            value = result.details.get(key, (parent.record or {}).get("metrics", {}).get(key))
+            value = getattr(details, key, None)
+            value = value if value is not None else getattr(parent_metrics, key)
             if value is not None:
-                metrics[key] = value
+                setattr(metrics, key, value)
         step_time = time.perf_counter() - start
 
-        if chain.reference is not None and parent.reference is None and (parent.record or {}).get("step") == "original":
+        reference = parent.reference
+        if chain.reference is not None and parent.reference is None and parent.record and parent.record.step == "original":
             ref_path = final.with_name(final.name + REFERENCE_SUFFIX)
             tmp = stage.path_for(ref_path)
             with open(tmp, "wb") as fh:
                 np.savez(fh, **chain.reference)
-            new.reference = {"path": str(ref_path), "sha256": sha256_file(tmp), "eval_sha256": data.sha256}
-        else:
-            new.reference = parent.reference
-        new.record = _record(ps.step.name, new, data, ps.config.model_dump(mode="json"), result.details,
-                             parent, metrics, step_time, notes)  # digest and size read from the staged file
-        new.record["summary"] = ps.step.describe(result.details)
-        if cache_key:
-            new.record["cache_key"] = cache_key
-        new.path = final
-        new.record["artifact"] = str(final)
+            reference = {"path": str(ref_path), "sha256": sha256_file(tmp), "eval_sha256": data.sha256}
+        record = _record(ps.step.name, made, data, ps.config.model_dump(mode="json"), details.to_json(),
+                         parent, metrics, step_time, notes,  # digest and size read from the staged file
+                         summary=ps.step.describe(details), **({"cache_key": cache_key} if cache_key else {}))
+        new = parent.derive(made, record=record, reference=reference, path=final)
         stage.write_text(sidecar_path(final), write_sidecar_text(new, final))
         stage.commit()
     if final.is_dir():  # a model folder (prune, distill): its file paths pointed into the staged folder
@@ -193,7 +194,7 @@ def _run_measuring(run: EngineRun, ps: PlannedStep) -> dict:
     with ui.status(f"{ps.step.name}: measuring {chain.artifact.path.name}"), guard(f"step '{ps.step.name}'"):
         result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
     profile = result.profile
-    outputs = result.details.get("outputs")
+    outputs = result.outputs
     if outputs and settings.metric is not None:  # judged vs the original, as in the ledger
         from optkit.eval.measure import metric_of
 
@@ -240,6 +241,7 @@ class _Source:
         if self.producing and run.settings.enabled and art.record is None:
             run.ui.info(f"measuring the original model {art.path.name}")
             _measure_original(run)
+            self.source = run.chain.artifact  # the same model, now with its ledger row
 
 
 def _reuse(run: EngineRun, ps: PlannedStep, key: str) -> bool:
@@ -255,7 +257,7 @@ def _reuse(run: EngineRun, ps: PlannedStep, key: str) -> bool:
             ui.warn(f"{ps.step.name}: cached {ps.output.name} not reused ({why}); rebuilding")
         return False
     chain.artifact, chain.outputs, chain.reference = hit, None, reference
-    ui.info(f"[cyan]↺[/] {ps.step.name}: reused {ps.output} from the cache (built in {hit.record.get('wall_time_s', 0):.1f}s)")
+    ui.info(f"[cyan]↺[/] {ps.step.name}: reused {ps.output} from the cache (built in {hit.record.wall_time_s or 0:.1f}s)")
     return True
 
 
@@ -312,12 +314,12 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) 
                 else:
                     source.prepare()
                     if source.source.record:
-                        known.setdefault(source.source.record["sha256"], source.source)
+                        known.setdefault(source.source.record.sha256, source.source)
                     _seed(recipe.seed + ps.index)
                     _run_producing(run, ps, cache_key=key)
                 result.final = chain.artifact
                 result.written += _files_of(chain.artifact)
-                known[chain.artifact.record["sha256"]] = chain.artifact
+                known[chain.artifact.record.sha256] = chain.artifact
                 continue
             stored = _profile_path(recipe, base, ps)
             profile, why = cache.lookup_profile(stored, key) if key else (None, None)

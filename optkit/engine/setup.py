@@ -29,16 +29,16 @@ def open_source(recipe: Recipe, base: Path) -> Artifact:
     weights = resolve(base, recipe.weights)
     artifact = open_artifact(resolve(base, recipe.model), weights=Path(weights) if weights else None)
     if recipe.eval_data:
-        artifact.data["eval"] = Path(resolve(base, recipe.eval_data)).resolve()
+        artifact = artifact.with_(data={**artifact.data, "eval": Path(resolve(base, recipe.eval_data)).resolve()})
     if recipe.input_shapes:
         known = {i.name: i for i in artifact.inputs}
         if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
             raise UsageError(f"--input-shape names {', '.join(sorted(set(recipe.input_shapes) - set(known)))}, "
                              f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
-        artifact.inputs = [TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
-                           for name, shape in recipe.input_shapes.items()]
+        artifact = artifact.with_(inputs=[TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
+                                          for name, shape in recipe.input_shapes.items()])
     if not artifact.inputs and artifact.data.get("eval"):
-        artifact.inputs = specs_from_data(artifact.data["eval"])
+        artifact = artifact.with_(inputs=specs_from_data(artifact.data["eval"]))
     if not artifact.inputs:
         raise UsageError(f"cannot tell the input shape of {artifact.path.name}",
                          hint="Pass --input-shape NAME:1x1x32x32 or --eval-data FILE.npz")

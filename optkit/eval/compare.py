@@ -6,13 +6,14 @@ from typing import Any
 from optkit.backends import open_runner
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError
+from optkit.types.records import Check, Verification
 from optkit.eval.data import EvalData
 from optkit.eval.metrics import fidelity, mismatch
 from optkit.eval.task_metric import DEFAULT_MIN_COSINE, Metric
 
 
 def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, atol: float, rtol: float,
-                   batch_sizes: list[int], threads: int, what: str, hint: str) -> dict[str, Any]:
+                   batch_sizes: list[int], threads: int, what: str, hint: str) -> Verification:
     """Run both on evaluation samples at each batch size; any output beyond atol + rtol*|ref| fails.
 
     Returns the facts of the check for the sidecar (batch sizes, worst |diff|, tolerances).
@@ -34,12 +35,12 @@ def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, 
                     raise StepError(f"{what} output '{name}' differs from the {reference.format} model it came from at batch {bs}: "
                                     f"max |diff| "
                                     f"{max_abs:.3g} exceeds atol {atol:g} + rtol {rtol:g}*|ref|", hint=hint)
-    return {"batch_sizes": sizes, "max_abs_diff": worst, "atol": atol, "rtol": rtol,
-            "samples": "synthetic" if data.synthetic else "evaluation data"}
+    return Verification(batch_sizes=sizes, max_abs_diff=worst, atol=atol, rtol=rtol,
+                        samples="synthetic" if data.synthetic else "evaluation data")
 
 
 def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Metric | None, max_drop: float,
-                   min_cosine: float | None) -> dict[str, Any]:
+                   min_cosine: float | None) -> Check:
     """For lossy transforms (quantize, low-precision compile): the task metric's drop vs the input (reference
     metrics compare with the input's outputs) and the mean cosine to the input's outputs.
 
@@ -65,42 +66,42 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Met
         ok = ok and (fid.get("cosine", -1.0) >= cos_limit)
         result["min_cosine"] = cos_limit
     result.update({"limit": " and ".join(limits), "ok": ok})
-    return result
+    return Check.model_validate(result)
 
 
-def check_text(check: dict[str, Any]) -> str:
+def check_text(check: Check) -> str:
     """What an accuracy check saw, in a few words: 'top1 drop 0.42 pt' or 'cosine 0.98731'."""
     parts = []
-    if "metric" in check:
-        unit = " pt" if check["points"] else ""
-        drop = check["drop"]
-        parts.append(f"{check['metric']} drop {drop:.2f}{unit}" if check["points"] and abs(drop) >= 0.1 else
-                     f"{check['metric']} drop {drop:.2g}{unit}" if check["points"]
-                     else f"{check['metric']} {check['input_value']:.4g} -> {check['value']:.4g}")
-    if "min_cosine" in check or not parts:
-        cos = check.get("cosine_vs_input")
+    if check.judged_metric:
+        unit = " pt" if check.points else ""
+        drop = check.drop
+        parts.append(f"{check.metric} drop {drop:.2f}{unit}" if check.points and abs(drop) >= 0.1 else
+                     f"{check.metric} drop {drop:.2g}{unit}" if check.points
+                     else f"{check.metric} {check.input_value:.4g} -> {check.value:.4g}")
+    if check.judged_cosine or not parts:
+        cos = check.cosine_vs_input
         parts.append(f"cosine {cos:.5f}" if cos is not None else "cosine not measured")
     return ", ".join(parts)
 
 
-def tolerance_error(what: str, check: dict[str, Any], remedies: list[str], budget_flag: str = "--max-accuracy-drop") -> StepError:
+def tolerance_error(what: str, check: Check, remedies: list[str], budget_flag: str = "--max-accuracy-drop") -> StepError:
     """The failed accuracy budget as one error. ``remedies``: what the calling command really offers; the
     budget to loosen is named by what was judged (``budget_flag`` for the task metric, --min-cosine for cosine)."""
     seen, loosen = [], []
-    if "metric" in check:
-        if check["points"]:
-            seen.append(f"{'top-1' if check['metric'] == 'top1' else check['metric']} fell {check['drop']:.2f} points "
-                        f"({100 * check['input_value']:.2f}% -> {100 * check['value']:.2f}%)")
+    if check.judged_metric:
+        if check.points:
+            seen.append(f"{'top-1' if check.metric == 'top1' else check.metric} fell {check.drop:.2f} points "
+                        f"({100 * check.input_value:.2f}% -> {100 * check.value:.2f}%)")
         else:
-            seen.append(f"{check['metric']} went from {check['input_value']:.4g} to {check['value']:.4g}")
-        if check["drop"] > 0:
+            seen.append(f"{check.metric} went from {check.input_value:.4g} to {check.value:.4g}")
+        if check.drop > 0:
             loosen.append(f"raise {budget_flag}")
-    cos = check.get("cosine_vs_input")
-    if "min_cosine" in check and (cos if cos is not None else -1.0) < check["min_cosine"]:
+    cos = check.cosine_vs_input
+    if check.judged_cosine and (cos if cos is not None else -1.0) < check.min_cosine:
         seen.append(f"mean cosine to the input's outputs is {cos:.4f}" if cos is not None else
                     "cosine to the input's outputs could not be measured (the outputs differ in shape)")
-        loosen.append("lower --min-cosine" + ("" if "metric" in check else " (no task metric: judged by cosine; "
-                                                                         "--metric picks one)"))
+        loosen.append("lower --min-cosine" + ("" if check.judged_metric else " (no task metric: judged by cosine; "
+                                                                           "--metric picks one)"))
     hint = "; ".join([*remedies, *loosen])
-    return StepError(f"{what} is outside tolerance: {'; '.join(seen)}; limit {check['limit']}",
+    return StepError(f"{what} is outside tolerance: {'; '.join(seen)}; limit {check.limit}",
                      hint=hint[:1].upper() + hint[1:])  # not str.capitalize: it lowercases NODE_OR_OP

@@ -11,89 +11,79 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
-def _latency(rec: dict, batch_size: int | None = None, threads: int | None = None) -> dict | None:
-    entries = (rec.get("metrics") or {}).get("latency") or []
-    for entry in entries:
-        if (batch_size is None or entry["batch_size"] == batch_size) and (threads is None or entry["threads"] == threads):
-            return entry
-    return None
+from optkit.types.records import Latency, Metrics, StepRecord
 
 
-def _acc(rec: dict) -> float | None:
-    acc = (rec.get("metrics") or {}).get("accuracy")
-    return acc["value"] if acc else None
+def _acc(rec: StepRecord) -> float | None:
+    acc = rec.measured.accuracy
+    return acc.value if acc else None
 
 
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def _speedup(rec: dict, other: dict, lat: dict | None) -> float | None:
+def _speedup(lat: Latency | None, other: Metrics) -> float | None:
     if lat is None:
         return None
-    base = _latency(other, lat["batch_size"], lat["threads"])
-    return base["p50_ms"] / lat["p50_ms"] if base and lat["p50_ms"] > 0 else None
+    base = other.latency_at(lat.batch_size, lat.threads)
+    return base.p50_ms / lat.p50_ms if base and lat.p50_ms > 0 else None
 
 
 SLOWER_STEPS = ("quantize", "compile")  # steps whose point is speed: slower than their input is flagged
+_LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")
 
 
-def with_latency(chain: list[dict[str, Any]], latency: list | None) -> list[dict[str, Any]]:
-    """The chain's records with their latency replaced by ``latency`` (one entry list per row, from one
-    interleaved pass) where given; each record says which timing it carries."""
+def with_latency(chain: list[StepRecord], latency: list | None) -> list[tuple[StepRecord, Metrics, str]]:
+    """Each record with the metrics the ledger shows: latency replaced by ``latency`` (one entry list per row,
+    from one interleaved pass) where given, and which timing that is."""
     out = []
     for i, rec in enumerate(chain):
         lat = latency[i] if latency is not None and i < len(latency) else None
-        rec = dict(rec)
         if lat:
-            rec["metrics"] = {**(rec.get("metrics") or {}), "latency": lat}
-            rec["timing"] = "interleaved"
+            metrics = rec.measured.model_copy(update={"latency": [Latency.model_validate(e) for e in lat]})
+            out.append((rec, metrics, "interleaved"))
         else:
-            rec["timing"] = "step time"
-        out.append(rec)
+            out.append((rec, rec.measured, "step time"))
     return out
 
 
-def ledger_rows(chain: list[dict[str, Any]], latency: list | None = None) -> list[dict[str, Any]]:
-    """Ledger rows from the original model to the last artifact. ``latency``: the run's interleaved
-    timing of every row (``RunResult.ledger_latency``); without it, each row's step-time figures."""
-    chain = with_latency(chain, latency)
-    rows = []
-    original = chain[0] if chain else {}
-    for i, rec in enumerate(chain):
-        parent = chain[i - 1] if i else None
-        metrics = rec.get("metrics") or {}
-        lat = _latency(rec)
-        acc = metrics.get("accuracy")
-        fid = metrics.get("fidelity")
-        rows.append({
-            "index": i, "step": rec["step"], "artifact": rec["artifact"], "format": rec["format"],
-            "size_bytes": rec["size_bytes"], "sha256": rec["sha256"],
-            "accuracy": {"metric": acc["metric"], "value": acc["value"], "samples": acc.get("samples"),
-                         "points": acc.get("points", True), "higher_is_better": acc.get("higher_is_better", True)}
-            if acc else None,
-            "accuracy_delta_vs_parent": _delta(_acc(rec), _acc(parent)) if parent else None,
-            "accuracy_delta_vs_original": _delta(_acc(rec), _acc(original)),
-            "latency": {k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")} if lat else None,
-            "latency_all": metrics.get("latency") or [],
-            "speedup_vs_parent": _speedup(rec, parent, lat) if parent else None,
-            "speedup_vs_original": _speedup(rec, original, lat),
-            "fidelity": {k: fid[k] for k in ("max_abs_diff", "mean_abs_diff", "cosine", "min_cosine")} if fid else None,
-            "fidelity_vs_parent": metrics.get("fidelity_parent"),
-            "peak_memory_mb": metrics.get("peak_memory_mb"),
-            "macs": metrics.get("macs"),
-            "params": metrics.get("params"),
-            "wall_time_s": rec.get("wall_time_s"),
-            "summary": rec.get("summary", ""),
-            "notes": list(rec.get("notes") or []),
-            "timing": rec["timing"],
-        })
-        row = rows[-1]
-        if parent and rec["step"] in SLOWER_STEPS and row["speedup_vs_parent"] is not None and row["speedup_vs_parent"] < 1.0:
+def ledger_rows(chain: list[StepRecord], latency: list | None = None) -> list[dict[str, Any]]:
+    """Ledger rows (the JSON view of the chain) from the original model to the last artifact. ``latency``: the
+    run's interleaved timing of every row (``RunResult.ledger_latency``); without it, each row's step-time figures."""
+    timed = with_latency(chain, latency)
+    rows: list[dict[str, Any]] = []
+    for i, (rec, metrics, timing) in enumerate(timed):
+        parent = timed[i - 1] if i else None
+        original = timed[0]
+        lat = metrics.latency_at()
+        acc, fid = metrics.accuracy, metrics.fidelity
+        row = {
+            "index": i, "step": rec.step, "artifact": rec.artifact, "format": rec.format,
+            "size_bytes": rec.size_bytes, "sha256": rec.sha256,
+            "accuracy": {"metric": acc.metric, "value": acc.value, "samples": acc.samples, "points": acc.points,
+                         "higher_is_better": acc.higher_is_better} if acc else None,
+            "accuracy_delta_vs_parent": _delta(_acc(rec), _acc(parent[0])) if parent else None,
+            "accuracy_delta_vs_original": _delta(_acc(rec), _acc(original[0])),
+            "latency": {k: getattr(lat, k) for k in _LATENCY_KEYS} if lat else None,
+            "latency_all": [e.to_json() for e in metrics.latency or []],
+            "speedup_vs_parent": _speedup(lat, parent[1]) if parent else None,
+            "speedup_vs_original": _speedup(lat, original[1]),
+            "fidelity": {k: getattr(fid, k) for k in ("max_abs_diff", "mean_abs_diff", "cosine", "min_cosine")} if fid else None,
+            "fidelity_vs_parent": metrics.fidelity_parent.to_json() if metrics.fidelity_parent else None,
+            "peak_memory_mb": metrics.peak_memory_mb,
+            "macs": metrics.macs,
+            "params": metrics.params,
+            "wall_time_s": rec.wall_time_s,
+            "summary": rec.summary,
+            "notes": list(rec.notes),
+            "timing": timing,
+        }
+        if parent and rec.step in SLOWER_STEPS and row["speedup_vs_parent"] is not None and row["speedup_vs_parent"] < 1.0:
             row["slower"] = True
-            how = "interleaved" if rec["timing"] == "interleaved" and parent["timing"] == "interleaved" else "at step time"
+            how = "interleaved" if timing == "interleaved" and parent[2] == "interleaved" else "at step time"
             row["notes"].append(f"SLOWER than its input: {row['speedup_vs_parent']:.2f}x its speed (p50, measured {how})")
+        rows.append(row)
     return rows
 
 

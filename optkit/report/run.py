@@ -127,6 +127,7 @@ def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool
     """Run a recipe, judge its gates on the ledger and write report.json/md/html and the manifest into its
     output_dir, also when a step failed (the report says which); the caller only prints and exits."""
     from optkit.engine.gates import evaluate
+    from optkit.engine.recipe import plan
     from optkit.engine.run import collect_run, tool_versions
     from optkit.report.ledger import ledger_rows
     from optkit.types.files import run_output_dir
@@ -135,7 +136,8 @@ def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool
     with run_output_dir(out_dir, force=force):
         result, error = collect_run(recipe, base, ui, use_cache=use_cache)
         rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
-        gates = [] if error else [g.to_dict() for g in evaluate(recipe.gates, rows)]
+        outputs = {str(ps.index): str(ps.output.resolve()) for ps in plan(recipe, base) if ps.output}
+        gates = [] if error else [g.to_dict() for g in evaluate(recipe.gates, rows, outputs)]
         report = build_report(recipe_path=recipe_path, rows=rows, profiles=result.profiles, gates=gates,
                               cached=result.cached, wall_time_s=result.wall_time_s,
                               env=environment(recipe.seed, tool_versions(all_backends=True)),

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.types.artifact import Artifact
 from optkit.steps.base import StepContext
+from optkit.types.records import Verification
 
 
 class ExactConfig(BaseModel):
@@ -34,7 +35,7 @@ def save_model(model, path: Path) -> None:
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, hint: str) -> tuple[Artifact, dict]:
+def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, hint: str) -> tuple[Artifact, Verification]:
     """Check the written file, read its specs, and compare it with its parent on evaluation data."""
     from optkit.types import onnx_io
     from optkit.eval.compare import verify_outputs

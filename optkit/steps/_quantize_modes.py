@@ -3,6 +3,7 @@ calibration data in strides, and the three modes (static QDQ, dynamic, fp16) wit
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from optkit.steps.base import StepContext
 from optkit.steps.quantize_recipes import Int8Recipe, group_nodes
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
+from optkit.types.records import Check
 
 if TYPE_CHECKING:
     from optkit.steps.quantize import QuantizeConfig
@@ -115,6 +117,20 @@ def calibration_data(ctx: StepContext, artifact: Artifact, calib_data: str | Non
     raise UsageError(f"static quantization needs calibration data, and {artifact.path.name} records no calibration split",
                      hint="Pass --calib-data FILE.npz (arrays named after the model inputs), or --calib-from-eval "
                           "to calibrate on the evaluation split (optimistic accuracy), or use --mode dynamic")
+
+
+@dataclass
+class Candidate:
+    """A quantized model built while choosing (a mode, a guard trial): its file, the mode's facts, its accuracy
+    check against the input and, once timed side by side, its batch-1 p50."""
+
+    mode: str
+    path: Path
+    details: dict[str, Any]  # what quantize_static / quantize_dynamic / quantize_fp16 / quantize_inc report
+    check: Check
+    artifact: Artifact
+    p50_ms: float | None = None
+    why: str | None = None  # auto: why it was chosen
 
 
 # ----------------------------------------------------------------------------- the modes

@@ -32,11 +32,11 @@ class TrainOptions(BaseModel):
     train_data: str | None = Field(None, description=".npz with arrays named after the inputs (+ labels); default: the model's train split")
     val_data: str | None = Field(None, description=".npz for choosing the best epoch; default: the calibration split (never the eval split)")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine-decayed to zero)")
-    batch_size: int = Field(64, ge=1, le=65536)
-    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     augment: bool = Field(True, description="image inputs (N,C,H,W): random shifts of up to 2 pixels")
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation accuracy (0: never)")
-    seed: int = Field(0, ge=0, description="seeds initialisation, shuffling and augmentation")
+    seed: int = Field(0, ge=0, description="seeds initialisation, shuffling and augmentation (runs are deterministic)")
     train_threads: int = Field(0, ge=0, description="torch threads while training (0: all cores)")
 
 
@@ -295,9 +295,7 @@ def write_folder(module, like: Artifact, out_dir: Path, final_dir: Path, structu
     }
     header = "# Written by optkit: a model folder (factory + weights + pruned shapes); pass it to any optkit command.\n"
     (out_dir / "optkit.yaml").write_text(header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
-    artifact = open_artifact(out_dir)
-    artifact.data = dict(data or like.data)
-    return artifact
+    return open_artifact(out_dir).with_(data=dict(data or like.data))
 
 
 def example_inputs(artifact, data) -> tuple:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from pydantic import BaseModel
 
 from optkit.types.errors import UsageError
+from optkit.types.records import Details
 
 if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
@@ -46,8 +47,9 @@ class StepContext:
 @dataclass
 class StepResult:
     artifact: "Artifact | None" = None   # producing steps: the new artifact, at ctx.out_tmp
-    details: dict[str, Any] = field(default_factory=dict)  # step-specific facts for the ledger
+    details: Details = field(default_factory=Details)  # step-specific facts for the ledger (the step's Details)
     profile: dict[str, Any] | None = None  # measuring steps
+    outputs: dict[str, Any] | None = None  # measuring steps: the artifact's outputs on ctx.data
 
 
 class Step:
@@ -57,6 +59,7 @@ class Step:
     produces: ClassVar[str | None] = None  # output format; None for steps that only measure
     suffix: ClassVar[str] = ""
     Config: ClassVar[type[BaseModel]]
+    Details: ClassVar[type[Details]] = Details  # what the step records (a record's JSON reads back with it)
     for_speed: ClassVar[bool] = False  # its point is speed: an output slower than its input is flagged
 
     def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
@@ -77,7 +80,7 @@ class Step:
         return cls.produces, cls.suffix
 
     @staticmethod
-    def describe(details: dict[str, Any]) -> str:
+    def describe(details: Details) -> str:
         """One line for the ledger's 'what changed' column."""
         return ""
 

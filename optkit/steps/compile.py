@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from optkit.types import onnx_io
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
+from optkit.types.records import Check, Details, Verification
 from optkit.steps.base import Step, StepContext, StepResult
 
 TARGETS = {  # target -> (output format, suffix, precisions)
@@ -39,13 +40,14 @@ ORT_GRID = [  # the first is ONNX Runtime's default behaviour
 
 class CompileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda"] = Field(description="deployment runtime")
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="compute precision")
+    target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda"] = Field(description="deployment runtime (tensorrt and ort-cuda need a GPU)")
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="compute precision (what the target supports)")
     calib_data: str | None = Field(None, description="int8 from fp32: calibration .npz (default: the calib split)")
     calib_samples: int = Field(300, ge=1, description="int8 from fp32: calibration samples (NNCF subset size)")
     compress_to_fp16: bool = Field(False, description="openvino: store weights as fp16 (compute precision unchanged)")
-    shapes: str | None = Field(None, description="tensorrt: NAME:MIN,OPT,MAX shapes (default: batch 1..32, opt 1)")
-    workspace_gb: float = Field(4.0, gt=0, description="tensorrt: builder workspace")
+    shapes: str | None = Field(None, description="tensorrt: NAME:MIN,OPT,MAX shapes, e.g. "
+                                                 "input:1x1x32x32,1x1x32x32,32x1x32x32 (default: batch 1..32, opt 1)")
+    workspace_gb: float = Field(4.0, gt=0, description="tensorrt: builder workspace in GiB")
     atol: float = Field(1e-4, ge=0, description="fp32 targets: absolute tolerance vs the input")
     rtol: float = Field(1e-3, ge=0, description="fp32 targets: relative tolerance vs the input")
     max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed drop of the task metric (--metric; "
@@ -76,6 +78,23 @@ def is_qdq(path: Path) -> bool:
     return int8_kind(path) == "QDQ"
 
 
+class CompileDetails(Details):
+    """What was built for which target; the backend's own facts (OpenVINO/NNCF, TensorRT builder) beside them."""
+
+    target: str
+    precision: str  # what runs: "int8 (QDQ input)" when an int8 model is compiled at fp32
+    check: Check | Verification | None = None  # accuracy check (lossy precisions) or exact comparison
+    tuning: list[dict[str, Any]] | None = None  # ort-cpu: every session setting tried, with its p50
+    chosen: dict[str, Any] | None = None
+    hardware_specific: bool | None = None
+    int8_source: str | None = None
+    bf16_native: bool | None = None
+    compress_to_fp16: bool | None = None
+    nncf: dict[str, Any] | None = None
+    accuracy_control: dict[str, Any] | None = None
+    fake_quantize_nodes: int | None = None
+
+
 class CompileStep(Step):
     name = "compile"
     summary = "build the artifact a runtime deploys (ONNX Runtime, OpenVINO, TensorRT)"
@@ -83,6 +102,7 @@ class CompileStep(Step):
     produces = "onnx"  # refined per target by output_format()
     suffix = ".onnx"
     Config = CompileConfig
+    Details = CompileDetails
     for_speed = True
 
     @classmethod
@@ -118,8 +138,8 @@ class CompileStep(Step):
         # the label says what runs: an int8 model compiled at the default "fp32" still runs its int8 kernels
         already = int8_kind(artifact.path)
         precision = f"int8 ({already} input)" if already and config.precision == "fp32" else config.precision
-        details.update({"target": config.target, "precision": precision})
-        details["check"] = self._check(ctx, artifact, out, config)
+        details = CompileDetails.model_validate({**details, "target": config.target, "precision": precision})
+        details.check = self._check(ctx, artifact, out, config)
         return StepResult(artifact=out, details=details)
 
     # ------------------------------------------------------------------ targets
@@ -134,8 +154,8 @@ class CompileStep(Step):
         trials = [{"session": settings, "p50_ms": p50} for settings, p50 in zip(ORT_GRID, p50s)]
         best = min(trials, key=lambda t: t["p50_ms"])
         ort_offline(artifact.path, ctx.out_tmp, best["session"]["graph_optimization_level"], ctx.settings.threads)
-        out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task)
-        out.runtime = {"session": best["session"], "providers": ["CPUExecutionProvider"]}
+        out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task).with_(
+            runtime={"session": best["session"], "providers": ["CPUExecutionProvider"]})
         return out, {"tuning": trials, "chosen": best["session"],
                      "hardware_specific": best["session"]["graph_optimization_level"] == "all"}
 
@@ -169,9 +189,9 @@ class CompileStep(Step):
                               quantize_with=quantize_with, transformer=has_attention(onnx_io.load_model(artifact.path)),
                               accuracy_control=control)
         assert bin_tmp.is_file(), "OpenVINO wrote its weights under another name"
-        out = Artifact(path=ctx.out_tmp, format="openvino", task=artifact.task)
-        out.inputs, out.outputs = read_io_specs(ctx.out_tmp)
-        out.runtime = {"inference_precision": PRECISION_HINT[config.precision], "device": "CPU"}
+        inputs, outputs = read_io_specs(ctx.out_tmp)
+        out = Artifact(path=ctx.out_tmp, format="openvino", task=artifact.task, inputs=inputs, outputs=outputs,
+                       runtime={"inference_precision": PRECISION_HINT[config.precision], "device": "CPU"})
         details["int8_source"] = source if config.precision == "int8" else None
         if config.precision == "bf16":
             from optkit.backends.openvino import cpu_capabilities
@@ -206,8 +226,8 @@ class CompileStep(Step):
             model = convert_float_to_float16(model, keep_io_types=True)
             OnnxModel(model).topological_sort()
         onnx.save_model(model, str(ctx.out_tmp))
-        out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task)
-        out.runtime = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+        out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task).with_(
+            runtime={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
         return out, {}
 
     # ------------------------------------------------------------------ helpers
@@ -244,7 +264,7 @@ class CompileStep(Step):
         return feeds, max_drop / 100 if metric.points else max_drop, score, f"{name} drop <= {max_drop:g}{unit}"
 
     @staticmethod
-    def _check(ctx: StepContext, parent: Artifact, out: Artifact, config: CompileConfig) -> dict[str, Any]:
+    def _check(ctx: StepContext, parent: Artifact, out: Artifact, config: CompileConfig) -> Check | Verification:
         from optkit.eval.compare import accuracy_check, tolerance_error, verify_outputs
         from optkit.eval.measure import outputs_on_data
 
@@ -255,7 +275,7 @@ class CompileStep(Step):
                                   hint="Report it; loosen --atol/--rtol only if this drift is acceptable")
         check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
                                ctx.settings.metric, config.accuracy_budget, config.min_cosine)
-        if not check["ok"]:
+        if not check.ok:
             remedies = ["try another --precision"]
             if config.target == "openvino-cpu" and config.precision == "int8":
                 remedies.insert(0, "--max-drop POINTS keeps sensitive ops in float (NNCF accuracy control)")
@@ -263,17 +283,17 @@ class CompileStep(Step):
         return check
 
     @staticmethod
-    def describe(details: dict) -> str:
-        text = f"{details['target']} {details['precision']}"
-        if details.get("chosen"):
-            text += f"; fastest session settings {details['chosen']} of {len(details['tuning'])}"
-        if details.get("int8_source"):
-            text += f"; int8 from {details['int8_source']}"
-        if details.get("fake_quantize_nodes"):
-            text += f"; {details['fake_quantize_nodes']} FakeQuantize"
-        if details.get("bf16_native") is False:
+    def describe(details: CompileDetails) -> str:
+        text = f"{details.target} {details.precision}"
+        if details.chosen:
+            text += f"; fastest session settings {details.chosen} of {len(details.tuning)}"
+        if details.int8_source:
+            text += f"; int8 from {details.int8_source}"
+        if details.fake_quantize_nodes:
+            text += f"; {details.fake_quantize_nodes} FakeQuantize"
+        if details.bf16_native is False:
             text += "; bf16 EMULATED (no native bf16 on this CPU)"
-        control = details.get("accuracy_control")
+        control = details.accuracy_control
         if control:
             kept = control["kept_float_compute_ops"]
             text += (f"; accuracy control ({control['budget']}): {len(kept)} compute op(s) kept float"

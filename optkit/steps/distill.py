@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from optkit.types.artifact import Artifact, open_artifact
 from optkit.types.errors import UsageError
+from optkit.types.records import Details
 from optkit.types.files import resolve_ref as resolve
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps import _training as tr
@@ -36,8 +37,8 @@ class DistillConfig(tr.TrainOptions):
     student_weights: str | None = Field(None, description="state_dict for a factory student")
     student_width: float | None = Field(None, gt=0, lt=1, description="derive the student: the teacher at this fraction of its channel width")
     student_macs: float | None = Field(None, gt=0, lt=1, description="derive the student: the widest narrowing of the teacher with at most this fraction of its MACs")
-    student_init: Literal["teacher", "random"] = Field("teacher", description="student_width: start from the teacher's kept weights, or re-initialise")
-    epochs: int = Field(20, ge=1, le=1000)
+    student_init: Literal["teacher", "random"] = Field("teacher", description="derived student (--student-width/--student-macs): start from the teacher's kept weights, or re-initialise")
+    epochs: int = Field(20, ge=1, le=1000, description="training epochs (the best validation epoch is kept)")
     temperature: float = Field(4.0, gt=0, description="softmax temperature of the soft targets")
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft-target loss (0: labels only, no teacher)")
     feature_weight: float = Field(0.0, ge=0, description="weight of intermediate-feature matching (0: off)")
@@ -72,7 +73,7 @@ def _original_of(artifact: Artifact) -> Artifact:
     """The chain's original torch model, rebuilt from the source recorded in its ledger row."""
     if not artifact.lineage:
         return artifact
-    source = (artifact.lineage[0].get("details") or {}).get("source") or {}
+    source = artifact.lineage[0].details.get("source") or {}
     if source.get("kind") == "factory" and source.get("spec"):
         return open_artifact(Path(source["spec"]).parent)
     if source.get("kind") == "factory":
@@ -88,7 +89,7 @@ def roles(artifact: Artifact, config: DistillConfig, base: Path) -> tuple[Artifa
     if config.student:
         student = _open_torch(config.student, config.student_weights, base, "student")
         if not student.inputs:
-            student.inputs, student.outputs = artifact.inputs, artifact.outputs
+            student = student.with_(inputs=artifact.inputs, outputs=artifact.outputs)
         return explicit_teacher or artifact, student
     if config.derived:
         return explicit_teacher or artifact, None
@@ -227,6 +228,19 @@ def kd_loss(teacher, config: DistillConfig, features: _Features | None):
 
 # ----------------------------------------------------------------------------- the step
 
+class DistillDetails(Details):
+    teacher: str
+    student: str
+    teacher_macs: int | None
+    teacher_params: int
+    teacher_val_top1: float | None
+    teacher_eval_top1: float | None
+    temperature: float
+    alpha: float
+    feature_pairs: list[str]  # layers whose features were matched
+    training: dict[str, Any]  # epochs run, best epoch and its validation top-1, history, seconds
+
+
 class DistillStep(Step):
     name = "distill"
     summary = "knowledge distillation of a teacher into a smaller student (soft targets, labels, features)"
@@ -234,6 +248,7 @@ class DistillStep(Step):
     produces = "torch"
     suffix = ""
     Config = DistillConfig
+    Details = DistillDetails
 
     def precheck(self, config: DistillConfig, source: Artifact, base: Path) -> None:
         if source.format != "torch":
@@ -247,7 +262,7 @@ class DistillStep(Step):
             from optkit.backends.torch import load_module
 
             student_art = _open_torch(config.student, config.student_weights, base, "student")
-            student_art.inputs = student_art.inputs or source.inputs
+            student_art = student_art.with_(inputs=student_art.inputs or source.inputs)
             teacher = load_module(_open_torch(config.teacher, None, base, "teacher") if config.teacher else source)
             from optkit.eval.data import synthetic
 
@@ -287,31 +302,31 @@ class DistillStep(Step):
             if features:
                 features.close()
 
-        details: dict[str, Any] = {
-            "teacher": str(teacher_art.path), "student": student_art.path.name if width is None else f"{teacher_art.path.name} at width {width}",
-            "teacher_macs": count(teacher), "teacher_params": tr.param_count(teacher),
-            "macs": count(student), "params": tr.param_count(student),
-            "teacher_val_top1": tr.top1_of(teacher, val), "teacher_eval_top1": tr.top1_of(teacher, ctx.data),
-            "temperature": config.temperature, "alpha": config.alpha,
-            "feature_pairs": features.pairs if features else [], "training": result.to_dict(),
-        }
+        details = DistillDetails(
+            teacher=str(teacher_art.path),
+            student=student_art.path.name if width is None else f"{teacher_art.path.name} at width {width}",
+            teacher_macs=count(teacher), teacher_params=tr.param_count(teacher),
+            macs=count(student), params=tr.param_count(student),
+            teacher_val_top1=tr.top1_of(teacher, val), teacher_eval_top1=tr.top1_of(teacher, ctx.data),
+            temperature=config.temperature, alpha=config.alpha,
+            feature_pairs=features.pairs if features else [], training=result.to_dict())
         like = teacher_art if width is not None else student_art  # whose factory builds the student
         out = tr.write_folder(student, like, ctx.out_tmp, ctx.out_final, structure_of(student, tr.factory_model(like)),
                               name=f"{like.source.get('name') or like.path.stem}_distilled", data=artifact.data)
         return StepResult(artifact=out, details=details)
 
     @staticmethod
-    def describe(details: dict[str, Any]) -> str:
-        text = f"student {details['student']}"
-        if details.get("macs") and details.get("teacher_macs"):
-            text += (f": MACs {details['macs'] / 1e6:.1f}M vs teacher {details['teacher_macs'] / 1e6:.1f}M "
-                     f"({details['macs'] / details['teacher_macs']:.2f}x), params {details['params'] / 1e3:.0f}k")
-        tr_ = details["training"]
-        mode = f"T={details['temperature']}, alpha={details['alpha']}" if details["alpha"] > 0 else "labels only (no teacher)"
+    def describe(details: DistillDetails) -> str:
+        text = f"student {details.student}"
+        if details.macs and details.teacher_macs:
+            text += (f": MACs {details.macs / 1e6:.1f}M vs teacher {details.teacher_macs / 1e6:.1f}M "
+                     f"({details.macs / details.teacher_macs:.2f}x), params {details.params / 1e3:.0f}k")
+        tr_ = details.training
+        mode = f"T={details.temperature}, alpha={details.alpha}" if details.alpha > 0 else "labels only (no teacher)"
         text += f"; {mode}; {tr_['epochs_run']} epochs, kept epoch {tr_['best_epoch']}"
         if tr_.get("best_val_top1") is not None:
             text += f" (val top-1 {100 * tr_['best_val_top1']:.2f}%)"
-        if details.get("teacher_eval_top1") is not None:
-            text += f"; teacher top-1 {100 * details['teacher_eval_top1']:.2f}%"
+        if details.teacher_eval_top1 is not None:
+            text += f"; teacher top-1 {100 * details.teacher_eval_top1:.2f}%"
         return text
 

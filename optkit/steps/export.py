@@ -7,13 +7,14 @@ step and nothing is written.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError, UsageError, first_line
 from optkit.steps.base import Step, StepContext, StepResult
+from optkit.types.records import Details, Verification
 from optkit.types.ui import quiet_libraries
 
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
@@ -32,7 +33,7 @@ def parse_axis(text: str) -> tuple[str, int, str]:
 class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     opset: int | None = Field(None, ge=7, le=23, description="ONNX opset (default: 18 for dynamo, 17 for torchscript)")
-    dynamic_batch: bool = Field(True, description="leave the batch dimension dynamic")
+    dynamic_batch: bool = Field(True, description="dynamic batch dimension (default) or fixed")
     exporter: Literal["auto", "dynamo", "torchscript"] = Field(
         "auto", description="torch.onnx exporter: dynamo (torch.export based) or the TorchScript tracer; "
                             "auto uses dynamo, except for TorchScript models and where the TorchScript export's "
@@ -41,8 +42,8 @@ class ExportConfig(BaseModel):
     rtol: float = Field(1e-3, ge=0, description="relative tolerance of the ONNX-vs-torch check")
     verify_batch_sizes: list[int] = Field([1, 8], min_length=1, description="batch sizes of the numeric check")
     dynamic_axes: list[str] | None = Field(
-        None, description="dynamic dimensions besides the batch, NAME:DIM[:LABEL] (inputs sharing a LABEL share the "
-                          "size); default: dim 1 ('sequence') of integer token inputs; [] for none")
+        None, description="dynamic dimensions besides the batch, NAME:DIM[:LABEL], e.g. input_ids:1:sequence (inputs "
+                          "sharing a LABEL share the size); default: dim 1 of integer token inputs; empty: only the batch")
 
     @field_validator("dynamic_axes")
     @classmethod
@@ -148,6 +149,16 @@ def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_w
     return "dynamo", opset, choice
 
 
+class ExportDetails(Details):
+    exporter: str
+    opset: int
+    dynamic_batch: bool
+    dynamic_axes: dict[str, dict[str, str]]  # dynamic dims besides the batch: input -> {dim: label}
+    exporter_choice: dict[str, Any] | None = None  # exporter auto: what was compared and why one won
+    nodes: int
+    verification: Verification
+
+
 class ExportStep(Step):
     name = "export"
     summary = "PyTorch -> ONNX, verified numerically in ONNX Runtime"
@@ -155,6 +166,7 @@ class ExportStep(Step):
     produces = "onnx"
     suffix = ".onnx"
     Config = ExportConfig
+    Details = ExportDetails
 
     def run(self, ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
         from optkit.backends.torch import count_macs, flatten_outputs, load_module, output_names
@@ -240,25 +252,23 @@ class ExportStep(Step):
                 artifact, exported, shorter, atol=config.atol, rtol=config.rtol, batch_sizes=[1], threads=ctx.settings.threads,
                 what=f"ONNX (at {', '.join(f'{n}:' + 'x'.join(map(str, a.shape[1:])) for n, a in shorter.inputs.items())})",
                 hint="The export may have baked in a size: try the other --exporter, or drop that --dynamic-axis")
-            verification["dynamic_axes_checked"] = {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()}
-            verification["max_abs_diff"] = max(verification["max_abs_diff"], second["max_abs_diff"])
+            verification.dynamic_axes_checked = {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()}
+            verification.max_abs_diff = max(verification.max_abs_diff, second.max_abs_diff)
         model_proto = onnx_io.load_model(ctx.out_tmp)
-        details = {
-            "exporter": exporter, "opset": opset, "dynamic_batch": config.dynamic_batch,
-            "dynamic_axes": {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()},
-            "exporter_choice": choice,
-            "nodes": onnx_io.node_count(model_proto), "verification": verification,
-            "macs": count_macs(module, ctx.data.batch(1), names),
-        }
+        details = ExportDetails(
+            exporter=exporter, opset=opset, dynamic_batch=config.dynamic_batch,
+            dynamic_axes={n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()},
+            exporter_choice=choice, nodes=onnx_io.node_count(model_proto), verification=verification,
+            macs=count_macs(module, ctx.data.batch(1), names))
         return StepResult(artifact=exported, details=details)
 
     @staticmethod
-    def describe(details: dict) -> str:
-        check = details["verification"]
-        axes = details.get("dynamic_axes") or {}
-        choice = details.get("exporter_choice")
+    def describe(details: ExportDetails) -> str:
+        check = details.verification
+        axes = details.dynamic_axes or {}
+        choice = details.exporter_choice
         why = f" (auto: {choice['why']})" if choice else ""
         dynamic = "".join(f", {n}[{d}] {label} dynamic" for n, dims in axes.items() for d, label in dims.items())
-        return (f"{details['exporter']}{why} opset {details['opset']}, {details['nodes']} nodes{dynamic}; vs torch at batch "
-                f"{','.join(map(str, check['batch_sizes']))}{' and a second size of each axis' if axes else ''}: "
-                f"max|Δ| {check['max_abs_diff']:.1e}")
+        return (f"{details.exporter}{why} opset {details.opset}, {details.nodes} nodes{dynamic}; vs torch at batch "
+                f"{','.join(map(str, check.batch_sizes))}{' and a second size of each axis' if axes else ''}: "
+                f"max|Δ| {check.max_abs_diff:.1e}")

@@ -14,12 +14,13 @@ nodes before and after.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from optkit.types.artifact import Artifact
 from optkit.steps.base import Step, StepContext, StepResult
+from optkit.types.records import Details, Verification
 from optkit.steps._onnx_common import ExactConfig, finish, op_counts, opset_of, save_model
 from optkit.steps._transformer import has_attention, optimize_transformer
 
@@ -34,7 +35,7 @@ class FuseConfig(ExactConfig):
     num_heads: int = Field(0, ge=0, description="attention heads (0: detect from the graph)")
     hidden_size: int = Field(0, ge=0, description="hidden size (0: detect from the graph)")
     skip_layer_norm: Literal["auto", "fused", "split"] = Field(
-        "auto", description="after attention fusion, keep SkipLayerNormalization (fused), split it back into "
+        "auto", description="SkipLayerNormalization after attention fusion: keep it (fused), split it back into "
                             "Add + LayerNormalization (split), or time both and keep the faster (auto)")
 
 
@@ -95,10 +96,26 @@ def transformer_fuse(model, config: FuseConfig) -> tuple[object, dict[str, int],
     return optimize_transformer(model, config.model_type, config.num_heads, config.hidden_size)
 
 
+class FuseDetails(Details):
+    level: str
+    ops_before: dict[str, int]
+    nodes_before: int
+    ops_after: dict[str, int] | None = None
+    nodes_after: int | None = None
+    conv_bn_folded: int | None = None
+    fused_ops: dict[str, int] | None = None  # op types the fusions introduced
+    verification: Verification | None = None
+    transformer: dict[str, Any] | None = None  # optimizer parameters, what it fused, the SkipLayerNorm choice
+    transformer_skipped: str | None = None
+    opset_upgraded: list[int] | None = None
+    hardware_specific: bool | None = None
+    kept_input: bool | None = None
+
+
 FUSED_OPSET = 17  # LayerNormalization, which the transformer fusions write, is an ONNX op from opset 17
 
 
-def _upgrade_for_fusion(model, ctx: StepContext, details: dict) -> tuple[object, bool]:
+def _upgrade_for_fusion(model, ctx: StepContext, details: FuseDetails) -> tuple[object, bool]:
     """Transformer fusions write opset-17 ops: an older model is converted first (and says so), or, where
     the converter cannot, the transformer fusions are skipped rather than writing an invalid model."""
     from onnx import version_converter
@@ -109,10 +126,10 @@ def _upgrade_for_fusion(model, ctx: StepContext, details: dict) -> tuple[object,
     except Exception as exc:  # the converter lacks adapters for some ops
         ctx.ui.warn(f"fuse: transformer fusions need opset {FUSED_OPSET} and this model (opset {old}) could not be "
                     f"converted ({type(exc).__name__}); they are skipped")
-        details["transformer_skipped"] = f"opset {old} could not be converted to {FUSED_OPSET}"
+        details.transformer_skipped = f"opset {old} could not be converted to {FUSED_OPSET}"
         return model, False
     ctx.ui.info(f"fuse: opset {old} -> {FUSED_OPSET} first: the transformer fusions write LayerNormalization (opset 17)")
-    details["opset_upgraded"] = [old, FUSED_OPSET]
+    details.opset_upgraded = [old, FUSED_OPSET]
     return upgraded, True
 
 
@@ -123,6 +140,7 @@ class FuseStep(Step):
     produces = "onnx"
     suffix = ".onnx"
     Config = FuseConfig
+    Details = FuseDetails
 
     def run(self, ctx: StepContext, artifact: Artifact, config: FuseConfig) -> StepResult:
         from optkit.backends.onnxruntime import ort_offline
@@ -132,7 +150,7 @@ class FuseStep(Step):
 
         model = onnx_io.load_model(artifact.path)
         before = op_counts(model)
-        details: dict = {"level": config.level, "ops_before": before, "nodes_before": sum(before.values())}
+        details = FuseDetails(level=config.level, ops_before=before, nodes_before=sum(before.values()))
         run_transformer = config.transformer == "on" or (config.transformer == "auto" and has_attention(model))
         if run_transformer and opset_of(model) < FUSED_OPSET:
             model, run_transformer = _upgrade_for_fusion(model, ctx, details)
@@ -140,43 +158,41 @@ class FuseStep(Step):
             if run_transformer:
                 model, stats, params = transformer_fuse(model, config)
                 model, skip_info = choose_skip_layer_norm(model, config, ctx, tmp)
-                details["transformer"] = {**params, "optimizer_fused": stats, "skip_layer_norm": skip_info}
+                details.transformer = {**params, "optimizer_fused": stats, "skip_layer_norm": skip_info}
             staged = tmp / "stage.onnx"
             save_model(model, staged)
             ort_offline(staged, ctx.out_tmp, config.level, ctx.settings.threads)
         if config.level == "all":
             ctx.ui.warn("fuse --level all writes layout transforms for this CPU's instruction set: the file is "
                         "hardware-specific (use extended for a portable ONNX Runtime model)")
-            details["hardware_specific"] = True
+            details.hardware_specific = True
         out, check = finish(ctx, artifact, config, "fused", hint="Try a lower --level or --transformer off, and report it")
         after = op_counts(onnx_io.load_model(ctx.out_tmp))
-        if "transformer" in details:  # what the fused graph holds, after any split
-            details["transformer"]["fused"] = {op: after[op] for op in (
+        if details.transformer is not None:  # what the fused graph holds, after any split
+            details.transformer["fused"] = {op: after[op] for op in (
                 "Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization",
                 "EmbedLayerNormalization", "BiasGelu", "Gelu", "FastGelu") if after.get(op)}
-        details.update({
-            "ops_after": after, "nodes_after": sum(after.values()),
-            "conv_bn_folded": before.get("BatchNormalization", 0) - after.get("BatchNormalization", 0),
-            "fused_ops": {op: n for op, n in after.items() if op not in before},  # op types the fusions introduced
-            "verification": check,
-        })
-        if details["nodes_after"] >= details["nodes_before"] and not details["fused_ops"]:
+        details.ops_after, details.nodes_after = after, sum(after.values())
+        details.conv_bn_folded = before.get("BatchNormalization", 0) - after.get("BatchNormalization", 0)
+        details.fused_ops = {op: n for op, n in after.items() if op not in before}  # op types the fusions introduced
+        details.verification = check
+        if details.nodes_after >= details.nodes_before and not details.fused_ops:
             # nothing fused and nothing removed: the rewrite is no better than its input, so the input is the output
             import shutil
 
             shutil.copyfile(artifact.path, ctx.out_tmp)
             out = onnx_io.produced_artifact(ctx.out_tmp, "fused", artifact.task)
-            details.update({"kept_input": True, "ops_after": before, "nodes_after": details["nodes_before"],
-                            "conv_bn_folded": 0, "opset_upgraded": None})
-            ctx.ui.info(f"fuse: no fusion reduced the graph ({details['nodes_before']} -> {sum(after.values())} nodes): "
+            details.kept_input, details.ops_after, details.nodes_after = True, before, details.nodes_before
+            details.conv_bn_folded, details.opset_upgraded = 0, None
+            ctx.ui.info(f"fuse: no fusion reduced the graph ({details.nodes_before} -> {sum(after.values())} nodes): "
                         "the input is kept as it is")
         return StepResult(artifact=out, details=details)
 
     @staticmethod
-    def describe(details: dict) -> str:
-        if details.get("kept_input"):
-            return f"{details['level']}: nothing fused or removed ({details['nodes_before']} nodes): input kept as it is"
-        fused = ", ".join(f"{k} {v}" for k, v in details.get("fused_ops", {}).items()) or "no fused ops"
-        bn = f"; {details['conv_bn_folded']} BN folded" if details.get("conv_bn_folded") else ""
-        opset = f"; opset {details['opset_upgraded'][0]} -> {details['opset_upgraded'][1]}" if details.get("opset_upgraded") else ""
-        return f"{details['level']}: nodes {details['nodes_before']} -> {details['nodes_after']}; {fused}{bn}{opset}"
+    def describe(details: FuseDetails) -> str:
+        if details.kept_input:
+            return f"{details.level}: nothing fused or removed ({details.nodes_before} nodes): input kept as it is"
+        fused = ", ".join(f"{k} {v}" for k, v in (details.fused_ops or {}).items()) or "no fused ops"
+        bn = f"; {details.conv_bn_folded} BN folded" if details.conv_bn_folded else ""
+        opset = f"; opset {details.opset_upgraded[0]} -> {details.opset_upgraded[1]}" if details.opset_upgraded else ""
+        return f"{details.level}: nodes {details.nodes_before} -> {details.nodes_after}; {fused}{bn}{opset}"

@@ -28,4 +28,4 @@ class ProfileStep(Step):
             "artifact": str(artifact.path), "format": artifact.format, "size_bytes": artifact.size_bytes(),
             "sha256": artifact.digest(), "eval_data": ctx.data.reference(), **m.metrics(), "notes": m.notes,
         }
-        return StepResult(profile=profile, details={"outputs": m.outputs})
+        return StepResult(profile=profile, outputs=m.outputs)

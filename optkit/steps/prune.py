@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError, UsageError
+from optkit.types.records import Details
 from optkit.types.lazy import require
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps import _training as tr
@@ -221,6 +222,22 @@ def sparsity_facts(module, layers: list) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the step
 
+class PruneDetails(Details):
+    mode: Literal["structured", "unstructured"]
+    macs_before: int
+    params_before: int
+    macs_ratio: float | None = None
+    ratio: float | None = None  # structured: the ratio used (searched for --target-macs)
+    channels: list[str] | None = None  # structured: "layer: channels before -> after", per changed layer
+    val_top1_before_finetune: float | None = None
+    finetune: dict[str, Any] | None = None
+    weights_sparsity: float | None = None  # unstructured: sparsity and what compression would save
+    params_sparsity: float | None = None
+    pruned_layers: int | None = None
+    compressed_weights_bytes: int | None = None
+    raw_weights_bytes: int | None = None
+
+
 class PruneStep(Step):
     name = "prune"
     summary = "structured channel pruning (torch-pruning) or unstructured sparsity, with recovery fine-tuning"
@@ -228,6 +245,7 @@ class PruneStep(Step):
     produces = "torch"
     suffix = ""  # a model folder
     Config = PruneConfig
+    Details = PruneDetails
 
     def precheck(self, config: PruneConfig, source: Artifact, base: Path) -> None:
         if source.format != "torch":
@@ -252,8 +270,8 @@ class PruneStep(Step):
         needs_train = config.finetune_epochs > 0 or config.importance == "taylor"
         train = tr.train_split(config, artifact, ctx.base) if needs_train else None
         val = tr.val_split(config, artifact, ctx.base) if config.finetune_epochs else None
-        details: dict[str, Any] = {"mode": "unstructured" if config.unstructured else "structured",
-                                   "macs_before": base_macs, "params_before": base_params}
+        details = PruneDetails(mode="unstructured" if config.unstructured else "structured",
+                               macs_before=base_macs, params_before=base_params)
         if config.unstructured:
             pruned = copy.deepcopy(module)
             layers = _prunable(pruned, ignored_layers(pruned, example, config))
@@ -264,22 +282,23 @@ class PruneStep(Step):
                     ratio, pruned, _ = search_ratio(module, example, config, base_macs, count, train, names)
                 else:
                     ratio, pruned = config.ratio, prune_structured(module, example, config, config.ratio, train, names)
-            details["ratio"] = round(ratio, 4)
-            details["channels"] = channel_changes(module, pruned)
-            if not details["channels"]:
+            details.ratio = round(ratio, 4)
+            details.channels = channel_changes(module, pruned)
+            if not details.channels:
                 raise StepError("nothing was pruned: every prunable group is ignored or too small for the ratio",
                                 hint="Raise --ratio, lower --round-to or --ignore fewer layers")
         self._check_runs(pruned, example, artifact)
-        details["val_top1_before_finetune"] = tr.top1_of(pruned, val)
+        details.val_top1_before_finetune = tr.top1_of(pruned, val)
         if config.finetune_epochs:
             result = tr.fit(pruned, train, val, _label_loss(module, names), config, config.finetune_epochs, ctx.ui,
                             "fine-tuning")
-            details["finetune"] = result.to_dict()
+            details.finetune = result.to_dict()
         if config.unstructured:
             finalize_unstructured(layers)
-            details.update(sparsity_facts(pruned, layers))
-        details["macs"], details["params"] = count(pruned), tr.param_count(pruned)
-        details["macs_ratio"] = details["macs"] / base_macs if base_macs else None
+            for key, value in sparsity_facts(pruned, layers).items():
+                setattr(details, key, value)
+        details.macs, details.params = count(pruned), tr.param_count(pruned)
+        details.macs_ratio = details.macs / base_macs if base_macs else None
         self._check_accuracy(module, pruned, ctx, config)
         out = tr.write_folder(pruned, artifact, ctx.out_tmp, ctx.out_final, structure_of(pruned, tr.factory_model(artifact)),
                               name=f"{artifact.source.get('name') or artifact.path.stem}_pruned")
@@ -313,20 +332,20 @@ class PruneStep(Step):
                             hint="Prune less, fine-tune longer (--finetune-epochs) or distill")
 
     @staticmethod
-    def describe(details: dict[str, Any]) -> str:
+    def describe(details: PruneDetails) -> str:
         macs = ""
-        if details.get("macs_before") and details.get("macs"):
-            macs = (f"MACs {details['macs_before'] / 1e6:.1f}M -> {details['macs'] / 1e6:.1f}M "
-                    f"({details['macs'] / details['macs_before']:.2f}x), params {details['params_before'] / 1e3:.0f}k -> "
-                    f"{details['params'] / 1e3:.0f}k")
-        if details.get("mode") == "unstructured":
-            text = (f"unstructured: {100 * details['weights_sparsity']:.1f}% of Conv/Linear weights zero "
-                    f"({100 * details['params_sparsity']:.1f}% of all params); dense runtimes do not get faster; "
-                    f"compressed weights {details['compressed_weights_bytes'] / 1e3:.0f} kB vs "
-                    f"{details['raw_weights_bytes'] / 1e3:.0f} kB raw")
+        if details.macs_before and details.macs:
+            macs = (f"MACs {details.macs_before / 1e6:.1f}M -> {details.macs / 1e6:.1f}M "
+                    f"({details.macs / details.macs_before:.2f}x), params {details.params_before / 1e3:.0f}k -> "
+                    f"{details.params / 1e3:.0f}k")
+        if details.mode == "unstructured":
+            text = (f"unstructured: {100 * details.weights_sparsity:.1f}% of Conv/Linear weights zero "
+                    f"({100 * details.params_sparsity:.1f}% of all params); dense runtimes do not get faster; "
+                    f"compressed weights {details.compressed_weights_bytes / 1e3:.0f} kB vs "
+                    f"{details.raw_weights_bytes / 1e3:.0f} kB raw")
         else:
-            text = f"structured, ratio {details.get('ratio')}: {macs}"
-        ft = details.get("finetune")
+            text = f"structured, ratio {details.ratio}: {macs}"
+        ft = details.finetune
         if ft:
             best = ft["best_val_top1"]
             text += (f"; fine-tuned {ft['epochs_run']} epochs, kept epoch {ft['best_epoch']}"

@@ -24,23 +24,26 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.steps._quantize_modes import (FP16_KEEP_FP32, calibration_data, quantize_dynamic, quantize_fp16,
-                                          quantize_static)
+from optkit.steps._quantize_modes import (FP16_KEEP_FP32, Candidate, calibration_data, quantize_dynamic,
+                                          quantize_fp16, quantize_static)
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps.quantize_recipes import Int8Recipe
 from optkit.types.artifact import Artifact
+from optkit.types.records import Check, Details
 
 
 class QuantizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    mode: Literal["static", "dynamic", "fp16", "auto"] = Field("auto", description="quantization mode")
+    mode: Literal["static", "dynamic", "fp16", "auto"] = Field("auto", description="quantization mode (auto: build the modes that apply, keep "
+                                                                   "the fastest within tolerance)")
     method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static calibration method")
     percentile: float = Field(99.999, gt=0, le=100, description="percentile for --method percentile")
-    per_channel: bool = Field(True, description="per-channel weight scales (opset >= 13; upgraded if needed)")
+    per_channel: bool = Field(True, description="weight scales per channel (default) or per tensor; per channel "
+                                                   "needs opset >= 13 (upgraded if needed)")
     reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on x86")
     calib_data: str | None = Field(None, description=".npz for calibration (default: the model's calib split)")
     calib_from_eval: bool = Field(False, description="allow calibrating on the evaluation split (optimistic)")
@@ -59,7 +62,8 @@ class QuantizeConfig(BaseModel):
     guard_allow_slower: bool = Field(False, description="accuracy guard: keep a result that is not faster than the input "
                                                         "(by default the guard fails rather than ship it)")
     engine: Literal["ort", "inc"] = Field("ort", description="ort: ONNX Runtime on an ONNX model; inc: Intel Neural "
-                                          "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX")
+                                          "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX "
+                                          "(pip install 'optkit[inc]')")
     inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")
     min_cosine: float | None = Field(None, ge=-1, le=1, description="fail below this mean cosine vs the input's outputs "
                                      "(default: 0.99 when no task metric judges, else not checked)")
@@ -68,6 +72,43 @@ class QuantizeConfig(BaseModel):
     def accuracy_budget(self) -> float:
         """Top-1 points the result may lose: the guard's budget when it is on, else max_accuracy_drop."""
         return self.max_drop if self.max_drop is not None else self.max_accuracy_drop
+
+
+class QuantizeDetails(Details):
+    """What the chosen mode did (ORT static/dynamic/fp16 or neural-compressor), how it was judged and chosen."""
+
+    mode: Literal["static", "dynamic", "fp16"]
+    check: Check
+    format: str | None = None  # "QDQ"
+    engine: str | None = None  # "inc" for neural-compressor
+    method: str | None = None
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    activations: str | None = None
+    weights: str | None = None
+    recipe: str | None = None  # the guard's int8 recipe
+    calib_source: str | None = None
+    calib_samples: int | None = None
+    calib_batch_size: int | None = None
+    skip_small_convs: int | None = None
+    excluded: list[str] | None = None
+    excluded_by_user: list[str] | None = None
+    excluded_small_convs: list[str] | None = None
+    exclude_not_found_after_preprocess: list[str] | None = None
+    preprocess: str | None = None
+    opset_upgraded: list[int] | None = None
+    nodes: dict[str, Any] | None = None  # compute nodes int8 / float and why (fp16: nodes kept fp32)
+    dynamic_convs: int | None = None
+    keep_io_types: bool | None = None
+    kept_fp32_ops: list[str] | None = None
+    tuned_on: str | None = None  # inc: the split autotune judged on, its trials and choice
+    inc_trials: list[dict[str, Any]] | None = None
+    chosen: str | None = None
+    quantize_linear_nodes: int | None = None
+    int8_weights: int | None = None  # inc: constant weights folded to int8
+    tolerable_loss: float | None = None
+    guard: dict[str, Any] | None = None  # --max-drop: recipes and trials, what went back to float, timings
+    auto: dict[str, Any] | None = None  # --mode auto: each candidate's check and p50, and why one was chosen
 
 
 # ----------------------------------------------------------------------------- the step
@@ -84,6 +125,7 @@ class QuantizeStep(Step):
     produces = "onnx"
     suffix = ".onnx"
     Config = QuantizeConfig
+    Details = QuantizeDetails
     for_speed = True
 
     @classmethod
@@ -123,7 +165,7 @@ class QuantizeStep(Step):
                 work = scratch / mode
                 work.mkdir()
 
-                def build(guarded: tuple[str, ...], recipe: Int8Recipe | None = None, mode=mode, work=work) -> dict:
+                def build(guarded: tuple[str, ...], recipe: Int8Recipe | None = None, mode=mode, work=work) -> Candidate:
                     trial = work / f"trial{len(list(work.iterdir()))}"
                     trial.mkdir()
                     out_path = trial / "model.onnx"
@@ -138,22 +180,22 @@ class QuantizeStep(Step):
 
                 with ctx.ui.status(f"quantize: {mode}"):
                     cand = build(())
-                if config.max_drop is not None and not cand["check"]["ok"] and mode != "fp16":
+                if config.max_drop is not None and not cand.check.ok and mode != "fp16":
                     from optkit.steps.quantize_guard import guard
 
                     cand = guard(ctx, artifact, config, mode, cand, build, calib)
                 candidates.append(cand)
             input_p50 = self._time_auto(ctx, artifact, candidates) if config.mode == "auto" else None
             chosen = self._choose(ctx, candidates, config, input_p50)
-            shutil.copyfile(chosen["path"], ctx.out_tmp)
-        details = dict(chosen["details"])
-        details["check"] = chosen["check"]
+            shutil.copyfile(chosen.path, ctx.out_tmp)
+        details = QuantizeDetails.model_validate({**chosen.details, "check": chosen.check})
         if config.mode == "auto":
-            details["auto"] = {"candidates": [{k: c[k] for k in ("mode", "check", "p50_ms")} for c in candidates],
-                               "input_p50_ms": input_p50, "chosen": chosen["mode"], "why": chosen["why"],
-                               "timing": "input and candidates interleaved, batch 1"}
-        if details["mode"] == "dynamic" and details.get("dynamic_convs"):
-            ctx.ui.warn(f"dynamic int8 quantized {details['dynamic_convs']} Conv node(s): ConvInteger is several times "
+            details.auto = {"candidates": [{"mode": c.mode, "check": c.check.to_json(), "p50_ms": c.p50_ms}
+                                           for c in candidates],
+                            "input_p50_ms": input_p50, "chosen": chosen.mode, "why": chosen.why,
+                            "timing": "input and candidates interleaved, batch 1"}
+        if details.mode == "dynamic" and details.dynamic_convs:
+            ctx.ui.warn(f"dynamic int8 quantized {details.dynamic_convs} Conv node(s): ConvInteger is several times "
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
         from optkit.types import onnx_io
 
@@ -167,12 +209,12 @@ class QuantizeStep(Step):
         with scratch_dir() as scratch:
             details = quantize_inc(ctx, artifact, config, ctx.out_tmp, scratch)
         cand = self._evaluate(ctx, artifact, ctx.out_tmp, details, ctx.parent_outputs(), config)
-        if not cand["check"]["ok"]:
+        if not cand.check.ok:
             from optkit.eval.compare import tolerance_error
 
-            raise tolerance_error("static quantization", cand["check"],
+            raise tolerance_error("static quantization", cand.check,
                                   ["quantize the exported ONNX with --engine ort instead (--max-drop keeps sensitive nodes in float)"])
-        details["check"] = cand["check"]
+        details = QuantizeDetails.model_validate({**details, "check": cand.check})
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
     @staticmethod
@@ -186,76 +228,75 @@ class QuantizeStep(Step):
             modes.append("dynamic")
         return modes or ["dynamic"]
 
-    def _evaluate(self, ctx, artifact, path: Path, details: dict, parent_out: dict, config) -> dict:
+    def _evaluate(self, ctx, artifact, path: Path, details: dict, parent_out: dict, config) -> Candidate:
         from optkit.eval.compare import accuracy_check
         from optkit.eval.measure import outputs_on_data
 
         cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
         check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, ctx.settings.metric,
                                config.accuracy_budget, config.min_cosine)
-        return {"mode": details["mode"], "path": path, "details": details, "check": check, "p50_ms": None,
-                "artifact": cand}
+        return Candidate(mode=details["mode"], path=path, details=details, check=check, artifact=cand)
 
     @staticmethod
-    def _time_auto(ctx, artifact: Artifact, candidates: list[dict]) -> float | None:
+    def _time_auto(ctx, artifact: Artifact, candidates: list[Candidate]) -> float | None:
         """Batch-1 p50 of the input and every candidate within tolerance, in one interleaved pass (so the
         choice, and the verdict that it beats the input, hold on a busy machine); returns the input's."""
         from optkit.eval.measure import quick_p50s
 
-        ok = [c for c in candidates if c["check"]["ok"]]
+        ok = [c for c in candidates if c.check.ok]
         if not ok:
             return None
         with ctx.ui.status(f"quantize auto: timing the input and {len(ok)} candidate(s) interleaved"):
-            p50s = quick_p50s([artifact, *(c["artifact"] for c in ok)], ctx.data, ctx.settings)
+            p50s = quick_p50s([artifact, *(c.artifact for c in ok)], ctx.data, ctx.settings)
         for cand, p50 in zip(ok, p50s[1:]):
-            cand["p50_ms"] = p50
+            cand.p50_ms = p50
         return p50s[0]
 
     @staticmethod
-    def _choose(ctx, candidates: list[dict], config: QuantizeConfig, input_p50: float | None = None) -> dict:
-        ok = [c for c in candidates if c["check"]["ok"]]
+    def _choose(ctx, candidates: list[Candidate], config: QuantizeConfig, input_p50: float | None = None) -> Candidate:
+        ok = [c for c in candidates if c.check.ok]
         if not ok:
             from optkit.eval.compare import tolerance_error
 
-            raise tolerance_error(f"{'/'.join(c['mode'] for c in candidates)} quantization", candidates[0]["check"],
+            raise tolerance_error(f"{'/'.join(c.mode for c in candidates)} quantization", candidates[0].check,
                                   REMEDIES)
         if config.mode != "auto":
             return ok[0]
-        best = min(ok, key=lambda c: c["p50_ms"])
-        if input_p50 is not None and best["p50_ms"] >= input_p50:
+        best = min(ok, key=lambda c: c.p50_ms)
+        if input_p50 is not None and best.p50_ms >= input_p50:
             from optkit.types.errors import StepError
 
-            tried = ", ".join(f"{c['mode']} {c['p50_ms']:.3f} ms" for c in ok)
+            tried = ", ".join(f"{c.mode} {c.p50_ms:.3f} ms" for c in ok)
             raise StepError(f"quantize --mode auto: no mode within tolerance is faster than the input "
                             f"({tried}; input {input_p50:.3f} ms at batch 1, timed interleaved)",
                             hint="Deploy the input model, or pass --mode static or --mode dynamic to keep a slower one")
-        others = "; ".join(f"{c['mode']} {c['p50_ms']:.3f} ms{'' if c['check']['ok'] else ' (outside tolerance)'}"
+        others = "; ".join(f"{c.mode} {c.p50_ms:.3f} ms{'' if c.check.ok else ' (outside tolerance)'}"
                            for c in candidates if c is not best)
-        best["why"] = f"{best['mode']}: fastest within tolerance at batch 1 ({best['p50_ms']:.3f} ms" + \
+        best.why = f"{best.mode}: fastest within tolerance at batch 1 ({best.p50_ms:.3f} ms" + \
                       (f"; {others})" if others else ")")
         return best
 
     @staticmethod
-    def describe(details: dict) -> str:
-        nodes = details.get("nodes", {})
-        if details["mode"] == "fp16":
+    def describe(details: QuantizeDetails) -> str:
+        nodes = details.nodes or {}
+        if details.mode == "fp16":
             text = f"fp16, {nodes.get('kept_fp32', 0)} nodes kept fp32"
         else:
-            text = f"{details['mode']} int8, {nodes.get('quantized', 0)}/{nodes.get('quantizable', 0)} compute nodes int8"
+            text = f"{details.mode} int8, {nodes.get('quantized', 0)}/{nodes.get('quantizable', 0)} compute nodes int8"
             float_by = nodes.get("float_by") or {}
             if float_by:
-                names = {"small convs": f"conv(s) with < {details.get('skip_small_convs')} input channels (skip_small_convs)",
+                names = {"small convs": f"conv(s) with < {details.skip_small_convs} input channels (skip_small_convs)",
                          "--exclude": "by --exclude",
-                         "recipe": f"by the recipe '{details.get('recipe')}'", "guard": "by the accuracy guard",
+                         "recipe": f"by the recipe '{details.recipe}'", "guard": "by the accuracy guard",
                          "other": "not quantized by ONNX Runtime"}
                 text += " (float: " + ", ".join(f"{n} {names.get(k, k)}" for k, n in float_by.items()) + ")"
-            if details.get("engine") == "inc":
-                trials = details["inc_trials"]
-                text = (f"neural-compressor PT2E static int8 ({details['chosen']}), {len(trials) - 1} trial(s) tuned on the "
-                        f"{details['tuned_on']}: " + ", ".join(f"{t['config']} {t['metric']} {t['value']:.4f}" for t in trials))
-            elif details["mode"] == "static":
-                text += f"; {details['method']} on {details['calib_samples']} samples of {details['calib_source']}"
-        guard = details.get("guard")
+            if details.engine == "inc":
+                trials = details.inc_trials
+                text = (f"neural-compressor PT2E static int8 ({details.chosen}), {len(trials) - 1} trial(s) tuned on the "
+                        f"{details.tuned_on}: " + ", ".join(f"{t['config']} {t['metric']} {t['value']:.4f}" for t in trials))
+            elif details.mode == "static":
+                text += f"; {details.method} on {details.calib_samples} samples of {details.calib_source}"
+        guard = details.guard
         if guard:
             text += f"; guard ({guard.get('budget_text')})"
             if guard.get("recipe"):
@@ -263,6 +304,6 @@ class QuantizeStep(Step):
             if guard.get("kept_float"):
                 text += (f", {len(guard['kept_float'])} of {guard['quantized_nodes_plain']} quantized node(s) kept float "
                          f"(worst: {guard['groups'][0]['why']})")
-        if details.get("auto"):
-            text += f"; auto: {details['auto']['why']}"
+        if details.auto:
+            text += f"; auto: {details.auto['why']}"
         return text

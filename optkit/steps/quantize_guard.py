@@ -24,6 +24,8 @@ from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError
 from optkit.steps.base import StepContext
 from optkit.eval.data import EvalData
+from optkit.steps._quantize_modes import Candidate
+from optkit.types.records import Check
 
 
 def quantized_nodes(model) -> list[str]:
@@ -53,8 +55,8 @@ def _search_data(ctx: StepContext, artifact: Artifact, calib: EvalData | None) -
     return ctx.data, "evaluation split"
 
 
-def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, build: Callable[[tuple], dict],
-          calib: EvalData | None) -> dict:
+def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: Candidate,
+          build: Callable[..., Candidate], calib: EvalData | None) -> Candidate:
     import onnx
 
     from optkit.eval.compare import accuracy_check, check_text
@@ -64,40 +66,40 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
     data, data_name = _search_data(ctx, artifact, calib)
     parent = outputs_on_data(artifact, data, ctx.settings)
 
-    def check(cand: dict) -> dict:
-        art = cand["artifact"]  # the candidate as QuantizeStep._evaluate built it
+    def check(cand: Candidate) -> Check:
+        art = cand.artifact  # the candidate as QuantizeStep._evaluate built it
         return accuracy_check(parent, outputs_on_data(art, data, ctx.settings), data, ctx.settings.metric,
                               config.max_drop, config.min_cosine)
 
-    float_model = plain["path"].parent / ("pre.onnx" if (plain["path"].parent / "pre.onnx").is_file() else "upgraded.onnx")
-    quantized = quantized_nodes(onnx.load(str(plain["path"])))
+    float_model = plain.path.parent / ("pre.onnx" if (plain.path.parent / "pre.onnx").is_file() else "upgraded.onnx")
+    quantized = quantized_nodes(onnx.load(str(plain.path)))
     plain_check = check(plain)
     # without a task metric the guard can only judge cosine: say so everywhere instead of a drop it never measured
-    budget_text = plain_check["limit"]
+    budget_text = plain_check.limit
     facts: dict[str, Any] = {"budget": config.max_drop, "budget_text": budget_text, "searched_on": data_name,
                              "quantized_nodes_plain": len(quantized), "plain": _summary(plain_check), "trials": [],
                              "recipes": []}
     if "metric" not in plain_check:
         ctx.ui.warn(f"--max-drop {config.max_drop:g} is a budget on the task metric, and there is none (no labels, "
                     f"no --metric): the guard judges {budget_text} instead (set it with --min-cosine)")
-    ctx.ui.info(f"accuracy guard: plain {mode} int8 is outside {budget_text} ({check_text(plain['check'])})")
+    ctx.ui.info(f"accuracy guard: plain {mode} int8 is outside {budget_text} ({check_text(plain.check)})")
     base, recipe = plain, None
     if mode == "static":
         chosen, base, recipe = _try_recipes(ctx, artifact, config, plain, plain_check, build, check, float_model, facts)
         if chosen is not None:
-            chosen["details"]["guard"] = facts
+            chosen.details["guard"] = facts
             return chosen
         if recipe is not None:
-            quantized = quantized_nodes(onnx.load(str(base["path"])))
+            quantized = quantized_nodes(onnx.load(str(base.path)))
             facts["quantized_nodes_plain"] = len(quantized)
             ctx.ui.info(f"accuracy guard: bisecting from recipe '{recipe.name}', the closest to the budget")
     with ctx.ui.status("accuracy guard: ranking layers by quantization error"):
         if mode == "static":
-            ranking = rank_static(float_model, base["path"], data, base["path"].parent, samples=64)
+            ranking = rank_static(float_model, base.path, data, base.path.parent, samples=64)
         else:
-            ranking = rank_dynamic(float_model, data, plain["path"].parent, per_channel=config.per_channel,
+            ranking = rank_dynamic(float_model, data, plain.path.parent, per_channel=config.per_channel,
                                    reduce_range=config.reduce_range)
-    already = set(base["details"].get("excluded") or [])
+    already = set(base.details.get("excluded") or [])
     groups = exclusion_groups(ranking, already)
     facts["groups"] = groups[:10]
     ctx.ui.info(f"accuracy guard: {len(groups)} candidate group(s) to keep float, worst: "
@@ -105,7 +107,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
 
     started = time.perf_counter()
 
-    def trial(k: int) -> tuple[dict, dict]:
+    def trial(k: int) -> tuple[Candidate, Check]:
         nodes = tuple(n for g in groups[:k] for n in g["nodes"])
         cand = build(nodes, recipe)
         result = check(cand)
@@ -123,7 +125,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
     k = 1
     while groups and len(facts["trials"]) < config.guard_max_trials:
         cand, result = trial(k)
-        if result["ok"]:
+        if result.ok:
             hi, best, best_facts = k, cand, facts["trials"][-1]
             break
         lo = k
@@ -133,7 +135,7 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
     while best is not None and hi - lo > 1 and len(facts["trials"]) < config.guard_max_trials:
         mid = (lo + hi) // 2
         cand, result = trial(mid)
-        if result["ok"]:
+        if result.ok:
             hi, best, best_facts = mid, cand, facts["trials"][-1]
         else:
             lo = mid
@@ -141,13 +143,13 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: dict, 
         raise StepError(f"quantize --max-drop {config.max_drop:g}: {mode} int8 cannot meet {budget_text} on the {data_name}: "
                         f"plain {facts['plain']['text']}; {facts['trials'][-1]['text'] if facts['trials'] else 'no node to exclude'}"
                         f" with {facts['trials'][-1]['nodes'] if facts['trials'] else 0} node(s) in float",
-                        hint=("Raise --max-drop" if "metric" in plain_check else "Lower --min-cosine")
+                        hint=("Raise --max-drop" if plain_check.judged_metric else "Lower --min-cosine")
                         + ", raise --guard-max-trials, try --method entropy or --per-channel, or use --mode fp16")
     kept = [n for g in groups[:hi] for n in g["nodes"] if _was_quantized(n, quantized_set)]
     facts.update({"kept_float": kept, "groups": groups[:hi], "recipe": recipe.name if recipe else None,
                   "kept_float_fraction": round(len(kept) / max(1, len(quantized)), 4), "best_trial": best_facts})
     _refuse_a_float_model(ctx, artifact, config, mode, best, kept, quantized, facts)
-    best["details"]["guard"] = facts
+    best.details["guard"] = facts
     return best
 
 
@@ -159,18 +161,18 @@ def _was_quantized(name: str, quantized: set[str] | None) -> bool:
     return quantized is None or name in quantized
 
 
-def _badness(check: dict) -> float:
+def _badness(check: Check) -> float:
     """How far a check is from passing, comparable between candidates: the metric's drop, else -cosine."""
-    return check["drop"] if "drop" in check else -(check.get("cosine_vs_input") or -1.0)
+    return check.drop if check.drop is not None else -(check.cosine_vs_input or -1.0)
 
 
-def _compute_share(cand: dict) -> float:
-    nodes = cand["details"].get("nodes") or {}
+def _compute_share(cand: Candidate) -> float:
+    nodes = cand.details.get("nodes") or {}
     return nodes.get("quantized", 0) / max(1, nodes.get("quantizable", 0))
 
 
-def _try_recipes(ctx: StepContext, artifact: Artifact, config, plain: dict, plain_check: dict, build, check,
-                 float_model, facts: dict) -> tuple[dict | None, dict, Any]:
+def _try_recipes(ctx: StepContext, artifact: Artifact, config, plain: Candidate, plain_check: Check, build, check,
+                 float_model, facts: dict) -> tuple[Candidate | None, Candidate, Any]:
     """Each applicable int8 recipe, built and judged; returns (the fastest within the budget that keeps most
     compute in int8 and beats the input, or None; the candidate closest to the budget; its recipe or None)."""
     import onnx
@@ -199,10 +201,10 @@ def _try_recipes(ctx: StepContext, artifact: Artifact, config, plain: dict, plai
         tried.append((recipe, cand, result, entry))
         ctx.ui.info(f"  guard recipe {len(tried)} of {len(todo)}: {recipe.name} -> {entry['text']}, "
                     f"{100 * share:.0f}% of compute nodes int8 ({entry['seconds']:.1f}s)")
-    good = [t for t in tried if t[2]["ok"] and _compute_share(t[1]) >= MIN_INT8_SHARE]
+    good = [t for t in tried if t[2].ok and _compute_share(t[1]) >= MIN_INT8_SHARE]
     if good:
         with ctx.ui.status(f"accuracy guard: timing the input and {len(good)} recipe(s) interleaved"):
-            p50s = quick_p50s([artifact, *(t[1]["artifact"] for t in good)], ctx.data, ctx.settings)
+            p50s = quick_p50s([artifact, *(t[1].artifact for t in good)], ctx.data, ctx.settings)
         for t, p50 in zip(good, p50s[1:]):
             t[3]["p50_ms"] = p50
         facts["input_p50_ms"] = p50s[0]
@@ -225,14 +227,14 @@ def _try_recipes(ctx: StepContext, artifact: Artifact, config, plain: dict, plai
     return None, plain, None
 
 
-def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: str, best: dict, kept: list[str],
+def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: str, best: Candidate, kept: list[str],
                           quantized: list[str], facts: dict) -> None:
     """The guard's result must still be an int8 model worth deploying: at least half of the quantized nodes
     and of the compute nodes stay int8, and it is faster than its input (timed side by side); otherwise exit 1 naming what it reached."""
     from optkit.eval.measure import quick_p50s
 
     share = 1 - len(kept) / max(1, len(quantized))
-    nodes = (best.get("details") or {}).get("nodes")
+    nodes = best.details.get("nodes")
     if nodes and nodes.get("quantizable"):  # judged on the compute nodes (Conv/MatMul/Gemm) when they are counted
         share = min(share, _compute_share(best))
     best_text = (facts.get("best_trial") or facts["trials"][-1])["text"]
@@ -244,7 +246,7 @@ def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: st
                         f"{reached}; that is not an int8 model",
                         hint="Raise the budget, keep op types in float with --exclude (e.g. --exclude Softmax), "
                              "or deploy the float model")
-    input_ms, guarded_ms = quick_p50s([artifact, best["artifact"]], ctx.data, ctx.settings)
+    input_ms, guarded_ms = quick_p50s([artifact, best.artifact], ctx.data, ctx.settings)
     facts["p50_ms"] = {"input": input_ms, "guarded": guarded_ms, "timing": "interleaved, batch 1"}
     if guarded_ms >= input_ms and not config.guard_allow_slower:
         raise StepError(f"quantize --max-drop {config.max_drop:g}: {mode} int8 within the budget ({reached}) is not faster "
@@ -252,8 +254,8 @@ def _refuse_a_float_model(ctx: StepContext, artifact: Artifact, config, mode: st
                         hint="Deploy the input model, try another --mode, or pass --guard-allow-slower to keep it")
 
 
-def _summary(check: dict) -> dict:
+def _summary(check: Check) -> dict[str, Any]:
     from optkit.eval.compare import check_text
 
-    facts = {k: round(check[k], 5) for k in ("drop", "cosine_vs_input") if check.get(k) is not None}
-    return {**facts, "ok": check["ok"], "text": check_text(check)}
+    facts = {k: round(getattr(check, k), 5) for k in ("drop", "cosine_vs_input") if getattr(check, k) is not None}
+    return {**facts, "ok": check.ok, "text": check_text(check)}

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError
+from optkit.types.records import Details, Verification
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps._onnx_common import ExactConfig, finish, op_counts, save_model
 
@@ -46,6 +47,16 @@ def attention_lost(model, simplified) -> tuple[int, int] | None:
     return (before, after) if after < before else None
 
 
+class SimplifyDetails(Details):
+    engine: str
+    nodes_before: int
+    nodes_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    verification: Verification
+    kept_input: dict[str, int] | None = None  # attention fused from the input and from the simplified graph
+
+
 class SimplifyStep(Step):
     name = "simplify"
     summary = "constant folding, shape inference, dead-node removal"
@@ -53,6 +64,7 @@ class SimplifyStep(Step):
     produces = "onnx"
     suffix = ".onnx"
     Config = SimplifyConfig
+    Details = SimplifyDetails
 
     def run(self, ctx: StepContext, artifact: Artifact, config: SimplifyConfig) -> StepResult:
         from optkit.types import onnx_io
@@ -71,15 +83,16 @@ class SimplifyStep(Step):
         out, check = finish(ctx, artifact, config, "simplified",
                             hint=f"Report it, and use the other --engine ({'onnxsim' if config.engine == 'onnxslim' else 'onnxslim'})")
         after = op_counts(simplified)
-        details = {"engine": config.engine, "nodes_before": sum(before.values()), "nodes_after": sum(after.values()),
-                   "ops_before": before, "ops_after": after, "verification": check,
-                   "kept_input": {"attention_fused_before": lost[0], "attention_fused_after": lost[1]} if lost else None}
+        details = SimplifyDetails(
+            engine=config.engine, nodes_before=sum(before.values()), nodes_after=sum(after.values()),
+            ops_before=before, ops_after=after, verification=check,
+            kept_input={"attention_fused_before": lost[0], "attention_fused_after": lost[1]} if lost else None)
         return StepResult(artifact=out, details=details)
 
     @staticmethod
-    def describe(details: dict) -> str:
-        kept = details.get("kept_input")
+    def describe(details: SimplifyDetails) -> str:
+        kept = details.kept_input
         if kept:
-            return (f"{details['engine']}: input kept ({details['nodes_before']} nodes): simplified, its attention would fuse "
+            return (f"{details.engine}: input kept ({details.nodes_before} nodes): simplified, its attention would fuse "
                     f"{kept['attention_fused_after']} of {kept['attention_fused_before']} blocks instead of all")
-        return f"{details['engine']}: nodes {details['nodes_before']} -> {details['nodes_after']}"
+        return f"{details.engine}: nodes {details.nodes_before} -> {details.nodes_after}"

@@ -9,6 +9,7 @@ Nothing here imports torch or onnxruntime: formats are recognised from file cont
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+from pydantic import StrictStr, ValidationError
 
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file, sha256_files
+from optkit.types.records import Record, StepRecord
 
 SIDECAR_SUFFIX = ".optkit.json"
 SIDECAR_VERSION = 1
@@ -81,8 +83,11 @@ def resolve_stored(stored: str, base: Path) -> Path:
     return (base / stored).resolve()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Artifact:
+    """A model in one format and what optkit knows of it. Frozen: a step's product is derived from its
+    input in one place (``derive``), a sidecar read gives a new handle (``load_sidecar``)."""
+
     path: Path
     format: str
     inputs: list[TensorSpec] = field(default_factory=list)
@@ -92,8 +97,8 @@ class Artifact:
     # data split name -> absolute path (eval, calib, train)
     data: dict[str, Path] = field(default_factory=dict)
     task: str = "classification"
-    record: dict[str, Any] | None = None  # this artifact's ledger row, when optkit made it
-    lineage: list[dict[str, Any]] = field(default_factory=list)  # ancestors' rows, original first
+    record: StepRecord | None = None  # this artifact's ledger row, when optkit made it
+    lineage: list[StepRecord] = field(default_factory=list)  # ancestors' rows, original first
     reference: dict[str, Any] | None = None  # original model's outputs on the eval data
     # how the runtime must run it (e.g. OpenVINO inference precision, ORT session options), from compile
     runtime: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +106,16 @@ class Artifact:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def with_(self, **changes: Any) -> "Artifact":
+        """A copy with ``changes`` (the handle itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
+    def derive(self, made: "Artifact", *, record: StepRecord, reference: dict[str, Any] | None, path: Path) -> "Artifact":
+        """The artifact a step ``made`` from this one, as the ledger knows it: this chain plus ``record``, the
+        same task and data splits, the original's ``reference`` outputs, at its final ``path``."""
+        return dataclasses.replace(made, path=path, lineage=self.chain(), task=self.task, data=dict(self.data),
+                                   reference=reference, record=record.model_copy(update={"artifact": str(path)}))
 
     def files(self) -> list[Path]:
         """The files whose bytes make up this artifact (digest and size are taken over these)."""
@@ -121,7 +136,7 @@ class Artifact:
     def digest(self) -> str:
         return sha256_files(self.files()) if len(self.files()) != 1 else sha256_file(self.files()[0])
 
-    def chain(self) -> list[dict[str, Any]]:
+    def chain(self) -> list[StepRecord]:
         """Ledger rows from the original model to this artifact."""
         return [*self.lineage, *([self.record] if self.record else [])]
 
@@ -201,61 +216,26 @@ def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
     )
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class _Accuracy(_Loose):
-    metric: StrictStr
-    value: float
-
-
-class _Latency(_Loose):
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    throughput: float
-    batch_size: int
-    threads: int
-
-
-class _Metrics(_Loose):
-    accuracy: _Accuracy | None = None
-    latency: list[_Latency] | None = None
-    fidelity: dict[str, float] | None = None
-
-
-class _Row(_Loose):
-    step: StrictStr
-    artifact: StrictStr
-    format: StrictStr
-    size_bytes: int
-    sha256: StrictStr
-    metrics: _Metrics | None = None
-    inputs: list[dict[str, Any]] = []
-    outputs: list[dict[str, Any]] = []
-
-
-class _Sidecar(_Loose):
-    """The shape every reader of a sidecar relies on (the types of the keys the ledger reads)."""
+class _Sidecar(Record):
+    """The shape every reader of a sidecar relies on."""
 
     optkit_sidecar: int
-    record: _Row
-    lineage: list[_Row] = []
+    record: StepRecord
+    lineage: list[StepRecord] = []
     task: StrictStr = "classification"
     data: dict[str, StrictStr] = {}
     reference: dict[str, Any] | None = None
     runtime: dict[str, Any] | None = None
 
 
-def _check_sidecar(raw: Any) -> None:
+def _check_sidecar(raw: Any) -> _Sidecar:
     """A sidecar that was edited, truncated or written by something else is refused here, not met as a crash later."""
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
     if raw.get("optkit_sidecar") != SIDECAR_VERSION:
         raise ValueError(f"unsupported sidecar version {raw.get('optkit_sidecar')!r}")
     try:
-        _Sidecar.model_validate(raw)
+        sidecar = _Sidecar.model_validate(raw)
         for spec in raw["record"].get("inputs", []) + raw["record"].get("outputs", []):
             TensorSpec.from_dict(spec)
         if raw.get("reference") is not None and not isinstance(raw["reference"].get("path"), str):
@@ -263,31 +243,27 @@ def _check_sidecar(raw: Any) -> None:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return sidecar
 
 
-def load_sidecar(artifact: Artifact) -> None:
-    """Fill ``record``, ``lineage``, data paths and reference from the sidecar, if there is one."""
+def load_sidecar(artifact: Artifact) -> Artifact:
+    """``artifact`` with its record, lineage, data paths and reference from the sidecar, if there is one."""
     path = sidecar_path(artifact.path)
     if not path.is_file():
-        return
+        return artifact
     try:
-        raw = json.loads(path.read_text())
-        _check_sidecar(raw)
-        if raw.get("optkit_sidecar") != SIDECAR_VERSION:
-            raise ValueError(f"unsupported sidecar version {raw.get('optkit_sidecar')!r}")
+        sidecar = _check_sidecar(json.loads(path.read_text()))
         base = path.parent
-        artifact.record = raw["record"]
-        artifact.lineage = raw.get("lineage", [])
-        artifact.data = {k: resolve_stored(v, base) for k, v in raw.get("data", {}).items()}
-        artifact.task = raw.get("task", artifact.task)
-        artifact.runtime = raw.get("runtime") or {}
-        if raw.get("reference"):
-            ref = dict(raw["reference"])
-            ref["path"] = str(resolve_stored(ref["path"], base))
-            artifact.reference = ref
-        if not artifact.inputs:
-            artifact.inputs = [TensorSpec.from_dict(t) for t in artifact.record.get("inputs", [])]
-            artifact.outputs = [TensorSpec.from_dict(t) for t in artifact.record.get("outputs", [])]
+        reference = None
+        if sidecar.reference:
+            reference = {**sidecar.reference, "path": str(resolve_stored(sidecar.reference["path"], base))}
+        inputs, outputs = artifact.inputs, artifact.outputs
+        if not inputs:
+            inputs = [TensorSpec.from_dict(t) for t in sidecar.record.inputs]
+            outputs = [TensorSpec.from_dict(t) for t in sidecar.record.outputs]
+        return artifact.with_(record=sidecar.record, lineage=list(sidecar.lineage), task=sidecar.task,
+                              data={k: resolve_stored(v, base) for k, v in sidecar.data.items()},
+                              runtime=sidecar.runtime or {}, reference=reference, inputs=inputs, outputs=outputs)
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError) as exc:
         raise UsageError(f"sidecar {path} is unreadable ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
                          hint="Delete it to treat the model as a fresh original, or re-create it") from exc
@@ -304,8 +280,8 @@ def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
 
     return dumps_json({
         "optkit_sidecar": SIDECAR_VERSION,
-        "record": artifact.record,
-        "lineage": artifact.lineage,
+        "record": artifact.record.to_json() if artifact.record else None,
+        "lineage": [rec.to_json() for rec in artifact.lineage],
         "task": artifact.task,
         "data": {k: portable_path(v, base) for k, v in sorted(artifact.data.items())},
         "reference": ref,
@@ -316,13 +292,20 @@ def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
 # a format whose files only its backend can read names that backend's reader (imported when used: the
 # basic types stay below the backends, as the layers contract in pyproject.toml requires)
 SPEC_READERS = {"openvino": "optkit.backends.openvino:read_io_specs"}
+# a format recognised by its file name's ending: ending -> dotted path of ``opener(path) -> Artifact``
+# (empty in the product; the tests' fake backend registers one)
+OPENERS: dict[str, str] = {}
+
+
+def _dotted(target: str):
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _backend_spec_reader(fmt: str):
-    import importlib
-
-    module, _, attr = SPEC_READERS[fmt].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return _dotted(SPEC_READERS[fmt])
 
 
 def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
@@ -331,13 +314,15 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
     path = Path(text)
     if path.is_dir():
         artifact = _folder_artifact(path)
-        load_sidecar(artifact)  # a folder optkit wrote (prune, distill) has one beside it
-        return artifact
+        return load_sidecar(artifact)  # a folder optkit wrote (prune, distill) has one beside it
     if path.is_file():
         if path.stat().st_size == 0:
             raise UsageError(f"{path} is empty", hint="Re-create the model file")
-        kind = _zip_kind(path)
-        if kind in ("torchscript", "exported_program"):
+        opener = next((target for ending, target in OPENERS.items() if path.name.endswith(ending)), None)
+        kind = None if opener else _zip_kind(path)
+        if opener:
+            artifact = _dotted(opener)(path.resolve())
+        elif kind in ("torchscript", "exported_program"):
             artifact = Artifact(path=path.resolve(), format="torch",
                                 source={"kind": kind, "path": str(path.resolve()), "name": path.stem})
         elif kind == "pickle":
@@ -346,24 +331,20 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
                 hint="Pass a factory ('file.py:build') with --weights STATE_DICT, or save the model with "
                      "torch.export.save (.pt2) or torch.jit.save")
         elif path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
-            artifact = Artifact(path=path.resolve(), format="openvino")
-            artifact.inputs, artifact.outputs = _backend_spec_reader("openvino")(path)
+            inputs, outputs = _backend_spec_reader("openvino")(path)
+            artifact = Artifact(path=path.resolve(), format="openvino", inputs=inputs, outputs=outputs)
         elif _looks_like_onnx(path):
-            artifact = Artifact(path=path.resolve(), format="onnx")
-            _read_onnx_specs(artifact)
+            from optkit.types.onnx_io import read_io_specs
+
+            inputs, outputs = read_io_specs(path.resolve())
+            artifact = Artifact(path=path.resolve(), format="onnx", inputs=inputs, outputs=outputs)
         else:
             raise UsageError(
                 f"{path} is not a model optkit can read",
                 hint="Pass a sample-model folder (with optkit.yaml), a factory 'file.py:build', "
                      "a TorchScript or torch.export (.pt2) file, or an .onnx file")
-        load_sidecar(artifact)
-        return artifact
+        return load_sidecar(artifact)
     if _FACTORY_RE.match(text) and not text.endswith((".onnx", ".pt", ".pt2")):
         return _factory_artifact(text, weights)
     raise UsageError(f"{text}: no such file or folder", hint="Check the path")
 
-
-def _read_onnx_specs(artifact: Artifact) -> None:
-    from optkit.types.onnx_io import read_io_specs
-
-    artifact.inputs, artifact.outputs = read_io_specs(artifact.path)

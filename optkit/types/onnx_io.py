@@ -45,9 +45,8 @@ def check_output(path: Path, step: str) -> None:
 def produced_artifact(path: Path, step: str, task: str) -> Artifact:
     """The Artifact for an ONNX file a step just wrote: onnx.checker (a failure is the step's), then its specs."""
     check_output(path, step)
-    out = Artifact(path=path, format="onnx", task=task)
-    out.inputs, out.outputs = read_io_specs(path)
-    return out
+    inputs, outputs = read_io_specs(path)
+    return Artifact(path=path, format="onnx", task=task, inputs=inputs, outputs=outputs)
 
 
 def _specs(values, initializer_names: set[str]) -> list[TensorSpec]:

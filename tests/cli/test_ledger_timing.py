@@ -51,21 +51,6 @@ def test_ledger_speedup_agrees_with_compare_while_another_process_hogs_a_core(tm
     assert sidecar["record"]["metrics"]["latency"][0]["p50_ms"] != rows[2]["latency"]["p50_ms"]
 
 
-def test_a_third_party_onnx_file_is_row_0_and_fills_the_vs_original_columns(tiny, tiny_onnx, tmp_path):
-    from tests.conftest import FAST, invoke
-
-    given = tmp_path / "given.onnx"
-    given.write_bytes(tiny_onnx.read_bytes())  # no sidecar: a file optkit did not write
-    result = invoke("simplify", str(given), "-o", str(tmp_path / "s.onnx"), "--eval-data", str(tiny["eval"]),
-                    "--json", *FAST)
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["steps"]
-    assert [r["step"] for r in rows] == ["original", "simplify"] and rows[0]["format"] == "onnx"
-    assert rows[0]["latency"] and rows[0]["accuracy"] and rows[1]["speedup_vs_original"] is not None
-    assert rows[1]["fidelity"]["max_abs_diff"] < 1e-4 and rows[1]["accuracy_delta_vs_original"] == 0
-    assert (tmp_path / "s.onnx.optkit-ref.npz").is_file()  # later steps measure drift vs the given file
-
-
 def test_a_torch_original_weighs_its_tensors_not_its_python_file(tiny, tmp_path):
     import importlib.util
 

@@ -35,23 +35,33 @@ def test_measure_reports_the_metric_against_the_reference(fake_backend, tmp_path
 
 def test_the_ledger_timing_pass_uses_known_artifacts(fake_backend, tmp_path):
     from optkit.engine.timing import time_ledger
+    from optkit.types.records import StepRecord
     from optkit.types.ui import UI
 
     arts = [fake_backend(tmp_path, f"a{i}", cost_us=c) for i, c in enumerate((800, 400, 200))]
-    for i, art in enumerate(arts):
-        art.record = {"step": f"s{i}", "sha256": art.digest(), "artifact": str(art.path), "format": "fake"}
-    final = arts[-1]
-    final.lineage = [a.record for a in arts[:-1]]
-    latency = time_ledger(final, {a.record["sha256"]: a for a in arts}, DATA, QUICK, UI(quiet=True))
+    arts = [art.with_(record=StepRecord(step=f"s{i}", sha256=art.digest(), artifact=str(art.path), format="fake",
+                                        size_bytes=art.size_bytes())) for i, art in enumerate(arts)]
+    final = arts[-1].with_(lineage=[a.record for a in arts[:-1]])
+    latency = time_ledger(final, {a.record.sha256: a for a in arts}, DATA, QUICK, UI(quiet=True))
     p50 = [lat[0]["p50_ms"] for lat in latency]
     assert p50[0] > p50[1] > p50[2] and 1.5 < p50[0] / p50[1] < 2.6
 
 
-def test_the_fake_backend_needs_no_heavy_runtime():
-    code = ("import sys; sys.path.insert(0, '.');"
-            "from tests.fakes import FakeRunner;"
-            "import optkit.eval.measure, optkit.engine.timing;"
-            "print([m for m in ('torch', 'onnxruntime', 'openvino', 'onnx') if m in sys.modules])")
+def test_the_fake_backend_needs_no_heavy_runtime(tmp_path):
+    """A whole recipe (steps, profile, cache keys, ledger timing pass, gates, reports) through ``optkit run``."""
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "[]", proc.stderr
+    code = f"""
+import sys
+sys.path.insert(0, {str(root)!r})
+from pathlib import Path
+from tests import fakes
+fakes.register()
+project = fakes.FakeProject(Path({str(tmp_path)!r}))
+fakes.write_fake(project.model, cost_us=50.0)
+fakes.fake_data(project.data)
+project.recipe("[fake_export, {{fake: {{cost: 0.5}}}}, profile]", gates="[{{max_accuracy_drop: 1.0}}]")
+result, report = project.run()
+print(result.exit_code, report["status"], [m for m in ('torch', 'onnxruntime', 'openvino', 'onnx') if m in sys.modules])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "0 passed []", proc.stdout + proc.stderr[-3000:]

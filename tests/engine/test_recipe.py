@@ -16,13 +16,13 @@ def _write(tmp_path, body: str):
     return path
 
 
-def test_valid_recipe_plans_outputs_relative_to_the_file(tmp_path, tiny):
-    path = _write(tmp_path, f"""
-        model: {tiny['folder']}
+def test_valid_recipe_plans_outputs_relative_to_the_file(tmp_path):
+    path = _write(tmp_path, """
+        model: m
         output_dir: out
-        measure: {{batch_sizes: [1, 2], budget_s: 0.05}}
+        measure: {batch_sizes: [1, 2], budget_s: 0.05}
         steps:
-          - export: {{opset: 18}}
+          - export: {opset: 18}
           - profile
     """)
     recipe, base = load_recipe(path)
@@ -50,40 +50,15 @@ def test_broken_recipes_name_the_problem(tmp_path, body, needle):
     assert needle in err.value.one_line()
 
 
-def test_run_recipe_end_to_end(tmp_path, tiny):
-    path = _write(tmp_path, f"""
-        model: {tiny['folder']}
-        output_dir: out
-        measure: {{batch_sizes: [1, 4], budget_s: 0.05}}
-        steps:
-          - export
-          - profile: {{batch_sizes: [1, 2]}}
-    """)
-    result = invoke("run", str(path), "--json")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert [s["step"] for s in report["steps"]] == ["original", "export"]
-    assert [lat["batch_size"] for lat in report["profiles"][0]["latency"]] == [1, 2]
-    assert [lat["batch_size"] for lat in report["steps"][1]["latency_all"]] == [1, 4]
-    assert (tmp_path / "out" / "00_export.onnx").is_file()
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["steps"][1]["step"] == "export"
-
-
-def test_run_bad_recipe_is_exit_2_without_output(tmp_path, tiny):
-    path = _write(tmp_path, f"model: {tiny['folder']}\noutput_dir: out\nsteps:\n  - export: {{bogus: 1}}\n")
+def test_run_bad_recipe_is_exit_2_without_output(tmp_path):
+    path = _write(tmp_path, "model: m\noutput_dir: out\nsteps:\n  - export: {bogus: 1}\n")
     proc = run_cli("run", str(path))
     assert proc.returncode == 2 and "bogus" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_step_that_cannot_take_the_format(tmp_path, tiny_onnx):
-    path = _write(tmp_path, f"model: {tiny_onnx}\nsteps: [export]\n")
-    proc = run_cli("run", str(path))
-    assert proc.returncode == 2 and "takes torch models" in proc.stderr
-
-
-def test_dry_run_prints_the_plan(tmp_path, tiny):
-    path = _write(tmp_path, f"model: {tiny['folder']}\nsteps: [export, profile]\n")
+def test_dry_run_prints_the_plan(tmp_path):
+    path = _write(tmp_path, "model: m\nsteps: [export, profile]\n")
     result = invoke("run", str(path), "--dry-run")
     assert result.exit_code == 0
     resolved = json.loads(result.stdout)
@@ -150,20 +125,3 @@ def test_json_schema_accepts_every_shipped_recipe_and_rejects_a_typo():
         assert not errors, f"{recipe.name}: {errors[0].message}"
     assert list(validator.iter_errors({"model": "m", "steps": [{"quantize": {"metod": "x"}}]}))
     assert list(validator.iter_errors({"model": "m", "steps": ["profile"], "gates": [{"min_speed": 1}]}))
-
-
-def test_failed_step_exits_1_and_still_reports(tmp_path, tiny):
-    path = _write(tmp_path, f"""
-        model: {tiny['model_py']}:build_trap
-        eval_data: {tiny['eval']}
-        output_dir: out
-        measure: {{budget_s: 0.05}}
-        steps:
-          - export: {{exporter: torchscript}}
-    """)
-    proc = run_cli("run", str(path))
-    assert proc.returncode == 1 and "ONNX output" in proc.stderr and "Traceback" not in proc.stderr
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["status"] == "step failed" and "ONNX output" in report["error"]
-    assert [r["step"] for r in report["steps"]] == ["original"]
-    assert not (tmp_path / "out" / "00_export.onnx").exists()

@@ -70,25 +70,25 @@ def test_ctc_string_match_judges_decodes_not_raw_cosine(tmp_path):
     data = _data(16)
     metric = resolve_metric("ctc_string_match", tmp_path)
     check = accuracy_check(parent, cand, data, metric, max_drop=1.0, min_cosine=None)
-    assert check["cosine_vs_input"] < 0.9, check
-    assert check["ok"], check
-    assert check["metric"] == "ctc_string_match" and check["input_value"] == 1.0 and check["value"] == 1.0
-    assert check["drop"] == 0.0 and "min_cosine" not in check
-    assert check["limit"] == "ctc_string_match drop <= 1 pt"
+    assert check.cosine_vs_input < 0.9, check
+    assert check.ok, check
+    assert check.metric == "ctc_string_match" and check.input_value == 1.0 and check.value == 1.0
+    assert check.drop == 0.0 and check.min_cosine is None
+    assert check.limit == "ctc_string_match drop <= 1 pt"
     text = check_text(check)  # the metric's drop, not the (low) cosine
     assert text.startswith("ctc_string_match drop 0") and text.endswith(" pt") and "cosine" not in text, text
 
     # no task metric: the cosine judges (0.99 by default), and fails
     plain = accuracy_check(parent, cand, data, None, max_drop=1.0, min_cosine=None)
-    assert not plain["ok"], plain
-    assert plain["min_cosine"] == 0.99 and "metric" not in plain and plain["limit"] == "cosine >= 0.99"
+    assert not plain.ok, plain
+    assert plain.min_cosine == 0.99 and plain.metric is None and plain.limit == "cosine >= 0.99"
     err = tolerance_error("quantization", plain, ["try --exclude"])
     assert "--min-cosine" in err.one_line() and "--max-accuracy-drop" not in err.one_line()
 
     # a task metric plus an explicit --min-cosine: both judge
     both = accuracy_check(parent, cand, data, metric, max_drop=1.0, min_cosine=0.9)
-    assert not both["ok"] and both["min_cosine"] == 0.9
-    assert both["limit"] == "ctc_string_match drop <= 1 pt and cosine >= 0.9"
+    assert not both.ok and both.min_cosine == 0.9
+    assert both.limit == "ctc_string_match drop <= 1 pt and cosine >= 0.9"
 
 
 def test_ctc_string_match_counts_changed_strings(tmp_path):
@@ -96,11 +96,11 @@ def test_ctc_string_match_counts_changed_strings(tmp_path):
     out = _one_hot([[1, 0, 2], [3, 0, 3], [0, 4, 0], [1, 2, 1]])  # decodes: =, (3,3) != (3,), =, != -> 0.5
     metric = resolve_metric("ctc_string_match", tmp_path)
     check = accuracy_check({"y": ref}, {"y": out}, _data(4), metric, max_drop=49.0, min_cosine=None)
-    assert check["value"] == 0.5 and check["drop"] == pytest.approx(50.0) and not check["ok"]
+    assert check.value == 0.5 and check.drop == pytest.approx(50.0) and not check.ok
     err = tolerance_error("quantization", check, ["try --exclude"])
     assert "ctc_string_match fell 50.00 points (100.00% -> 50.00%)" in err.one_line()
     assert "--max-accuracy-drop" in err.one_line()
-    assert accuracy_check({"y": ref}, {"y": out}, _data(4), metric, max_drop=50.0, min_cosine=None)["ok"]
+    assert accuracy_check({"y": ref}, {"y": out}, _data(4), metric, max_drop=50.0, min_cosine=None).ok
 
 
 # ----------------------------------------------------------------------------- mask IoU, max_abs, cosine
@@ -137,10 +137,10 @@ def test_max_abs_is_lower_is_better_in_raw_units(tmp_path):
     parent = {"y": np.ones((4, 3), np.float32)}
     cand = {"y": np.ones((4, 3), np.float32) + 0.01}
     check = accuracy_check(parent, cand, _data(4), metric, max_drop=0.02, min_cosine=None)
-    assert check["ok"] and check["input_value"] == 0.0 and check["drop"] == pytest.approx(0.01, abs=1e-6)
-    assert check["limit"] == "max_abs drop <= 0.02"  # no "pt"
+    assert check.ok and check.input_value == 0.0 and check.drop == pytest.approx(0.01, abs=1e-6)
+    assert check.limit == "max_abs drop <= 0.02"  # no "pt"
     assert check_text(check) == "max_abs 0 -> 0.01"
-    assert not accuracy_check(parent, cand, _data(4), metric, max_drop=0.005, min_cosine=None)["ok"]
+    assert not accuracy_check(parent, cand, _data(4), metric, max_drop=0.005, min_cosine=None).ok
 
 
 def test_reference_metrics_need_a_reference(tmp_path):
@@ -289,7 +289,7 @@ def test_tolerance_error_when_cosine_could_not_be_measured():
     """Outputs whose shapes differ from the input's: fidelity is None, the check fails, and the error must say so."""
     data = _data(2)
     check = accuracy_check({"y": np.ones((2, 3))}, {"y": np.ones((2, 4))}, data, None, max_drop=1.0, min_cosine=None)
-    assert not check["ok"] and check["cosine_vs_input"] is None
+    assert not check.ok and check.cosine_vs_input is None
     assert check_text(check) == "cosine not measured"
     try:
         err = tolerance_error("quantization", check, ["try --exclude"])

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from optkit.report.ledger import ledger_markdown, ledger_rows
+from optkit.types.records import StepRecord
 
 
-def _rec(step: str, p50: float) -> dict:
-    return {"step": step, "artifact": f"/x/{step}.onnx", "format": "onnx", "size_bytes": 10, "sha256": step,
-            "metrics": {"latency": [{"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "throughput": 1 / p50,
-                                     "batch_size": 1, "threads": 1}]}}
+def _rec(step: str, p50: float) -> StepRecord:
+    return StepRecord.model_validate({
+        "step": step, "artifact": f"/x/{step}.onnx", "format": "onnx", "size_bytes": 10, "sha256": step,
+        "metrics": {"latency": [{"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "throughput": 1 / p50,
+                                 "batch_size": 1, "threads": 1}]}})
 
 
 def _lat(p50: float) -> list[dict]:
@@ -20,7 +22,7 @@ def test_interleaved_latency_replaces_step_time_figures():
     assert [r["timing"] for r in rows] == ["interleaved"] * 3
     assert rows[2]["speedup_vs_original"] == 3.0 and rows[2]["speedup_vs_parent"] == 2.0
     assert "one interleaved round-robin pass over all 3 rows" in ledger_markdown(rows)
-    assert chain[2]["metrics"]["latency"][0]["p50_ms"] == 0.1  # the records themselves are untouched
+    assert chain[2].metrics.latency[0].p50_ms == 0.1  # the records themselves are untouched
     step_time = ledger_rows(chain)
     assert [r["timing"] for r in step_time] == ["step time"] * 3
     assert "as measured when each step ran" in ledger_markdown(step_time)

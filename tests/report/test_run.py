@@ -10,6 +10,7 @@ import pytest
 from optkit.report.html import pareto_front, report_html
 from optkit.report.run import build_report, environment, report_markdown, write_outputs
 from tests.engine.test_gates import ROWS
+from tests.fakes import fake_engine  # noqa: F401 (fixture)
 
 
 def test_pareto_front_keeps_rows_nothing_beats():
@@ -69,3 +70,63 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     assert "Uncaught" not in proc.stderr and ":CONSOLE" not in proc.stderr, proc.stderr[-2000:]
     dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert "<svg" in dom and "Pareto front" in dom
+
+
+# ----------------------------------------------------------------------------- a recipe run on fake models
+# the same properties on the shipped digits_cnn recipe: tests/cli/test_run_ci.py
+
+FAKE_STEPS = "[fake_export, fake, fake, {fake: {cost: 0.5}}, profile]"  # like digits_cnn_cpu.yaml
+MET = "[{max_accuracy_drop: 1.0}, {max_size_mb: 2.0}, {max_drift: 0.5, step: fake_export}, {max_drift: 5.0}]"
+
+
+def test_cold_run_passes_its_gates_and_writes_every_report(fake_engine, tmp_path):
+    from tests.report.checks import check_passed_run
+
+    recipe = fake_engine.recipe(FAKE_STEPS, gates=MET)
+    summary = tmp_path / "summary.md"
+    result, report = fake_engine.run(env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 0, result.output
+    check_passed_run(fake_engine.out, report, recipe, summary, export="fake_export", last="fake",
+                     files=("00_fake_export.fake.json", "03_fake.fake.json", "04_profile.json"))
+
+
+def test_unmet_gate_exits_3_names_it_and_keeps_the_artifacts(fake_engine):
+    fake_engine.recipe(FAKE_STEPS, gates=MET)
+    result, report = fake_engine.run("--set", "gates=[{min_speedup: 1000}, {max_accuracy_drop: 1.0}]")
+    assert result.exit_code == 3, result.output
+    assert "1 of 2 gate(s) failed: min_speedup 1000 on fake vs original: measured" in result.stderr
+    assert "limit 1000x" in result.stderr and "Traceback" not in result.stderr
+    assert report["status"] == "gate failed" and [g["passed"] for g in report["gates"]] == [False, True]
+    assert (fake_engine.out / "03_fake.fake.json").is_file()
+
+
+# (gate, passes, what its verdict says) on fake_export (a copy) then fake (wrong answers, 3x slower)
+VERDICTS = [
+    ("{max_accuracy_drop: 1.0}", False, "max_accuracy_drop 1 on fake vs original: measured 100.00 pt, limit 1 pt"),
+    ("{max_accuracy_drop: 0, step: fake_export}", True, "on fake_export vs original: measured 0.00 pt"),
+    ("{min_cosine: 0.99}", False, "min_cosine 0.99 on fake: measured -1.000"),
+    ("{min_cosine: 0.99, step: fake_export}", True, "measured 1.000"),
+    ("{max_drift: 0.01, step: fake_export}", True, "max_drift 0.01 on fake_export: measured 0,"),
+    ("{min_speedup: 1.0, baseline: fake_export}", False, "on fake vs fake_export: measured 0."),
+    ("{max_size_mb: 0.000001}", False, "measured 0.00 MB"),
+    ("{max_latency_ms: 1000, batch_size: 2}", True, "at batch 2 on fake: measured"),
+    ("{max_latency_ms: 1000, batch_size: 8}", False, "cannot judge, latency at batch 8 was not measured"),
+]
+
+
+def test_gates_judge_what_the_run_measured(fake_engine):
+    gates = "[" + ", ".join(g for g, _, _ in VERDICTS) + "]"
+    fake_engine.recipe("[fake_export, {fake: {scale: -1, cost: 3}}]", gates=gates, batch_sizes="[1, 2]")
+    result, report = fake_engine.run()
+    assert result.exit_code == 3, result.output
+    assert f"{sum(not p for _, p, _ in VERDICTS)} of {len(VERDICTS)} gate(s) failed" in result.stderr
+    for (gate, passed, text), judged in zip(VERDICTS, report["gates"], strict=True):
+        assert judged["passed"] is passed and text in judged["text"], (gate, judged["text"])
+
+
+def test_a_gate_naming_a_step_by_index_judges_that_step(fake_engine):
+    """'step: N' is steps[N] of the recipe (as its check says), not ledger row N (row 0 is the original)."""
+    fake_engine.recipe("[fake_export, fake]", gates="[{max_drift: 0.5, step: '0'}]")
+    result, report = fake_engine.run()
+    assert result.exit_code == 0, result.output
+    assert report["gates"][0]["step"] == "fake_export", report["gates"][0]["text"]

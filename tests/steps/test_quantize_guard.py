@@ -98,7 +98,7 @@ def test_a_budget_met_only_with_most_nodes_in_float_is_refused():
     config = SimpleNamespace(max_drop=0.5, guard_allow_slower=True)
     facts = {"trials": [{"text": "top-1 drop 0.10 pt"}]}
     with pytest.raises(StepError, match="not an int8 model") as failed:
-        _refuse_a_float_model(None, None, config, "static", {}, kept=[f"n{i}" for i in range(6)],
+        _refuse_a_float_model(None, None, config, "static", SimpleNamespace(details={}), kept=[f"n{i}" for i in range(6)],
                               quantized=[f"n{i}" for i in range(10)], facts=facts)
     assert "6 of 10 node(s) in float (40% int8)" in failed.value.message
 

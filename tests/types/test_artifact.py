@@ -67,9 +67,9 @@ def test_onnx_specs_and_sidecar(tiny_onnx):
     art = open_artifact(tiny_onnx)
     assert art.format == "onnx"
     assert art.inputs[0].shape == ("batch", 1, 8, 8) and art.outputs[0].name == "logits"
-    assert art.record["step"] == "export" and art.lineage[0]["step"] == "original"
+    assert art.record.step == "export" and art.lineage[0].step == "original"
     assert art.reference is not None and art.data["eval"].name == "eval.npz"
-    assert [r["step"] for r in art.chain()] == ["original", "export"]
+    assert [r.step for r in art.chain()] == ["original", "export"]
 
 
 def test_corrupt_sidecar(tiny_onnx, tmp_path):

@@ -1,0 +1,151 @@
+"""Typed records: what a step measured and decided, as models the code reads by attribute.
+
+``StepRecord`` is one row of the lineage ledger (stored in every sidecar); ``Check`` is an accuracy check
+of a lossy step against its input; ``Details`` is the base of each step's own facts. They become dicts
+only at the JSON boundary (``to_json``): a sidecar holds exactly the keys that were set, so the files
+stay the version-1 format earlier optkit versions read, and a record read back keeps keys a later
+version added (``extra="allow"``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+
+class Record(BaseModel):
+    """A JSON-backed record: typed fields, unknown keys kept, dumped with only the keys that were set."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Accuracy(Record):
+    """The task metric of an artifact on the evaluation data."""
+
+    metric: StrictStr
+    value: float
+    samples: int | None = None
+    points: bool = True  # a fraction, shown and budgeted in points
+    higher_is_better: bool = True
+
+
+class Latency(Record):
+    """One timing of an artifact at one batch size and thread count (``eval/timing.LatencyStats``)."""
+
+    batch_size: int
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    throughput: float
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    iterations: int | None = None
+    budget_s: float | None = None
+
+
+class Fidelity(Record):
+    """How far one model's outputs are from another's (``eval/metrics.fidelity``)."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    cosine: float
+    min_cosine: float
+
+
+class Metrics(Record):
+    accuracy: Accuracy | None = None
+    latency: list[Latency] | None = None
+    peak_memory_mb: float | None = None
+    fidelity: Fidelity | None = None         # vs the original model
+    fidelity_parent: Fidelity | None = None  # vs the step's input
+    macs: int | None = None
+    params: int | None = None
+
+    def latency_at(self, batch_size: int | None = None, threads: int | None = None) -> Latency | None:
+        for entry in self.latency or []:
+            if (batch_size is None or entry.batch_size == batch_size) and (threads is None or entry.threads == threads):
+                return entry
+        return None
+
+
+class ParentRef(Record):
+    artifact: StrictStr
+    sha256: StrictStr
+
+
+class StepRecord(Record):
+    """A ledger row: the artifact a step made (or the original model, step ``original``) and what was measured."""
+
+    step: StrictStr
+    artifact: StrictStr
+    format: StrictStr
+    sha256: StrictStr
+    size_bytes: int
+    params: dict[str, Any] = {}
+    details: dict[str, Any] = {}  # the step's Details, as JSON
+    parent: ParentRef | None = None
+    inputs: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    eval_data: dict[str, Any] | None = None
+    versions: dict[str, str] = {}
+    metrics: Metrics | None = None
+    wall_time_s: float | None = None
+    notes: list[str] = []
+    summary: str = ""
+    cache_key: str | None = None
+
+    @property
+    def measured(self) -> Metrics:
+        """The metrics, empty when nothing was measured."""
+        return self.metrics or Metrics()
+
+
+class Check(Record):
+    """A lossy step's output judged against its input: the task metric's drop and the cosine to its outputs.
+
+    ``metric`` and the values after it are set only when a task metric judged; ``min_cosine`` only when
+    cosine judged."""
+
+    ok: bool
+    limit: str
+    cosine_vs_input: float | None = None
+    max_abs_diff_vs_input: float | None = None
+    metric: str | None = None
+    input_value: float | None = None
+    value: float | None = None
+    drop: float | None = None
+    points: bool = True
+    higher_is_better: bool = True
+    min_cosine: float | None = None
+
+    @property
+    def judged_metric(self) -> bool:
+        return self.metric is not None
+
+    @property
+    def judged_cosine(self) -> bool:
+        return self.min_cosine is not None
+
+
+class Verification(Record):
+    """An exact transform's output compared with its input, element by element, at each batch size."""
+
+    batch_sizes: list[int]
+    max_abs_diff: float
+    atol: float
+    rtol: float
+    samples: str  # "evaluation data" or "synthetic"
+    dynamic_axes_checked: dict[str, dict[str, str]] | None = None  # export: extra dynamic dims checked at a 2nd size
+
+
+class Details(Record):
+    """The base of a step's own facts for the ledger: each step subclasses it with its fields. The engine
+    reads only these: what a step that changes the architecture counts, and the speed check it adds."""
+
+    macs: int | None = None
+    params: int | None = None
+    speed_vs_input: dict[str, Any] | None = None  # a speed step run without measuring: its p50 vs its input's
