@@ -44,8 +44,9 @@ def test_ledger_speedup_agrees_with_compare_while_another_process_hogs_a_core(tm
     finally:
         hog.kill()
         hog.wait()
-    # step-time ledgers were off by 2-3x on a loaded machine; one interleaved pass agrees with compare
-    assert min(abs(ledger / c - 1) for c in compared) < 0.15, f"ledger {ledger:.2f}x vs compare {compared}"
+    # step-time ledgers were off by 2-3x on a loaded machine; one interleaved pass agrees with compare, within
+    # what compare itself moves between runs here (seen: 2.98x and 4.15x a minute apart on a shared 2-core VM)
+    assert 0.85 * min(compared) <= ledger <= 1.15 * max(compared), f"ledger {ledger:.2f}x vs compare {compared}"
     # the sidecar keeps what was measured when the step ran, and says so in the report's rows
     sidecar = json.loads((out / "01_quantize.onnx.optkit.json").read_text())
     assert sidecar["record"]["metrics"]["latency"][0]["p50_ms"] != rows[2]["latency"]["p50_ms"]
