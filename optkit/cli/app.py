@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from optkit import __version__
 from optkit.cli.export import export
+from optkit.cli.optimize import optimize
 from optkit.cli.profile import profile
 from optkit.cli.recipe import recipe_app
 from optkit.cli.report import report
@@ -115,6 +116,7 @@ app.command("report")(report)
 app.command("compare")(compare)
 app.command("debug")(debug)
 app.command("run")(run)
+app.command("optimize")(optimize)
 app.add_typer(recipe_app, name="recipe")
 
 

@@ -269,8 +269,10 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     return result
 
 
-def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -> tuple[RunResult, StepError | None]:
-    """Run the recipe's steps; with ``use_cache`` (``optkit run``) a step whose inputs did not change is reused.
+def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False,
+                ledger_timing: bool = True) -> tuple[RunResult, StepError | None]:
+    """Run the recipe's steps; with ``use_cache`` (``optkit run``) a step whose inputs did not change is reused;
+    ``ledger_timing``: time every row again in one interleaved pass at the end (optimize times its own way).
 
     A failed step ends the run and comes back beside what was finished before it (for the report), not raised;
     a bad recipe or input is raised before anything runs."""
@@ -340,7 +342,7 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) 
             if key:
                 result.written.append(stored)
             result.profiles.append(profile)
-        if result.final is not None and settings.enabled:
+        if result.final is not None and settings.enabled and ledger_timing:
             result.ledger_latency = time_ledger(result.final, known, data, settings, ui)
     except StepError as exc:
         result.final = chain.artifact if chain.artifact.record else result.final

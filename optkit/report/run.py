@@ -17,26 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from optkit.types.files import Staging, dumps_json, sha256_file
+from optkit.types.machine import cpu_info
 from optkit.report.ledger import ledger_markdown
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "manifest.json")
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU the figures were measured on: model name, cores, and the SIMD flags that decide int8 speed."""
-    info: dict[str, Any] = {"machine": platform.machine(), "logical_cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info["model"] = platform.processor() or "unknown"
-        return info
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    info["model"] = fields.get("model name", platform.processor() or "unknown")
-    flags = set(fields.get("flags", "").split())
-    info["simd"] = sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
-                                                    "amx_int8", "amx_bf16", "avx512_fp16", "f16c"})
-    return info
 
 
 def environment(seed: int, versions: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+"""optkit optimize MODEL -o DIR: the fastest artifact within a task budget, found by measurement."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optkit.cli import options as o
+
+
+def _absolute(ref: str | None) -> str | None:
+    """Paths written into best.yaml must not depend on where it is run from."""
+    if ref is None:
+        return None
+    head, sep, attr = ref.partition(".py:")
+    if sep and Path(head + ".py").is_file():
+        return f"{Path(head + '.py').resolve()}:{attr}"
+    return str(Path(ref).resolve()) if Path(ref).exists() else ref
+
+
+def optimize(
+    model: Annotated[str, typer.Argument(help="What export takes (sample-model folder, factory, TorchScript, .pt2) or an ONNX file.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output folder: best.yaml, the winner, reports, candidates/.")],
+    targets: Annotated[str, typer.Option("--targets", help="Comma-separated runtimes to search: ort-cpu, openvino-cpu.")] = "ort-cpu,openvino-cpu",
+    metric: o.Metric = None,
+    max_drop: Annotated[Optional[float], typer.Option("--max-drop", min=0, help="Largest task-metric drop vs the original model a winner may have (points for fractions; default 1).")] = None,
+    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", min=-1, max=1, help="Smallest mean output cosine vs the original (default 0.99 when no task metric judges).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Batch size the candidates are timed and ranked at.")] = 1,
+    time_budget: Annotated[str, typer.Option("--time-budget", help="Stop building candidates after this long (e.g. 90s, 10m); the final timing pass follows.")] = "10m",
+    calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help=".npz the int8 candidates calibrate on (default: the model's calib split).")] = None,
+    eval_data: o.EvalData = None,
+    weights: o.Weights = None,
+    threads: o.Threads = 1,
+    budget_s: o.Budget = 1.0,
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing folder that holds files optkit did not write.")] = False,
+    json_out: o.Json = False,
+) -> None:
+    """Build ONNX Runtime and OpenVINO candidates (fp32, int8 static/dynamic, NNCF), keep the fastest within budget."""
+    from optkit.cli.common import print_json
+    from optkit.engine.optimize import optimize as search_for
+    from optkit.engine.optimize import parse_duration
+    from optkit.engine.optimize_space import Budget
+    from optkit.report.optimize import optimize_markdown, write_optimize_outputs
+    from optkit.types.errors import GateError, UsageError
+    from optkit.types.files import run_output_dir
+    from optkit.types.ui import UI
+
+    if not output.strip():
+        raise UsageError("-o/--output is empty", hint="Give an output folder, e.g. -o optimized/")
+    seconds = parse_duration(time_budget)
+    wanted = tuple(t.strip() for t in targets.split(",") if t.strip())
+    out_dir = Path(output).resolve()
+    ui = UI()
+    paths = {"model": _absolute(model), "weights": _absolute(str(weights)) if weights else None,
+             "eval_data": _absolute(str(eval_data)) if eval_data else None}
+    with run_output_dir(out_dir, force=force):
+        search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
+                            budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
+                            time_budget_s=seconds, threads=threads, timing_budget_s=budget_s,
+                            calib_data=_absolute(str(calib_data)) if calib_data else None,
+                            eval_data=paths["eval_data"], weights=paths["weights"])
+        common = {**paths, "metric": metric, "measure": {"batch_sizes": [batch_size], "threads": threads}}
+        report = write_optimize_outputs(out_dir, search, paths["model"], common)
+    if json_out:
+        print_json(report)
+    else:
+        print(optimize_markdown(report), end="")
+    if search.winner is None:
+        raise GateError("no candidate is within the budget (see report.md for why each was rejected)",
+                        hint=f"Loosen --max-drop/--min-cosine, or add --calib-data; reports are in {out_dir}")
+    ui.info(f"winner: {search.winner.name}, {search.winner.p50_ms:.3f} ms at batch {batch_size} "
+            f"({(search.baseline_p50_ms or 0) / search.winner.p50_ms:.2f}x the fp32 model); "
+            f"rebuild with: optkit run {out_dir / 'best.yaml'} ({search.wall_time_s:.0f}s)")

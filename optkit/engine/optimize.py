@@ -1,0 +1,242 @@
+"""``optkit optimize``: build the candidates of ``optimize_space`` through the engine, judge them against the
+original model on the task metric, time the survivors side by side in one pass, keep the fastest within budget.
+
+Every candidate is a recipe run with the step cache on (a rerun reuses every artifact); for a PyTorch model they
+share one export. Candidates are judged on the same evaluation data as every ledger, against the original model
+(a step's own check judges it against its input, with the same budget). The survivors and the fp32 model are
+then timed round-robin in one interleaved pass at the chosen batch size, so the ranking holds on a busy machine;
+when two are within timing noise the simpler one wins (fewer steps, fp32 before int8, then smaller).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optkit.engine.optimize_space import Budget, CandidateRecipe, ModelFacts, Skipped, TARGETS, candidate_space
+from optkit.types.artifact import Artifact
+from optkit.types.errors import OptkitError, StepError, UsageError
+from optkit.types.records import StepRecord
+from optkit.types.ui import UI
+
+NOISE = 0.03  # two p50s closer than this (relative) are a tie: the simpler candidate wins
+CANDIDATE_TIMING_S = 0.1  # per row while a candidate is built: the ranking comes from the final interleaved pass
+
+
+@dataclass
+class Outcome:
+    """One candidate: what it is, what happened, and what was measured."""
+
+    candidate: CandidateRecipe
+    status: str = "pending"  # built | rejected (budget, slower) | failed | skipped
+    why: str | None = None
+    artifact: Artifact | None = None
+    record: StepRecord | None = None
+    drop: float | None = None       # task-metric drop vs the original (points for fractions)
+    cosine: float | None = None     # mean output cosine vs the original
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.candidate.name
+
+
+@dataclass
+class Search:
+    """What ``optimize`` found: every candidate's outcome, the skipped ones, the winner."""
+
+    source: Artifact                    # the fp32 ONNX model every candidate starts from
+    prefix: list[dict[str, Any]]        # steps that made it from MODEL (export), for the winner's recipe
+    outcomes: list[Outcome]
+    skipped: list[Skipped]
+    facts: ModelFacts
+    budget: Budget
+    batch_size: int
+    threads: int = 1
+    winner: Outcome | None = None
+    baseline_p50_ms: float | None = None
+    baseline_p90_ms: float | None = None
+    wall_time_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1.5h' or plain seconds -> seconds."""
+    value = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise UsageError(f"bad --time-budget '{text}'", hint="Give a duration like 90s, 10m or 1h")
+    return seconds
+
+
+def _recipe(model: str, out: Path, steps: list[dict], common: dict[str, Any]) -> "Any":
+    from optkit.engine.recipe import Recipe
+
+    return Recipe.model_validate({**common, "model": model, "output_dir": str(out), "steps": steps})
+
+
+def _run(recipe, ui: UI):
+    from optkit.engine.run import collect_run
+
+    return collect_run(recipe, Path.cwd(), ui, use_cache=True, ledger_timing=False)  # ranked by one pass at the end
+
+
+def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
+    from optkit.steps._transformer import has_attention
+    from optkit.types import onnx_io
+    from optkit.types.machine import cpu_flags
+
+    model = onnx_io.load_model(source.path)
+    return ModelFacts(ops=frozenset(n.op_type for n in model.graph.node), attention=has_attention(model),
+                      calibration=bool(calib_data or source.data.get("calib")), flags=frozenset(cpu_flags()))
+
+
+def _judge(outcome: Outcome, budget: Budget) -> None:
+    """Within budget vs the original (row 0): the task metric's drop, else the mean output cosine."""
+    from optkit.eval.task_metric import DEFAULT_MIN_COSINE
+
+    chain = outcome.artifact.chain()
+    first, last = chain[0].measured, chain[-1].measured
+    outcome.cosine = last.fidelity.cosine if last.fidelity else None
+    reasons = []
+    if first.accuracy and last.accuracy:
+        before, after = first.accuracy, last.accuracy
+        diff = (before.value - after.value) * (1 if before.higher_is_better else -1)
+        outcome.drop = 100 * diff if before.points else diff
+        limit = budget.max_drop if budget.max_drop is not None else 1.0
+        if outcome.drop > limit + 1e-9:
+            reasons.append(f"{after.metric} drop {outcome.drop:.3g} > {limit:g}")
+    cos_limit = budget.min_cosine if budget.min_cosine is not None else (None if outcome.drop is not None
+                                                                       else DEFAULT_MIN_COSINE)
+    if cos_limit is not None and (outcome.cosine is None or outcome.cosine < cos_limit):
+        reasons.append(f"cosine {outcome.cosine if outcome.cosine is not None else float('nan'):.5f} < {cos_limit:g}")
+    if reasons:
+        outcome.status, outcome.why = "rejected", "outside the budget vs the original: " + "; ".join(reasons)
+
+
+def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TARGETS, metric: str | None = None,
+             budget: Budget = Budget(), batch_size: int = 1, time_budget_s: float = 600.0, threads: int = 1,
+             calib_data: str | None = None, eval_data: str | None = None, weights: str | None = None,
+             timing_budget_s: float = 1.0) -> Search:
+    started = time.perf_counter()
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise UsageError(f"--targets: unknown target {', '.join(unknown)}", hint=f"Use {', '.join(TARGETS)}")
+    common = {"weights": weights, "eval_data": eval_data, "metric": metric,
+              "measure": {"batch_sizes": [batch_size], "threads": threads, "budget_s": CANDIDATE_TIMING_S}}
+    quiet = UI(quiet=True)
+    source, prefix = _fp32_onnx(model, out_dir, common, ui, quiet)
+    facts = _facts(source, calib_data)
+    cands, skipped = candidate_space(facts, targets, budget, calib_data)
+    search = Search(source, prefix, [Outcome(c) for c in cands], skipped, facts, budget, batch_size, threads)
+    ui.info(f"optimize: {len(cands)} candidate(s) for {', '.join(targets)} "
+            f"({len(skipped)} skipped: {', '.join(s.name for s in skipped) or 'none'})")
+    base_model = model if prefix else str(source.path)
+    for k, outcome in enumerate(search.outcomes, 1):
+        _build(search, outcome, k, base_model, out_dir, common, started, time_budget_s, ui, quiet)
+    _time_survivors(search, threads, timing_budget_s, ui)
+    search.winner = _choose(search.outcomes)
+    search.wall_time_s = time.perf_counter() - started
+    return search
+
+
+def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI) -> tuple[Artifact, list[dict]]:
+    """The fp32 ONNX model every candidate starts from: MODEL itself, or its export (cached)."""
+    from optkit.types.artifact import open_artifact
+
+    given = open_artifact(model, weights=Path(common["weights"]) if common["weights"] else None)
+    if given.format == "onnx":
+        if common["eval_data"]:  # the data the final timing pass feeds, as the candidates' runs were given it
+            given = given.with_(data={**given.data, "eval": Path(common["eval_data"]).resolve()})
+        return given, []
+    if given.format != "torch":
+        raise UsageError(f"optimize takes a PyTorch or ONNX model, not {given.format}",
+                         hint="Pass the model you would export, or its ONNX file")
+    prefix = [{"name": "export", "options": {}, "output": str(out_dir / "work" / "00_export.onnx")}]
+    ui.info("optimize: exporting the fp32 ONNX model every candidate starts from")
+    result, error = _run(_recipe(model, out_dir / "work", prefix, common), quiet)
+    if error is not None:
+        raise error
+    final = result.final
+    if common["eval_data"]:
+        final = final.with_(data={**final.data, "eval": Path(common["eval_data"]).resolve()})
+    return final, prefix
+
+
+def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, common: dict, started: float,
+           time_budget_s: float, ui: UI, quiet: UI) -> None:
+    cand, n = outcome.candidate, len(search.outcomes)
+    if cand.fallback_for:
+        base = next(o for o in search.outcomes if o.name == cand.fallback_for)
+        if base.status != "rejected":
+            outcome.status, outcome.why = "skipped", f"not needed: {base.name} was {base.status}"
+            return
+    elapsed = time.perf_counter() - started
+    built = [o.seconds for o in search.outcomes if o.status in ("built", "rejected", "failed") and not o.cached]
+    guess = sum(built) / len(built) if built else 0.0
+    if elapsed + guess > time_budget_s:
+        outcome.status, outcome.why = "skipped", f"time budget ({time_budget_s:.0f}s) spent after {elapsed:.0f}s"
+        return
+    best = min((o for o in search.outcomes if o.status == "built"), key=lambda o: o.record.measured.latency_at().p50_ms
+               if o.record.measured.latency_at() else float("inf"), default=None)
+    eta = f", ~{guess * (n - k + 1):.0f}s left" if guess else ""
+    ui.info(f"[bold]candidate {k} of {n}[/]: {cand.name} ({cand.what})"
+            + (f"; best so far {best.name}" if best else "") + eta)
+    t0 = time.perf_counter()
+    steps = [*search.prefix, *({"name": name, "options": options} for s in cand.steps for name, options in s.items())]
+    try:
+        result, error = _run(_recipe(model, out_dir / "candidates" / cand.name, steps, common), quiet)
+    except OptkitError as exc:  # a candidate the input cannot take (e.g. ops OpenVINO cannot read)
+        result, error = None, exc
+    outcome.seconds = time.perf_counter() - t0
+    if error is not None:
+        outcome.status = "rejected" if isinstance(error, StepError) else "failed"
+        outcome.why = error.one_line()
+        ui.info(f"  [yellow]✗[/] {cand.name}: {outcome.why}")
+        return
+    outcome.cached = len(result.cached) == len(steps)
+    outcome.artifact, outcome.record = result.final, result.final.record
+    outcome.status = "built"
+    _judge(outcome, search.budget)
+    mark = "[green]✓[/]" if outcome.status == "built" else "[yellow]✗[/]"
+    judged = (f"drop {outcome.drop:.3g}" if outcome.drop is not None else f"cosine {outcome.cosine:.5f}"
+              if outcome.cosine is not None else "not judged")
+    ui.info(f"  {mark} {cand.name}: {judged}{'; ' + outcome.why if outcome.why else ''} "
+            f"({'cached' if outcome.cached else f'{outcome.seconds:.1f}s'})")
+
+
+def _time_survivors(search: Search, threads: int, budget_s: float, ui: UI) -> None:
+    """The fp32 model and every candidate within budget, timed round-robin in one interleaved pass."""
+    from optkit.engine.setup import data_for
+    from optkit.eval.measure import MeasureSettings, measure_side_by_side
+
+    alive = [o for o in search.outcomes if o.status == "built"]
+    if not alive:
+        return
+    settings = MeasureSettings(batch_sizes=(search.batch_size,), threads=threads, budget_s=budget_s)
+    data = data_for(search.source, UI(quiet=True))
+    with ui.status(f"optimize: timing the fp32 model and {len(alive)} candidate(s) interleaved at batch "
+                   f"{search.batch_size}"):
+        lat = measure_side_by_side([search.source, *(o.artifact for o in alive)], data, settings)
+    if lat[0]:
+        search.baseline_p50_ms, search.baseline_p90_ms = lat[0][0]["p50_ms"], lat[0][0]["p90_ms"]
+    for o, entries in zip(alive, lat[1:]):
+        if entries:
+            o.p50_ms, o.p90_ms = entries[0]["p50_ms"], entries[0]["p90_ms"]
+
+
+def _choose(outcomes: list[Outcome]) -> Outcome | None:
+    timed = [o for o in outcomes if o.status == "built" and o.p50_ms is not None]
+    if not timed:
+        return None
+    fastest = min(o.p50_ms for o in timed)
+    ties = [o for o in timed if o.p50_ms <= fastest * (1 + NOISE)]
+    return min(ties, key=lambda o: (o.candidate.simplicity, o.artifact.size_bytes(), o.p50_ms))

@@ -1,0 +1,123 @@
+"""What ``optkit optimize`` leaves in its output folder.
+
+- ``best.onnx`` / ``best.xml`` + ``best.bin``: a copy of the winner, and ``best.yaml``: the recipe that rebuilds it
+  from MODEL with ``optkit run`` (into ``DIR/best/``).
+- ``report.json`` / ``report.md`` / ``report.html``: every candidate with its status, why it was rejected or
+  skipped, its metric drop and cosine vs the original, p50/p90 from the one interleaved pass, size, and the
+  accuracy-vs-latency Pareto front; the CPU and its flags.
+- ``candidates/NAME/``: each candidate's artifacts and sidecars (the step cache for a rerun).
+"""
+from __future__ import annotations
+
+import shutil
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from optkit.engine.optimize import Outcome, Search
+from optkit.engine.run import tool_versions
+from optkit.report.ledger import human_size
+from optkit.report.run import environment
+from optkit.types.files import Staging, dumps_json
+
+
+def _row(o: Outcome, baseline: float | None) -> dict[str, Any]:
+    c = o.candidate
+    acc = o.record.measured.accuracy if o.record else None
+    return {
+        "name": c.name, "target": c.target, "precision": c.precision, "what": c.what, "status": o.status,
+        "why": o.why, "steps": c.steps, "artifact": str(o.artifact.path) if o.artifact else None,
+        "metric": acc.to_json() if acc else None, "drop_vs_original": o.drop, "cosine_vs_original": o.cosine,
+        "p50_ms": o.p50_ms, "p90_ms": o.p90_ms,
+        "speedup_vs_fp32": baseline / o.p50_ms if baseline and o.p50_ms else None,
+        "size_bytes": o.record.size_bytes if o.record else None, "seconds": round(o.seconds, 2), "cached": o.cached,
+    }
+
+
+def optimize_report(search: Search, model: str) -> dict[str, Any]:
+    base = search.baseline_p50_ms
+    return {
+        "model": model, "status": "passed" if search.winner else "no candidate within budget",
+        "winner": search.winner.name if search.winner else None,
+        "budget": {"max_drop": search.budget.max_drop, "min_cosine": search.budget.min_cosine},
+        "batch_size": search.batch_size, "threads": search.threads,
+        "timing": f"the fp32 model and every candidate within budget, one interleaved round-robin pass at batch "
+                  f"{search.batch_size}",
+        "fp32": {"artifact": str(search.source.path), "p50_ms": base, "p90_ms": search.baseline_p90_ms},
+        "candidates": [_row(o, base) for o in search.outcomes],
+        "skipped": [{"name": s.name, "why": s.why} for s in search.skipped],
+        "facts": {"ops": len(search.facts.ops), "attention": search.facts.attention,
+                  "calibration_data": search.facts.calibration},
+        "wall_time_s": round(search.wall_time_s, 2),
+        "environment": environment(0, tool_versions(all_backends=True)),
+    }
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def optimize_markdown(report: dict) -> str:
+    cpu = report["environment"]["cpu"]
+    lines = [f"## optkit optimize: {Path(report['model']).name} — winner: {report['winner'] or 'none'}", "",
+             f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); {report['timing']}; "
+             f"fp32 p50 {_f(report['fp32']['p50_ms'], '.3f')} ms.", "",
+             "| candidate | status | drop vs orig | cosine | p50 ms | p90 ms | × fp32 | size | why |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for c in report["candidates"]:
+        mark = " 🏆" if c["name"] == report["winner"] else ""
+        lines.append(f"| {c['name']}{mark} | {c['status']} | {_f(c['drop_vs_original'], '.3g')} | "
+                     f"{_f(c['cosine_vs_original'], '.5f')} | {_f(c['p50_ms'], '.3f')} | {_f(c['p90_ms'], '.3f')} | "
+                     f"{_x(c['speedup_vs_fp32'])} | {human_size(c['size_bytes'])} | "
+                     f"{(c['why'] or c['what']).replace('|', '/')} |")
+    for s in report["skipped"]:
+        lines.append(f"| {s['name']} | not built | — | — | — | — | — | — | {s['why'].replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def optimize_html(report: dict) -> str:
+    from optkit.report.html import plot_svg
+
+    points = [{"index": i, "step": c["name"],
+               "latency": {"p50_ms": c["p50_ms"], "batch_size": report["batch_size"], "threads": report["threads"]},
+               "accuracy": c["metric"], "fidelity": {"cosine": c["cosine_vs_original"]}}
+              for i, c in enumerate(report["candidates"]) if c["p50_ms"] is not None]
+    body = optimize_markdown(report).splitlines()
+    table = "".join(f"<tr>{''.join(f'<td>{escape(cell.strip())}</td>' for cell in line.strip('|').split('|'))}</tr>"
+                    for line in body[6:])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(body[0][3:])}</title></head><body>"
+            f"<h2>{escape(body[0][3:])}</h2><p>{escape(body[2])}</p>{plot_svg(points)}"
+            f"<table><tr><th>candidate</th><th>status</th><th>drop vs orig</th><th>cosine</th><th>p50 ms</th>"
+            f"<th>p90 ms</th><th>× fp32</th><th>size</th><th>why</th></tr>{table}</table></body></html>")
+
+
+def best_recipe(search: Search, model: str, common: dict[str, Any]) -> str:
+    """A recipe that rebuilds the winner from MODEL with ``optkit run`` (into ``best/`` beside it)."""
+    w = search.winner
+    steps = [*({p["name"]: p["options"]} for p in search.prefix), *w.candidate.steps]
+    recipe = {k: v for k, v in {**common, "model": model, "output_dir": "best", "steps": steps}.items() if v is not None}
+    header = (f"# Written by optkit optimize: the fastest candidate within budget ({w.name}: {w.candidate.what}).\n"
+              f"# Rebuild it with: optkit run {{this file}}\n")
+    return header + yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)
+
+
+def write_optimize_outputs(out_dir: Path, search: Search, model: str, common: dict[str, Any]) -> dict[str, Any]:
+    """The reports, and for a winner its copy and best.yaml, written together (staged, then renamed)."""
+    report = optimize_report(search, model)
+    with Staging() as stage:
+        stage.write_text(out_dir / "report.json", dumps_json(report))
+        stage.write_text(out_dir / "report.md", optimize_markdown(report))
+        stage.write_text(out_dir / "report.html", optimize_html(report))
+        if search.winner:
+            stage.write_text(out_dir / "best.yaml", best_recipe(search, model, common))
+            for src in search.winner.artifact.files():
+                dst = out_dir / f"best{src.suffix}"
+                shutil.copyfile(src, stage.path_for(dst))
+        stage.commit()
+    return report
