@@ -48,12 +48,15 @@ def read_io_specs(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, quantize_with=None,
-            transformer: bool = False, accuracy_control=None) -> dict[str, Any]:
+            transformer: bool = False, accuracy_control=None, preset: str = "performance",
+            fast_bias_correction: bool = True) -> dict[str, Any]:
     """ONNX -> IR. ``quantize_with``: an ``(iterable of feeds, subset size)`` for NNCF post-training int8;
     ``transformer`` selects NNCF's transformer scheme (keeps sensitive ops such as Softmax/LayerNorm float);
     ``accuracy_control``: ``(feeds, max drop in the score's units, score, budget text)`` where ``score(indices,
     outputs)`` rates the outputs of those samples (higher is better): NNCF's quantization with accuracy control,
-    which returns the most harmful layers to float until the score is within the drop."""
+    which returns the most harmful layers to float until the score is within the drop. ``preset``: NNCF's
+    performance (symmetric activations) or mixed (asymmetric activations: for non-ReLU, shifted ranges);
+    ``fast_bias_correction`` off runs NNCF's slower, more exact bias correction."""
     ov = _ov()
     try:
         model = ov.convert_model(str(onnx_path))
@@ -71,13 +74,15 @@ def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, q
         names = [p.get_any_name() for p in model.inputs]
         dataset = nncf.Dataset(feeds, lambda feed: {n: feed[n] for n in names})
         kind = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+        kind.update({"preset": nncf.QuantizationPreset(preset), "fast_bias_correction": fast_bias_correction})
         if accuracy_control is None:
-            model = nncf.quantize(model, dataset, subset_size=subset, preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
+            model = nncf.quantize(model, dataset, subset_size=subset, **kind)
         else:
             model, facts = _quantize_with_accuracy_control(nncf, model, dataset, subset, accuracy_control, names, kind)
             details["accuracy_control"] = facts
-        details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": "performance",
-                           "model_type": "transformer" if transformer else "default"}
+        details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": preset,
+                           "model_type": "transformer" if transformer else "default",
+                           **({} if fast_bias_correction else {"fast_bias_correction": False})}
     ov.save_model(model, str(xml_out), compress_to_fp16=compress_to_fp16)
     fq = sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
     details["fake_quantize_nodes"] = fq
@@ -104,8 +109,7 @@ def _quantize_with_accuracy_control(nncf, model, dataset, subset: int, control, 
     validation = nncf.Dataset(list(enumerate(feeds)), lambda item: {n: item[1][n] for n in names})
     quantized = nncf.quantize_with_accuracy_control(
         model, dataset, validation, validation_fn=lambda compiled, items: validate(compiled, list(items)),
-        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset,
-        preset=nncf.QuantizationPreset.PERFORMANCE, **kind)
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset, **kind)
     float_ops = [op.get_friendly_name() for op in quantized.get_ops()
                  if op.get_type_name() in ("Convolution", "MatMul") and not any(
                      i.get_node().get_type_name() == "FakeQuantize" for i in op.input_values())]

@@ -174,10 +174,12 @@ def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI) -> tu
 def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, common: dict, started: float,
            time_budget_s: float, ui: UI, quiet: UI) -> None:
     cand, n = outcome.candidate, len(search.outcomes)
-    if cand.fallback_for:
+    if cand.fallback_for:  # a costlier search for the same idea: only when the simpler one missed the budget
         base = next(o for o in search.outcomes if o.name == cand.fallback_for)
         if base.status != "rejected":
-            outcome.status, outcome.why = "skipped", f"not needed: {base.name} was {base.status}"
+            outcome.status = "skipped"
+            outcome.why = base.why if base.status == "skipped" else (
+                f"not needed: {base.name} is within budget" if base.status == "built" else f"{base.name} failed")
             return
     elapsed = time.perf_counter() - started
     built = [o.seconds for o in search.outcomes if o.status in ("built", "rejected", "failed") and not o.cached]

@@ -83,13 +83,13 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
     fuse = {"fuse": {"level": "basic"}}
     if "ort-cpu" in targets:
         cands.append(CandidateRecipe("ort-fp32", "ort-cpu", "fp32", [fuse, {"compile": {"target": "ort-cpu"}}],
-                               "ONNX Runtime fp32: fusions, offline graph optimization, the fastest session settings"))
+                                     "ONNX Runtime fp32: fusions, offline graph optimization, the fastest session settings"))
         if facts.matmul_heavy or facts.attention:
             dynamic = {"mode": "dynamic", **lossy}
             if int8_dot_product(facts.flags):
                 dynamic["reduce_range"] = False  # VNNI/AMX: full-range weights do not saturate
             cands.append(CandidateRecipe("ort-int8-dynamic", "ort-cpu", "int8", [fuse, {"quantize": dynamic}],
-                                   "ONNX Runtime dynamic int8 (weights int8, activations at run time)", simplicity=1))
+                                         "ONNX Runtime dynamic int8 (weights int8, activations at run time)", simplicity=1))
         else:
             skipped.append(Skipped("ort-int8-dynamic", "a conv net: dynamic int8 runs ConvInteger, several times "
                                                        "slower than fp32 on x86 CPUs"))
@@ -101,17 +101,17 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
             why = ("full range, every conv (VNNI/AMX: no u8s8 saturation)" if full else
                    "7-bit weights, small convs float (no VNNI: u8s8 kernels saturate)")
             cands.append(CandidateRecipe("ort-int8-static", "ort-cpu", "int8", [fuse, {"quantize": static}],
-                                   f"ONNX Runtime static QDQ int8, minmax calibration, {why}", simplicity=2))
+                                         f"ONNX Runtime static QDQ int8, minmax calibration, {why}", simplicity=2))
             cands.append(CandidateRecipe("ort-int8-static-entropy", "ort-cpu", "int8",
-                                   [fuse, {"quantize": {**static, "method": "entropy"}}],
-                                   "ONNX Runtime static QDQ int8, entropy calibration", simplicity=3,
-                                   fallback_for="ort-int8-static"))
-            if budget.max_drop is not None or budget.min_cosine is not None:
-                guard = {**static, "max_drop": budget.max_drop if budget.max_drop is not None else 1.0}
-                cands.append(CandidateRecipe("ort-int8-guarded", "ort-cpu", "int8", [fuse, {"quantize": guard}],
-                                       "ONNX Runtime static int8 with the accuracy guard (int8 recipes: op types, "
-                                       "SmoothQuant, symmetric activations; then sensitive nodes float)",
-                                       simplicity=4, fallback_for="ort-int8-static-entropy"))
+                                         [fuse, {"quantize": {**static, "method": "entropy"}}],
+                                         "ONNX Runtime static QDQ int8, entropy calibration", simplicity=3,
+                                         fallback_for="ort-int8-static"))
+            # the guard's budget is the search's (1 point by default, as every lossy step's)
+            guard = {**static, "max_drop": budget.max_drop if budget.max_drop is not None else 1.0}
+            cands.append(CandidateRecipe("ort-int8-guarded", "ort-cpu", "int8", [fuse, {"quantize": guard}],
+                                         "ONNX Runtime static int8 with the accuracy guard (int8 recipes: op types, "
+                                         "SmoothQuant, symmetric activations; then sensitive nodes float)",
+                                         simplicity=4, fallback_for="ort-int8-static-entropy"))
         else:
             skipped.append(Skipped("ort-int8-static", "no calibration data (a calib split beside the model or "
                                                       "--calib-data)"))
@@ -121,18 +121,23 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
             skipped.append(Skipped("openvino-*", "OpenVINO is not installed: pip install 'optkit[openvino]'"))
         else:
             cands.append(CandidateRecipe("openvino-fp32", "openvino-cpu", "fp32",
-                                   [{"compile": {"target": "openvino-cpu", "precision": "fp32"}}],
-                                   "OpenVINO IR, fp32 inference precision", simplicity=1))
+                                         [{"compile": {"target": "openvino-cpu", "precision": "fp32"}}],
+                                         "OpenVINO IR, fp32 inference precision", simplicity=1))
             if facts.calibration and _installed("nncf"):
                 int8 = {"target": "openvino-cpu", "precision": "int8", **lossy, **calib}
                 cands.append(CandidateRecipe("openvino-int8", "openvino-cpu", "int8", [{"compile": int8}],
-                                       "OpenVINO int8 via NNCF post-training quantization"
-                                       + (" (transformer preset)" if facts.attention else ""), simplicity=2))
-                if budget.max_drop is not None:
-                    cands.append(CandidateRecipe("openvino-int8-accuracy-control", "openvino-cpu", "int8",
-                                           [{"compile": {**int8, "max_drop": budget.max_drop}}],
-                                           "OpenVINO int8 via NNCF with accuracy control on the task metric",
-                                           simplicity=3, fallback_for="openvino-int8"))
+                                             "OpenVINO int8 via NNCF post-training quantization"
+                                             + (" (transformer preset)" if facts.attention else ""), simplicity=2))
+                cands.append(CandidateRecipe(
+                    "openvino-int8-mixed", "openvino-cpu", "int8",
+                    [{"compile": {**int8, "nncf_preset": "mixed", "fast_bias_correction": False}}],
+                    "OpenVINO int8 via NNCF, mixed preset (asymmetric activations), full bias correction",
+                    simplicity=3, fallback_for="openvino-int8"))
+                control = budget.max_drop if budget.max_drop is not None else 1.0
+                cands.append(CandidateRecipe("openvino-int8-accuracy-control", "openvino-cpu", "int8",
+                                             [{"compile": {**int8, "max_drop": control}}],
+                                             "OpenVINO int8 via NNCF with accuracy control on the task metric",
+                                             simplicity=4, fallback_for="openvino-int8-mixed"))
             elif not facts.calibration:
                 skipped.append(Skipped("openvino-int8", "no calibration data (a calib split beside the model or "
                                                         "--calib-data)"))
@@ -140,8 +145,8 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                 skipped.append(Skipped("openvino-int8", "NNCF is not installed: pip install 'optkit[openvino]'"))
             if native_bf16(facts.flags):
                 cands.append(CandidateRecipe("openvino-bf16", "openvino-cpu", "bf16",
-                                       [{"compile": {"target": "openvino-cpu", "precision": "bf16", **lossy}}],
-                                       "OpenVINO bf16 (native on this CPU)", simplicity=2))
+                                             [{"compile": {"target": "openvino-cpu", "precision": "bf16", **lossy}}],
+                                             "OpenVINO bf16 (native on this CPU)", simplicity=2))
             else:
                 skipped.append(Skipped("openvino-bf16", "no native bf16 on this CPU (avx512_bf16/amx_bf16): "
                                                         "emulated, measured 4-18x slower than fp32"))

@@ -44,6 +44,10 @@ class CompileConfig(BaseModel):
     precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="compute precision (what the target supports)")
     calib_data: str | None = Field(None, description="int8 from fp32: calibration .npz (default: the calib split)")
     calib_samples: int = Field(300, ge=1, description="int8 from fp32: calibration samples (NNCF subset size)")
+    nncf_preset: Literal["performance", "mixed"] = Field("performance", description="openvino int8 from fp32: NNCF "
+                                                         "preset (mixed: asymmetric activations)")
+    fast_bias_correction: bool = Field(True, description="openvino int8 from fp32: NNCF's fast bias correction (off: "
+                                                         "the slower, more exact one)")
     compress_to_fp16: bool = Field(False, description="openvino: store weights as fp16 (compute precision unchanged)")
     shapes: str | None = Field(None, description="tensorrt: NAME:MIN,OPT,MAX shapes, e.g. "
                                                  "input:1x1x32x32,1x1x32x32,32x1x32x32 (default: batch 1..32, opt 1)")
@@ -187,7 +191,8 @@ class CompileStep(Step):
         with quiet_libraries(), ctx.ui.status(f"OpenVINO: converting{' and quantizing (NNCF)' if quantize_with else ''}"):
             details = convert(artifact.path, ctx.out_tmp, compress_to_fp16=config.compress_to_fp16,
                               quantize_with=quantize_with, transformer=has_attention(onnx_io.load_model(artifact.path)),
-                              accuracy_control=control)
+                              accuracy_control=control, preset=config.nncf_preset,
+                              fast_bias_correction=config.fast_bias_correction)
         assert bin_tmp.is_file(), "OpenVINO wrote its weights under another name"
         inputs, outputs = read_io_specs(ctx.out_tmp)
         out = Artifact(path=ctx.out_tmp, format="openvino", task=artifact.task, inputs=inputs, outputs=outputs,

@@ -100,6 +100,9 @@ def test_optimize_finds_a_winner_and_its_recipe_rebuilds_it(tiny_onnx, tmp_path)
     by_name = {c["name"]: c for c in report["candidates"]}
     assert {"ort-fp32", "ort-int8-static"} <= set(by_name) and report["winner"] in by_name
     assert all(c["p50_ms"] for c in report["candidates"] if c["status"] == "built")  # timed in the one pass
+    if by_name["ort-int8-static"]["status"] == "built":  # its costlier fallbacks are not built, and say why
+        assert by_name["ort-int8-static-entropy"]["why"] == by_name["ort-int8-guarded"]["why"] == \
+            "not needed: ort-int8-static is within budget"
     assert report["environment"]["cpu"]["model"] and {"ort-int8-dynamic", "ort-fp16"} <= {s["name"] for s in report["skipped"]}
     winner = by_name[report["winner"]]
     best = out / "best.onnx"

@@ -50,6 +50,18 @@ def test_openvino_int8_from_fp32_uses_nncf_and_calibration_split(tiny_onnx, tmp_
     details = sidecar(out)["record"]["details"]
     assert "NNCF" in details["int8_source"] and details["fake_quantize_nodes"] > 0
     assert details["check"]["metric"] == "top1" and "drop" in details["check"]
+    assert details["nncf"]["preset"] == "performance" and "fast_bias_correction" not in details["nncf"]
+
+
+def test_openvino_int8_nncf_preset_and_bias_correction_reach_nncf(tiny_onnx, tmp_path):
+    pytest.importorskip("nncf")
+    out = tmp_path / "q.xml"
+    result = invoke("compile", str(tiny_onnx), "-o", str(out), "--target", "openvino-cpu", "--precision", "int8",
+                    "--nncf-preset", "mixed", "--no-fast-bias-correction", *LOOSE, *FAST)
+    assert result.exit_code == 0, result.output
+    nncf = sidecar(out)["record"]["details"]["nncf"]
+    assert nncf["preset"] == "mixed" and nncf["fast_bias_correction"] is False
+    assert sidecar(out)["record"]["details"]["fake_quantize_nodes"] > 0
 
 
 def test_report_and_profile_on_openvino(tiny_onnx, tmp_path):
