@@ -83,10 +83,27 @@ def convert(onnx_path: Path, xml_out: Path, *, compress_to_fp16: bool = False, q
         details["nncf"] = {"version": getattr(nncf, "__version__", "?"), "subset_size": subset, "preset": preset,
                            "model_type": "transformer" if transformer else "default",
                            **({} if fast_bias_correction else {"fast_bias_correction": False})}
+    _stable_names(model)
     ov.save_model(model, str(xml_out), compress_to_fp16=compress_to_fp16)
     fq = sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
     details["fake_quantize_nodes"] = fq
     return details
+
+
+def _stable_names(model) -> None:
+    """OpenVINO names the nodes it creates '<Type>_<process-wide counter>' (a folded constant keeps the name of
+    the op it came from, e.g. 'Reshape_5090'), so one model converted in two processes, or after another
+    conversion, writes different XML. Every 'Word_123' name is renumbered per word in graph order: the same model
+    then writes the same bytes. Other names (those the ONNX graph gave, e.g. '/conv1/Conv') are kept."""
+    import re
+
+    counts: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        auto = re.fullmatch(r"([A-Za-z]+)_\d+", op.get_friendly_name())
+        if auto:
+            word = auto.group(1)
+            counts[word] = counts.get(word, 0) + 1
+            op.set_friendly_name(f"{word}_{counts[word]}")
 
 
 def _quantize_with_accuracy_control(nncf, model, dataset, subset: int, control, names: list[str], kind: dict):

@@ -70,5 +70,5 @@ def optimize(
         raise GateError("no candidate is within the budget (see report.md for why each was rejected)",
                         hint=f"Loosen --max-drop/--min-cosine, or add --calib-data; reports are in {out_dir}")
     ui.info(f"winner: {search.winner.name}, {search.winner.p50_ms:.3f} ms at batch {batch_size} "
-            f"({(search.baseline_p50_ms or 0) / search.winner.p50_ms:.2f}x the fp32 model); "
+            f"({search.winner.speedup or 0:.2f}x the fp32 model in the same pass); "
             f"rebuild with: optkit run {out_dir / 'best.yaml'} ({search.wall_time_s:.0f}s)")
