@@ -15,7 +15,7 @@ from optkit.types.artifact import Artifact
 from optkit.eval.data import EvalData
 from optkit.eval.memory import PeakMemory
 from optkit.eval.task_metric import Metric
-from optkit.eval.timing import measure_interleaved, measure_latency
+from optkit.eval.timing import measure_interleaved, measure_latency, one_core
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
     notes: list[str] = []
     latency: list[dict[str, Any]] = []
     runner_class(artifact.format).preload()
-    with PeakMemory() as mem:
+    with PeakMemory() as mem, one_core(settings.threads):
         with open_runner(artifact, settings.threads) as runner:
             outputs = run_on_data(runner, data, fixed or settings.eval_batch_size)
             for bs in batch_sizes or settings.batch_sizes:
@@ -119,6 +119,12 @@ def measure_side_by_side(artifacts: list[Artifact], data: EvalData, settings: Me
 
     Returns one list of latency entries per artifact; an artifact with a fixed batch dimension is timed
     only at that batch size."""
+    with one_core(settings.threads):  # every runner (and the threads it starts) on one core
+        return _side_by_side(artifacts, data, settings, on_batch)
+
+
+def _side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSettings,
+                  on_batch) -> list[list[dict[str, Any]]]:
     runners: list[Runner] = []
     try:
         for art in artifacts:

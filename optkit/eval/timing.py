@@ -9,10 +9,12 @@ milliseconds and throughput = samples / total timed seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -107,3 +109,32 @@ def measure_interleaved(fns: list[Callable[[], Any]], *, batch_size: int, thread
             min_ms=float(ms.min()), throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms),
             budget_s=budget_s))
     return stats
+
+
+def _current_core() -> int | None:
+    """The CPU this thread runs on now (field 39 of /proc/thread-self/stat), or None where unknown."""
+    try:
+        with open("/proc/thread-self/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def one_core(threads: int) -> Iterator[int | None]:
+    """With one thread, everything timed runs on one core: the calling thread is pinned to the core it runs on,
+    and the threads a runtime starts meanwhile inherit it (OpenVINO runs requests on a worker thread of its own).
+    Without this, two runners of one model timed in one pass differed 1.8x here, as OpenVINO's worker landed on
+    one core or the other of a VM whose two vCPUs were not equally fast (0.36 vs 0.67-0.99 ms for one model).
+    The previous affinity is restored after."""
+    if threads != 1 or not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    core = _current_core()
+    core = core if core in allowed else allowed[0]
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, allowed)
