@@ -220,6 +220,16 @@ def chain(name: str, folder: Path, npz: Path, fp32_source: Path | None = None) -
             "comp_warned_slower": "SLOWER than its input" in comp.stderr}
 
 
+def third_party_ocr(folder: Path, npz: Path) -> Path:
+    """ocr11: exported at opset 11 with dynamic H and W, then handled as a file optkit did not write."""
+    ocr = folder / "ocr11_given.onnx"
+    must("export", f"{folder / 'models.py'}:seg", "--eval-data", str(npz), "-o", str(ocr), "--exporter",
+         "torchscript", "--opset", "11", "--dynamic-axis", "x:2:height", "--dynamic-axis", "x:3:width", "--no-measure")
+    third_party = folder / "ocr11.onnx"
+    third_party.write_bytes(ocr.read_bytes())  # no sidecar: a third-party file
+    return third_party
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=1.0)
@@ -230,12 +240,7 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "models.py").write_text(MODELS)
         npz = data(folder)
-        # ocr11: exported at opset 11 with dynamic H and W, then handled as a file optkit did not write
-        ocr = folder / "ocr11_given.onnx"
-        must("export", f"{folder / 'models.py'}:seg", "--eval-data", str(npz["ocr11"]), "-o", str(ocr), "--exporter",
-             "torchscript", "--opset", "11", "--dynamic-axis", "x:2:height", "--dynamic-axis", "x:3:width", "--no-measure")
-        third_party = folder / "ocr11.onnx"
-        third_party.write_bytes(ocr.read_bytes())  # no sidecar: a third-party file
+        third_party = third_party_ocr(folder, npz["ocr11"])
         train_ctc(folder)
         for name in ("encoder", "ocr11", "ctc", "prelu"):
             built = chain(name, folder, npz[name], third_party if name == "ocr11" else None)
