@@ -46,6 +46,20 @@ class Outcome:
     def name(self) -> str:
         return self.candidate.name
 
+    def recipe_steps(self) -> list[dict[str, Any]]:
+        """The candidate's steps with every choice its build made by timing pinned, so a recipe of them rebuilds
+        this very artifact: compile ort-cpu's session settings."""
+        from optkit.steps.compile import ort_session_name
+
+        chosen = self.record.details.get("chosen") if self.record and self.record.step == "compile" else None
+        steps = []
+        for entry in self.candidate.steps:
+            (name, options), = entry.items()
+            if name == "compile" and options.get("target") == "ort-cpu" and chosen and ort_session_name(chosen):
+                options = {**options, "ort_session": ort_session_name(chosen)}
+            steps.append({name: options})
+        return steps
+
 
 @dataclass
 class Search:

@@ -28,7 +28,7 @@ def _row(o: Outcome) -> dict[str, Any]:
     acc = o.record.measured.accuracy if o.record else None
     return {
         "name": c.name, "target": c.target, "precision": c.precision, "what": c.what, "status": o.status,
-        "why": o.why, "steps": c.steps, "artifact": str(o.artifact.path) if o.artifact else None,
+        "why": o.why, "steps": o.recipe_steps(), "artifact": str(o.artifact.path) if o.artifact else None,
         "metric": acc.to_json() if acc else None, "drop_vs_original": o.drop, "cosine_vs_original": o.cosine,
         "p50_ms": o.p50_ms, "p90_ms": o.p90_ms,
         "speedup_vs_fp32": o.speedup, "timing_pass": o.timing_pass,
@@ -101,7 +101,7 @@ def optimize_html(report: dict) -> str:
 def best_recipe(search: Search, model: str, common: dict[str, Any]) -> str:
     """A recipe that rebuilds the winner from MODEL with ``optkit run`` (into ``best/`` beside it)."""
     w = search.winner
-    steps = [*({p["name"]: p["options"]} for p in search.prefix), *w.candidate.steps]
+    steps = [*({p["name"]: p["options"]} for p in search.prefix), *w.recipe_steps()]
     recipe = {k: v for k, v in {**common, "model": model, "output_dir": "best", "steps": steps}.items() if v is not None}
     header = (f"# Written by optkit optimize: the fastest candidate within budget ({w.name}: {w.candidate.what}).\n"
               f"# Rebuild it with: optkit run {{this file}}\n")

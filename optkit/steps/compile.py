@@ -30,12 +30,18 @@ TARGETS = {  # target -> (output format, suffix, precisions)
     "tensorrt": ("tensorrt", ".engine", ("fp32", "fp16", "int8")),
     "ort-cuda": ("onnx", ".onnx", ("fp32", "fp16")),
 }
-ORT_GRID = [  # the first is ONNX Runtime's default behaviour
-    {"graph_optimization_level": "all"},
-    {"graph_optimization_level": "extended"},
-    {"graph_optimization_level": "all", "enable_mem_pattern": False},
-    {"graph_optimization_level": "all", "allow_spinning": False},
-]
+ORT_SESSIONS = {  # the first is ONNX Runtime's default behaviour
+    "default": {"graph_optimization_level": "all"},
+    "extended": {"graph_optimization_level": "extended"},
+    "no-mem-pattern": {"graph_optimization_level": "all", "enable_mem_pattern": False},
+    "no-spinning": {"graph_optimization_level": "all", "allow_spinning": False},
+}
+ORT_GRID = list(ORT_SESSIONS.values())
+
+
+def ort_session_name(settings: dict[str, Any]) -> str | None:
+    """The name of recorded session settings (a record's ``chosen``), to pin them in a recipe."""
+    return next((name for name, value in ORT_SESSIONS.items() if value == settings), None)
 
 
 class CompileConfig(BaseModel):
@@ -48,6 +54,9 @@ class CompileConfig(BaseModel):
                                                          "preset (mixed: asymmetric activations)")
     fast_bias_correction: bool = Field(True, description="openvino int8 from fp32: NNCF's fast bias correction (off: "
                                                          "the slower, more exact one)")
+    ort_session: Literal["tune", "default", "extended", "no-mem-pattern", "no-spinning"] = Field(
+        "tune", description="ort-cpu: session settings; tune times them all side by side and keeps the fastest "
+                            "(a choice that can differ between runs), a name pins one (a rebuild is then identical)")
     compress_to_fp16: bool = Field(False, description="openvino: store weights as fp16 (compute precision unchanged)")
     shapes: str | None = Field(None, description="tensorrt: NAME:MIN,OPT,MAX shapes, e.g. "
                                                  "input:1x1x32x32,1x1x32x32,32x1x32x32 (default: batch 1..32, opt 1)")
@@ -152,11 +161,14 @@ class CompileStep(Step):
         from optkit.eval.measure import quick_p50s
         from optkit.backends.onnxruntime import ort_offline
 
-        candidates = [Artifact(path=artifact.path, format="onnx", inputs=artifact.inputs, outputs=artifact.outputs,
-                               runtime={"session": settings}) for settings in ORT_GRID]
-        p50s = quick_p50s(candidates, ctx.data, ctx.settings)  # timed side by side
-        trials = [{"session": settings, "p50_ms": p50} for settings, p50 in zip(ORT_GRID, p50s)]
-        best = min(trials, key=lambda t: t["p50_ms"])
+        if config.ort_session != "tune":
+            trials, best = None, {"session": ORT_SESSIONS[config.ort_session]}
+        else:
+            candidates = [Artifact(path=artifact.path, format="onnx", inputs=artifact.inputs, outputs=artifact.outputs,
+                                   runtime={"session": settings}) for settings in ORT_GRID]
+            p50s = quick_p50s(candidates, ctx.data, ctx.settings)  # timed side by side
+            trials = [{"session": settings, "p50_ms": p50} for settings, p50 in zip(ORT_GRID, p50s)]
+            best = min(trials, key=lambda t: t["p50_ms"])
         ort_offline(artifact.path, ctx.out_tmp, best["session"]["graph_optimization_level"], ctx.settings.threads)
         out = onnx_io.produced_artifact(ctx.out_tmp, "compile", artifact.task).with_(
             runtime={"session": best["session"], "providers": ["CPUExecutionProvider"]})
@@ -290,8 +302,10 @@ class CompileStep(Step):
     @staticmethod
     def describe(details: CompileDetails) -> str:
         text = f"{details.target} {details.precision}"
-        if details.chosen:
+        if details.chosen and details.tuning:
             text += f"; fastest session settings {details.chosen} of {len(details.tuning)}"
+        elif details.chosen:
+            text += f"; session settings {details.chosen} (pinned)"
         if details.int8_source:
             text += f"; int8 from {details.int8_source}"
         if details.fake_quantize_nodes:

@@ -119,6 +119,31 @@ def test_optimize_finds_a_winner_and_its_recipe_rebuilds_it(tiny_onnx, tmp_path)
                                         if c["status"] == "built")
 
 
+@pytest.mark.parametrize("only", ["ort-fp32", "ort-int8-static"])
+def test_the_winners_recipe_pins_what_was_chosen_by_timing_and_rebuilds_it(only, tiny_onnx, tmp_path, monkeypatch):
+    """compile ort-cpu picks session settings by timing, which can differ between runs: best.yaml names the one
+    chosen (ort_session), so `optkit run best.yaml` writes the same bytes."""
+    import optkit.engine.optimize as opt
+
+    def just(facts, targets, budget, calib_data=None):
+        cands, skipped = candidate_space(facts, targets, budget, calib_data)
+        return [c for c in cands if c.name == only], skipped
+
+    monkeypatch.setattr(opt, "candidate_space", just)
+    out = tmp_path / "opt"
+    result = invoke("optimize", str(tiny_onnx), "-o", str(out), "--targets", "ort-cpu", "--max-drop", "100",
+                    "--budget-s", "0.05", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["winner"] == only
+    steps = yaml.safe_load((out / "best.yaml").read_text())["steps"]
+    if only == "ort-fp32":
+        assert steps[-1]["compile"]["ort_session"] in ("default", "extended", "no-mem-pattern", "no-spinning")
+    assert invoke("run", str(out / "best.yaml"), "--set", "measure.budget_s=0.05").exit_code == 0
+    final = sorted((out / "best").glob("0*_*.onnx"))[-1]
+    assert final.read_bytes() == (out / "best.onnx").read_bytes()
+
+
 def test_no_candidate_within_budget_exits_3_and_still_reports(tiny_onnx, tmp_path, monkeypatch):
     import optkit.engine.optimize as opt
 
