@@ -9,7 +9,15 @@ import pytest
 
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
 COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["prune"], ["distill"], ["compile"], ["profile"], ["report"],
-            ["compare"], ["debug"], ["run"], ["recipe"], ["recipe", "schema"]]
+            ["compare"], ["debug"], ["run"], ["optimize"], ["recipe"], ["recipe", "schema"]]
+
+
+def test_every_command_is_in_the_help_check():
+    from typer.main import get_command
+
+    from optkit.cli.app import app
+
+    assert set(get_command(app).commands) == {a[0] for a in COMMANDS if a}
 
 SCRIPT = textwrap.dedent('''
     import sys
