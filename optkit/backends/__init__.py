@@ -6,13 +6,13 @@ artifact format to a dotted path, so a runner's heavy imports happen only when i
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from optkit.types.errors import UsageError
+from optkit.types.lazy import load_dotted
 
 if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
@@ -52,8 +52,7 @@ def runner_class(fmt: str) -> type[Runner]:
     target = RUNNERS.get(fmt)
     if target is None:
         raise UsageError(f"no backend can run '{fmt}' artifacts", hint=f"Known formats: {', '.join(RUNNERS)}")
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_dotted(target)
 
 
 def open_runner(artifact: "Artifact", threads: int = 1) -> Runner:

@@ -9,16 +9,6 @@ import typer
 from optkit.cli import options as o
 
 
-def _absolute(ref: str | None) -> str | None:
-    """Paths written into best.yaml must not depend on where it is run from."""
-    if ref is None:
-        return None
-    head, sep, attr = ref.partition(".py:")
-    if sep and Path(head + ".py").is_file():
-        return f"{Path(head + '.py').resolve()}:{attr}"
-    return str(Path(ref).resolve()) if Path(ref).exists() else ref
-
-
 def optimize(
     model: Annotated[str, typer.Argument(help="What export takes (sample-model folder, factory, TorchScript, .pt2) or an ONNX file.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder: best.yaml, the winner, reports, candidates/.")],
@@ -43,7 +33,7 @@ def optimize(
     from optkit.engine.optimize_space import Budget
     from optkit.report.optimize import optimize_markdown, write_optimize_outputs
     from optkit.types.errors import GateError, UsageError
-    from optkit.types.files import run_output_dir
+    from optkit.types.files import resolve_ref, run_output_dir
     from optkit.types.ui import UI
 
     if not output.strip():
@@ -52,13 +42,15 @@ def optimize(
     wanted = tuple(t.strip() for t in targets.split(",") if t.strip())
     out_dir = Path(output).resolve()
     ui = UI()
-    paths = {"model": _absolute(model), "weights": _absolute(str(weights)) if weights else None,
-             "eval_data": _absolute(str(eval_data)) if eval_data else None}
+    def absolute(ref) -> str | None:  # paths written into best.yaml must not depend on where it is run from
+        return resolve_ref(Path.cwd(), str(ref)) if ref else None
+
+    paths = {"model": absolute(model), "weights": absolute(weights), "eval_data": absolute(eval_data)}
     with run_output_dir(out_dir, force=force):
         search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
                             budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
                             time_budget_s=seconds, threads=threads, timing_budget_s=budget_s,
-                            calib_data=_absolute(str(calib_data)) if calib_data else None,
+                            calib_data=absolute(calib_data),
                             eval_data=paths["eval_data"], weights=paths["weights"])
         common = {**paths, "metric": metric, "measure": {"batch_sizes": [batch_size], "threads": threads}}
         report = write_optimize_outputs(out_dir, search, paths["model"], common)

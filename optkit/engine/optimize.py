@@ -117,19 +117,16 @@ def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
 
 def _judge(outcome: Outcome, budget: Budget) -> None:
     """Within budget vs the original (row 0): the task metric's drop, else the mean output cosine."""
-    from optkit.eval.task_metric import DEFAULT_MIN_COSINE
+    from optkit.eval.task_metric import DEFAULT_MIN_COSINE, drop_of
 
     chain = outcome.artifact.chain()
     first, last = chain[0].measured, chain[-1].measured
     outcome.cosine = last.fidelity.cosine if last.fidelity else None
     reasons = []
     if first.accuracy and last.accuracy:
-        before, after = first.accuracy, last.accuracy
-        diff = (before.value - after.value) * (1 if before.higher_is_better else -1)
-        outcome.drop = 100 * diff if before.points else diff
-        limit = budget.max_drop if budget.max_drop is not None else 1.0
-        if outcome.drop > limit + 1e-9:
-            reasons.append(f"{after.metric} drop {outcome.drop:.3g} > {limit:g}")
+        outcome.drop = drop_of(first.accuracy.to_json(), last.accuracy.to_json())
+        if outcome.drop > budget.drop_limit + 1e-9:
+            reasons.append(f"{last.accuracy.metric} drop {outcome.drop:.3g} > {budget.drop_limit:g}")
     cos_limit = budget.min_cosine if budget.min_cosine is not None else (None if outcome.drop is not None
                                                                        else DEFAULT_MIN_COSINE)
     if cos_limit is not None and (outcome.cosine is None or outcome.cosine < cos_limit):
@@ -168,23 +165,21 @@ def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI) -> tu
     """The fp32 ONNX model every candidate starts from: MODEL itself, or its export (cached)."""
     from optkit.types.artifact import open_artifact
 
-    given = open_artifact(model, weights=Path(common["weights"]) if common["weights"] else None)
-    if given.format == "onnx":
-        if common["eval_data"]:  # the data the final timing pass feeds, as the candidates' runs were given it
-            given = given.with_(data={**given.data, "eval": Path(common["eval_data"]).resolve()})
-        return given, []
-    if given.format != "torch":
-        raise UsageError(f"optimize takes a PyTorch or ONNX model, not {given.format}",
+    source = open_artifact(model, weights=Path(common["weights"]) if common["weights"] else None)
+    prefix: list[dict] = []
+    if source.format == "torch":
+        prefix = [{"name": "export", "options": {}, "output": str(out_dir / "work" / "00_export.onnx")}]
+        ui.info("optimize: exporting the fp32 ONNX model every candidate starts from")
+        result, error = _run(_recipe(model, out_dir / "work", prefix, common), quiet)
+        if error is not None:
+            raise error
+        source = result.final
+    elif source.format != "onnx":
+        raise UsageError(f"optimize takes a PyTorch or ONNX model, not {source.format}",
                          hint="Pass the model you would export, or its ONNX file")
-    prefix = [{"name": "export", "options": {}, "output": str(out_dir / "work" / "00_export.onnx")}]
-    ui.info("optimize: exporting the fp32 ONNX model every candidate starts from")
-    result, error = _run(_recipe(model, out_dir / "work", prefix, common), quiet)
-    if error is not None:
-        raise error
-    final = result.final
-    if common["eval_data"]:
-        final = final.with_(data={**final.data, "eval": Path(common["eval_data"]).resolve()})
-    return final, prefix
+    if common["eval_data"]:  # the data the final timing pass feeds, as the candidates' runs were given it
+        source = source.with_(data={**source.data, "eval": Path(common["eval_data"]).resolve()})
+    return source, prefix
 
 
 def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, common: dict, started: float,
@@ -240,26 +235,30 @@ def _time_survivors(search: Search, threads: int, budget_s: float, ui: UI) -> No
     finalists (within 1.3x of the fastest) again with the fp32 model, twice as long: interleaving many models
     evicts each one's caches (and AMX tile state) between calls, which can reorder close candidates (seen:
     OpenVINO int8 1.6 ms with one other model, 3.0 ms among six). Ratios vs fp32 come from the same pass."""
+    import dataclasses
+
+    from optkit.engine.setup import data_for
+    from optkit.eval.measure import MeasureSettings
+
     alive = [o for o in search.outcomes if o.status == "built"]
     if not alive:
         return
+    data = data_for(search.source, UI(quiet=True))
+    settings = MeasureSettings(batch_sizes=(search.batch_size,), threads=threads, budget_s=budget_s)
     with ui.status(f"optimize: timing the fp32 model and {len(alive)} candidate(s) interleaved at batch "
                    f"{search.batch_size}"):
-        _timed_pass(search, alive, threads, budget_s, 1)
-    best = min(o.p50_ms for o in alive if o.p50_ms is not None)
-    finalists = sorted((o for o in alive if o.p50_ms is not None and o.p50_ms <= FINALIST_SPAN * best),
-                       key=lambda o: o.p50_ms)[:FINALISTS]
+        _timed_pass(search, alive, data, settings, 1)
+    timed = [o for o in alive if o.p50_ms is not None]
+    best = min((o.p50_ms for o in timed), default=None)
+    finalists = sorted((o for o in timed if o.p50_ms <= FINALIST_SPAN * best), key=lambda o: o.p50_ms)[:FINALISTS]
     if 1 < len(finalists) < len(alive):
         with ui.status(f"optimize: timing the {len(finalists)} finalists again with the fp32 model"):
-            _timed_pass(search, finalists, threads, 2 * budget_s, 2)
+            _timed_pass(search, finalists, data, dataclasses.replace(settings, budget_s=2 * budget_s), 2)
 
 
-def _timed_pass(search: Search, outcomes: list[Outcome], threads: int, budget_s: float, number: int) -> None:
-    from optkit.engine.setup import data_for
-    from optkit.eval.measure import MeasureSettings, measure_side_by_side
+def _timed_pass(search: Search, outcomes: list[Outcome], data, settings, number: int) -> None:
+    from optkit.eval.measure import measure_side_by_side
 
-    settings = MeasureSettings(batch_sizes=(search.batch_size,), threads=threads, budget_s=budget_s)
-    data = data_for(search.source, UI(quiet=True))
     lat = measure_side_by_side([search.source, *(o.artifact for o in outcomes)], data, settings)
     base = lat[0][0]["p50_ms"] if lat[0] else None
     if number == 1 and base is not None:

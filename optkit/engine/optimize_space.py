@@ -41,6 +41,11 @@ class Budget:
     max_drop: float | None = None     # points for fractions, raw units otherwise
     min_cosine: float | None = None
 
+    @property
+    def drop_limit(self) -> float:
+        """The task-metric drop allowed: ``max_drop``, else what every lossy step allows by default (1 point)."""
+        return self.max_drop if self.max_drop is not None else 1.0
+
     def step_options(self) -> dict[str, Any]:
         """The lossy steps' own checks, set to the same budget (their input is the fp32 model)."""
         out: dict[str, Any] = {}
@@ -107,7 +112,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                                          "ONNX Runtime static QDQ int8, entropy calibration", simplicity=3,
                                          fallback_for="ort-int8-static"))
             # the guard's budget is the search's (1 point by default, as every lossy step's)
-            guard = {**static, "max_drop": budget.max_drop if budget.max_drop is not None else 1.0}
+            guard = {**static, "max_drop": budget.drop_limit}
             cands.append(CandidateRecipe("ort-int8-guarded", "ort-cpu", "int8", [fuse, {"quantize": guard}],
                                          "ONNX Runtime static int8 with the accuracy guard (int8 recipes: op types, "
                                          "SmoothQuant, symmetric activations; then sensitive nodes float)",
@@ -133,9 +138,8 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                     [{"compile": {**int8, "nncf_preset": "mixed", "fast_bias_correction": False}}],
                     "OpenVINO int8 via NNCF, mixed preset (asymmetric activations), full bias correction",
                     simplicity=3, fallback_for="openvino-int8"))
-                control = budget.max_drop if budget.max_drop is not None else 1.0
                 cands.append(CandidateRecipe("openvino-int8-accuracy-control", "openvino-cpu", "int8",
-                                             [{"compile": {**int8, "max_drop": control}}],
+                                             [{"compile": {**int8, "max_drop": budget.drop_limit}}],
                                              "OpenVINO int8 via NNCF with accuracy control on the task metric",
                                              simplicity=4, fallback_for="openvino-int8-mixed"))
             elif not facts.calibration:

@@ -64,21 +64,32 @@ def _f(v: float | None, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
-def optimize_markdown(report: dict) -> str:
+HEADERS = ["candidate", "status", "drop vs orig", "cosine", "p50 ms", "p90 ms", "× fp32", "size", "why"]
+
+
+def _title(report: dict) -> str:
+    return f"optkit optimize: {Path(report['model']).name} — winner: {report['winner'] or 'none'}"
+
+
+def _caption(report: dict) -> str:
     cpu = report["environment"]["cpu"]
-    lines = [f"## optkit optimize: {Path(report['model']).name} — winner: {report['winner'] or 'none'}", "",
-             f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); {report['timing']}; "
-             f"fp32 p50 {_f(report['fp32']['p50_ms'], '.3f')} ms.", "",
-             "| candidate | status | drop vs orig | cosine | p50 ms | p90 ms | × fp32 | size | why |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for c in report["candidates"]:
-        mark = " 🏆" if c["name"] == report["winner"] else ""
-        lines.append(f"| {c['name']}{mark} | {c['status']} | {_f(c['drop_vs_original'], '.3g')} | "
-                     f"{_f(c['cosine_vs_original'], '.5f')} | {_f(c['p50_ms'], '.3f')} | {_f(c['p90_ms'], '.3f')} | "
-                     f"{_x(c['speedup_vs_fp32'])} | {human_size(c['size_bytes'])} | "
-                     f"{(c['why'] or c['what']).replace('|', '/')} |")
-    for s in report["skipped"]:
-        lines.append(f"| {s['name']} | not built | — | — | — | — | — | — | {s['why'].replace('|', '/')} |")
+    return (f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); {report['timing']}; "
+            f"fp32 p50 {_f(report['fp32']['p50_ms'], '.3f')} ms.")
+
+
+def _cells(report: dict) -> list[list[str]]:
+    """One row per candidate (built or not), then the ones skipped before building: what both tables show."""
+    rows = [[c["name"] + (" 🏆" if c["name"] == report["winner"] else ""), c["status"],
+             _f(c["drop_vs_original"], ".3g"), _f(c["cosine_vs_original"], ".5f"), _f(c["p50_ms"], ".3f"),
+             _f(c["p90_ms"], ".3f"), _x(c["speedup_vs_fp32"]), human_size(c["size_bytes"]), c["why"] or c["what"]]
+            for c in report["candidates"]]
+    return rows + [[s["name"], "not built", *["—"] * 6, s["why"]] for s in report["skipped"]]
+
+
+def optimize_markdown(report: dict) -> str:
+    lines = [f"## {_title(report)}", "", _caption(report), "", "| " + " | ".join(HEADERS) + " |",
+             "|---|---|" + "---:|" * 6 + "---|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in _cells(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -89,13 +100,12 @@ def optimize_html(report: dict) -> str:
                "latency": {"p50_ms": c["p50_ms"], "batch_size": report["batch_size"], "threads": report["threads"]},
                "accuracy": c["metric"], "fidelity": {"cosine": c["cosine_vs_original"]}}
               for i, c in enumerate(report["candidates"]) if c["p50_ms"] is not None]
-    body = optimize_markdown(report).splitlines()
-    table = "".join(f"<tr>{''.join(f'<td>{escape(cell.strip())}</td>' for cell in line.strip('|').split('|'))}</tr>"
-                    for line in body[6:])
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(body[0][3:])}</title></head><body>"
-            f"<h2>{escape(body[0][3:])}</h2><p>{escape(body[2])}</p>{plot_svg(points)}"
-            f"<table><tr><th>candidate</th><th>status</th><th>drop vs orig</th><th>cosine</th><th>p50 ms</th>"
-            f"<th>p90 ms</th><th>× fp32</th><th>size</th><th>why</th></tr>{table}</table></body></html>")
+    head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in _cells(report))
+    title = escape(_title(report))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            f"<h2>{title}</h2><p>{escape(_caption(report))}</p>{plot_svg(points)}"
+            f"<table><tr>{head}</tr>{body}</table></body></html>")
 
 
 def best_recipe(search: Search, model: str, common: dict[str, Any]) -> str:

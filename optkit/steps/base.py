@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from pydantic import BaseModel
 
 from optkit.types.errors import UsageError
+from optkit.types.lazy import load_dotted
 from optkit.types.records import Details
 
 if TYPE_CHECKING:
@@ -91,5 +91,4 @@ def step_class(name: str) -> type[Step]:
         close = difflib.get_close_matches(name, STEPS, n=1)
         hint = f"Did you mean '{close[0]}'? " if close else ""
         raise UsageError(f"unknown step '{name}'", hint=f"{hint}Known steps: {', '.join(STEPS)}")
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_dotted(target)

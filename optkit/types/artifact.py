@@ -22,6 +22,7 @@ from pydantic import StrictStr, ValidationError
 
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file, sha256_files
+from optkit.types.lazy import load_dotted
 from optkit.types.records import Record, StepRecord
 
 SIDECAR_SUFFIX = ".optkit.json"
@@ -297,15 +298,8 @@ SPEC_READERS = {"openvino": "optkit.backends.openvino:read_io_specs"}
 OPENERS: dict[str, str] = {}
 
 
-def _dotted(target: str):
-    import importlib
-
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def _backend_spec_reader(fmt: str):
-    return _dotted(SPEC_READERS[fmt])
+    return load_dotted(SPEC_READERS[fmt])
 
 
 def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
@@ -321,7 +315,7 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
         opener = next((target for ending, target in OPENERS.items() if path.name.endswith(ending)), None)
         kind = None if opener else _zip_kind(path)
         if opener:
-            artifact = _dotted(opener)(path.resolve())
+            artifact = load_dotted(opener)(path.resolve())
         elif kind in ("torchscript", "exported_program"):
             artifact = Artifact(path=path.resolve(), format="torch",
                                 source={"kind": kind, "path": str(path.resolve()), "name": path.stem})

@@ -21,6 +21,13 @@ KNOWN = {
 }
 
 
+def load_dotted(target: str):
+    """The object a registry entry ``"package.module:name"`` names, imported now (registries of steps, runners
+    and spec readers name their code this way so nothing heavy is imported before it is used)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def require(module: str, purpose: str) -> ModuleType:
     """Import ``module`` or raise a one-line error naming what to install.
 
