@@ -23,6 +23,7 @@ def optimize(
     weights: o.Weights = None,
     threads: o.Threads = 1,
     budget_s: o.Budget = 1.0,
+    retime: Annotated[bool, typer.Option("--retime", help="Time the candidates again even when a rerun found them all in the cache (default: reuse that pass's figures, said in the report).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing folder that holds files optkit did not write.")] = False,
     json_out: o.Json = False,
 ) -> None:
@@ -49,7 +50,7 @@ def optimize(
     with run_output_dir(out_dir, force=force):
         search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
                             budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
-                            time_budget_s=seconds, threads=threads, timing_budget_s=budget_s,
+                            time_budget_s=seconds, threads=threads, timing_budget_s=budget_s, retime=retime,
                             calib_data=absolute(calib_data),
                             eval_data=paths["eval_data"], weights=paths["weights"])
         common = {**paths, "metric": metric, "measure": {"batch_sizes": [batch_size], "threads": threads}}

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optkit.engine.optimize_judge import CalibrationJudge, Verdict, judge
 from optkit.engine.optimize_space import Budget, CandidateRecipe, ModelFacts, Skipped, TARGETS, candidate_space
+from optkit.engine.optimize_timing import time_survivors
 from optkit.types.artifact import Artifact
 from optkit.types.errors import OptkitError, StepError, UsageError
 from optkit.types.records import StepRecord
@@ -33,8 +35,7 @@ class Outcome:
     why: str | None = None
     artifact: Artifact | None = None
     record: StepRecord | None = None
-    drop: float | None = None       # task-metric drop vs the original (points for fractions)
-    cosine: float | None = None     # mean output cosine vs the original
+    verdicts: list[Verdict] = field(default_factory=list)  # vs the original: calibration split, evaluation split
     p50_ms: float | None = None
     p90_ms: float | None = None
     speedup: float | None = None    # p50 of the fp32 model / this one's, both from the same timing pass
@@ -45,6 +46,21 @@ class Outcome:
     @property
     def name(self) -> str:
         return self.candidate.name
+
+    def verdict(self, split: str) -> Verdict | None:
+        return next((v for v in self.verdicts if v.split == split), None)
+
+    @property
+    def drop(self) -> float | None:
+        """The task-metric drop vs the original on the evaluation split (points for fractions)."""
+        v = self.verdict("evaluation")
+        return v.drop if v else None
+
+    @property
+    def cosine(self) -> float | None:
+        """The mean output cosine vs the original on the evaluation split."""
+        v = self.verdict("evaluation")
+        return v.cosine if v else None
 
     def recipe_steps(self) -> list[dict[str, Any]]:
         """The candidate's steps with every choice its build made by timing pinned, so a recipe of them rebuilds
@@ -77,6 +93,8 @@ class Search:
     baseline_p50_ms: float | None = None
     baseline_p90_ms: float | None = None
     wall_time_s: float = 0.0
+    calib_data: str | None = None        # the calibration split candidates were judged on as well
+    timing_reused_from: str | None = None  # when the timings are a cached rerun's: when they were measured
     notes: list[str] = field(default_factory=list)
 
 
@@ -115,30 +133,10 @@ def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
                       calibration=bool(calib_data or source.data.get("calib")), flags=frozenset(cpu_flags()))
 
 
-def _judge(outcome: Outcome, budget: Budget) -> None:
-    """Within budget vs the original (row 0): the task metric's drop, else the mean output cosine."""
-    from optkit.eval.task_metric import DEFAULT_MIN_COSINE, drop_of
-
-    chain = outcome.artifact.chain()
-    first, last = chain[0].measured, chain[-1].measured
-    outcome.cosine = last.fidelity.cosine if last.fidelity else None
-    reasons = []
-    if first.accuracy and last.accuracy:
-        outcome.drop = drop_of(first.accuracy.to_json(), last.accuracy.to_json())
-        if outcome.drop > budget.drop_limit + 1e-9:
-            reasons.append(f"{last.accuracy.metric} drop {outcome.drop:.3g} > {budget.drop_limit:g}")
-    cos_limit = budget.min_cosine if budget.min_cosine is not None else (None if outcome.drop is not None
-                                                                       else DEFAULT_MIN_COSINE)
-    if cos_limit is not None and (outcome.cosine is None or outcome.cosine < cos_limit):
-        reasons.append(f"cosine {outcome.cosine if outcome.cosine is not None else float('nan'):.5f} < {cos_limit:g}")
-    if reasons:
-        outcome.status, outcome.why = "rejected", "outside the budget vs the original: " + "; ".join(reasons)
-
-
 def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TARGETS, metric: str | None = None,
              budget: Budget = Budget(), batch_size: int = 1, time_budget_s: float = 600.0, threads: int = 1,
              calib_data: str | None = None, eval_data: str | None = None, weights: str | None = None,
-             timing_budget_s: float = 1.0) -> Search:
+             timing_budget_s: float = 1.0, retime: bool = False) -> Search:
     started = time.perf_counter()
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
@@ -152,10 +150,13 @@ def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TA
     search = Search(source, prefix, [Outcome(c) for c in cands], skipped, facts, budget, batch_size, threads)
     ui.info(f"optimize: {len(cands)} candidate(s) for {', '.join(targets)} "
             f"({len(skipped)} skipped: {', '.join(s.name for s in skipped) or 'none'})")
+    calib = calib_data or (str(source.data["calib"]) if source.data.get("calib") else None)
+    search.calib_data = calib
+    judge_calib = CalibrationJudge(source, Path(calib), metric, threads) if calib else None
     base_model = model if prefix else str(source.path)
     for k, outcome in enumerate(search.outcomes, 1):
-        _build(search, outcome, k, base_model, out_dir, common, started, time_budget_s, ui, quiet)
-    _time_survivors(search, threads, timing_budget_s, ui)
+        _build(search, outcome, k, base_model, out_dir, common, started, time_budget_s, ui, quiet, judge_calib)
+    time_survivors(search, out_dir / "work", timing_budget_s, ui, retime=retime)
     search.winner = _choose(search.outcomes)
     search.wall_time_s = time.perf_counter() - started
     return search
@@ -183,7 +184,7 @@ def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI) -> tu
 
 
 def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, common: dict, started: float,
-           time_budget_s: float, ui: UI, quiet: UI) -> None:
+           time_budget_s: float, ui: UI, quiet: UI, calibration: CalibrationJudge | None) -> None:
     cand, n = outcome.candidate, len(search.outcomes)
     if cand.fallback_for:  # a costlier search for the same idea: only when the simpler one missed the budget
         base = next(o for o in search.outcomes if o.name == cand.fallback_for)
@@ -218,55 +219,14 @@ def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, 
     outcome.cached = len(result.cached) == len(steps)
     outcome.artifact, outcome.record = result.final, result.final.record
     outcome.status = "built"
-    _judge(outcome, search.budget)
+    try:
+        judge(outcome, search.budget, calibration)
+    except OptkitError as exc:  # outputs the calibration split cannot be judged on
+        outcome.status, outcome.why = "failed", exc.one_line()
     mark = "[green]✓[/]" if outcome.status == "built" else "[yellow]✗[/]"
-    judged = (f"drop {outcome.drop:.3g}" if outcome.drop is not None else f"cosine {outcome.cosine:.5f}"
-              if outcome.cosine is not None else "not judged")
+    judged = ", ".join(v.text() for v in outcome.verdicts) or "not judged"
     ui.info(f"  {mark} {cand.name}: {judged}{'; ' + outcome.why if outcome.why else ''} "
             f"({'cached' if outcome.cached else f'{outcome.seconds:.1f}s'})")
-
-
-FINALISTS = 3        # at most this many are timed again, alone with the fp32 model
-FINALIST_SPAN = 1.3  # ... those within this factor of the fastest in the first pass
-
-
-def _time_survivors(search: Search, threads: int, budget_s: float, ui: UI) -> None:
-    """The fp32 model and every candidate within budget, timed round-robin in one interleaved pass; then the
-    finalists (within 1.3x of the fastest) again with the fp32 model, twice as long: interleaving many models
-    evicts each one's caches (and AMX tile state) between calls, which can reorder close candidates (seen:
-    OpenVINO int8 1.6 ms with one other model, 3.0 ms among six). Ratios vs fp32 come from the same pass."""
-    import dataclasses
-
-    from optkit.engine.setup import data_for
-    from optkit.eval.measure import MeasureSettings
-
-    alive = [o for o in search.outcomes if o.status == "built"]
-    if not alive:
-        return
-    data = data_for(search.source, UI(quiet=True))
-    settings = MeasureSettings(batch_sizes=(search.batch_size,), threads=threads, budget_s=budget_s)
-    with ui.status(f"optimize: timing the fp32 model and {len(alive)} candidate(s) interleaved at batch "
-                   f"{search.batch_size}"):
-        _timed_pass(search, alive, data, settings, 1)
-    timed = [o for o in alive if o.p50_ms is not None]
-    best = min((o.p50_ms for o in timed), default=None)
-    finalists = sorted((o for o in timed if o.p50_ms <= FINALIST_SPAN * best), key=lambda o: o.p50_ms)[:FINALISTS]
-    if 1 < len(finalists) < len(alive):
-        with ui.status(f"optimize: timing the {len(finalists)} finalists again with the fp32 model"):
-            _timed_pass(search, finalists, data, dataclasses.replace(settings, budget_s=2 * budget_s), 2)
-
-
-def _timed_pass(search: Search, outcomes: list[Outcome], data, settings, number: int) -> None:
-    from optkit.eval.measure import measure_side_by_side
-
-    lat = measure_side_by_side([search.source, *(o.artifact for o in outcomes)], data, settings)
-    base = lat[0][0]["p50_ms"] if lat[0] else None
-    if number == 1 and base is not None:
-        search.baseline_p50_ms, search.baseline_p90_ms = base, lat[0][0]["p90_ms"]
-    for o, entries in zip(outcomes, lat[1:]):
-        if entries:
-            o.p50_ms, o.p90_ms, o.timing_pass = entries[0]["p50_ms"], entries[0]["p90_ms"], number
-            o.speedup = base / o.p50_ms if base else None
 
 
 def _choose(outcomes: list[Outcome]) -> Outcome | None:

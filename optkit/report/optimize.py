@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from optkit.engine.optimize import FINALIST_SPAN, Outcome, Search
+from optkit.engine.optimize import Outcome, Search
+from optkit.engine.optimize_judge import CALIB_SAMPLES
+from optkit.engine.optimize_timing import FINALIST_SPAN
 from optkit.engine.run import tool_versions
 from optkit.report.ledger import human_size
 from optkit.report.run import environment
@@ -30,6 +32,8 @@ def _row(o: Outcome) -> dict[str, Any]:
         "name": c.name, "target": c.target, "precision": c.precision, "what": c.what, "status": o.status,
         "why": o.why, "steps": o.recipe_steps(), "artifact": str(o.artifact.path) if o.artifact else None,
         "metric": acc.to_json() if acc else None, "drop_vs_original": o.drop, "cosine_vs_original": o.cosine,
+        "calibration_drop": o.verdict("calibration").drop if o.verdict("calibration") else None,
+        "verdicts": [v.to_json() for v in o.verdicts],
         "p50_ms": o.p50_ms, "p90_ms": o.p90_ms,
         "speedup_vs_fp32": o.speedup, "timing_pass": o.timing_pass,
         "size_bytes": o.record.size_bytes if o.record else None, "seconds": round(o.seconds, 2), "cached": o.cached,
@@ -45,7 +49,13 @@ def optimize_report(search: Search, model: str) -> dict[str, Any]:
         "batch_size": search.batch_size, "threads": search.threads,
         "timing": f"the fp32 model and every candidate within budget in one interleaved round-robin pass at batch "
                   f"{search.batch_size}, then the finalists (within {FINALIST_SPAN}x of the fastest) again with the "
-                  f"fp32 model; each ratio comes from one pass",
+                  f"fp32 model; each ratio comes from one pass"
+                  + (f" (timings reused from the pass measured at {search.timing_reused_from}: every candidate came "
+                     f"from the cache, same data, CPU and settings; --retime measures again)"
+                     if search.timing_reused_from else ""),
+        "timing_reused_from": search.timing_reused_from,
+        "judged_on": (f"the calibration split (its first {CALIB_SAMPLES} samples, {search.calib_data}) and the "
+                      f"evaluation split" if search.calib_data else "the evaluation split"),
         "fp32": {"artifact": str(search.source.path), "p50_ms": base, "p90_ms": search.baseline_p90_ms},
         "candidates": [_row(o) for o in search.outcomes],
         "skipped": [{"name": s.name, "why": s.why} for s in search.skipped],
@@ -64,7 +74,7 @@ def _f(v: float | None, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
-HEADERS = ["candidate", "status", "drop vs orig", "cosine", "p50 ms", "p90 ms", "× fp32", "size", "why"]
+HEADERS = ["candidate", "status", "drop (calib)", "drop (eval)", "cosine", "p50 ms", "p90 ms", "× fp32", "size", "why"]
 
 
 def _title(report: dict) -> str:
@@ -73,22 +83,23 @@ def _title(report: dict) -> str:
 
 def _caption(report: dict) -> str:
     cpu = report["environment"]["cpu"]
-    return (f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); {report['timing']}; "
+    return (f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); judged vs the original on "
+            f"{report['judged_on']}; {report['timing']}; "
             f"fp32 p50 {_f(report['fp32']['p50_ms'], '.3f')} ms.")
 
 
 def _cells(report: dict) -> list[list[str]]:
     """One row per candidate (built or not), then the ones skipped before building: what both tables show."""
     rows = [[c["name"] + (" 🏆" if c["name"] == report["winner"] else ""), c["status"],
-             _f(c["drop_vs_original"], ".3g"), _f(c["cosine_vs_original"], ".5f"), _f(c["p50_ms"], ".3f"),
+             _f(c["calibration_drop"], ".3g"), _f(c["drop_vs_original"], ".3g"), _f(c["cosine_vs_original"], ".5f"), _f(c["p50_ms"], ".3f"),
              _f(c["p90_ms"], ".3f"), _x(c["speedup_vs_fp32"]), human_size(c["size_bytes"]), c["why"] or c["what"]]
             for c in report["candidates"]]
-    return rows + [[s["name"], "not built", *["—"] * 6, s["why"]] for s in report["skipped"]]
+    return rows + [[s["name"], "not built", *["—"] * 7, s["why"]] for s in report["skipped"]]
 
 
 def optimize_markdown(report: dict) -> str:
     lines = [f"## {_title(report)}", "", _caption(report), "", "| " + " | ".join(HEADERS) + " |",
-             "|---|---|" + "---:|" * 6 + "---|"]
+             "|---|---|" + "---:|" * 7 + "---|"]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in _cells(report)]
     return "\n".join(lines) + "\n"
 

@@ -74,11 +74,16 @@ def small_convs(model, min_channels: int) -> list[str]:
 # ----------------------------------------------------------------------------- calibration data
 
 class _StridedReader:
-    """ONNX Runtime CalibrationDataReader over an EvalData, in batches, with set_range for strides."""
+    """ONNX Runtime CalibrationDataReader over an EvalData, in batches, with set_range for strides.
 
-    def __init__(self, data: EvalData, batch_size: int, samples: int) -> None:
+    ``whole_batches``: only full batches (the tail dropped): ONNX Runtime's histogram calibrators (entropy,
+    percentile) stack every batch's activations into one array and fail on a shorter last batch."""
+
+    def __init__(self, data: EvalData, batch_size: int, samples: int, whole_batches: bool = False) -> None:
         self.data, self.batch_size = data, batch_size
         self.samples = min(samples, len(data))
+        if whole_batches and self.samples > batch_size:
+            self.samples -= self.samples % batch_size
         self.batches = math.ceil(self.samples / batch_size)
         self.set_range(0, self.batches)
 
@@ -188,7 +193,7 @@ def quantize_static(src: Path, dst: Path, scratch: Path, calib: EvalData, config
     if recipe:
         details["recipe"] = recipe.name
     batch = fixed_batch or config.calib_batch_size
-    reader = _StridedReader(calib, batch, config.calib_samples)
+    reader = _StridedReader(calib, batch, config.calib_samples, whole_batches=method != "minmax")
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     extra["CalibStridedMinMax"] = _stride(len(reader))

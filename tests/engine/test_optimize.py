@@ -113,10 +113,20 @@ def test_optimize_finds_a_winner_and_its_recipe_rebuilds_it(tiny_onnx, tmp_path)
     assert rebuilt.exit_code == 0, rebuilt.output
     final = sorted((out / "best").glob("0*_*.onnx"))[-1]
     assert sidecar(final)["record"]["sha256"] == sidecar(winner["artifact"])["record"]["sha256"]
+    assert report["judged_on"].startswith("the calibration split") and report["timing_reused_from"] is None
+    assert all([v["split"] for v in c["verdicts"]] == ["calibration", "evaluation"]
+               for c in report["candidates"] if c["status"] == "built")
     again = invoke("optimize", str(tiny_onnx), "-o", str(out), "--targets", "ort-cpu", "--max-drop", "100",
                    "--budget-s", "0.2", "--json")
-    assert again.exit_code == 0 and all(c["cached"] for c in json.loads(again.stdout)["candidates"]
-                                        if c["status"] == "built")
+    assert again.exit_code == 0, again.output
+    rerun = json.loads(again.stdout)
+    assert all(c["cached"] for c in rerun["candidates"] if c["status"] == "built")
+    # a rerun with every candidate cached reuses the pass's figures and says when they were measured
+    assert rerun["timing_reused_from"] and "timings reused from the pass measured at" in rerun["timing"]
+    assert [c["p50_ms"] for c in rerun["candidates"]] == [c["p50_ms"] for c in report["candidates"]]
+    retimed = json.loads(invoke("optimize", str(tiny_onnx), "-o", str(out), "--targets", "ort-cpu", "--max-drop",
+                                "100", "--budget-s", "0.2", "--json", "--retime").stdout)
+    assert retimed["timing_reused_from"] is None and retimed["winner"]
 
 
 @pytest.mark.parametrize("only", ["ort-fp32", "ort-int8-static"])
@@ -160,3 +170,53 @@ def test_no_candidate_within_budget_exits_3_and_still_reports(tiny_onnx, tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["winner"] is None and not (out / "best.yaml").exists()
     assert [c["status"] for c in report["candidates"]] == ["rejected"] and "cosine" in report["candidates"][0]["why"]
+
+
+def test_timings_are_not_reused_when_what_they_depend_on_changed(tiny_onnx, tmp_path, monkeypatch):
+    """The key covers the timed artifacts, the data, the settings and the CPU: any change times again."""
+    out = tmp_path / "opt"
+    args = ("optimize", str(tiny_onnx), "-o", str(out), "--targets", "ort-cpu", "--max-drop", "100", "--json")
+    assert invoke(*args, "--budget-s", "0.05").exit_code == 0
+    other_budget = json.loads(invoke(*args, "--budget-s", "0.06").stdout)
+    assert other_budget["timing_reused_from"] is None
+    import optkit.types.machine as machine
+
+    same = json.loads(invoke(*args, "--budget-s", "0.06").stdout)
+    assert same["timing_reused_from"] and all(c["cached"] for c in same["candidates"] if c["status"] == "built")
+    real = machine.cpu_info
+    monkeypatch.setattr(machine, "cpu_info", lambda: {**real(), "model": "another CPU"})
+    other_cpu = json.loads(invoke(*args, "--budget-s", "0.06").stdout)
+    assert other_cpu["timing_reused_from"] is None
+    (out / "work" / "timing.json").write_text("{not json")
+    assert json.loads(invoke(*args, "--budget-s", "0.06").stdout)["timing_reused_from"] is None
+
+
+def test_a_candidate_outside_the_budget_on_the_calibration_split_is_rejected_and_its_fallback_built(
+        tiny_onnx, tmp_path, monkeypatch):
+    import optkit.engine.optimize as opt
+    from optkit.engine.optimize_judge import CalibrationJudge, Verdict
+
+    real = CalibrationJudge.verdict
+    seen = []
+
+    def verdict(self, artifact):
+        got = real(self, artifact)
+        seen.append(got)
+        if "int8" in str(artifact.path) and "entropy" not in str(artifact.path):  # minmax: pretend it drifted
+            return Verdict("calibration", cosine=0.5)
+        return got
+
+    def static_only(facts, targets, budget, calib_data=None):
+        cands, skipped = candidate_space(facts, targets, budget, calib_data)
+        return [c for c in cands if c.name in ("ort-int8-static", "ort-int8-static-entropy")], skipped
+
+    monkeypatch.setattr(CalibrationJudge, "verdict", verdict)
+    monkeypatch.setattr(opt, "candidate_space", static_only)
+    result = invoke("optimize", str(tiny_onnx), "-o", str(tmp_path / "opt"), "--targets", "ort-cpu",
+                    "--min-cosine", "0.9", "--budget-s", "0.05", "--json")
+    assert result.exit_code == 0, result.output
+    by_name = {c["name"]: c for c in json.loads(result.stdout)["candidates"]}
+    assert by_name["ort-int8-static"]["status"] == "rejected"
+    assert "on the calibration split: cosine 0.50000 < 0.9" in by_name["ort-int8-static"]["why"]
+    assert by_name["ort-int8-static-entropy"]["status"] == "built"  # the fallback ran because of it
+    assert all(v.split == "calibration" and v.cosine > 0.9 for v in seen)  # real verdicts: tiny int8 agrees

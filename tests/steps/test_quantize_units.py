@@ -24,6 +24,16 @@ def test_reader_streams_batches_in_strides():
     assert np.concatenate(seen).tolist() == list(range(42)) and max(len(b) for b in seen) == 8
 
 
+def test_histogram_calibration_reads_whole_batches_only():
+    """ONNX Runtime's entropy/percentile calibrators stack every batch: a shorter tail batch made them fail."""
+    data = EvalData(inputs={"x": np.arange(50, dtype=np.float32).reshape(50, 1)}, labels=None)
+    reader = _StridedReader(data, batch_size=8, samples=42, whole_batches=True)
+    assert reader.samples == 40 and len(reader) == 5
+    assert {len(b["x"]) for b in iter(reader.get_next, None)} == {8}
+    few = _StridedReader(data, batch_size=64, samples=42, whole_batches=True)  # fewer than a batch: all of them
+    assert few.samples == 42 and len(few) == 1
+
+
 def test_stride_of_a_prime_batch_count_is_one():
     assert _stride(7) == 1 and _stride(8) == 4 and _stride(1) == 1
 

@@ -1,0 +1,129 @@
+"""``optkit optimize``'s ranking: the fp32 model and every candidate within budget timed round-robin in one
+interleaved pass, then the finalists again; and the record of those figures a rerun may reuse.
+
+Interleaving many models evicts each one's caches (and AMX tile state) between calls, which can reorder close
+candidates (seen: OpenVINO int8 1.6 ms with one other model, 3.0 ms among six), so the finalists (within 1.3x of
+the fastest) are timed again with the fp32 model, twice as long. Ratios vs fp32 always come from one pass.
+
+A rerun whose candidates all came from the step cache finds ``timing.json``: the figures of the last pass, keyed
+by everything they depend on (the digests of the timed artifacts and of the evaluation data, batch size, threads,
+timing budget, the CPU's model, cores and flags, library versions, optkit's source). When the key matches, the
+figures are reused and the report says so, with when they were measured; ``--retime`` measures them again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optkit.types.files import Staging, dumps_json, sha256_file
+from optkit.types.ui import UI
+
+if TYPE_CHECKING:
+    from optkit.engine.optimize import Outcome, Search
+
+FINALISTS = 3        # at most this many are timed again, alone with the fp32 model
+FINALIST_SPAN = 1.3  # ... those within this factor of the fastest in the first pass
+TIMING_FILE = "timing.json"
+TIMING_VERSION = 1
+
+
+def timing_key(search: "Search", alive: list["Outcome"], budget_s: float) -> str:
+    """Digest of everything the timing pass's figures depend on."""
+    from optkit.engine.cache import _json_sha256, optkit_source_digest
+    from optkit.engine.run import tool_versions
+    from optkit.types.machine import cpu_flags, cpu_info
+
+    eval_path = search.source.data.get("eval")
+    cpu = cpu_info()
+    facts = {
+        "version": TIMING_VERSION, "fp32": search.source.digest(),
+        "candidates": [[o.name, o.record.sha256 if o.record else o.artifact.digest()] for o in alive],
+        "eval": sha256_file(Path(eval_path)) if eval_path and Path(eval_path).is_file() else None,
+        "batch_size": search.batch_size, "threads": search.threads, "budget_s": budget_s,
+        "cpu": [cpu.get("model"), cpu.get("logical_cores"), cpu.get("simd"), sorted(cpu_flags())],
+        "versions": tool_versions(all_backends=True), "optkit_source": optkit_source_digest(),
+    }
+    return _json_sha256(facts)
+
+
+def _load(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(path.read_text())
+        return raw if raw.get("key") == key and isinstance(raw.get("rows"), dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _apply(search: "Search", alive: list["Outcome"], saved: dict[str, Any]) -> bool:
+    rows = saved["rows"]
+    if not all(o.name in rows for o in alive):
+        return False
+    search.baseline_p50_ms, search.baseline_p90_ms = saved["fp32"]["p50_ms"], saved["fp32"]["p90_ms"]
+    for o in alive:
+        row = rows[o.name]
+        o.p50_ms, o.p90_ms, o.speedup, o.timing_pass = row["p50_ms"], row["p90_ms"], row["speedup"], row["timing_pass"]
+    search.timing_reused_from = saved["measured_at"]
+    return True
+
+
+def _save(path: Path, key: str, search: "Search", alive: list["Outcome"]) -> None:
+    entry = {"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "fp32": {"p50_ms": search.baseline_p50_ms, "p90_ms": search.baseline_p90_ms},
+             "rows": {o.name: {"p50_ms": o.p50_ms, "p90_ms": o.p90_ms, "speedup": o.speedup,
+                               "timing_pass": o.timing_pass} for o in alive if o.p50_ms is not None}}
+    with Staging() as stage:
+        stage.write_text(path, dumps_json(entry))
+        stage.commit()
+
+
+def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *, retime: bool = False) -> None:
+    """Time the fp32 model and every candidate within budget (or reuse the last pass's figures, see above)."""
+    from optkit.engine.setup import data_for
+    from optkit.eval.measure import MeasureSettings
+
+    alive = [o for o in search.outcomes if o.status == "built"]
+    if not alive:
+        return
+    path = work_dir / TIMING_FILE
+    key = timing_key(search, alive, budget_s)
+    if not retime and all(o.cached for o in alive):
+        saved = _load(path, key)
+        if saved is not None and _apply(search, alive, saved):
+            ui.info(f"optimize: every candidate came from the cache; reusing the timings measured at "
+                    f"{saved['measured_at']} on this CPU with the same artifacts, data and settings "
+                    f"(--retime measures again)")
+            return
+    data = data_for(search.source, UI(quiet=True))
+    settings = MeasureSettings(batch_sizes=(search.batch_size,), threads=search.threads, budget_s=budget_s)
+    rounds = len(alive) + 1
+    with ui.status(f"optimize: timing the fp32 model and {len(alive)} candidate(s) interleaved at batch "
+                   f"{search.batch_size} (~{rounds * budget_s:.0f}s)"):
+        _timed_pass(search, alive, data, settings, 1)
+    timed = [o for o in alive if o.p50_ms is not None]
+    best = min((o.p50_ms for o in timed), default=None)
+    finalists = sorted((o for o in timed if o.p50_ms <= FINALIST_SPAN * best), key=lambda o: o.p50_ms)[:FINALISTS]
+    if 1 < len(finalists) < len(alive):
+        with ui.status(f"optimize: timing the {len(finalists)} finalists again with the fp32 model "
+                       f"(~{(len(finalists) + 1) * 2 * budget_s:.0f}s)"):
+            _timed_pass(search, finalists, data, dataclasses.replace(settings, budget_s=2 * budget_s), 2)
+    try:
+        _save(path, key, search, alive)
+    except OSError as exc:  # the figures stand; only a rerun's shortcut is lost
+        ui.warn(f"could not record the timings for a rerun: {exc}")
+
+
+def _timed_pass(search: "Search", outcomes: list["Outcome"], data, settings, number: int) -> None:
+    from optkit.eval.measure import measure_side_by_side
+
+    lat = measure_side_by_side([search.source, *(o.artifact for o in outcomes)], data, settings)
+    base = lat[0][0]["p50_ms"] if lat[0] else None
+    if number == 1 and base is not None:
+        search.baseline_p50_ms, search.baseline_p90_ms = base, lat[0][0]["p90_ms"]
+    for o, entries in zip(outcomes, lat[1:]):
+        if entries:
+            o.p50_ms, o.p90_ms, o.timing_pass = entries[0]["p50_ms"], entries[0]["p90_ms"], number
+            o.speedup = base / o.p50_ms if base else None
+
