@@ -9,7 +9,9 @@ Per model (digits_cnn, digits_vit, and real_models.py's BERT-style encoder and o
    ONNX Runtime `quantize_dynamic(weight_type=QInt8)`, `quantize_static` (QDQ, the calibration split fed one
    sample at a time), OpenVINO `convert_model` + `nncf.quantize(model, nncf.Dataset(feeds))` saved without fp16
    compression; and the shipped recipes for that model (`optkit run RECIPE`, its last ONNX/IR artifact).
-   Olive is reported as not installed when it is not (nothing is installed here).
+   Olive `auto-opt` (its defaults, and `--precision int8`) when an `olive` command is given with --olive or found
+   on PATH: olive-ai 0.13 installs into its own venv beside torch 2.13 (`python -m venv V && V/bin/pip install
+   torch==2.13.0 olive-ai onnxruntime requests`; it is not a dependency of optkit and nothing is installed here).
 3. The metric of every artifact on the same evaluation data with optkit's own code (top-1 with labels, else the
    task metric / cosine vs the fp32 model), then one interleaved timing pass (`measure_side_by_side`) of the
    fp32 model, the winner, every peer and recipe at batch 1 (and 8 for digits_cnn).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -78,7 +81,20 @@ def calib_feeds(calib: Path, fp32: Path) -> list[dict]:
     return [data.batch(1, i) for i in range(len(data))]
 
 
-def build_peers(fp32: Path, calib: Path, out: Path) -> dict[str, Path | str]:
+def olive_auto_opt(olive: str, fp32: Path, out: Path, precision: str | None) -> Path:
+    """Olive's `auto-opt` on the fp32 ONNX model for the CPU (offline), as a user types it; its output model."""
+    cmd = [olive, "auto-opt", "-m", str(fp32), "-o", str(out), "--device", "cpu",
+           "--provider", "CPUExecutionProvider", "--disable_telemetry", "--log_level", "3",
+           *(["--precision", precision] if precision else [])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env=env, timeout=900)
+    model = out / "model.onnx"
+    if proc.returncode != 0 or not model.is_file():
+        raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1][:200]}")
+    return model
+
+
+def build_peers(fp32: Path, calib: Path, out: Path, olive: str | None = None) -> dict[str, Path | str]:
     """Peer name -> its artifact, or the error text when that peer's defaults failed on this model."""
     feeds = calib_feeds(calib, fp32)
     made: dict[str, Path | str] = {}
@@ -115,6 +131,13 @@ def build_peers(fp32: Path, calib: Path, out: Path) -> dict[str, Path | str]:
         attempt("OpenVINO NNCF int8 (defaults)", out / "peer_ov_nncf_int8.xml", nncf_default)
     else:
         made["OpenVINO NNCF int8 (defaults)"] = "openvino/nncf not installed"
+    if olive:  # its own environment (not a dependency of optkit): the output folder holds model.onnx
+        for label, precision in (("Olive auto-opt (defaults: fp32)", None), ("Olive auto-opt --precision int8", "int8")):
+            folder = out / f"olive_{precision or 'default'}"
+            attempt(label, folder / "model.onnx", lambda p, f=folder, q=precision: olive_auto_opt(olive, fp32, f, q))
+    else:
+        made["Olive auto-opt"] = ("not measured: no `olive` command (install olive-ai in its own venv and pass "
+                                  "--olive PATH/bin/olive)")
     return made
 
 
@@ -211,7 +234,7 @@ def run_model(name: str, spec: dict, work: Path, args, checks: list) -> None:
     peer_dir = work / f"peers_{name}"
     peer_dir.mkdir(exist_ok=True)
     failed = []
-    for label, made in build_peers(fp32, spec["calib"], peer_dir).items():
+    for label, made in build_peers(fp32, spec["calib"], peer_dir, args.olive).items():
         if isinstance(made, Path):
             rows.append({"label": label, "kind": "peer", "art": open_artifact(made)})
         else:
@@ -222,8 +245,6 @@ def run_model(name: str, spec: dict, work: Path, args, checks: list) -> None:
             failed.append(f"recipe {stem}: {status}")
         else:
             rows.append({"label": f"recipe {stem} ({art.name}, {status})", "kind": "recipe", "art": open_artifact(art)})
-    if importlib.util.find_spec("olive") is None:
-        failed.append("Olive: not installed (not measured; nothing is pip-installed by this benchmark)")
 
     data = load_npz(spec["eval"], rows[0]["art"].inputs)
     rows = judge(rows, data, spec["metric"], failed)
@@ -287,6 +308,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short timing budgets (0.3 s) for a smoke run")
     parser.add_argument("--budget-s", type=float, default=2.0, help="seconds of timing per artifact and batch size")
     parser.add_argument("--models", nargs="*", choices=ALL, default=list(ALL))
+    parser.add_argument("--olive", default=shutil.which("olive"), help="an `olive` command (olive-ai in its own venv)")
     parser.add_argument("--keep", type=Path, help="write outputs here instead of a temporary folder")
     args = parser.parse_args()
     print_machine()
