@@ -196,6 +196,10 @@ def load_module(artifact: Artifact):
                     f"weights {Path(artifact.source['weights']).name} do not fit the factory's model "
                     f"(missing: {', '.join(result.missing_keys[:3]) or '-'}; unexpected: {', '.join(result.unexpected_keys[:3]) or '-'})",
                     hint="Pass the state_dict saved from this architecture")
+    elif kind == "hf":
+        from optkit.backends.hf import load_hf_module
+
+        return load_hf_module(artifact)
     elif kind == "torchscript":
         try:
             model = torch.jit.load(artifact.source["path"], map_location="cpu")

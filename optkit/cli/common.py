@@ -46,7 +46,8 @@ def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool
 
 def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dict[str, Any],
                  output: str | Path | None = None, weights: Path | None = None, eval_data: Path | None = None,
-                 input_shapes: dict[str, list[int]] | None = None, quiet: bool = False, metric: str | None = None):
+                 input_shapes: dict[str, list[int]] | None = None, quiet: bool = False, metric: str | None = None,
+                 hf: dict[str, Any] | None = None):
     """Build the one-step recipe a command stands for and run it through the engine."""
     from pydantic import ValidationError
 
@@ -59,7 +60,7 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
     raw = {
         "model": model, "weights": str(weights) if weights else None, "input_shapes": input_shapes,
         "eval_data": str(eval_data) if eval_data else None, "measure": measure, "metric": metric,
-        "steps": [{"name": step, "options": options, "output": str(output) if output else None}],
+        "steps": [{"name": step, "options": options, "output": str(output) if output else None}], **(hf or {}),
     }
     try:
         recipe = Recipe.model_validate(raw)
@@ -82,11 +83,12 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
 
 def run_command(step: str, model: str, output: str, config: dict[str, Any], *, eval_data: Path | None,
                 metric: str | None, measure: bool, batch_sizes: str, threads: int, budget_s: float, json_out: bool,
-                markdown: bool, weights: Path | None = None, input_shape: list[str] | None = None) -> None:
+                markdown: bool, weights: Path | None = None, input_shape: list[str] | None = None,
+                hf: dict[str, Any] | None = None) -> None:
     """What a step command does: run its one-step recipe, then print the ledger unless told not to."""
     result, ui = run_one_step(model=model, step=step, options=config, output=output, weights=weights,
                               eval_data=eval_data, input_shapes=parse_shapes(input_shape), metric=metric,
-                              measure=measure_block(batch_sizes, threads, budget_s, measure))
+                              measure=measure_block(batch_sizes, threads, budget_s, measure), hf=hf)
     if measure or json_out or markdown:
         emit_ledger(ui, result.final, as_json=json_out, markdown=markdown, latency=result.ledger_latency)
 

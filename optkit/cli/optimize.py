@@ -10,7 +10,7 @@ from optkit.cli import options as o
 
 
 def optimize(
-    model: Annotated[str, typer.Argument(help="What export takes (sample-model folder, factory, TorchScript, .pt2) or an ONNX file.")],
+    model: Annotated[str, typer.Argument(help="What export takes (sample-model folder, Hugging Face folder or hf:ORG/NAME, factory, TorchScript, .pt2) or an ONNX file.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder: best.yaml, the winner, reports, candidates/.")],
     targets: Annotated[str, typer.Option("--targets", help="Comma-separated runtimes to search: ort-cpu, openvino-cpu.")] = "ort-cpu,openvino-cpu",
     metric: o.Metric = None,
@@ -21,6 +21,8 @@ def optimize(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help=".npz the int8 candidates calibrate on (default: the model's calib split).")] = None,
     eval_data: o.EvalData = None,
     weights: o.Weights = None,
+    task: o.Task = None, text_data: o.TextData = None, max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
+    trust_remote_code: o.TrustRemoteCode = False,
     threads: o.Threads = 1,
     budget_s: o.Budget = 1.0,
     retime: Annotated[bool, typer.Option("--retime", help="Time the candidates again even when a rerun found them all in the cache (default: reuse that pass's figures, said in the report).")] = False,
@@ -47,13 +49,14 @@ def optimize(
         return resolve_ref(Path.cwd(), str(ref)) if ref else None
 
     paths = {"model": absolute(model), "weights": absolute(weights), "eval_data": absolute(eval_data)}
+    hf = o.hf_keys(task, absolute(text_data), max_length, seq_len, trust_remote_code)
     with run_output_dir(out_dir, force=force):
         search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
                             budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
                             time_budget_s=seconds, threads=threads, timing_budget_s=budget_s, retime=retime,
                             calib_data=absolute(calib_data),
-                            eval_data=paths["eval_data"], weights=paths["weights"])
-        common = {**paths, "metric": metric, "measure": {"batch_sizes": [batch_size], "threads": threads}}
+                            eval_data=paths["eval_data"], weights=paths["weights"], hf=hf)
+        common = {**paths, "metric": metric, **hf, "measure": {"batch_sizes": [batch_size], "threads": threads}}
         report = write_optimize_outputs(out_dir, search, paths["model"], common)
     if json_out:
         print_json(report)

@@ -19,6 +19,8 @@ def profile(
     metric: o.Metric = None,
     weights: o.Weights = None,
     input_shape: o.InputShape = None,
+    task: o.Task = None, text_data: o.TextData = None, max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
+    trust_remote_code: o.TrustRemoteCode = False,
     json_out: o.Json = False,
     config_extra: Optional[dict] = None,
 ) -> None:
@@ -27,7 +29,8 @@ def profile(
     from optkit.report.ledger import render_profile
 
     result, ui = run_one_step(model=artifact, step="profile", options=config_extra or {}, weights=weights, eval_data=eval_data,
-                              input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s))
+                              input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s),
+                              hf=o.hf_keys(task, text_data, max_length, seq_len, trust_remote_code))
     prof = result.profiles[0]
     if json_out:
         print_json(prof)

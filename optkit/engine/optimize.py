@@ -136,12 +136,12 @@ def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
 def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TARGETS, metric: str | None = None,
              budget: Budget = Budget(), batch_size: int = 1, time_budget_s: float = 600.0, threads: int = 1,
              calib_data: str | None = None, eval_data: str | None = None, weights: str | None = None,
-             timing_budget_s: float = 1.0, retime: bool = False) -> Search:
+             timing_budget_s: float = 1.0, retime: bool = False, hf: dict[str, Any] | None = None) -> Search:
     started = time.perf_counter()
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UsageError(f"--targets: unknown target {', '.join(unknown)}", hint=f"Use {', '.join(TARGETS)}")
-    common = {"weights": weights, "eval_data": eval_data, "metric": metric,
+    common = {"weights": weights, "eval_data": eval_data, "metric": metric, **(hf or {}),
               "measure": {"batch_sizes": [batch_size], "threads": threads, "budget_s": CANDIDATE_TIMING_S}}
     quiet = UI(quiet=True)
     source, prefix = _fp32_onnx(model, out_dir, common, ui, quiet)
@@ -166,7 +166,8 @@ def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI) -> tu
     """The fp32 ONNX model every candidate starts from: MODEL itself, or its export (cached)."""
     from optkit.types.artifact import open_artifact
 
-    source = open_artifact(model, weights=Path(common["weights"]) if common["weights"] else None)
+    source = open_artifact(model, weights=Path(common["weights"]) if common["weights"] else None,
+                           task=common.get("task"), trust_remote_code=bool(common.get("trust_remote_code")))
     prefix: list[dict] = []
     if source.format == "torch":
         prefix = [{"name": "export", "options": {}, "output": str(out_dir / "work" / "00_export.onnx")}]

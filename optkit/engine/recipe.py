@@ -54,12 +54,20 @@ class StepEntry(BaseModel):
 
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    model: str = Field(description="sample-model folder, factory 'file.py:build', TorchScript, .pt2 or .onnx")
+    model: str = Field(description="sample-model folder, Hugging Face folder or hf:ORG/NAME, factory 'file.py:build', "
+                       "TorchScript, .pt2 or .onnx")
     weights: str | None = Field(None, description="state_dict for a factory model (loaded with weights_only=True)")
     input_shapes: dict[str, list[int]] | None = Field(None, description="input name -> shape, e.g. {input: [1, 1, 32, 32]}")
     eval_data: str | None = Field(None, description=".npz with arrays named after the inputs, plus labels")
     metric: str | None = Field(None, description="task metric every row and accuracy budget is judged on: top1, cosine, "
                                "max_abs, ctc_string_match[:BLANK], mask_iou[:THRESHOLD] or FILE.py:FUNCTION")
+    task: str | None = Field(None, description="Hugging Face models: feature-extraction, sentence-embedding, "
+                             "text-classification, token-classification or image-classification (default: detected)")
+    text_data: str | None = Field(None, description="Hugging Face text models: .txt/.jsonl/.csv texts (label optional) "
+                                  "tokenized with the model's tokenizer: first half evaluates, second half calibrates")
+    max_length: int = Field(128, ge=1, le=65536, description="text_data: tokens per text at most (truncated beyond)")
+    seq_len: int | None = Field(None, ge=1, le=65536, description="text_data: pad every text to exactly this length")
+    trust_remote_code: bool = Field(False, description="run a Hugging Face model's own code (auto_map); refused otherwise")
     output_dir: str = "optkit-out"
     seed: int = Field(0, ge=0, description="seeds numpy and torch before the first step (steps with a seed option keep theirs)")
     measure: MeasureConfig = MeasureConfig()

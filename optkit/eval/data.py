@@ -45,6 +45,27 @@ class EvalData:
         idx = (np.arange(size) + offset) % len(self)
         return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
+    def timing_feeds(self, size: int, specs: list[list[TensorSpec]] = (), most: int = 16) -> list[dict[str, np.ndarray]]:
+        """What latency is timed on at batch ``size``: the first ``size`` samples; for token data (a 2-D
+        ``attention_mask``) whose models (``specs``: each timed model's inputs) all take any sequence length, up to
+        ``most`` consecutive batches, each trimmed to its longest real text, to be cycled through: latency at the
+        data's real length distribution, not at the padding of the longest text in the file."""
+        mask = self.inputs.get("attention_mask")
+        first = self.batch(size)
+        if mask is None or mask.ndim != 2 or len(self) < size:
+            return [first]
+        tokens = [n for n, v in self.inputs.items() if v.shape[:2] == mask.shape]
+        if not specs or not all(isinstance(t.shape[1], str) for inputs in specs for t in inputs
+                                if t.name in tokens and len(t.shape) > 1):
+            return [first]
+        feeds = []
+        for offset in range(0, min(len(self) - size + 1, most * size), size):
+            feed = self.batch(size, offset)
+            used = np.flatnonzero(feed["attention_mask"].any(axis=0))
+            length = int(used[-1]) + 1 if used.size else 1
+            feeds.append({k: np.ascontiguousarray(v[:, :length]) if k in tokens else v for k, v in feed.items()})
+        return feeds
+
     def batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Full batches of ``size``; the last one is padded by wrapping, with its real length given."""
         for start in range(0, len(self), size):
@@ -168,12 +189,18 @@ def sample_bytes(specs: list[TensorSpec]) -> int:
 
 
 def synthetic(specs: list[TensorSpec], samples: int = 16, seed: int = 0) -> EvalData:
-    """Seeded standard-normal inputs, for numeric checks when no evaluation data exists."""
+    """Seeded standard-normal inputs (integer inputs: token ids 1..99, masks of ones, zero segment ids, 16 long),
+    for numeric checks when no evaluation data exists."""
     shapes = ", ".join(f"{s.name}:{s.shape_text()}" for s in specs)
     check_fits_memory(samples * sample_bytes(specs), f"{samples} samples of {shapes}")
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in specs:
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):  # token inputs: ids in a small vocabulary, full masks
+            shape = [samples] + [d if isinstance(d, int) else 16 for d in spec.shape[1:]]
+            inputs[spec.name] = (np.ones(shape) if "mask" in spec.name else np.zeros(shape) if "type" in spec.name
+                                 else rng.integers(1, 100, size=shape)).astype(spec.dtype)
+            continue
         shape = [samples] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
         inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return EvalData(inputs=inputs, labels=None, synthetic=True)

@@ -78,6 +78,21 @@ def metric_of(outputs: dict[str, np.ndarray], data: EvalData, metric: Metric | N
     return metric.evaluate(outputs, data.inputs, data.labels, reference)
 
 
+def cycling(runner: Runner, feeds: list[dict[str, np.ndarray]]):
+    """A timed call: ``runner`` on the next of ``feeds`` (each model walks the same feeds in the same order)."""
+    if len(feeds) == 1:
+        feed = feeds[0]
+        return lambda: runner.infer(feed)
+    state = {"i": 0}
+
+    def call():
+        feed = feeds[state["i"] % len(feeds)]
+        state["i"] += 1
+        return runner.infer(feed)
+
+    return call
+
+
 def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
             batch_sizes: tuple[int, ...] | None = None, reference: dict[str, np.ndarray] | None = None,
             self_reference: bool = False) -> Measurement:
@@ -93,8 +108,7 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
                 if fixed and bs != fixed:
                     notes.append(f"batch size {bs} skipped: the model's batch dimension is fixed at {fixed}")
                     continue
-                feed = data.batch(bs)
-                stats = measure_latency(lambda: runner.infer(feed), batch_size=bs,
+                stats = measure_latency(cycling(runner, data.timing_feeds(bs, [artifact.inputs])), batch_size=bs,
                                         threads=settings.threads, budget_s=settings.budget_s)
                 latency.append(stats.to_dict())
     accuracy = metric_of(outputs, data, settings.metric, outputs if self_reference else reference)
@@ -137,8 +151,8 @@ def _side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSe
                 continue
             if on_batch is not None:
                 on_batch(bs, len(idx))
-            feed = data.batch(bs)
-            stats = measure_interleaved([lambda r=runners[i]: r.infer(feed) for i in idx], batch_size=bs,
+            feeds = data.timing_feeds(bs, [artifacts[i].inputs for i in idx])
+            stats = measure_interleaved([cycling(runners[i], feeds) for i in idx], batch_size=bs,
                                         threads=settings.threads, budget_s=settings.budget_s)
             for i, st in zip(idx, stats):
                 result[i].append(st.to_dict())

@@ -120,6 +120,8 @@ class Artifact:
 
     def files(self) -> list[Path]:
         """The files whose bytes make up this artifact (digest and size are taken over these)."""
+        if self.format == "torch" and self.source.get("kind") == "hf":
+            return [Path(f) for f in self.source["files"]]
         if self.format == "torch" and self.source.get("kind") == "factory":
             files = [Path(self.source["factory_file"])] if self.source.get("factory_file") else []
             if self.source.get("weights"):
@@ -196,6 +198,15 @@ def _folder_artifact(folder: Path) -> Artifact:
                 "spec": str((folder / "optkit.yaml").resolve()), "structure": spec.structure},
         data=data, task=spec.task,
     )
+
+
+def _hf_artifact(folder: Path, task: str | None, trust_remote_code: bool) -> Artifact:
+    from optkit.types.hf import hf_source, hf_specs, optkit_task, read_config
+
+    source = hf_source(folder, task, trust_remote_code)
+    inputs, outputs = hf_specs(source, read_config(folder))
+    return Artifact(path=folder.resolve(), format="torch", inputs=[TensorSpec(*t) for t in inputs],
+                    outputs=[TensorSpec(*t) for t in outputs], source=source, task=optkit_task(source["task"]))
 
 
 def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
@@ -302,10 +313,21 @@ def _backend_spec_reader(fmt: str):
     return load_dotted(SPEC_READERS[fmt])
 
 
-def open_artifact(ref: str | Path, *, weights: Path | None = None) -> Artifact:
-    """Recognise a MODEL argument: sample-model folder, factory reference, TorchScript, .pt2, ONNX."""
+def open_artifact(ref: str | Path, *, weights: Path | None = None, task: str | None = None,
+                  trust_remote_code: bool = False) -> Artifact:
+    """Recognise a MODEL argument: sample-model folder, Hugging Face folder or ``hf:`` id, factory reference,
+    TorchScript, .pt2, ONNX. ``task`` and ``trust_remote_code`` apply to Hugging Face models only."""
+    from optkit.types.hf import HF_PREFIX, is_hf_folder, resolve_hub
+
     text = str(ref)
     path = Path(text)
+    if text.startswith(HF_PREFIX):
+        return _hf_artifact(resolve_hub(text), task, trust_remote_code)
+    if path.is_dir() and is_hf_folder(path) and not (path / "optkit.yaml").is_file():
+        return _hf_artifact(path, task, trust_remote_code)
+    if task is not None:
+        raise UsageError(f"--task applies to Hugging Face models; {path.name or text} is not one",
+                         hint="Drop --task, or pass a folder with config.json and weights (or hf:ORG/NAME)")
     if path.is_dir():
         artifact = _folder_artifact(path)
         return load_sidecar(artifact)  # a folder optkit wrote (prune, distill) has one beside it

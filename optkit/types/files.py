@@ -284,6 +284,8 @@ def resolve_ref(base: Path, value: str | None) -> str | None:
     """A recipe path relative to the recipe's folder; ``pkg.module:fn`` references stay as they are."""
     if value is None:
         return None
+    if value.startswith("hf:"):  # a Hugging Face model id, resolved through the hub's cache
+        return value
     target, sep, attr = value.rpartition(":")
     if sep and target.endswith(".py"):
         return f"{target if Path(target).is_absolute() else base / target}:{attr}"

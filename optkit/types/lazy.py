@@ -18,6 +18,10 @@ KNOWN = {
     "neural_compressor": ("neural-compressor", "inc"),
     "torchao": ("torchao", "inc"),
     "tensorrt": ("tensorrt", "tensorrt"),
+    "transformers": ("transformers", "hf"),
+    "tokenizers": ("tokenizers", "hf"),
+    "huggingface_hub": ("huggingface_hub", "hf"),
+    "sentence_transformers": ("sentence-transformers", "hf"),
 }
 
 

@@ -13,9 +13,11 @@ from optkit.steps.base import STEPS, step_class
 from tests.conftest import FAST, invoke, sidecar
 
 COMMANDS = get_command(app).commands
-# what a step command may declare by hand: its model, output, evaluation and measurement options
+# what a step command may declare by hand: its model (a Hugging Face model's task and text data included),
+# output, evaluation and measurement options: recipe-level keys, not a step's
 COMMAND_LEVEL = {"model", "artifact", "output", "weights", "input_shape", "eval_data", "metric", "measure",
-                 "batch_sizes", "threads", "budget_s", "json_out", "markdown", "config_extra"}
+                 "batch_sizes", "threads", "budget_s", "json_out", "markdown", "config_extra",
+                 "task", "text_data", "max_length", "seq_len", "trust_remote_code"}
 # Config fields a command-level option stands for: distill's model is its teacher; profile's
 # batch_sizes default is the run's, which the shared --batch-sizes sets
 STANDS_FOR = {("distill", "teacher"), ("profile", "batch_sizes")}

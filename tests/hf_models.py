@@ -1,0 +1,86 @@
+"""Tiny Hugging Face model folders built here, never downloaded: a WordPiece tokenizer trained with `tokenizers` on
+a small generated corpus, BERT models from a `BertConfig` saved with `save_pretrained` (safetensors), and a
+sentence-transformers folder laid out as `SentenceTransformer.save` writes it (modules.json, 1_Pooling, 2_Normalize).
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+SUBJECTS = ["the cat", "a dog", "my friend", "the model", "this engine", "our team", "the server", "a student"]
+VERBS = ["runs", "likes", "builds", "breaks", "measures", "ships", "reads", "fixes"]
+OBJECTS = ["fast code", "the report", "a new artifact", "every test", "the quantized graph", "old files",
+           "int8 kernels", "a long sentence about latency and accuracy on a busy machine"]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)]
+        if rng.random() < 0.4:
+            words += ["and", rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)]
+        out.append(" ".join(words))
+    return out
+
+
+def label_of(text: str) -> int:
+    """A deterministic 3-class label (what the classifier is asked to predict in the jsonl files)."""
+    return sum(text.encode()) % 3
+
+
+def save_tokenizer(folder: Path) -> int:
+    """A WordPiece tokenizer trained here, saved with save_pretrained; its vocabulary size."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train_from_iterator(sentences(300, seed=1), vocab_size=200, min_frequency=1)
+    BertTokenizerFast(tokenizer_object=trainer._tokenizer, model_max_length=64).save_pretrained(str(folder))
+    return trainer.get_vocab_size()
+
+
+def bert_folder(folder: Path, head: str | None = None, num_labels: int = 3) -> Path:
+    """head: None (BertModel), 'sequence' or 'token' classification."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
+
+    vocab = save_tokenizer(folder)
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
+                        id2label={i: f"class_{i}" for i in range(num_labels)},
+                        label2id={f"class_{i}": i for i in range(num_labels)})
+    cls = {None: BertModel, "sequence": BertForSequenceClassification, "token": BertForTokenClassification}[head]
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def sentence_folder(folder: Path, pooling: str = "mean") -> Path:
+    """A sentence-transformers folder: the BERT at the root, mean (or cls) pooling, then normalisation."""
+    bert_folder(folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}))
+    (folder / "2_Normalize").mkdir()
+    return folder
+
+
+def write_texts(path: Path, n: int = 48, seed: int = 2, labels: bool = False) -> Path:
+    """.txt (one per line) or, with labels, .jsonl with text/label fields."""
+    texts = sentences(n, seed)
+    if labels or path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": label_of(t)}) + "\n" for t in texts))
+    else:
+        path.write_text("\n".join(texts) + "\n")
+    return path
