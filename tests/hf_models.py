@@ -84,3 +84,36 @@ def write_texts(path: Path, n: int = 48, seed: int = 2, labels: bool = False) ->
     else:
         path.write_text("\n".join(texts) + "\n")
     return path
+
+
+COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
+
+
+def vit_folder(folder: Path) -> Path:
+    """A tiny ViT image classifier (32x32, three colour classes) with its ViTImageProcessor saved beside it."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    names = list(COLOURS)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=len(names), id2label=dict(enumerate(names)),
+                       label2id={n: i for i, n in enumerate(names)})
+    torch.manual_seed(0)
+    ViTForImageClassification(config).eval().save_pretrained(str(folder))
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    return folder
+
+
+def write_images(folder: Path, per_class: int = 6, labels: bool = True) -> Path:
+    """PNG images of noisy colour patches (40x48, so the processor really resizes), in class sub-folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        target = folder / name if labels else folder
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(target / f"{name}_{i}.png")
+    return folder

@@ -13,7 +13,8 @@ from optkit.cli.from_config import config_options
 def export(
     model: Annotated[str, typer.Argument(help="Sample-model folder, Hugging Face folder or hf:ORG/NAME, factory 'file.py:build' or 'pkg.mod:build', TorchScript file or torch.export .pt2.")],
     output: o.Output, weights: o.Weights = None, input_shape: o.InputShape = None,
-    task: o.Task = None, text_data: o.TextData = None, max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
+    task: o.Task = None, text_data: o.TextData = None, image_data: o.ImageData = None,
+    max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
     trust_remote_code: o.TrustRemoteCode = False,
     eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = "1",
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
@@ -25,4 +26,4 @@ def export(
     run_command("export", model, output, config_extra or {}, weights=weights, input_shape=input_shape,
                 eval_data=eval_data, metric=metric, measure=measure, batch_sizes=batch_sizes, threads=threads,
                 budget_s=budget_s, json_out=json_out, markdown=markdown,
-                hf=o.hf_keys(task, text_data, max_length, seq_len, trust_remote_code))
+                hf=o.hf_keys(task, text_data, image_data, max_length, seq_len, trust_remote_code))

@@ -21,7 +21,8 @@ def optimize(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help=".npz the int8 candidates calibrate on (default: the model's calib split).")] = None,
     eval_data: o.EvalData = None,
     weights: o.Weights = None,
-    task: o.Task = None, text_data: o.TextData = None, max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
+    task: o.Task = None, text_data: o.TextData = None, image_data: o.ImageData = None,
+    max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
     trust_remote_code: o.TrustRemoteCode = False,
     threads: o.Threads = 1,
     budget_s: o.Budget = 1.0,
@@ -49,7 +50,7 @@ def optimize(
         return resolve_ref(Path.cwd(), str(ref)) if ref else None
 
     paths = {"model": absolute(model), "weights": absolute(weights), "eval_data": absolute(eval_data)}
-    hf = o.hf_keys(task, absolute(text_data), max_length, seq_len, trust_remote_code)
+    hf = o.hf_keys(task, absolute(text_data), absolute(image_data), max_length, seq_len, trust_remote_code)
     with run_output_dir(out_dir, force=force):
         search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
                             budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,

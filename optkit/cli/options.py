@@ -19,14 +19,16 @@ Output = Annotated[str, typer.Option("-o", "--output", help="Output file.")]
 Metric = Annotated[Optional[str], typer.Option("--metric", help="Task metric every figure and accuracy budget is judged on: top1 | cosine | max_abs | ctc_string_match[:BLANK] | mask_iou[:THRESHOLD] | FILE.py:FUNCTION (fn(outputs, batch) -> {name: value}). Default: top1 with labels, else cosine judges.")]
 Task = Annotated[Optional[str], typer.Option("--task", help="Hugging Face models: feature-extraction | sentence-embedding | text-classification | token-classification | image-classification (default: detected from the folder).")]
 TextData = Annotated[Optional[Path], typer.Option("--text-data", help="Hugging Face text models: .txt (a text per line), .jsonl or .csv (text, label) tokenized with the model's tokenizer; the first half evaluates, the second calibrates.")]
+ImageData = Annotated[Optional[Path], typer.Option("--image-data", help="Hugging Face image classifiers: a folder of images, or of class sub-folders (their names are the labels), preprocessed with the model's image processor; the first half evaluates, the second calibrates.")]
 MaxLength = Annotated[int, typer.Option("--max-length", min=1, max=65536, help="--text-data: tokens per text at most (longer ones are truncated).")]
 SeqLen = Annotated[Optional[int], typer.Option("--seq-len", min=1, max=65536, help="--text-data: pad every text to exactly this many tokens (one length, for comparisons); default: each batch at its longest text.")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run a Hugging Face model's own code (auto_map in config.json); refused otherwise.")]
 
 
-def hf_keys(task: str | None, text_data: Path | None, max_length: int, seq_len: int | None,
-            trust_remote_code: bool) -> dict:
+def hf_keys(task: str | None, text_data: Path | None, image_data: Path | None, max_length: int,
+            seq_len: int | None, trust_remote_code: bool) -> dict:
     """The recipe keys the Hugging Face options stand for (only those set)."""
     keys = {"task": task, "text_data": str(text_data) if text_data else None, "seq_len": seq_len,
+            "image_data": str(image_data) if image_data else None,
             "max_length": max_length if max_length != 128 else None, "trust_remote_code": trust_remote_code or None}
     return {k: v for k, v in keys.items() if v is not None}

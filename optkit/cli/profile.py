@@ -19,7 +19,8 @@ def profile(
     metric: o.Metric = None,
     weights: o.Weights = None,
     input_shape: o.InputShape = None,
-    task: o.Task = None, text_data: o.TextData = None, max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
+    task: o.Task = None, text_data: o.TextData = None, image_data: o.ImageData = None,
+    max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
     trust_remote_code: o.TrustRemoteCode = False,
     json_out: o.Json = False,
     config_extra: Optional[dict] = None,
@@ -30,7 +31,7 @@ def profile(
 
     result, ui = run_one_step(model=artifact, step="profile", options=config_extra or {}, weights=weights, eval_data=eval_data,
                               input_shapes=parse_shapes(input_shape), metric=metric, measure=measure_block(batch_sizes, threads, budget_s),
-                              hf=o.hf_keys(task, text_data, max_length, seq_len, trust_remote_code))
+                              hf=o.hf_keys(task, text_data, image_data, max_length, seq_len, trust_remote_code))
     prof = result.profiles[0]
     if json_out:
         print_json(prof)

@@ -65,6 +65,8 @@ class Recipe(BaseModel):
                              "text-classification, token-classification or image-classification (default: detected)")
     text_data: str | None = Field(None, description="Hugging Face text models: .txt/.jsonl/.csv texts (label optional) "
                                   "tokenized with the model's tokenizer: first half evaluates, second half calibrates")
+    image_data: str | None = Field(None, description="Hugging Face image classifiers: a folder of images, or of class "
+                                   "sub-folders (the labels), preprocessed with the model's image processor")
     max_length: int = Field(128, ge=1, le=65536, description="text_data: tokens per text at most (truncated beyond)")
     seq_len: int | None = Field(None, ge=1, le=65536, description="text_data: pad every text to exactly this length")
     trust_remote_code: bool = Field(False, description="run a Hugging Face model's own code (auto_map); refused otherwise")

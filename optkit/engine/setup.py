@@ -29,8 +29,10 @@ def open_source(recipe: Recipe, base: Path) -> Artifact:
     weights = resolve(base, recipe.weights)
     artifact = open_artifact(resolve(base, recipe.model), weights=Path(weights) if weights else None,
                              task=recipe.task, trust_remote_code=recipe.trust_remote_code)
-    if recipe.text_data:
-        artifact = with_text_data(artifact, recipe, base)
+    if recipe.text_data and recipe.image_data:
+        raise UsageError("--text-data and --image-data were both given", hint="Give the one the model reads")
+    if recipe.text_data or recipe.image_data:
+        artifact = with_hf_data(artifact, recipe, base)
     if recipe.eval_data:
         artifact = artifact.with_(data={**artifact.data, "eval": Path(resolve(base, recipe.eval_data)).resolve()})
     if recipe.input_shapes:
@@ -48,29 +50,42 @@ def open_source(recipe: Recipe, base: Path) -> Artifact:
     return artifact
 
 
-def with_text_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
-    """A Hugging Face text model with its ``text_data`` tokenized into eval and calib splits (``optkit-data/``
-    beside the run's first output); the source records the text file, the tokenizer files and their digests."""
-    from optkit.eval.text_data import prepare
+def with_hf_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
+    """A Hugging Face model with its ``text_data`` tokenized (or its ``image_data`` preprocessed) into eval and
+    calib splits (``optkit-data/`` beside the run's first output); the source records the data, the tokenizer or
+    processor files and their digests."""
     from optkit.types.hf import TEXT_TASKS, read_config, tokenizer_files
 
     src = artifact.source
-    if src.get("kind") != "hf" or src.get("task") not in TEXT_TASKS:
-        raise UsageError(f"--text-data needs a Hugging Face text model; {artifact.path.name} is "
+    option, wanted = ("--image-data", "image classifier") if recipe.image_data else ("--text-data", "text model")
+    fits = src.get("task") == "image-classification" if recipe.image_data else src.get("task") in TEXT_TASKS
+    if src.get("kind") != "hf" or not fits:
+        raise UsageError(f"{option} needs a Hugging Face {wanted}; {artifact.path.name} is "
                          + (f"a {src.get('task')} model" if src.get("kind") == "hf" else "not one (a model "
                             "exported from one keeps the data it was exported with)"),
-                         hint="Pass the model's folder (config.json, weights, tokenizer) or hf:ORG/NAME, or --eval-data")
+                         hint="Pass the model's folder (config.json, weights, "
+                              + ("image processor" if recipe.image_data else "tokenizer") + ") or hf:ORG/NAME, "
+                              "or --eval-data")
     folder = Path(src["folder"])
     first = next((s.output for s in recipe.steps if s.output), None)
     out_folder = Path(resolve(base, first)).parent if first else recipe.output_path(base)
     config = read_config(folder)
-    tok_files = tokenizer_files(folder)
-    made = prepare(Path(resolve(base, recipe.text_data)), folder, out_folder, input_names=[t.name for t in artifact.inputs],
-                   label2id=config.get("label2id"), max_length=recipe.max_length, seq_len=recipe.seq_len,
-                   tokenizer_files=tok_files)
+    if recipe.image_data:
+        from optkit.eval.image_data import prepare as prepare_images
+
+        made = prepare_images(Path(resolve(base, recipe.image_data)), folder, out_folder,
+                              channels=int(config.get("num_channels", 3)), label2id=config.get("label2id"))
+        key = "image_data"
+    else:
+        from optkit.eval.text_data import prepare
+
+        made = prepare(Path(resolve(base, recipe.text_data)), folder, out_folder,
+                       input_names=[t.name for t in artifact.inputs], label2id=config.get("label2id"),
+                       max_length=recipe.max_length, seq_len=recipe.seq_len, tokenizer_files=tokenizer_files(folder))
+        key = "text_data"
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in made.items()}
     return artifact.with_(data={**artifact.data, "eval": made["eval"], "calib": made["calib"]},
-                          source={**src, "text_data": record})
+                          source={**src, key: record})
 
 
 def check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui: UI) -> None:
@@ -132,8 +147,11 @@ def with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Arti
 def data_for(artifact: Artifact, ui: UI) -> EvalData:
     path = artifact.data.get("eval")
     if path is None:
-        fix = ("--text-data FILE.txt (texts the model's tokenizer turns into data) or --eval-data FILE.npz"
-               if artifact.source.get("kind") == "hf" else "--eval-data FILE.npz")
+        fix = "--eval-data FILE.npz"
+        if artifact.source.get("kind") == "hf":
+            fix = ("--image-data DIR (images the model's processor turns into data)"
+                   if artifact.source.get("task") == "image-classification"
+                   else "--text-data FILE.txt (texts the model's tokenizer turns into data)") + " or " + fix
         ui.warn(f"no evaluation data: numeric checks use seeded random inputs and accuracy is not measured "
                 f"(pass {fix})")
         return synthetic(artifact.inputs)

@@ -74,7 +74,8 @@ def read_texts(path: Path) -> tuple[list[str], list[Any] | None]:
     return texts, None
 
 
-def label_ids(labels: list[Any], label2id: dict[str, int] | None, path: Path) -> np.ndarray:
+def label_ids(labels: list[Any], label2id: dict[str, int] | None, path: Path,
+              option: str = "--text-data") -> np.ndarray:
     out = []
     for label in labels:
         if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.strip().lstrip("-").isdigit()):
@@ -83,7 +84,7 @@ def label_ids(labels: list[Any], label2id: dict[str, int] | None, path: Path) ->
             out.append(int(label2id[label]))
         else:
             known = ", ".join(sorted(label2id or {})[:6])
-            raise UsageError(f"--text-data {path.name}: label {label!r} is not a class id"
+            raise UsageError(f"{option} {path.name}: label {label!r} is not a class id"
                              + (f" or one of the model's labels ({known})" if known else ""),
                              hint="Use the class ids of the model's config (label2id)")
     return np.asarray(out, dtype=np.int64)
@@ -117,7 +118,15 @@ def _digest(path: Path, folder: Path, tokenizer_files: list[Path], extra: dict[s
     return h.hexdigest()[:12]
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def split_rows(n: int) -> dict[str, slice]:
+    """The first half evaluates, the second calibrates (at most CALIB_MAX); below MIN_SPLIT all serve both."""
+    if n < MIN_SPLIT:
+        return {"eval": slice(0, n), "calib": slice(0, n)}
+    half = n // 2
+    return {"eval": slice(0, half), "calib": slice(half, min(n, half + CALIB_MAX))}
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], option: str = "--text-data") -> None:
     if path.is_file():  # named by the digest of what made it: the same name holds the same arrays
         try:
             with np.load(path, allow_pickle=False) as old:
@@ -126,7 +135,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         except (OSError, ValueError):
             pass
         raise UsageError(f"{path} exists and holds other data", hint=f"Remove it (optkit writes {path.parent.name}/ "
-                                                                      "for tokenized --text-data)")
+                                                                      f"for {option})")
     with Staging() as stage:
         tmp = stage.path_for(path)
         with open(tmp, "wb") as fh:
@@ -142,20 +151,16 @@ def prepare(text_path: Path, folder: Path, out_folder: Path, *, input_names: lis
     texts, labels = read_texts(text_path)
     ids = label_ids(labels, label2id, text_path) if labels is not None else None
     arrays = tokenize(folder, texts, input_names, max_length=max_length, seq_len=seq_len)
-    n = len(texts)
-    half = n // 2 if n >= MIN_SPLIT else n
-    splits = {"eval": slice(0, half), "calib": slice(half if n >= MIN_SPLIT else 0, min(n, half + CALIB_MAX)
-                                                     if n >= MIN_SPLIT else n)}
     digest = _digest(text_path, folder, list(tokenizer_files), {"max_length": max_length, "seq_len": seq_len,
                                                                "inputs": input_names, "version": 1})
-    out: dict[str, Any] = {"texts": n, "labels": ids is not None, "digest": digest, "max_length": max_length,
+    out: dict[str, Any] = {"texts": len(texts), "labels": ids is not None, "digest": digest, "max_length": max_length,
                            "seq_len": seq_len, "source": str(text_path.resolve()),
                            "tokenizer": {f.name: sha256_file(f) for f in tokenizer_files}}
-    for split, rows in splits.items():
+    for split, rows in split_rows(len(texts)).items():
         part = {k: v[rows] for k, v in arrays.items()}
         if ids is not None:
             part["labels"] = ids[rows]
         path = out_folder / DATA_FOLDER / f"{text_path.stem}-{digest}-{split}.npz"
-        _write_npz(path, part)
+        write_npz(path, part)
         out[split] = path
     return out

@@ -22,6 +22,7 @@ KNOWN = {
     "tokenizers": ("tokenizers", "hf"),
     "huggingface_hub": ("huggingface_hub", "hf"),
     "sentence_transformers": ("sentence-transformers", "hf"),
+    "PIL": ("pillow", "hf"),
 }
 
 

@@ -17,7 +17,7 @@ COMMANDS = get_command(app).commands
 # output, evaluation and measurement options: recipe-level keys, not a step's
 COMMAND_LEVEL = {"model", "artifact", "output", "weights", "input_shape", "eval_data", "metric", "measure",
                  "batch_sizes", "threads", "budget_s", "json_out", "markdown", "config_extra",
-                 "task", "text_data", "max_length", "seq_len", "trust_remote_code"}
+                 "task", "text_data", "image_data", "max_length", "seq_len", "trust_remote_code"}
 # Config fields a command-level option stands for: distill's model is its teacher; profile's
 # batch_sizes default is the run's, which the shared --batch-sizes sets
 STANDS_FOR = {("distill", "teacher"), ("profile", "batch_sizes")}
