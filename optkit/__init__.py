@@ -2,7 +2,7 @@
 
 Importing this package is cheap: no torch, onnxruntime or other heavy backend is imported here.
 """
-__version__ = "0.1.0"
+from optkit._version import __version__  # noqa: F401
 
 
 def load(path, threads: int = 0):
@@ -10,3 +10,10 @@ def load(path, threads: int = 0):
     from optkit.api import load as _load
 
     return _load(path, threads)
+
+
+def compile(model, *, dynamic=None, **options):
+    """``torch.compile(model, backend="optkit", options=options)``: see ``optkit.torch_backend``."""
+    from optkit.torch_backend import compile as _compile
+
+    return _compile(model, dynamic=dynamic, **options)

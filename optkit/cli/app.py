@@ -12,7 +12,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from optkit import __version__
+from optkit._version import __version__
 from optkit.cli.export import export
 from optkit.cli.optimize import optimize
 from optkit.cli.profile import profile

@@ -40,6 +40,9 @@ def open_source(recipe: Recipe, base: Path) -> Artifact:
         if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
             raise UsageError(f"--input-shape names {', '.join(sorted(set(recipe.input_shapes) - set(known)))}, "
                              f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
+        # a name the model does not declare (a torch model) takes its dtype from the evaluation data, else float32
+        from_data = {s.name: s for s in specs_from_data(artifact.data["eval"])} if artifact.data.get("eval") else {}
+        known = {**from_data, **known}
         artifact = artifact.with_(inputs=[TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
                                           for name, shape in recipe.input_shapes.items()])
     if not artifact.inputs and artifact.data.get("eval"):

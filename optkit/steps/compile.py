@@ -189,7 +189,9 @@ class CompileStep(Step):
                 from optkit.steps._quantize_modes import calibration_data
 
                 calib, source = calibration_data(ctx, artifact, config.calib_data)
-                feeds = [calib.batch(1, i) for i in range(min(config.calib_samples, len(calib)))]
+                first = artifact.inputs[0].shape[0] if artifact.inputs and artifact.inputs[0].shape else 1
+                per = first if isinstance(first, int) else 1  # a fixed batch dimension is fed whole batches
+                feeds = [calib.batch(per, i * per) for i in range(max(1, min(config.calib_samples, len(calib)) // per))]
                 quantize_with = (feeds, len(feeds))
                 if config.max_drop is not None:
                     control = self._accuracy_control(ctx, artifact, calib, feeds, config.max_drop)

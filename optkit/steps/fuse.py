@@ -70,7 +70,8 @@ def split_skip_layernorm(model) -> int:
     return count
 
 
-def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch: Path) -> tuple[object, dict]:
+def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch: Path,
+                           inputs: list | None = None) -> tuple[object, dict]:
     import copy
 
     if not any(n.op_type == "SkipLayerNormalization" for n in model.graph.node):  # nothing to choose: say so
@@ -86,7 +87,9 @@ def choose_skip_layer_norm(model, config: FuseConfig, ctx: StepContext, scratch:
     save_model(split, split_path)
     from optkit.eval.measure import quick_p50s
 
-    fused_ms, split_ms = quick_p50s([Artifact(path=p, format="onnx") for p in (fused_path, split_path)], ctx.data, ctx.settings)
+    # the input's specs: a fixed batch dimension is timed at that batch
+    fused_ms, split_ms = quick_p50s([Artifact(path=p, format="onnx", inputs=inputs or []) for p in (fused_path, split_path)],
+                                    ctx.data, ctx.settings)
     chosen = "split" if split_ms < fused_ms else "fused"
     info = {"chosen": chosen, "fused_p50_ms": fused_ms, "split_p50_ms": split_ms, "split": count if chosen == "split" else 0}
     return (split if chosen == "split" else model), info
@@ -157,7 +160,7 @@ class FuseStep(Step):
         with quiet_libraries(), scratch_dir() as tmp:
             if run_transformer:
                 model, stats, params = transformer_fuse(model, config)
-                model, skip_info = choose_skip_layer_norm(model, config, ctx, tmp)
+                model, skip_info = choose_skip_layer_norm(model, config, ctx, tmp, artifact.inputs)
                 details.transformer = {**params, "optimizer_fused": stats, "skip_layer_norm": skip_info}
             staged = tmp / "stage.onnx"
             save_model(model, staged)
