@@ -19,6 +19,7 @@ from optkit.cli.profile import profile
 from optkit.cli.recipe import recipe_app
 from optkit.cli.report import report
 from optkit.cli.run import run
+from optkit.cli.serve import loadtest, serve
 from optkit.cli.compare import compare
 from optkit.cli.debug import debug
 from optkit.cli.train import distill, prune
@@ -117,6 +118,8 @@ app.command("compare")(compare)
 app.command("debug")(debug)
 app.command("run")(run)
 app.command("optimize")(optimize)
+app.command("serve")(serve)
+app.command("loadtest")(loadtest)
 app.add_typer(recipe_app, name="recipe")
 
 

@@ -30,6 +30,18 @@ MAX_BATCH = 65536
 MAX_BUDGET_S = 3600.0
 
 
+class ServeSection(BaseModel):
+    """How ``optkit serve --config`` serves the recipe's artifact (``optkit loadtest`` writes the best one found)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_batch: int = Field(16, ge=1, le=4096, description="rows merged into one run at most (1: no batching)")
+    max_queue_delay_ms: float = Field(2.0, ge=0, le=10000, description="how long the oldest request waits for others")
+    preferred_batch: list[int] = Field([], description="batch sizes sent as soon as they are there")
+    instances: int = Field(1, ge=1, le=64, description="model copies, each with its own worker thread")
+    threads: int = Field(1, ge=0, le=1024, description="intra-op threads per instance (0: the runtime's default)")
+    cache_size: int = Field(0, ge=0, description="responses kept for identical requests (0: none)")
+    max_queue: int = Field(1024, ge=1, description="requests waiting at most; beyond it 503")
+
+
 class MeasureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     enabled: bool = Field(True, description="measure every step's output (accuracy, latency, size)")
@@ -75,6 +87,7 @@ class Recipe(BaseModel):
     measure: MeasureConfig = MeasureConfig()
     steps: list[StepEntry] = Field(min_length=1)
     gates: list[Gate] = Field([], description="limits checked after the last step; a failed gate exits 3")
+    serve: ServeSection | None = Field(None, description="how 'optkit serve --config' serves the artifact")
     _origin: str | None = PrivateAttr(None)      # the recipe file, for error messages
     _text: str | None = PrivateAttr(None)        # its text, for line and column of errors
     _raw_steps: list | None = PrivateAttr(None)  # the steps as written (names for messages)
@@ -126,7 +139,7 @@ def _allowed(loc: tuple, raw_steps: list | None) -> list[str]:
         name = _step_name(raw_steps, loc[1])
         if name in STEPS:
             return list(step_class(name).Config.model_fields)
-    models = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry}
+    models = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry, "serve": ServeSection}
     model = models.get(loc[0]) if len(loc) > 1 else Recipe
     return list(model.model_fields) if model else []
 

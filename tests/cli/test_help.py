@@ -7,9 +7,10 @@ import textwrap
 
 import pytest
 
-HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf"]
+HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf",
+         "uvicorn", "starlette", "aiohttp", "prometheus_client"]
 COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["prune"], ["distill"], ["compile"], ["profile"], ["report"],
-            ["compare"], ["debug"], ["run"], ["optimize"], ["recipe"], ["recipe", "schema"]]
+            ["compare"], ["debug"], ["run"], ["optimize"], ["serve"], ["loadtest"], ["recipe"], ["recipe", "schema"]]
 
 
 def test_every_command_is_in_the_help_check():

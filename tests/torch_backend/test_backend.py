@@ -37,7 +37,9 @@ def cosine(a, b) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def test_digits_cnn_fp32_matches_eager_and_runs_in_onnx_runtime(tmp_path):
+def test_digits_cnn_fp32_matches_eager_and_a_second_process_reuses_the_cache(tmp_path):
+    """Also: the second process needs no import of optkit (the entry point registers the backend) and exports
+    nothing; `optkit report` shows the entry's ledger."""
     model, x, _ = sample("digits_cnn")
     with torch.no_grad():
         fast = compiled(model, tmp_path)
@@ -53,6 +55,11 @@ def test_digits_cnn_fp32_matches_eager_and_runs_in_onnx_runtime(tmp_path):
 
     shown = invoke("report", str(entry / record["artifact"]), "--markdown")
     assert shown.exit_code == 0 and "| export |" in shown.output and "| compile |" in shown.output
+    env = {**os.environ, "OPTKIT_DEBUG": "1"}
+    warm = subprocess.run([sys.executable, "-c", SECOND_PROCESS.format(root=str(ROOT), cache=str(tmp_path))],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert "cache hit" in warm.stderr and "building" not in warm.stderr and "exporting" not in warm.stderr
 
 
 def test_int8_with_calib_data_builds_on_the_first_call(tmp_path):
@@ -195,10 +202,10 @@ def test_grad_mode_runs_eagerly_with_the_reason_logged_once(tmp_path, caplog):
 def test_a_subgraph_that_disagrees_with_eager_runs_eagerly(tmp_path, caplog):
     model, x, _ = sample("digits_cnn")
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="optkit.torch"):
-        fast = compiled(model, tmp_path, precision="int8", calib_calls=1, min_cosine=1.0)
+        fast = compiled(model, tmp_path, atol=0.0, rtol=0.0)  # ONNX Runtime's float sums differ in the last bits
         first, second = fast(x), fast(x)
         want = model(x)
-    assert torch.equal(first, want) and torch.equal(second, want)  # eager answers, never the int8 ones
+    assert torch.equal(first, want) and torch.equal(second, want)  # eager answers, never the artifact's
     assert any("disagrees with eager" in r.message for r in caplog.records)
 
 
@@ -220,15 +227,3 @@ with torch.no_grad():
     assert torch.allclose(got, model(x), atol=1e-4, rtol=1e-3)
 print("ok")
 """
-
-
-def test_a_second_process_reuses_the_cache_without_exporting(tmp_path):
-    """Also: no import of optkit is needed, the entry point registers the backend."""
-    env = {**os.environ, "OPTKIT_DEBUG": "1"}
-    script = SECOND_PROCESS.format(root=str(ROOT), cache=str(tmp_path))
-    cold = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert cold.returncode == 0, cold.stderr[-2000:]
-    assert "building" in cold.stderr and "export" in cold.stderr
-    warm = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert warm.returncode == 0, warm.stderr[-2000:]
-    assert "cache hit" in warm.stderr and "building" not in warm.stderr and "exporting" not in warm.stderr

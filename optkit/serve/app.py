@@ -1,0 +1,194 @@
+"""The ASGI app: Open Inference Protocol v2 routes over one model, a dynamic batcher, metrics and a response cache.
+
+Routes: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}[/versions/{v}]`` (metadata),
+``.../ready``, ``POST .../infer``, ``GET /metrics``. Every error is JSON ``{"error": "..."}``: 400 for a request the
+model cannot take, 404 for an unknown model, 413 for a body over the limit, 503 when the queue is full or the
+server is draining, 500 when the runtime fails a batch (the server keeps serving).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optkit.serve.batcher import Batcher, QueueFull, Stopping
+from optkit.serve.cache import ResponseCache, request_key
+from optkit.serve.metrics import ServerMetrics
+from optkit.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer, parse_infer, tensor_metadata
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_batch: int = 16
+    max_queue_delay_ms: float = 2.0
+    preferred_batch: tuple[int, ...] = ()
+    instances: int = 1
+    threads: int = 1
+    cache_size: int = 0
+    max_queue: int = 1024
+    max_body_mb: float = 64.0
+
+
+class ModelServer:
+    """One artifact behind the batcher; the Starlette app's state."""
+
+    def __init__(self, artifact_path: str | Path, settings: ServeSettings, name: str | None = None) -> None:
+        from optkit.backends import open_runner
+        from optkit.types.artifact import open_artifact
+
+        self.artifact = open_artifact(artifact_path)
+        self.settings = settings
+        self.name = name or self.artifact.path.stem.split(".")[0]
+        self.runners = [open_runner(self.artifact, settings.threads) for _ in range(settings.instances)]
+        specs = {s.name: s for s in self.artifact.inputs}
+        self.specs = {n: specs[n] for n in self.runners[0].input_names if n in specs} or specs
+        self.output_names = list(self.runners[0].output_names)
+        batch_dims = {s.shape[0] for s in self.specs.values() if s.shape}
+        fixed = next((d for d in batch_dims if isinstance(d, int)), None)
+        self.metrics = ServerMetrics(self.name)
+        self.cache = ResponseCache(settings.cache_size) if settings.cache_size > 0 else None
+        self.batcher = Batcher(self.runners, max_batch=settings.max_batch,
+                               max_delay_s=settings.max_queue_delay_ms / 1e3, max_queue=settings.max_queue,
+                               preferred=settings.preferred_batch, fixed_batch=fixed, on_batch=self.metrics.on_batch)
+        self.ready = False
+
+    def metadata(self) -> dict[str, Any]:
+        outputs = {s.name: s for s in self.artifact.outputs}
+        return {"name": self.name, "versions": ["1"], "platform": f"optkit_{self.artifact.format}",
+                "inputs": [tensor_metadata(s) for s in self.specs.values()],
+                "outputs": [tensor_metadata(outputs[n]) if n in outputs else {"name": n, "datatype": "FP32",
+                                                                              "shape": [-1]}
+                            for n in self.output_names],
+                "parameters": {"max_batch_size": self.batcher.max_batch,
+                               "max_queue_delay_ms": self.settings.max_queue_delay_ms,
+                               "instances": self.settings.instances}}
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+        for runner in self.runners:
+            runner.close()
+        print(f"stopped: {self.batcher.stats.batches} batches, {self.batcher.stats.rows} rows served", flush=True)
+
+
+def _error(status: int, message: str):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"the body is {int(declared)} bytes; the server takes at most {limit}", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(server: ModelServer):
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    def known(request) -> bool:
+        return request.path_params["name"] == server.name
+
+    async def live(request):
+        return JSONResponse({"live": True})
+
+    async def ready(request):
+        return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
+
+    async def server_metadata(request):
+        from optkit._version import __version__
+
+        return JSONResponse({"name": "optkit", "version": __version__, "extensions": ["binary_tensor_data"],
+                             "models": [server.name]})  # "models" is optkit's addition: loadtest reads it
+
+    async def model_metadata(request):
+        if not known(request):
+            return _error(404, f"no model '{request.path_params['name']}'; this server has '{server.name}'")
+        return JSONResponse(server.metadata())
+
+    async def model_ready(request):
+        if not known(request):
+            return _error(404, f"no model '{request.path_params['name']}'; this server has '{server.name}'")
+        return JSONResponse({"name": server.name, "ready": server.ready}, status_code=200 if server.ready else 503)
+
+    async def infer(request):
+        arrived = time.perf_counter()
+        status, response = await _infer(request)
+        server.metrics.answered(status, time.perf_counter() - arrived)
+        return response
+
+    async def _infer(request):
+        if not known(request):
+            return 404, _error(404, f"no model '{request.path_params['name']}'; this server has '{server.name}'")
+        try:
+            body = await _read_body(request, int(server.settings.max_body_mb * 2**20))
+            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH.lower()), server.specs)
+            key = request_key(parsed.inputs) if server.cache is not None else None
+            outputs = server.cache.get(key) if key is not None else None
+            if key is not None:
+                server.metrics.cache.labels(model=server.name, result="hit" if outputs is not None else "miss").inc()
+            if outputs is None:
+                outputs = await server.batcher.submit(parsed.inputs)
+                if key is not None:
+                    server.cache.put(key, outputs)
+            content, headers = encode_infer(server.name, parsed, outputs, server.output_names)
+        except ProtocolError as exc:
+            return exc.status, _error(exc.status, str(exc))
+        except (QueueFull, Stopping) as exc:
+            return 503, _error(503, str(exc))
+        except ValueError as exc:  # a request the batcher cannot place (rows over a fixed batch)
+            return 400, _error(400, str(exc))
+        except Exception as exc:  # the runtime failed this batch; the server goes on
+            return 500, _error(500, f"inference failed: {type(exc).__name__}: {str(exc)[:300]}")
+        finally:
+            server.metrics.queued.set(server.batcher.queued)
+        return 200, Response(content, headers=headers)
+
+    async def metrics(request):
+        body, content_type = server.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    routes = [
+        Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
+        Route("/v2/models/{name}", model_metadata), Route("/v2/models/{name}/versions/{version}", model_metadata),
+        Route("/v2/models/{name}/ready", model_ready), Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/metrics", metrics),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def not_found(request, exc):
+        return _error(getattr(exc, "status_code", 404), getattr(exc, "detail", None) or "not found")
+
+    async def server_error(request, exc):
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    app.add_exception_handler(404, not_found)
+    app.add_exception_handler(405, not_found)
+    app.add_exception_handler(Exception, server_error)
+    return app

@@ -1,0 +1,175 @@
+"""The dynamic batcher: requests queue, merge into one run, and split back - Triton's dynamic batcher, in asyncio.
+
+A request waits until its group (same non-batch shape and dtypes) holds ``max_batch`` rows or a preferred batch size,
+or until the oldest request has waited ``max_delay_s``; then one instance runs the merged batch in its own worker
+thread (the event loop never blocks on inference) and every request gets its rows back. The queue is bounded in
+requests (``QueueFull`` beyond it, answered 503); a request larger than ``max_batch`` runs alone. An artifact with
+a fixed batch dimension B > 1 is padded up to B; with B = 1 requests run one row at a time.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+class Stopping(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)  # compared by identity: the queue holds numpy arrays
+class _Pending:
+    feed: dict[str, np.ndarray]
+    rows: int
+    key: tuple
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def group_key(feed: dict[str, np.ndarray]) -> tuple:
+    return tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feed.items()))
+
+
+@dataclass
+class BatchStats:
+    """What the batcher observed; ``on_batch(rows, queue_s_list, infer_s)`` feeds the metrics."""
+    batches: int = 0
+    rows: int = 0
+
+
+class Batcher:
+    def __init__(self, runners: list[Any], *, max_batch: int, max_delay_s: float, max_queue: int,
+                 preferred: tuple[int, ...] = (), fixed_batch: int | None = None,
+                 on_batch: Callable[[int, list[float], float], None] | None = None) -> None:
+        self.runners = runners
+        self.fixed_batch = fixed_batch
+        self.max_batch = 1 if fixed_batch == 1 else (min(max_batch, fixed_batch) if fixed_batch else max_batch)
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self.preferred = tuple(sorted(p for p in preferred if 1 <= p <= self.max_batch))
+        self.on_batch = on_batch
+        self.stats = BatchStats()
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._stopping = False
+        self._workers: list[asyncio.Task] = []
+        self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"optkit-infer-{i}")
+                       for i in range(len(runners))]
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._worker(i)) for i in range(len(self.runners))]
+
+    async def submit(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._stopping:
+            raise Stopping("the server is shutting down")
+        if len(self._queue) >= self.max_queue:
+            raise QueueFull(f"the queue is full ({self.max_queue} requests waiting)")
+        rows = int(next(iter(feed.values())).shape[0])
+        if self.fixed_batch and rows > self.fixed_batch:
+            raise ValueError(f"{rows} rows in one request; this artifact takes at most {self.fixed_batch}")
+        pending = _Pending(feed, rows, group_key(feed), asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._arrived.set()
+        return await pending.future
+
+    async def stop(self) -> None:
+        """Run what is queued, then end the workers and their threads."""
+        self._stopping = True
+        self._arrived.set()
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+
+    # -- workers ---------------------------------------------------------------------------------------------
+    def _ready_rows(self, key: tuple) -> int:
+        return sum(p.rows for p in self._queue if p.key == key)
+
+    def _full(self, rows: int) -> bool:
+        return rows >= self.max_batch or (bool(self.preferred) and rows >= self.preferred[-1])
+
+    def _take(self, key: tuple) -> list[_Pending]:
+        """The oldest request and the next ones of its group, FIFO, up to max_batch rows (a preferred size if one
+        fits what is waiting)."""
+        rows_ready = self._ready_rows(key)
+        limit = self.max_batch
+        fitting = [p for p in self.preferred if p <= rows_ready]
+        if fitting:
+            limit = fitting[-1]
+        taken, rows = [], 0
+        for p in list(self._queue):
+            if p.key != key:
+                continue
+            if taken and rows + p.rows > limit:
+                break
+            taken.append(p)
+            rows += p.rows
+            self._queue.remove(p)
+        return taken
+
+    async def _worker(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                if self._stopping:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+            first = self._queue[0]
+            deadline = first.enqueued + self.max_delay_s
+            while not self._stopping and not self._full(self._ready_rows(first.key)):
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+            if not any(p is first for p in self._queue):
+                continue  # another instance took it meanwhile
+            batch = self._take(first.key)
+            if not batch:
+                continue
+            await self._run(index, batch, loop)
+
+    async def _run(self, index: int, batch: list[_Pending], loop) -> None:
+        started = time.perf_counter()
+        waits = [started - p.enqueued for p in batch]
+        rows = sum(p.rows for p in batch)
+        feed = {n: np.concatenate([p.feed[n] for p in batch]) if len(batch) > 1 else np.array(batch[0].feed[n])
+                for n in batch[0].feed}
+        pad = (self.fixed_batch - rows) if self.fixed_batch and rows < self.fixed_batch else 0
+        if pad:
+            feed = {n: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for n, a in feed.items()}
+        try:
+            out = await loop.run_in_executor(self._pools[index], self.runners[index].infer, feed)
+        except Exception as exc:  # the runtime refused this batch: every request in it gets the error
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        infer_s = time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.rows += rows
+        if self.on_batch is not None:
+            self.on_batch(rows, waits, infer_s)
+        start = 0
+        for p in batch:
+            part = {n: v[start:start + p.rows] for n, v in out.items()}
+            start += p.rows
+            if not p.future.done():  # a client that went away does not stop the others
+                p.future.set_result(part)

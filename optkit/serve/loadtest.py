@@ -1,0 +1,216 @@
+"""Load against an Open Inference Protocol v2 server on this machine: closed loop (N clients, each sending its
+next request when the last is answered) or open loop (Poisson arrivals at a rate, latency counted from the
+scheduled send time so a slow server cannot hide its queue). One asyncio client (aiohttp), requests pre-encoded
+with the binary tensor extension; the batch-size distribution comes from the server's own /metrics.
+Load only ever targets a loopback address.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from optkit.serve.protocol import DATATYPES, HEADER_LENGTH
+from optkit.types.errors import MissingDependencyError, UsageError
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class LoadPoint:
+    mode: str                       # closed | open
+    concurrency: int | None
+    rate: float | None
+    duration_s: float
+    sent: int
+    ok: int
+    errors: dict[str, int]
+    throughput: float               # answered requests per second (200s only)
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # "<=N" bucket -> runs, from the server's /metrics
+    mean_batch: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)       # the server settings, when loadtest started it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK:
+        raise UsageError(f"{url}: load only ever targets this machine (http://127.0.0.1:PORT)",
+                         hint="Start the server here with 'optkit serve ARTIFACT', or give loadtest the ARTIFACT")
+    return f"http://{parts.hostname if ':' not in (parts.hostname or '') else f'[{parts.hostname}]'}:{parts.port or 80}"
+
+
+def encode_request(feed: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """A v2 infer request with every tensor as binary data, asking for binary outputs (as tritonclient does)."""
+    v2 = {np.dtype(v).name: k for k, v in DATATYPES.items()}
+    inputs, blobs = [], []
+    for name, arr in feed.items():
+        arr = np.ascontiguousarray(arr)
+        blob = arr.tobytes()
+        inputs.append({"name": name, "datatype": v2[arr.dtype.name], "shape": list(arr.shape),
+                       "parameters": {"binary_data_size": len(blob)}})
+        blobs.append(blob)
+    head = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return head + b"".join(blobs), {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def requests_from(metadata: dict[str, Any], data: dict[str, np.ndarray] | None, rows: int, count: int = 32,
+                  seq: int = 16) -> list[tuple[bytes, dict[str, str]]]:
+    """``count`` request bodies of ``rows`` rows: from ``data`` (cycled) when given, else random tensors shaped by
+    the model's metadata (dynamic non-batch dims as ``seq``)."""
+    rng = np.random.default_rng(0)
+    bodies = []
+    for i in range(count):
+        feed = {}
+        for spec in metadata["inputs"]:
+            dtype = np.dtype(DATATYPES[spec["datatype"]])
+            if data is not None and spec["name"] in data:
+                arr = data[spec["name"]]
+                idx = [(i * rows + k) % len(arr) for k in range(rows)]
+                feed[spec["name"]] = arr[idx].astype(dtype, copy=False)
+                continue
+            shape = [rows] + [d if d > 0 else seq for d in spec["shape"][1:]]
+            if np.issubdtype(dtype, np.floating):
+                feed[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+            else:
+                feed[spec["name"]] = np.ones(shape, dtype=dtype)
+        bodies.append(encode_request(feed))
+    return bodies
+
+
+def _histogram(text: str, name: str = "optkit_batch_size") -> dict[float, float]:
+    """Cumulative bucket counts of one histogram in Prometheus text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out[float(sample.labels["le"])] = out.get(float(sample.labels["le"]), 0) + sample.value
+    return out
+
+
+def batch_distribution(before: str, after: str) -> tuple[dict[str, int], float | None]:
+    """Runs per batch-size bucket between two /metrics scrapes, and the mean rows per run."""
+    a, b = _histogram(before), _histogram(after)
+    edges = sorted(b)
+    dist, prev, total_runs, total_rows = {}, 0.0, 0.0, 0.0
+    for edge in edges:
+        cum = b[edge] - a.get(edge, 0.0)
+        runs = cum - prev
+        prev = cum
+        if runs > 0 and edge != float("inf"):
+            dist[f"<={int(edge)}"] = int(round(runs))
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def summed(text: str, suffix: str) -> float:
+        return sum(s.value for f in text_string_to_metric_families(text) if f.name == "optkit_batch_size"
+                   for s in f.samples if s.name == f"optkit_batch_size{suffix}")
+
+    total_runs = summed(after, "_count") - summed(before, "_count")
+    total_rows = summed(after, "_sum") - summed(before, "_sum")
+    return dist, (total_rows / total_runs if total_runs else None)
+
+
+async def _one(session, url: str, body: tuple[bytes, dict[str, str]], latencies: list[float], errors: dict[str, int],
+               started: float) -> bool:
+    try:
+        async with session.post(url, data=body[0], headers=body[1]) as resp:
+            await resp.read()
+            status = resp.status
+    except Exception as exc:  # a refused or dropped connection is an error of the run, not of the client
+        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+        return False
+    if status != 200:
+        errors[str(status)] = errors.get(str(status), 0) + 1
+        return False
+    latencies.append(time.perf_counter() - started)
+    return True
+
+
+async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate: float | None, duration_s: float,
+                warmup_s: float, seed: int = 0) -> LoadPoint:
+    try:
+        import aiohttp
+    except ImportError:
+        raise MissingDependencyError("loadtest needs aiohttp", hint="pip install 'optkit[serve]'") from None
+    url = f"{base}/v2/models/{model}/infer"
+    limit = max(concurrency or 0, 64) if rate is None else 0
+    connector = aiohttp.TCPConnector(limit=limit, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def phase(seconds: float, record: bool):
+            latencies: list[float] = []
+            errors: dict[str, int] = {}
+            sent = 0
+            end = time.perf_counter() + seconds
+            if rate is None:
+                async def client(k: int):
+                    nonlocal sent
+                    i = k
+                    while time.perf_counter() < end:
+                        sent += 1
+                        await _one(session, url, bodies[i % len(bodies)], latencies, errors, time.perf_counter())
+                        i += concurrency
+                await asyncio.gather(*(client(k) for k in range(concurrency)))
+            else:
+                rng = random.Random(seed)
+                tasks = set()
+                next_at = time.perf_counter()
+                i = 0
+                while next_at < end:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    sent += 1
+                    task = asyncio.ensure_future(_one(session, url, bodies[i % len(bodies)], latencies, errors,
+                                                      next_at))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    i += 1
+                    next_at += rng.expovariate(rate)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            return latencies, errors, sent
+
+        if warmup_s > 0:
+            await phase(warmup_s, False)
+        async with session.get(f"{base}/metrics") as resp:
+            before = await resp.text()
+        t0 = time.perf_counter()
+        latencies, errors, sent = await phase(duration_s, True)
+        elapsed = time.perf_counter() - t0
+        async with session.get(f"{base}/metrics") as resp:
+            after = await resp.text()
+    dist, mean_batch = batch_distribution(before, after)
+    ms = np.asarray(latencies) * 1e3
+    q = (lambda p: round(float(np.percentile(ms, p)), 3)) if len(ms) else (lambda p: None)
+    return LoadPoint("closed" if rate is None else "open", concurrency, rate, round(elapsed, 3), sent, len(latencies),
+                     errors, round(len(latencies) / elapsed, 2), q(50), q(90), q(99), dist,
+                     round(mean_batch, 2) if mean_batch else None)
+
+
+def run_load(base: str, model: str, bodies, *, concurrency: int | None = None, rate: float | None = None,
+             duration_s: float = 20.0, warmup_s: float = 1.0) -> LoadPoint:
+    return asyncio.run(_load(base, model, bodies, concurrency=concurrency, rate=rate, duration_s=duration_s,
+                             warmup_s=warmup_s))
+
+
+def fetch_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=timeout) as resp:  # loopback only (check_url)
+        return json.loads(resp.read())

@@ -1,0 +1,125 @@
+"""``optkit loadtest``: run the load (against a URL, or a sweep of servers optkit starts), print the table, write
+loadtest.json / loadtest.md / serve.yaml (the best setting as a recipe's ``serve:`` section). Exit 3 when a p99 SLO
+was given and no point met it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from optkit.serve.loadtest import LoadPoint, check_url, fetch_json, requests_from, run_load
+from optkit.serve.sweep import best_point, sweep
+from optkit.types.errors import UsageError
+from optkit.types.files import Staging
+
+MARK = "written by optkit loadtest"
+
+
+def _data(eval_data: Path | None, artifact: str | None) -> dict | None:
+    import numpy as np
+
+    path = eval_data
+    if path is None and artifact is not None:
+        from optkit.types.artifact import open_artifact
+
+        path = open_artifact(artifact).data.get("eval")
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k != "labels"}
+
+
+def _markdown(points: list[LoadPoint], best: LoadPoint | None, slo: float | None, cpu: str) -> str:
+    lines = [f"<!-- {MARK} -->", f"# Load test ({cpu})", "",
+             "| max batch | delay ms | load | throughput/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        load = f"{p.concurrency} clients" if p.mode == "closed" else f"{p.rate:g}/s open"
+        mark = " **best**" if p is best else ""
+        lines.append(f"| {p.config.get('max_batch', '-')} | {p.config.get('max_queue_delay_ms', '-')} | {load} | "
+                     f"{p.throughput:.0f}{mark} | {p.p50_ms} | {p.p90_ms} | {p.p99_ms} | {p.mean_batch} | "
+                     f"{sum(p.errors.values()) or 0} |")
+    if slo is not None:
+        lines += ["", f"p99 SLO: {slo:g} ms - " + ("met by the best row" if best else "no row meets it")]
+    return "\n".join(lines) + "\n"
+
+
+def _serve_yaml(best: LoadPoint) -> str:
+    import yaml
+
+    section = {k: v for k, v in best.config.items() if k in ("max_batch", "max_queue_delay_ms", "threads", "instances")}
+    return f"# {MARK}: the highest throughput within the SLO ({best.throughput:.0f}/s, p99 {best.p99_ms} ms at " \
+           f"{best.concurrency or best.rate} {'clients' if best.mode == 'closed' else '/s'})\n" + \
+           yaml.safe_dump({"serve": section}, sort_keys=False)
+
+
+def _write(output: Path, doc: dict[str, Any], md: str, serve_yaml: str | None) -> None:
+    files = {output / "loadtest.json": json.dumps(doc, indent=2) + "\n", output / "loadtest.md": md}
+    if serve_yaml:
+        files[output / "serve.yaml"] = serve_yaml
+    for path in files:
+        if path.exists() and MARK not in path.read_text(errors="replace")[:400] and \
+                '"written_by": "optkit loadtest"' not in path.read_text(errors="replace"):
+            raise UsageError(f"{path} exists and optkit did not write it", hint="Choose another -o folder")
+    with Staging() as stage:
+        for path, text in files.items():
+            stage.write_text(path, text)
+        stage.commit()
+
+
+def run_loadtest(target: str, *, concurrencies: list[int], rates: list[float] | None, duration_s: float,
+                 warmup_s: float, slo_p99_ms: float | None, model: str | None, eval_data: Path | None, rows: int,
+                 max_batches: list[int], delays_ms: list[float], threads: int, instances: int,
+                 output: Path | None, json_out: bool) -> int:
+    from optkit.report.run import cpu_info
+
+    say = (lambda text: None) if json_out else print
+    is_url = target.startswith(("http://", "https://")) or (":" in target and not Path(target).exists())
+    points: list[LoadPoint] = []
+    if is_url:
+        base = check_url(target)
+        try:
+            name = model or (fetch_json(f"{base}/v2").get("models") or [None])[0]
+        except OSError as exc:
+            raise UsageError(f"{target}: no server answers ({exc})", hint="Start one with 'optkit serve ARTIFACT'") from None
+        if not name:
+            raise UsageError(f"{target}: the server does not say which model it serves", hint="Give --model NAME")
+        meta = fetch_json(f"{base}/v2/models/{name}")
+        bodies = requests_from(meta, _data(eval_data, None), rows)
+        for load in (rates or concurrencies):
+            point = run_load(base, name, bodies, concurrency=None if rates else int(load),
+                             rate=float(load) if rates else None, duration_s=duration_s, warmup_s=warmup_s)
+            points.append(point)
+            say(f"  {'rate ' + str(load) + '/s' if rates else str(load) + ' clients'}: {point.throughput:.0f}/s, "
+                f"p50 {point.p50_ms} ms, p99 {point.p99_ms} ms, mean batch {point.mean_batch}"
+                + (f", errors {point.errors}" if point.errors else ""))
+    else:
+        if not Path(target).exists():
+            raise UsageError(f"{target}: neither a file nor an http://127.0.0.1:PORT URL",
+                             hint="Give an artifact optkit wrote or the URL of a running optkit serve")
+        if rates:
+            raise UsageError("--rate sweeps a running server only", hint="Start 'optkit serve ARTIFACT' and give its URL")
+        say(f"sweeping {len(max_batches)} max-batch x {len(delays_ms)} delay settings x {len(concurrencies)} "
+            f"concurrencies, {duration_s:g}s each")
+        points = sweep(target, max_batches=max_batches, delays_ms=delays_ms, concurrencies=concurrencies,
+                       threads=threads, instances=instances, duration_s=duration_s, warmup_s=warmup_s,
+                       data=_data(eval_data, target), rows=rows, say=say)
+    best = best_point(points, slo_p99_ms)
+    cpu = cpu_info()
+    cpu_text = f"{cpu.get('model')}, {cpu.get('logical_cores')} cores, {' '.join(cpu.get('simd') or [])}"
+    doc = {"written_by": "optkit loadtest", "target": target, "cpu": cpu, "slo_p99_ms": slo_p99_ms,
+           "points": [p.to_dict() for p in points], "best": best.to_dict() if best else None}
+    md = _markdown(points, best, slo_p99_ms, cpu_text)
+    if output is not None:
+        _write(output, doc, md, _serve_yaml(best) if best and best.config else None)
+    if json_out:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(md, end="")
+        if output is not None:
+            say(f"wrote {output / 'loadtest.json'}, loadtest.md" + (", serve.yaml" if best and best.config else ""))
+    if slo_p99_ms is not None and best is None:
+        if not json_out:
+            print(f"no setting met p99 <= {slo_p99_ms:g} ms", flush=True)
+        return 3
+    return 0

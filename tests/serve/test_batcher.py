@@ -1,0 +1,115 @@
+"""The dynamic batcher with a recording runner: merging up to max_batch or the delay, preferred sizes, groups of
+different shapes kept apart, fixed-batch padding, the bounded queue, errors reaching every request of a batch."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from optkit.serve.batcher import Batcher, QueueFull
+
+
+class Recording:
+    input_names, output_names = ["x"], ["y"]
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def infer(self, feed):
+        self.batches.append(len(feed["x"]))
+        if self.fail:
+            raise RuntimeError("runtime said no")
+        return {"y": feed["x"].sum(axis=tuple(range(1, feed["x"].ndim))) * 2}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _many(batcher: Batcher, rows: list[int], width: int = 3):
+    batcher.start()
+    feeds = [np.full((r, width), i, np.float32) for i, r in enumerate(rows)]
+    outs = await asyncio.gather(*(batcher.submit({"x": f}) for f in feeds))
+    await batcher.stop()
+    return feeds, outs
+
+
+def test_requests_merge_up_to_max_batch_and_each_gets_its_own_rows_back():
+    runner = Recording()
+    feeds, outs = run(_many(Batcher([runner], max_batch=4, max_delay_s=0.2, max_queue=100), [1] * 10))
+    assert runner.batches == [4, 4, 2]  # the last two waited out the delay
+    for f, o in zip(feeds, outs):
+        np.testing.assert_array_equal(o["y"], f.sum(1) * 2)
+
+
+def test_a_preferred_size_is_sent_as_soon_as_it_is_there():
+    runner = Recording()
+    run(_many(Batcher([runner], max_batch=16, max_delay_s=0.2, max_queue=100, preferred=(2, 4)), [1] * 6))
+    assert runner.batches == [4, 2]
+
+
+def test_shapes_that_cannot_be_concatenated_run_in_separate_batches():
+    runner = Recording()
+
+    async def go():
+        b = Batcher([runner], max_batch=8, max_delay_s=0.05, max_queue=100)
+        b.start()
+        outs = await asyncio.gather(b.submit({"x": np.ones((1, 3), np.float32)}),
+                                    b.submit({"x": np.ones((1, 5), np.float32)}),
+                                    b.submit({"x": np.ones((2, 3), np.float32)}))
+        await b.stop()
+        return outs
+
+    outs = run(go())
+    assert sorted(runner.batches) == [1, 3] and [o["y"].tolist() for o in outs] == [[6.0], [10.0], [6.0, 6.0]]
+
+
+def test_a_fixed_batch_artifact_is_padded_and_a_batch_of_one_never_merges():
+    padded = Recording()
+    feeds, outs = run(_many(Batcher([padded], max_batch=16, max_delay_s=0.05, max_queue=100, fixed_batch=4), [1, 2]))
+    assert padded.batches == [4] and [o["y"].shape for o in outs] == [(1,), (2,)]
+    single = Recording()
+    b = Batcher([single], max_batch=16, max_delay_s=0.05, max_queue=100, fixed_batch=1)
+    assert b.max_batch == 1
+    run(_many(b, [1, 1, 1]))
+    assert single.batches == [1, 1, 1]
+
+
+def test_the_queue_is_bounded():
+    async def go():
+        b = Batcher([Recording()], max_batch=64, max_delay_s=0.3, max_queue=2)
+        b.start()
+        first = [asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)})) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await b.submit({"x": np.ones((1, 3), np.float32)})
+        done = await asyncio.gather(*first)
+        await b.stop()
+        return done
+
+    assert len(run(go())) == 2
+
+
+def test_a_failed_batch_fails_each_of_its_requests_and_the_batcher_goes_on():
+    runner = Recording(fail=True)
+
+    async def go():
+        b = Batcher([runner], max_batch=4, max_delay_s=0.05, max_queue=10)
+        b.start()
+        got = await asyncio.gather(*(b.submit({"x": np.ones((1, 3), np.float32)}) for _ in range(3)),
+                                   return_exceptions=True)
+        runner.fail = False
+        again = await b.submit({"x": np.ones((1, 3), np.float32)})
+        await b.stop()
+        return got, again
+
+    got, again = run(go())
+    assert all(isinstance(g, RuntimeError) for g in got) and again["y"].tolist() == [6.0]
+
+
+def test_two_instances_share_the_queue():
+    a, b = Recording(), Recording()
+    feeds, outs = run(_many(Batcher([a, b], max_batch=2, max_delay_s=0.05, max_queue=100), [1] * 8))
+    assert sum(a.batches) + sum(b.batches) == 8 and a.batches and b.batches
