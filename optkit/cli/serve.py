@@ -59,6 +59,7 @@ def serve(
     threads: Annotated[Optional[int], typer.Option("--threads", min=0, help="Intra-op threads per instance (0: the runtime's default). Default 1.")] = None,
     cache_size: Annotated[Optional[int], typer.Option("--cache-size", min=0, help="Responses kept for identical requests (0: no cache). Default 0.")] = None,
     max_queue: Annotated[Optional[int], typer.Option("--max-queue", min=1, help="Requests waiting at most; beyond it the server answers 503. Default 1024.")] = None,
+    pad_sequences: Annotated[Optional[bool], typer.Option("--pad-sequences/--no-pad-sequences", help="Token models (an attention_mask input): requests of different lengths share a batch, right-padded with zeros (default on).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the URL (default: the file's stem).")] = None,
 ) -> None:
     """Serve an artifact over KServe's Open Inference Protocol v2 (REST), with a dynamic batcher and /metrics."""
@@ -70,7 +71,7 @@ def serve(
         raise UsageError(f"{artifact}: no such file", hint="Give an artifact optkit wrote, e.g. optkit-out/.../03_quantize.onnx")
     base = _serve_section(config) if config else ServeSection()
     given = {"max_batch": max_batch, "max_queue_delay_ms": max_queue_delay_ms, "instances": instances,
-             "threads": threads, "cache_size": cache_size, "max_queue": max_queue,
+             "threads": threads, "cache_size": cache_size, "max_queue": max_queue, "pad_sequences": pad_sequences,
              "preferred_batch": list(_sizes(preferred_batch, "--preferred-batch")) if preferred_batch else None}
     section = base.model_copy(update={k: v for k, v in given.items() if v is not None})
     settings = ServeSettings(**{**section.model_dump(), "preferred_batch": tuple(section.preferred_batch)})

@@ -40,6 +40,8 @@ class ServeSection(BaseModel):
     threads: int = Field(1, ge=0, le=1024, description="intra-op threads per instance (0: the runtime's default)")
     cache_size: int = Field(0, ge=0, description="responses kept for identical requests (0: none)")
     max_queue: int = Field(1024, ge=1, description="requests waiting at most; beyond it 503")
+    pad_sequences: bool = Field(True, description="token models (an attention_mask input): requests of different "
+                                                  "lengths share a batch, right-padded with zeros")
 
 
 class MeasureConfig(BaseModel):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from optkit.serve.batcher import Batcher, QueueFull, Stopping
 from optkit.serve.cache import ResponseCache, request_key
 from optkit.serve.metrics import ServerMetrics
@@ -28,6 +30,7 @@ class ServeSettings:
     cache_size: int = 0
     max_queue: int = 1024
     max_body_mb: float = 64.0
+    pad_sequences: bool = True
 
 
 class ModelServer:
@@ -48,10 +51,24 @@ class ModelServer:
         fixed = next((d for d in batch_dims if isinstance(d, int)), None)
         self.metrics = ServerMetrics(self.name)
         self.cache = ResponseCache(settings.cache_size) if settings.cache_size > 0 else None
+        padded, sequence_outputs = self.padding() if settings.pad_sequences else (frozenset(), frozenset())
         self.batcher = Batcher(self.runners, max_batch=settings.max_batch,
                                max_delay_s=settings.max_queue_delay_ms / 1e3, max_queue=settings.max_queue,
-                               preferred=settings.preferred_batch, fixed_batch=fixed, on_batch=self.metrics.on_batch)
+                               preferred=settings.preferred_batch, fixed_batch=fixed, padded=padded,
+                               sequence_outputs=sequence_outputs, on_batch=self.metrics.on_batch)
         self.ready = False
+
+    def padding(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Token models (an ``attention_mask`` input): their integer inputs with a dynamic axis 1 may be padded to
+        share a batch; outputs with a dynamic axis 1 are per token and cut back. Anything else: no padding."""
+        if "attention_mask" not in self.specs:
+            return frozenset(), frozenset()
+        padded = frozenset(n for n, s in self.specs.items() if len(s.shape) >= 2 and not isinstance(s.shape[1], int)
+                           and np.issubdtype(np.dtype(s.dtype), np.integer))
+        outputs = {s.name: s for s in self.artifact.outputs}
+        sequence = frozenset(n for n in self.output_names if n in outputs and len(outputs[n].shape) >= 2
+                             and not isinstance(outputs[n].shape[1], int))
+        return padded, sequence
 
     def metadata(self) -> dict[str, Any]:
         outputs = {s.name: s for s in self.artifact.outputs}
@@ -62,6 +79,7 @@ class ModelServer:
                             for n in self.output_names],
                 "parameters": {"max_batch_size": self.batcher.max_batch,
                                "max_queue_delay_ms": self.settings.max_queue_delay_ms,
+                               "padded_inputs": sorted(self.batcher.padded),
                                "instances": self.settings.instances}}
 
     async def start(self) -> None:

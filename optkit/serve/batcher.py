@@ -1,6 +1,7 @@
 """The dynamic batcher: requests queue, merge into one run, and split back - Triton's dynamic batcher, in asyncio.
 
-A request waits until its group (same non-batch shape and dtypes) holds ``max_batch`` rows or a preferred batch size,
+A request waits until its group (same non-batch shape and dtypes; token inputs of any length where padding is
+allowed) holds ``max_batch`` rows or a preferred batch size,
 or until the oldest request has waited ``max_delay_s``; then one instance runs the merged batch in its own worker
 thread (the event loop never blocks on inference) and every request gets its rows back. The queue is bounded in
 requests (``QueueFull`` beyond it, answered 503); a request larger than ``max_batch`` runs alone. An artifact with
@@ -35,8 +36,18 @@ class _Pending:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def group_key(feed: dict[str, np.ndarray]) -> tuple:
-    return tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feed.items()))
+def group_key(feed: dict[str, np.ndarray], padded: frozenset[str] = frozenset()) -> tuple:
+    """What must agree for requests to share a batch: dtypes and non-batch dims (axis 1 aside for padded inputs)."""
+    return tuple((n, a.dtype.str, a.shape[2:] if n in padded else a.shape[1:]) for n, a in sorted(feed.items()))
+
+
+def pad_to(arr: np.ndarray, length: int) -> np.ndarray:
+    """Right-pad axis 1 with zeros (token id 0, attention mask 0) up to ``length``."""
+    if arr.shape[1] == length:
+        return arr
+    widths = [(0, 0)] * arr.ndim
+    widths[1] = (0, length - arr.shape[1])
+    return np.pad(arr, widths)
 
 
 @dataclass
@@ -49,7 +60,11 @@ class BatchStats:
 class Batcher:
     def __init__(self, runners: list[Any], *, max_batch: int, max_delay_s: float, max_queue: int,
                  preferred: tuple[int, ...] = (), fixed_batch: int | None = None,
+                 padded: frozenset[str] = frozenset(), sequence_outputs: frozenset[str] = frozenset(),
                  on_batch: Callable[[int, list[float], float], None] | None = None) -> None:
+        """``padded``: inputs whose axis 1 (the sequence) may differ between requests of one batch: right-padded with
+        zeros, for token models whose attention mask makes the padding invisible. ``sequence_outputs``: outputs
+        whose axis 1 is that sequence, cut back to each request's own length."""
         self.runners = runners
         self.fixed_batch = fixed_batch
         self.max_batch = 1 if fixed_batch == 1 else (min(max_batch, fixed_batch) if fixed_batch else max_batch)
@@ -57,6 +72,8 @@ class Batcher:
         self.max_queue = max_queue
         self.preferred = tuple(sorted(p for p in preferred if 1 <= p <= self.max_batch))
         self.on_batch = on_batch
+        self.padded = padded
+        self.sequence_outputs = sequence_outputs
         self.stats = BatchStats()
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
@@ -80,7 +97,7 @@ class Batcher:
         rows = int(next(iter(feed.values())).shape[0])
         if self.fixed_batch and rows > self.fixed_batch:
             raise ValueError(f"{rows} rows in one request; this artifact takes at most {self.fixed_batch}")
-        pending = _Pending(feed, rows, group_key(feed), asyncio.get_running_loop().create_future())
+        pending = _Pending(feed, rows, group_key(feed, self.padded), asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._arrived.set()
         return await pending.future
@@ -150,8 +167,10 @@ class Batcher:
         started = time.perf_counter()
         waits = [started - p.enqueued for p in batch]
         rows = sum(p.rows for p in batch)
-        feed = {n: np.concatenate([p.feed[n] for p in batch]) if len(batch) > 1 else np.array(batch[0].feed[n])
-                for n in batch[0].feed}
+        lengths = [max((p.feed[n].shape[1] for n in self.padded if n in p.feed), default=0) for p in batch]
+        longest = max(lengths)
+        feed = {n: np.concatenate([pad_to(p.feed[n], longest) if n in self.padded else p.feed[n] for p in batch])
+                if len(batch) > 1 else np.array(batch[0].feed[n]) for n in batch[0].feed}
         pad = (self.fixed_batch - rows) if self.fixed_batch and rows < self.fixed_batch else 0
         if pad:
             feed = {n: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for n, a in feed.items()}
@@ -168,8 +187,9 @@ class Batcher:
         if self.on_batch is not None:
             self.on_batch(rows, waits, infer_s)
         start = 0
-        for p in batch:
-            part = {n: v[start:start + p.rows] for n, v in out.items()}
+        for p, length in zip(batch, lengths):
+            part = {n: v[start:start + p.rows, :length] if n in self.sequence_outputs and length < longest
+                    else v[start:start + p.rows] for n, v in out.items()}
             start += p.rows
             if not p.future.done():  # a client that went away does not stop the others
                 p.future.set_result(part)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from optkit.cli.app import app
 from tests.badinput.helpers import CaseTimeout, cli, last_line
 
-EXAMPLES = 160
+EXAMPLES = 100
 EXAMPLE_LIMIT_S = 20     # one example running longer than this is reported
 FUZZ_BUDGET_S = 110      # past this, the remaining examples are skipped and the fuzz fails as too slow
 BUDGET = ["--budget-s", "0.01"]

@@ -113,3 +113,36 @@ def test_two_instances_share_the_queue():
     a, b = Recording(), Recording()
     feeds, outs = run(_many(Batcher([a, b], max_batch=2, max_delay_s=0.05, max_queue=100), [1] * 8))
     assert sum(a.batches) + sum(b.batches) == 8 and a.batches and b.batches
+
+
+class MaskedTokens:
+    """A token model: per-token output ids * mask, and a pooled sum over the mask (what padding must not change)."""
+    input_names, output_names = ["input_ids", "attention_mask"], ["tokens", "pooled"]
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple] = []
+
+    def infer(self, feed):
+        ids, mask = feed["input_ids"], feed["attention_mask"]
+        self.shapes.append(ids.shape)
+        return {"tokens": (ids * mask).astype(np.float32), "pooled": (ids * mask).sum(1).astype(np.float32)}
+
+
+def test_token_requests_of_different_lengths_share_a_padded_batch_and_get_their_own_length_back():
+    runner = MaskedTokens()
+
+    async def go():
+        b = Batcher([runner], max_batch=8, max_delay_s=0.05, max_queue=10,
+                    padded=frozenset({"input_ids", "attention_mask"}), sequence_outputs=frozenset({"tokens"}))
+        b.start()
+        feeds = [{"input_ids": np.arange(1, n + 1, dtype=np.int64)[None], "attention_mask": np.ones((1, n), np.int64)}
+                 for n in (3, 5, 2)]
+        outs = await asyncio.gather(*(b.submit(f) for f in feeds))
+        await b.stop()
+        return feeds, outs
+
+    feeds, outs = run(go())
+    assert runner.shapes == [(3, 5)]  # one run, padded to the longest
+    for f, o in zip(feeds, outs):
+        np.testing.assert_array_equal(o["tokens"], f["input_ids"].astype(np.float32))
+        assert o["pooled"].tolist() == [float(f["input_ids"].sum())]
