@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from optkit.eval.measure import static_batch
 from optkit.serve.batcher import Batcher, QueueFull, Stopping
 from optkit.serve.cache import ResponseCache, request_key
 from optkit.serve.metrics import ServerMetrics
@@ -47,8 +48,7 @@ class ModelServer:
         specs = {s.name: s for s in self.artifact.inputs}
         self.specs = {n: specs[n] for n in self.runners[0].input_names if n in specs} or specs
         self.output_names = list(self.runners[0].output_names)
-        batch_dims = {s.shape[0] for s in self.specs.values() if s.shape}
-        fixed = next((d for d in batch_dims if isinstance(d, int)), None)
+        fixed = static_batch(self.artifact)
         self.metrics = ServerMetrics(self.name)
         self.cache = ResponseCache(settings.cache_size) if settings.cache_size > 0 else None
         padded, sequence_outputs = self.padding() if settings.pad_sequences else (frozenset(), frozenset())
@@ -120,8 +120,10 @@ def build_app(server: ModelServer):
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    def known(request) -> bool:
-        return request.path_params["name"] == server.name
+    def unknown(request):
+        """The 404 for a model name this server does not have, else None."""
+        name = request.path_params["name"]
+        return None if name == server.name else _error(404, f"no model '{name}'; this server has '{server.name}'")
 
     async def live(request):
         return JSONResponse({"live": True})
@@ -136,14 +138,10 @@ def build_app(server: ModelServer):
                              "models": [server.name]})  # "models" is optkit's addition: loadtest reads it
 
     async def model_metadata(request):
-        if not known(request):
-            return _error(404, f"no model '{request.path_params['name']}'; this server has '{server.name}'")
-        return JSONResponse(server.metadata())
+        return unknown(request) or JSONResponse(server.metadata())
 
     async def model_ready(request):
-        if not known(request):
-            return _error(404, f"no model '{request.path_params['name']}'; this server has '{server.name}'")
-        return JSONResponse({"name": server.name, "ready": server.ready}, status_code=200 if server.ready else 503)
+        return unknown(request) or JSONResponse({"name": server.name, "ready": server.ready}, status_code=200 if server.ready else 503)
 
     async def infer(request):
         arrived = time.perf_counter()
@@ -152,8 +150,9 @@ def build_app(server: ModelServer):
         return response
 
     async def _infer(request):
-        if not known(request):
-            return 404, _error(404, f"no model '{request.path_params['name']}'; this server has '{server.name}'")
+        missing = unknown(request)
+        if missing is not None:
+            return 404, missing
         try:
             body = await _read_body(request, int(server.settings.max_body_mb * 2**20))
             parsed = parse_infer(body, request.headers.get(HEADER_LENGTH.lower()), server.specs)

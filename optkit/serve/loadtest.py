@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from optkit.serve.protocol import DATATYPES, HEADER_LENGTH
+from optkit.serve.protocol import DATATYPES, HEADER_LENGTH, V2_OF
 from optkit.types.errors import MissingDependencyError, UsageError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -53,12 +53,11 @@ def check_url(url: str) -> str:
 
 def encode_request(feed: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
     """A v2 infer request with every tensor as binary data, asking for binary outputs (as tritonclient does)."""
-    v2 = {np.dtype(v).name: k for k, v in DATATYPES.items()}
     inputs, blobs = [], []
     for name, arr in feed.items():
         arr = np.ascontiguousarray(arr)
         blob = arr.tobytes()
-        inputs.append({"name": name, "datatype": v2[arr.dtype.name], "shape": list(arr.shape),
+        inputs.append({"name": name, "datatype": V2_OF[arr.dtype.name], "shape": list(arr.shape),
                        "parameters": {"binary_data_size": len(blob)}})
         blobs.append(blob)
     head = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
@@ -89,40 +88,37 @@ def requests_from(metadata: dict[str, Any], data: dict[str, np.ndarray] | None, 
     return bodies
 
 
-def _histogram(text: str, name: str = "optkit_batch_size") -> dict[float, float]:
-    """Cumulative bucket counts of one histogram in Prometheus text format."""
+def _batch_histogram(text: str) -> tuple[dict[float, float], float, float]:
+    """(cumulative bucket counts, runs, rows) of the server's optkit_batch_size histogram in one /metrics scrape."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[float, float] = {}
+    buckets: dict[float, float] = {}
+    count = total = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name != name:
+        if family.name != "optkit_batch_size":
             continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
-                out[float(sample.labels["le"])] = out.get(float(sample.labels["le"]), 0) + sample.value
-    return out
+                edge = float(sample.labels["le"])
+                buckets[edge] = buckets.get(edge, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+    return buckets, count, total
 
 
 def batch_distribution(before: str, after: str) -> tuple[dict[str, int], float | None]:
     """Runs per batch-size bucket between two /metrics scrapes, and the mean rows per run."""
-    a, b = _histogram(before), _histogram(after)
-    edges = sorted(b)
-    dist, prev, total_runs, total_rows = {}, 0.0, 0.0, 0.0
-    for edge in edges:
+    (a, runs_a, rows_a), (b, runs_b, rows_b) = _batch_histogram(before), _batch_histogram(after)
+    dist, prev = {}, 0.0
+    for edge in sorted(b):
         cum = b[edge] - a.get(edge, 0.0)
-        runs = cum - prev
-        prev = cum
+        runs, prev = cum - prev, cum
         if runs > 0 and edge != float("inf"):
             dist[f"<={int(edge)}"] = int(round(runs))
-    from prometheus_client.parser import text_string_to_metric_families
-
-    def summed(text: str, suffix: str) -> float:
-        return sum(s.value for f in text_string_to_metric_families(text) if f.name == "optkit_batch_size"
-                   for s in f.samples if s.name == f"optkit_batch_size{suffix}")
-
-    total_runs = summed(after, "_count") - summed(before, "_count")
-    total_rows = summed(after, "_sum") - summed(before, "_sum")
-    return dist, (total_rows / total_runs if total_runs else None)
+    runs = runs_b - runs_a
+    return dist, ((rows_b - rows_a) / runs if runs else None)
 
 
 async def _one(session, url: str, body: tuple[bytes, dict[str, str]], latencies: list[float], errors: dict[str, int],
@@ -152,7 +148,7 @@ async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate:
     connector = aiohttp.TCPConnector(limit=limit, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async def phase(seconds: float, record: bool):
+        async def phase(seconds: float):
             latencies: list[float] = []
             errors: dict[str, int] = {}
             sent = 0
@@ -187,11 +183,11 @@ async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate:
             return latencies, errors, sent
 
         if warmup_s > 0:
-            await phase(warmup_s, False)
+            await phase(warmup_s)
         async with session.get(f"{base}/metrics") as resp:
             before = await resp.text()
         t0 = time.perf_counter()
-        latencies, errors, sent = await phase(duration_s, True)
+        latencies, errors, sent = await phase(duration_s)
         elapsed = time.perf_counter() - t0
         async with session.get(f"{base}/metrics") as resp:
             after = await resp.text()

@@ -58,8 +58,8 @@ def _write(output: Path, doc: dict[str, Any], md: str, serve_yaml: str | None) -
     if serve_yaml:
         files[output / "serve.yaml"] = serve_yaml
     for path in files:
-        if path.exists() and MARK not in path.read_text(errors="replace")[:400] and \
-                '"written_by": "optkit loadtest"' not in path.read_text(errors="replace"):
+        old = path.read_text(errors="replace") if path.exists() else None
+        if old is not None and MARK not in old[:400] and '"written_by": "optkit loadtest"' not in old:
             raise UsageError(f"{path} exists and optkit did not write it", hint="Choose another -o folder")
     with Staging() as stage:
         for path, text in files.items():

@@ -189,8 +189,9 @@ class CompileStep(Step):
                 from optkit.steps._quantize_modes import calibration_data
 
                 calib, source = calibration_data(ctx, artifact, config.calib_data)
-                first = artifact.inputs[0].shape[0] if artifact.inputs and artifact.inputs[0].shape else 1
-                per = first if isinstance(first, int) else 1  # a fixed batch dimension is fed whole batches
+                from optkit.eval.measure import static_batch
+
+                per = static_batch(artifact) or 1  # a fixed batch dimension is fed whole batches
                 feeds = [calib.batch(per, i * per) for i in range(max(1, min(config.calib_samples, len(calib)) // per))]
                 quantize_with = (feeds, len(feeds))
                 if config.max_drop is not None:

@@ -126,9 +126,8 @@ def build(entry: Path, frozen, inputs: GraphInputs, samples: list[dict[str, np.n
     same_shape = all(s[n].shape[1:] == first[n].shape[1:] for s in samples for n in inputs.names)
     joined = {n: np.concatenate([s[n] for s in samples]) if same_shape else first[n] for n in inputs.names}
     _save_npz(entry / "eval.npz", {n: first[n] for n in inputs.names})
-    _save_npz(entry / "calib.npz", joined)
-    if options.calib_data:
-        _save_npz(entry / "calib.npz", given_calibration(Path(options.calib_data).expanduser(), inputs, first))
+    calib = given_calibration(Path(options.calib_data).expanduser(), inputs, first) if options.calib_data else joined
+    _save_npz(entry / "calib.npz", calib)
     dims = inputs.dynamic
     batch_dynamic = any(0 in d for d in dims.values())
     export: dict[str, Any] = {"dynamic_batch": batch_dynamic, "verify_batch_sizes": [first[inputs.names[0]].shape[0]],

@@ -50,6 +50,12 @@ def _mismatch(got: list[np.ndarray], want: list[np.ndarray], options: BackendOpt
     return None
 
 
+def _needs_autograd(args) -> bool:
+    import torch
+
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+
+
 class CompiledGraph:
     def __init__(self, gm, example_inputs: list[Any], inputs: GraphInputs, options: BackendOptions,
                  entry: Path) -> None:
@@ -76,7 +82,7 @@ class CompiledGraph:
     def _run(self, args):
         import torch
 
-        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        if _needs_autograd(args):
             return self.gm(*args)  # autograd needs the eager graph (said when it was first seen)
         out = self.runner.infer(self._feed(args))
         return tuple(torch.from_numpy(out[n]).reshape(()) if k in self.scalars else torch.from_numpy(out[n])
@@ -88,9 +94,7 @@ class CompiledGraph:
         say_once(f"a subgraph runs eagerly: {reason}")
 
     def _first_calls(self, args):
-        import torch
-
-        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        if _needs_autograd(args):
             say_once("autograd is on for this call (inputs or parameters require grad): optkit compiles for "
                      "inference, so it runs eagerly; call the model under torch.no_grad() or torch.inference_mode()")
             return self.gm(*args)
