@@ -3,28 +3,35 @@
     python benchmarks/serving.py [--concurrency 1,2,4,8,16] [--window 4] [--rounds 2] [--slo-p99-ms 25]
 
 1. Builds digits_cnn int8 as a user would (`optkit export`, then `optkit quantize`: its default int8 for this CPU).
-2. Starts `optkit serve` processes on 127.0.0.1, each with 1 instance and 1 inference thread: for the ONNX Runtime
+2. Times the artifacts themselves, no server, 1 thread, interleaved: ms per row at batch 1, 4, 8 and 16 - what the
+   model gains from batching on this CPU, the ceiling of what any batcher can add beyond saving per-request work.
+3. Starts `optkit serve` processes on 127.0.0.1, each with 1 instance and 1 inference thread: for the ONNX Runtime
    int8 model and for the OpenVINO int8 IR (`optkit compile --target openvino-cpu --precision int8`), `--max-batch 16
-   --max-queue-delay-ms 2` (the defaults: dynamic batching) and `--max-batch 1` (none); and an Identity model of the
-   same input with `--max-batch 1`: what the HTTP round trip plus one runtime call per request allows here.
-3. For each concurrency, closed-loop load (optkit loadtest's client: aiohttp, binary tensors, one request = one
-   image) in windows that alternate A B B A ... so drift hits both alike; the load client runs on the same 2-core
-   machine, as it would in a sidecar. Per side: requests/s (mean of windows), p50 (median of windows), p99 (worst
-   window), mean rows per run from the server's /metrics.
-Prints the CPU model and SIMD flags, the table, and the check: >= 2x throughput at concurrency 8 with p99 within the
+   --max-queue-delay-ms 2` (the defaults: dynamic batching, adaptive policy), the same with `--batch-policy delay`
+   (Triton's: always wait the delay; ORT only) and `--max-batch 1` (none); and an Identity model of the same input
+   with `--max-batch 1`: what the HTTP round trip plus one runtime call per request allows here.
+4. For each concurrency, closed-loop load (optkit loadtest's client: keep-alive HTTP/1.1 on uvloop, binary tensors,
+   one request = one image) in windows that alternate A B C ... C B A so drift hits all alike; the load client runs on
+   the same 2-core machine, as it would in a sidecar. Per side: requests/s (mean of windows), p50 (median of
+   windows), p99 (worst window), mean rows per run from the server's /metrics, and the CPU the server process and
+   the client spent per answered request.
+Prints the CPU model and SIMD flags, the tables, and the check: >= 2x throughput at concurrency 8 with p99 within the
 stated SLO.
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from _common import ROOT, print_checks, print_machine, run_optkit
+from serving_stack import cpu_seconds, identity_model
 
 sys.path.insert(0, str(ROOT))
 from optkit.serve.loadtest import fetch_json, requests_from, run_load  # noqa: E402
@@ -33,19 +40,43 @@ from optkit.serve.sweep import start_server, stop_server  # noqa: E402
 
 def build(work: Path) -> tuple[Path, Path, Path]:
     """(ORT int8, OpenVINO int8, an Identity model of the same input: what HTTP alone costs)."""
-    import onnx
-    from onnx import TensorProto, helper
-
     fp32, int8, ov = work / "digits_cnn.onnx", work / "digits_cnn_int8.onnx", work / "digits_cnn_int8_ov.xml"
     run_optkit("export", "sample_models/digits_cnn", "-o", str(fp32), "--no-measure")
     run_optkit("quantize", str(fp32), "-o", str(int8), "--no-measure")
     run_optkit("compile", str(fp32), "-o", str(ov), "--target", "openvino-cpu", "--precision", "int8", "--no-measure")
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 32, 32])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1, 32, 32])
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "identity", [x], [y])
-    identity = work / "identity.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), identity)
-    return int8, ov, identity
+    return int8, ov, identity_model(work)
+
+
+def row_costs(ort_int8: Path, ov_int8: Path, sizes=(1, 4, 8, 16), budget_s: float = 0.6) -> dict[str, dict[int, float]]:
+    """ms per row of each artifact at each batch size, 1 thread, the runtimes called directly, rounds interleaved."""
+    import openvino as ov
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(str(ort_int8), so, providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(str(ov_int8), "CPU", {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1})
+    name = session.get_inputs()[0].name
+    runs = {"ORT": lambda x: session.run(None, {name: x}), "OpenVINO": lambda x: compiled({0: x})}
+    times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in sizes} for k in runs}
+    rng = np.random.default_rng(0)
+    feeds = {b: rng.random((b, 1, 32, 32), dtype=np.float32) for b in sizes}
+    for _ in range(3):  # rounds: every (runtime, batch) timed in each, so drift hits all alike
+        for b in sizes:
+            for k, run in runs.items():
+                for _ in range(5):
+                    run(feeds[b])
+                n, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < budget_s / 3:
+                    run(feeds[b])
+                    n += 1
+                times[k][b].append((time.perf_counter() - t0) / n / b * 1e3)
+    return {k: {b: min(v) for b, v in per.items()} for k, per in times.items()}
+
+
+def own_cpu_seconds() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def main() -> None:
@@ -60,9 +91,17 @@ def main() -> None:
     ort_int8, ov_int8, identity = build(work)
     with np.load(ROOT / "sample_models" / "digits_cnn" / "eval.npz") as npz:
         data = {"input": npz["input"]}
+    costs = row_costs(ort_int8, ov_int8)
+    print("\n## the artifacts alone: ms per row, 1 thread, no server (best of 3 interleaved rounds)")
+    print("| runtime | " + " | ".join(f"batch {b}" for b in next(iter(costs.values()))) + " | batch 1 / best per row |")
+    print("|---|" + "---|" * (len(next(iter(costs.values()))) + 1))
+    for k, per in costs.items():
+        print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in per.values()) + f" | {per[1] / min(per.values()):.2f}x |")
     batching = {"max_batch": 16, "max_queue_delay_ms": 2, "threads": 1}
+    delay = {**batching, "batch_policy": "delay"}
     single = {"max_batch": 1, "threads": 1}
     sides = {"ORT int8, dynamic batching (max 16, 2 ms)": (ort_int8, batching),
+             "ORT int8, dynamic batching, delay policy": (ort_int8, delay),
              "ORT int8, no batching (max 1)": (ort_int8, single),
              "OpenVINO int8, dynamic batching (max 16, 2 ms)": (ov_int8, batching),
              "OpenVINO int8, no batching (max 1)": (ov_int8, single),
@@ -79,8 +118,13 @@ def main() -> None:
                 order = names if r % 2 == 0 else names[::-1]  # A B C ... then ... C B A
                 for name in order:
                     s = servers[name]
-                    got[name].append(run_load(s.base, s.model, bodies[name], concurrency=c, duration_s=args.window,
-                                              warmup_s=0.5))
+                    run_load(s.base, s.model, bodies[name], concurrency=c, duration_s=0.5, warmup_s=0)  # warm-up
+                    server0, client0 = cpu_seconds(s.proc.pid), own_cpu_seconds()
+                    point = run_load(s.base, s.model, bodies[name], concurrency=c, duration_s=args.window,
+                                     warmup_s=0)
+                    point.config = {"server_cpu_s": cpu_seconds(s.proc.pid) - server0,
+                                    "client_cpu_s": own_cpu_seconds() - client0, "answered": point.ok}
+                    got[name].append(point)
             for name in names:
                 pts = got[name]
                 rows.append({"side": name, "concurrency": c,
@@ -88,17 +132,20 @@ def main() -> None:
                              "p50": statistics.median(p.p50_ms for p in pts),
                              "p99": max(p.p99_ms for p in pts),
                              "batch": statistics.mean(p.mean_batch or 0 for p in pts),
+                             "server_ms": 1e3 * sum(p.config["server_cpu_s"] for p in pts) / sum(p.config["answered"] for p in pts),
+                             "client_ms": 1e3 * sum(p.config["client_cpu_s"] for p in pts) / sum(p.config["answered"] for p in pts),
                              "errors": sum(sum(p.errors.values()) for p in pts)})
     finally:
         for s in servers.values():
             stop_server(s.proc)
     print(f"\n## digits_cnn int8 ({ort_int8.name}, {ov_int8.name}), 1 server instance x 1 thread, closed loop, "
           f"{args.rounds} x {args.window:g}s windows per point")
-    print("| concurrency | side | requests/s | p50 ms | p99 ms | mean rows per run | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| concurrency | side | requests/s | p50 ms | p99 ms | mean rows per run | server CPU ms/request | "
+          "client CPU ms/request | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['concurrency']} | {r['side']} | {r['throughput']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-              f"{r['batch']:.1f} | {r['errors']} |")
+              f"{r['batch']:.1f} | {r['server_ms']:.3f} | {r['client_ms']:.3f} | {r['errors']} |")
     at8 = {r["side"]: r for r in rows if r["concurrency"] == 8}
     checks = []
     for runtime in ("ORT", "OpenVINO"):
@@ -114,8 +161,12 @@ def main() -> None:
     floor = at8.get("Identity model, no batching (HTTP + a call)")
     if floor:
         print(f"\nAn Identity model served without batching (the HTTP round trip plus one runtime call per request, "
-              f"client and server on this machine) tops out at {floor['throughput']:.0f} requests/s at concurrency 8: "
-              "that per-request cost, not the model, bounds what batching can gain here.")
+              f"client and server on this machine) tops out at {floor['throughput']:.0f} requests/s at concurrency 8.")
+    for runtime, per in costs.items():
+        best = min(per.values())
+        print(f"{runtime}: the model alone runs {per[1]:.3f} ms per row at batch 1 and {best:.3f} at its best batch: "
+              f"batching can save at most that compute ({per[1] / best:.2f}x) plus the per-request serving work; "
+              f"one inference thread at the best batch serves at most {1e3 / best:.0f} requests/s.")
     checks.append(("no errors", all(r["errors"] == 0 for r in rows), str(sum(r["errors"] for r in rows))))
     print_checks(checks)
 

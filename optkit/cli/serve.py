@@ -54,6 +54,7 @@ def serve(
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML with a serve: section (a recipe, or the serve.yaml optkit loadtest writes); the options below override it.")] = None,
     max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, max=4096, help="Rows merged into one run at most (1: no batching). Default 16.")] = None,
     max_queue_delay_ms: Annotated[Optional[float], typer.Option("--max-queue-delay-ms", min=0, max=10000, help="How long the oldest queued request may wait for others to join its batch. Default 2.")] = None,
+    batch_policy: Annotated[Optional[str], typer.Option("--batch-policy", help="adaptive: a batch below --max-batch waits only while requests are on their way in (--max-queue-delay-ms its bound); delay: always waits up to --max-queue-delay-ms, as Triton. Default adaptive.")] = None,
     preferred_batch: Annotated[Optional[str], typer.Option("--preferred-batch", help="Comma-separated batch sizes the batcher sends as soon as it has them, e.g. 4,8.")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", min=1, max=64, help="Model copies, each running batches in its own thread. Default 1.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=0, help="Intra-op threads per instance (0: the runtime's default). Default 1.")] = None,
@@ -70,7 +71,10 @@ def serve(
     if not Path(artifact).exists() and ":" not in artifact:
         raise UsageError(f"{artifact}: no such file", hint="Give an artifact optkit wrote, e.g. optkit-out/.../03_quantize.onnx")
     base = _serve_section(config) if config else ServeSection()
-    given = {"max_batch": max_batch, "max_queue_delay_ms": max_queue_delay_ms, "instances": instances,
+    if batch_policy is not None and batch_policy not in ("adaptive", "delay"):
+        raise UsageError(f"--batch-policy {batch_policy!r}: not a policy", hint="--batch-policy adaptive or --batch-policy delay")
+    given = {"max_batch": max_batch, "max_queue_delay_ms": max_queue_delay_ms, "batch_policy": batch_policy,
+             "instances": instances,
              "threads": threads, "cache_size": cache_size, "max_queue": max_queue, "pad_sequences": pad_sequences,
              "preferred_batch": list(_sizes(preferred_batch, "--preferred-batch")) if preferred_batch else None}
     section = base.model_copy(update={k: v for k, v in given.items() if v is not None})
@@ -108,8 +112,10 @@ def loadtest(
     rows: Annotated[int, typer.Option("--rows", min=1, max=4096, help="Rows (batch) per request.")] = 1,
     max_batch: Annotated[str, typer.Option("--max-batch", help="ARTIFACT: comma-separated --max-batch settings to sweep.")] = "1,4,8,16",
     max_queue_delay_ms: Annotated[str, typer.Option("--max-queue-delay-ms", help="ARTIFACT: comma-separated queue delays (ms) to sweep.")] = "1,4",
+    batch_policy: Annotated[str, typer.Option("--batch-policy", help="ARTIFACT: comma-separated batching policies to sweep (adaptive, delay).")] = "adaptive",
     threads: o.Threads = 1,
     instances: Annotated[int, typer.Option("--instances", min=1, max=64, help="ARTIFACT: model copies in each server.")] = 1,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="ARTIFACT: write the best setting into the artifact's sidecar, where 'optkit report' shows it (default on).")] = True,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for loadtest.json, loadtest.md and serve.yaml (the best setting as a recipe's serve: section).")] = None,
     json_out: o.Json = False,
 ) -> None:
@@ -133,7 +139,10 @@ def loadtest(
             raise UsageError(f"--max-queue-delay-ms {max_queue_delay_ms!r}: not a list of numbers", hint="e.g. --max-queue-delay-ms 1,4") from None
     if not delays or min(delays) < 0:
         raise UsageError("--max-queue-delay-ms: delays must be 0 or more", hint="e.g. --max-queue-delay-ms 1,4")
-    code = run_loadtest(target, concurrencies=list(conc), rates=rates, duration_s=_seconds(duration, "--duration"),
+    policies = [p.strip() for p in batch_policy.split(",") if p.strip()]
+    if not policies or any(p not in ("adaptive", "delay") for p in policies):
+        raise UsageError(f"--batch-policy {batch_policy!r}: policies are adaptive and delay", hint="e.g. --batch-policy adaptive,delay")
+    code = run_loadtest(target, policies=policies, record=record, concurrencies=list(conc), rates=rates, duration_s=_seconds(duration, "--duration"),
                         warmup_s=0.0 if warmup.strip() in ("0", "0s") else _seconds(warmup, "--warmup"),
                         slo_p99_ms=slo_p99_ms, model=model, eval_data=eval_data, rows=rows,
                         max_batches=list(_sizes(max_batch, "--max-batch")), delays_ms=delays, threads=threads,

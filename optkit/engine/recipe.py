@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -35,6 +35,9 @@ class ServeSection(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_batch: int = Field(16, ge=1, le=4096, description="rows merged into one run at most (1: no batching)")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10000, description="how long the oldest request waits for others")
+    batch_policy: Literal["adaptive", "delay"] = Field(
+        "adaptive", description="adaptive: a batch waits only while requests are on their way in (the delay its "
+                                "bound); delay: always up to the delay, as Triton")
     preferred_batch: list[int] = Field([], description="batch sizes sent as soon as they are there")
     instances: int = Field(1, ge=1, le=64, description="model copies, each with its own worker thread")
     threads: int = Field(1, ge=0, le=1024, description="intra-op threads per instance (0: the runtime's default)")

@@ -78,6 +78,7 @@ def ledger_rows(chain: list[StepRecord], latency: list | None = None) -> list[di
             "summary": rec.summary,
             "notes": list(rec.notes),
             "timing": timing,
+            "serving": metrics.serving.to_json() if metrics.serving else None,
         }
         if parent and rec.step in SLOWER_STEPS and row["speedup_vs_parent"] is not None and row["speedup_vs_parent"] < 1.0:
             row["slower"] = True
@@ -171,6 +172,17 @@ def _timing_caption(rows: list[dict]) -> str:
             f"{how}, at batch {lat['batch_size']}, {lat['threads'] or 'default'} thread(s)")
 
 
+def serving_text(serving: dict) -> str:
+    """One line for a row's serving figures (optkit loadtest ARTIFACT)."""
+    cfg = serving.get("config", {})
+    slo = f", p99 SLO {serving['slo_p99_ms']:g} ms" if serving.get("slo_p99_ms") is not None else ""
+    return (f"served {serving['throughput']:.0f} requests/s, p50 {serving['p50_ms']:.2f} ms, p99 {serving['p99_ms']:.2f} ms "
+            f"at {serving.get('concurrency')} clients (max batch {cfg.get('max_batch')}, queue delay "
+            f"{cfg.get('max_queue_delay_ms')} ms {cfg.get('batch_policy', 'delay')}, {cfg.get('instances', 1)} x "
+            f"{cfg.get('threads', 1)} thread(s); best of {serving.get('settings_tried')} settings{slo}; "
+            f"{serving.get('cpu')}; {serving.get('measured_at')})")
+
+
 def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledger") -> None:
     """The table, then one 'what changed' line per step (too long for a column)."""
     table = Table(title=title, caption=_timing_caption(rows), header_style="bold")
@@ -184,12 +196,16 @@ def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledge
             console.print(f"  {row['index']} {row['step']}: {row['summary']}", highlight=False)
         for note in row["notes"]:
             console.print(f"[dim]    note: {note}[/]")
+        if row.get("serving"):
+            console.print(f"    {serving_text(row['serving'])}", highlight=False)
 
 
 def ledger_markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---:" if i not in (1, 2, len(HEADERS) - 1) else "---" for i in range(len(HEADERS))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
-    return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._\n"
+    served = [f"- {r['index']} {r['step']}: {serving_text(r['serving'])}" for r in rows if r.get("serving")]
+    tail = ("\n\nServing (optkit loadtest):\n" + "\n".join(served)) if served else ""
+    return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._{tail}\n"
 
 
 def render_profile(console: Console, profile: dict) -> None:

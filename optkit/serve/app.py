@@ -7,10 +7,12 @@ server is draining, 500 when the runtime fails a batch (the server keeps serving
 """
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from optkit.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer, pa
 class ServeSettings:
     max_batch: int = 16
     max_queue_delay_ms: float = 2.0
+    batch_policy: str = "adaptive"
     preferred_batch: tuple[int, ...] = ()
     instances: int = 1
     threads: int = 1
@@ -54,6 +57,7 @@ class ModelServer:
         padded, sequence_outputs = self.padding() if settings.pad_sequences else (frozenset(), frozenset())
         self.batcher = Batcher(self.runners, max_batch=settings.max_batch,
                                max_delay_s=settings.max_queue_delay_ms / 1e3, max_queue=settings.max_queue,
+                               policy=settings.batch_policy,
                                preferred=settings.preferred_batch, fixed_batch=fixed, padded=padded,
                                sequence_outputs=sequence_outputs, on_batch=self.metrics.on_batch)
         self.ready = False
@@ -79,6 +83,7 @@ class ModelServer:
                             for n in self.output_names],
                 "parameters": {"max_batch_size": self.batcher.max_batch,
                                "max_queue_delay_ms": self.settings.max_queue_delay_ms,
+                               "batch_policy": self.batcher.policy,
                                "padded_inputs": sorted(self.batcher.padded),
                                "instances": self.settings.instances}}
 
@@ -94,26 +99,105 @@ class ModelServer:
         print(f"stopped: {self.batcher.stats.batches} batches, {self.batcher.stats.rows} rows served", flush=True)
 
 
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
 def _error(status: int, message: str):
-    from starlette.responses import JSONResponse
+    from starlette.responses import Response
 
-    return JSONResponse({"error": message}, status_code=status)
-
-
-async def _read_body(request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"the body is {int(declared)} bytes; the server takes at most {limit}", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return Response(_error_body(message), status_code=status, media_type="application/json")
 
 
-def build_app(server: ModelServer):
+async def infer_request(server: ModelServer, name: str, headers: dict[str, str],
+                        read_body: Callable[[int], Awaitable[bytes]]) -> tuple[int, bytes, dict[str, str]]:
+    """One v2 infer call, independent of the web framework: (status, body, headers), errors as JSON bodies."""
+    arrived = time.perf_counter()
+    status, content, out_headers = await _infer(server, name, headers, read_body)
+    server.metrics.answered(status, time.perf_counter() - arrived)
+    return status, content, out_headers
+
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+async def _infer(server: ModelServer, name: str, headers: dict[str, str],
+                 read_body: Callable[[int], Awaitable[bytes]]) -> tuple[int, bytes, dict[str, str]]:
+    if name != server.name:
+        return 404, _error_body(f"no model '{name}'; this server has '{server.name}'"), JSON_HEADERS
+    batcher = server.batcher
+    batcher.expect()
+    expected = True
+    try:
+        limit = int(server.settings.max_body_mb * 2**20)
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ProtocolError(f"the body is {int(declared)} bytes; the server takes at most {limit}", status=413)
+        body = await read_body(limit)
+        parsed = parse_infer(body, headers.get(HEADER_LENGTH.lower()), server.specs)
+        key = request_key(parsed.inputs) if server.cache is not None else None
+        outputs = server.cache.get(key) if key is not None else None
+        if key is not None:
+            server.metrics.cache.labels(model=server.name, result="hit" if outputs is not None else "miss").inc()
+        if outputs is None:
+            expected = False
+            outputs = await batcher.submit(parsed.inputs, expected=True)
+            if key is not None:
+                server.cache.put(key, outputs)
+        content, out_headers = encode_infer(server.name, parsed, outputs, server.output_names)
+    except ProtocolError as exc:
+        return exc.status, _error_body(str(exc)), JSON_HEADERS
+    except (QueueFull, Stopping) as exc:
+        return 503, _error_body(str(exc)), JSON_HEADERS
+    except ValueError as exc:  # a request the batcher cannot place (rows over a fixed batch)
+        return 400, _error_body(str(exc)), JSON_HEADERS
+    except Exception as exc:  # the runtime failed this batch; the server goes on
+        return 500, _error_body(f"inference failed: {type(exc).__name__}: {str(exc)[:300]}"), JSON_HEADERS
+    finally:
+        if expected:  # it never reached the batcher
+            batcher.withdraw()
+        server.metrics.queued.set(batcher.queued)
+    return 200, content, out_headers
+
+
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
+
+
+def asgi_infer(server: ModelServer):
+    """The infer route as a bare ASGI callable - the hot path skips the framework's routing, middleware and
+    response objects (measured in benchmarks/serving_stack.py)."""
+
+    async def call(scope, receive, send, name: str) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+        async def read_body(limit: int) -> bytes:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ProtocolError("the client went away before sending its body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+        try:
+            status, content, out_headers = await infer_request(server, name, headers, read_body)
+        except Exception as exc:  # noqa: BLE001 - never a traceback to the client or the log
+            status, content, out_headers = 500, _error_body(f"internal error: {type(exc).__name__}"), JSON_HEADERS
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
+        raw.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
+
+    return call
+
+
+def build_app(server: ModelServer, fast_infer: bool = True):
+    """The Starlette app; with ``fast_infer`` the infer route is answered before Starlette by ``asgi_infer``."""
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
@@ -144,38 +228,18 @@ def build_app(server: ModelServer):
         return unknown(request) or JSONResponse({"name": server.name, "ready": server.ready}, status_code=200 if server.ready else 503)
 
     async def infer(request):
-        arrived = time.perf_counter()
-        status, response = await _infer(request)
-        server.metrics.answered(status, time.perf_counter() - arrived)
-        return response
+        async def read_body(limit: int) -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
+                chunks.append(chunk)
+            return b"".join(chunks)
 
-    async def _infer(request):
-        missing = unknown(request)
-        if missing is not None:
-            return 404, missing
-        try:
-            body = await _read_body(request, int(server.settings.max_body_mb * 2**20))
-            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH.lower()), server.specs)
-            key = request_key(parsed.inputs) if server.cache is not None else None
-            outputs = server.cache.get(key) if key is not None else None
-            if key is not None:
-                server.metrics.cache.labels(model=server.name, result="hit" if outputs is not None else "miss").inc()
-            if outputs is None:
-                outputs = await server.batcher.submit(parsed.inputs)
-                if key is not None:
-                    server.cache.put(key, outputs)
-            content, headers = encode_infer(server.name, parsed, outputs, server.output_names)
-        except ProtocolError as exc:
-            return exc.status, _error(exc.status, str(exc))
-        except (QueueFull, Stopping) as exc:
-            return 503, _error(503, str(exc))
-        except ValueError as exc:  # a request the batcher cannot place (rows over a fixed batch)
-            return 400, _error(400, str(exc))
-        except Exception as exc:  # the runtime failed this batch; the server goes on
-            return 500, _error(500, f"inference failed: {type(exc).__name__}: {str(exc)[:300]}")
-        finally:
-            server.metrics.queued.set(server.batcher.queued)
-        return 200, Response(content, headers=headers)
+        status, content, headers = await infer_request(server, request.path_params["name"], request.headers,
+                                                       read_body)
+        return Response(content, status_code=status, headers=headers)
 
     async def metrics(request):
         body, content_type = server.metrics.render()
@@ -208,4 +272,16 @@ def build_app(server: ModelServer):
     app.add_exception_handler(404, not_found)
     app.add_exception_handler(405, not_found)
     app.add_exception_handler(Exception, server_error)
-    return app
+    if not fast_infer:
+        return app
+    hot = asgi_infer(server)
+
+    async def front(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.match(scope["path"])
+            if match:
+                await hot(scope, receive, send, match.group(1))
+                return
+        await app(scope, receive, send)
+
+    return front

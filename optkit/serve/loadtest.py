@@ -1,7 +1,7 @@
 """Load against an Open Inference Protocol v2 server on this machine: closed loop (N clients, each sending its
 next request when the last is answered) or open loop (Poisson arrivals at a rate, latency counted from the
-scheduled send time so a slow server cannot hide its queue). One asyncio client (aiohttp), requests pre-encoded
-with the binary tensor extension; the batch-size distribution comes from the server's own /metrics.
+scheduled send time so a slow server cannot hide its queue). One asyncio client on keep-alive HTTP/1.1
+connections (optkit.serve.client), requests pre-encoded with the binary tensor extension; the batch-size distribution comes from the server's own /metrics.
 Load only ever targets a loopback address.
 """
 from __future__ import annotations
@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from optkit.serve.protocol import DATATYPES, HEADER_LENGTH, V2_OF
-from optkit.types.errors import MissingDependencyError, UsageError
+from optkit.types.errors import UsageError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ANSWER_TIMEOUT_S = 60.0  # a request unanswered this long after its window ends is an error ("Timeout")
 
 
 @dataclass
@@ -121,12 +122,9 @@ def batch_distribution(before: str, after: str) -> tuple[dict[str, int], float |
     return dist, ((rows_b - rows_a) / runs if runs else None)
 
 
-async def _one(session, url: str, body: tuple[bytes, dict[str, str]], latencies: list[float], errors: dict[str, int],
-               started: float) -> bool:
+async def _one(pool, raw: bytes, latencies: list[float], errors: dict[str, int], started: float) -> bool:
     try:
-        async with session.post(url, data=body[0], headers=body[1]) as resp:
-            await resp.read()
-            status = resp.status
+        status = await pool.request(raw)
     except Exception as exc:  # a refused or dropped connection is an error of the run, not of the client
         errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
         return False
@@ -139,30 +137,40 @@ async def _one(session, url: str, body: tuple[bytes, dict[str, str]], latencies:
 
 async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate: float | None, duration_s: float,
                 warmup_s: float, seed: int = 0) -> LoadPoint:
-    try:
-        import aiohttp
-    except ImportError:
-        raise MissingDependencyError("loadtest needs aiohttp", hint="pip install 'optkit[serve]'") from None
-    url = f"{base}/v2/models/{model}/infer"
-    limit = max(concurrency or 0, 64) if rate is None else 0
-    connector = aiohttp.TCPConnector(limit=limit, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async def phase(seconds: float):
-            latencies: list[float] = []
-            errors: dict[str, int] = {}
-            sent = 0
-            end = time.perf_counter() + seconds
-            if rate is None:
-                async def client(k: int):
-                    nonlocal sent
-                    i = k
-                    while time.perf_counter() < end:
-                        sent += 1
-                        await _one(session, url, bodies[i % len(bodies)], latencies, errors, time.perf_counter())
-                        i += concurrency
-                await asyncio.gather(*(client(k) for k in range(concurrency)))
-            else:
+    from optkit.serve.client import Connection, Pool, encode_http
+
+    parts = urlsplit(base)
+    host, port = parts.hostname, parts.port or 80
+    netloc = parts.netloc
+    raws = [encode_http("POST", netloc, f"/v2/models/{model}/infer", body, headers) for body, headers in bodies]
+    scrape = encode_http("GET", netloc, "/metrics")
+    pool = Pool(host, port)
+
+    async def metrics_text() -> str:
+        conn = await Connection.open(host, port, keep_body=True)
+        try:
+            status, body = await conn.request(scrape)
+        finally:
+            conn.close()
+        return body.decode() if status == 200 else ""
+
+    async def phase(seconds: float):
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        sent = 0
+        end = time.perf_counter() + seconds
+        if rate is None:
+            async def client(k: int):
+                nonlocal sent
+                i = k
+                while time.perf_counter() < end:
+                    sent += 1
+                    await _one(pool, raws[i % len(raws)], latencies, errors, time.perf_counter())
+                    i += concurrency
+            work = asyncio.gather(*(client(k) for k in range(concurrency)))
+        else:
+            async def arrivals():
+                nonlocal sent
                 rng = random.Random(seed)
                 tasks = set()
                 next_at = time.perf_counter()
@@ -172,25 +180,30 @@ async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate:
                     if delay > 0:
                         await asyncio.sleep(delay)
                     sent += 1
-                    task = asyncio.ensure_future(_one(session, url, bodies[i % len(bodies)], latencies, errors,
-                                                      next_at))
+                    task = asyncio.ensure_future(_one(pool, raws[i % len(raws)], latencies, errors, next_at))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     i += 1
                     next_at += rng.expovariate(rate)
                 if tasks:
                     await asyncio.gather(*tasks)
-            return latencies, errors, sent
+            work = arrivals()
+        try:
+            await asyncio.wait_for(work, seconds + ANSWER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            errors["Timeout"] = sent - len(latencies) - sum(errors.values())
+        return latencies, errors, sent
 
+    try:
         if warmup_s > 0:
             await phase(warmup_s)
-        async with session.get(f"{base}/metrics") as resp:
-            before = await resp.text()
+        before = await metrics_text()
         t0 = time.perf_counter()
         latencies, errors, sent = await phase(duration_s)
         elapsed = time.perf_counter() - t0
-        async with session.get(f"{base}/metrics") as resp:
-            after = await resp.text()
+        after = await metrics_text()
+    finally:
+        pool.close()
     dist, mean_batch = batch_distribution(before, after)
     ms = np.asarray(latencies) * 1e3
     q = (lambda p: round(float(np.percentile(ms, p)), 3)) if len(ms) else (lambda p: None)
@@ -201,8 +214,16 @@ async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate:
 
 def run_load(base: str, model: str, bodies, *, concurrency: int | None = None, rate: float | None = None,
              duration_s: float = 20.0, warmup_s: float = 1.0) -> LoadPoint:
-    return asyncio.run(_load(base, model, bodies, concurrency=concurrency, rate=rate, duration_s=duration_s,
-                             warmup_s=warmup_s))
+    """One load point. The client runs on uvloop where it is installed (it comes with the serve extra): on a
+    machine the client shares with the server, every cycle it spends is one the server does not get."""
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_load(base, model, bodies, concurrency=concurrency, rate=rate, duration_s=duration_s,
+                                warmup_s=warmup_s))
 
 
 def fetch_json(url: str, timeout: float = 5.0) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Prometheus metrics of one server (its own registry): requests, queue time, batch sizes, inference, cache."""
 from __future__ import annotations
 
+from typing import Any
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -26,6 +28,8 @@ class ServerMetrics:
         self.queued = Gauge("optkit_queue_requests", "Requests waiting in the batcher's queue", ["model"],
                             registry=self.registry).labels(**labels)
         self.model = model
+        self._by_status: dict[int, Any] = {}  # the labelled child per status, looked up once
+
 
     def on_batch(self, rows: int, waits: list[float], infer_s: float) -> None:
         self.batch_size.observe(rows)
@@ -34,7 +38,10 @@ class ServerMetrics:
             self.queue_seconds.observe(w)
 
     def answered(self, status: int, seconds: float | None = None) -> None:
-        self.requests.labels(model=self.model, status=str(status)).inc()
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(model=self.model, status=str(status))
+        child.inc()
         if seconds is not None:
             self.request_seconds.observe(seconds)
 

@@ -31,12 +31,13 @@ def _data(eval_data: Path | None, artifact: str | None) -> dict | None:
 
 def _markdown(points: list[LoadPoint], best: LoadPoint | None, slo: float | None, cpu: str) -> str:
     lines = [f"<!-- {MARK} -->", f"# Load test ({cpu})", "",
-             "| max batch | delay ms | load | throughput/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| max batch | delay ms | policy | load | throughput/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         load = f"{p.concurrency} clients" if p.mode == "closed" else f"{p.rate:g}/s open"
         mark = " **best**" if p is best else ""
-        lines.append(f"| {p.config.get('max_batch', '-')} | {p.config.get('max_queue_delay_ms', '-')} | {load} | "
+        lines.append(f"| {p.config.get('max_batch', '-')} | {p.config.get('max_queue_delay_ms', '-')} | "
+                     f"{p.config.get('batch_policy', '-')} | {load} | "
                      f"{p.throughput:.0f}{mark} | {p.p50_ms} | {p.p90_ms} | {p.p99_ms} | {p.mean_batch} | "
                      f"{sum(p.errors.values()) or 0} |")
     if slo is not None:
@@ -47,7 +48,8 @@ def _markdown(points: list[LoadPoint], best: LoadPoint | None, slo: float | None
 def _serve_yaml(best: LoadPoint) -> str:
     import yaml
 
-    section = {k: v for k, v in best.config.items() if k in ("max_batch", "max_queue_delay_ms", "threads", "instances")}
+    section = {k: v for k, v in best.config.items()
+               if k in ("max_batch", "max_queue_delay_ms", "batch_policy", "threads", "instances")}
     return f"# {MARK}: the highest throughput within the SLO ({best.throughput:.0f}/s, p99 {best.p99_ms} ms at " \
            f"{best.concurrency or best.rate} {'clients' if best.mode == 'closed' else '/s'})\n" + \
            yaml.safe_dump({"serve": section}, sort_keys=False)
@@ -67,10 +69,31 @@ def _write(output: Path, doc: dict[str, Any], md: str, serve_yaml: str | None) -
         stage.commit()
 
 
+def _record(artifact_path: str, best: LoadPoint, points: list[LoadPoint], slo: float | None, rows: int,
+            cpu_text: str, say) -> str | None:
+    """The best setting into the artifact's sidecar, where ``optkit report`` shows it; None without a sidecar."""
+    import datetime
+
+    from optkit.types.artifact import open_artifact, record_serving
+    from optkit.types.records import Serving
+
+    artifact = open_artifact(artifact_path)
+    if artifact.record is None:
+        say(f"not recorded: {artifact.path.name} has no optkit sidecar")
+        return None
+    serving = Serving(config=dict(best.config), throughput=best.throughput, p50_ms=best.p50_ms, p99_ms=best.p99_ms,
+                      concurrency=best.concurrency, rows_per_request=rows, slo_p99_ms=slo,
+                      settings_tried=len({tuple(sorted(p.config.items())) for p in points}), cpu=cpu_text,
+                      measured_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    path = record_serving(artifact, serving)
+    say(f"recorded the best setting in {path.name} ('optkit report {artifact_path}' shows it)")
+    return str(path)
+
+
 def run_loadtest(target: str, *, concurrencies: list[int], rates: list[float] | None, duration_s: float,
                  warmup_s: float, slo_p99_ms: float | None, model: str | None, eval_data: Path | None, rows: int,
                  max_batches: list[int], delays_ms: list[float], threads: int, instances: int,
-                 output: Path | None, json_out: bool) -> int:
+                 output: Path | None, json_out: bool, policies: list[str] | None = None, record: bool = True) -> int:
     from optkit.report.run import cpu_info
 
     say = (lambda text: None) if json_out else print
@@ -103,7 +126,7 @@ def run_loadtest(target: str, *, concurrencies: list[int], rates: list[float] | 
             f"concurrencies, {duration_s:g}s each")
         points = sweep(target, max_batches=max_batches, delays_ms=delays_ms, concurrencies=concurrencies,
                        threads=threads, instances=instances, duration_s=duration_s, warmup_s=warmup_s,
-                       data=_data(eval_data, target), rows=rows, say=say)
+                       data=_data(eval_data, target), rows=rows, say=say, policies=policies or ["adaptive"])
     best = best_point(points, slo_p99_ms)
     cpu = cpu_info()
     cpu_text = f"{cpu.get('model')}, {cpu.get('logical_cores')} cores, {' '.join(cpu.get('simd') or [])}"
@@ -112,6 +135,8 @@ def run_loadtest(target: str, *, concurrencies: list[int], rates: list[float] | 
     md = _markdown(points, best, slo_p99_ms, cpu_text)
     if output is not None:
         _write(output, doc, md, _serve_yaml(best) if best and best.config else None)
+    if record and not is_url and best is not None and best.config:
+        doc["recorded_in"] = _record(target, best, points, slo_p99_ms, rows, cpu_text, say)
     if json_out:
         print(json.dumps(doc, indent=2))
     else:

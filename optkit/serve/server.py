@@ -47,7 +47,8 @@ def serve(artifact: str | Path, settings: ServeSettings, *, host: str = "127.0.0
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {server.name} ({server.artifact.format}, inputs {', '.join(server.specs)}) on "
           f"http://{shown}:{bound}  max batch {server.batcher.max_batch}, queue delay "
-          f"{settings.max_queue_delay_ms:g} ms, {settings.instances} instance(s) x {settings.threads} thread(s)"
+          f"{settings.max_queue_delay_ms:g} ms ({settings.batch_policy}), {settings.instances} instance(s) x "
+          f"{settings.threads} thread(s)"
           + (f", cache {settings.cache_size}" if settings.cache_size else ""), flush=True)
     config = uvicorn.Config(build_app(server), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=drain_s, timeout_keep_alive=30)

@@ -74,11 +74,14 @@ def best_point(points: list[LoadPoint], slo_p99_ms: float | None) -> LoadPoint |
 
 def sweep(artifact: str | Path, *, max_batches: list[int], delays_ms: list[float], concurrencies: list[int],
           threads: int, instances: int, duration_s: float, warmup_s: float, data: dict | None, rows: int,
-          say=print) -> list[LoadPoint]:
+          say=print, policies: tuple[str, ...] | list[str] = ("adaptive",)) -> list[LoadPoint]:
+    """Every max batch x delay x policy (max batch 1: one setting, it never waits), each at every concurrency."""
     points: list[LoadPoint] = []
-    settings = [(b, d) for b in max_batches for d in (delays_ms if b > 1 else delays_ms[:1])]
-    for k, (max_batch, delay) in enumerate(settings, 1):
-        config = {"max_batch": max_batch, "max_queue_delay_ms": delay, "threads": threads, "instances": instances}
+    settings = [(b, d, pol) for b in max_batches for d in (delays_ms if b > 1 else delays_ms[:1])
+                for pol in (policies if b > 1 else policies[:1])]
+    for k, (max_batch, delay, policy) in enumerate(settings, 1):
+        config = {"max_batch": max_batch, "max_queue_delay_ms": delay, "batch_policy": policy, "threads": threads,
+                  "instances": instances}
         started = start_server(artifact, config)
         try:
             meta = fetch_json(f"{started.base}/v2/models/{started.model}")
@@ -88,7 +91,7 @@ def sweep(artifact: str | Path, *, max_batches: list[int], delays_ms: list[float
                                  warmup_s=warmup_s)
                 point.config = config
                 points.append(point)
-                say(f"  [{k}/{len(settings)}] max batch {max_batch}, delay {delay:g} ms, concurrency {c}: "
+                say(f"  [{k}/{len(settings)}] max batch {max_batch}, delay {delay:g} ms ({policy}), concurrency {c}: "
                     f"{point.throughput:.0f}/s, p99 {point.p99_ms} ms, mean batch {point.mean_batch}"
                     + (f", errors {point.errors}" if point.errors else ""))
         finally:

@@ -23,7 +23,7 @@ from pydantic import StrictStr, ValidationError
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file, sha256_files
 from optkit.types.lazy import load_dotted
-from optkit.types.records import Record, StepRecord
+from optkit.types.records import Record, Serving, StepRecord
 
 SIDECAR_SUFFIX = ".optkit.json"
 SIDECAR_VERSION = 1
@@ -279,6 +279,22 @@ def load_sidecar(artifact: Artifact) -> Artifact:
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError) as exc:
         raise UsageError(f"sidecar {path} is unreadable ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
                          hint="Delete it to treat the model as a fresh original, or re-create it") from exc
+
+
+def record_serving(artifact: Artifact, serving: Serving) -> Path:
+    """Put ``serving`` into the artifact's own sidecar record (temp file, then rename); its lineage is unchanged."""
+    from optkit.types.files import Staging
+
+    if artifact.record is None:
+        raise UsageError(f"{artifact.path} has no optkit sidecar to record the serving figures in",
+                         hint="Serve an artifact optkit wrote, or leave out -o/--record")
+    metrics = artifact.record.measured.model_copy(update={"serving": serving})
+    updated = artifact.with_(record=artifact.record.model_copy(update={"metrics": metrics}))
+    path = sidecar_path(artifact.path)
+    with Staging() as stage:
+        stage.write_text(path, write_sidecar_text(updated, path))
+        stage.commit()
+    return path
 
 
 def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:

@@ -56,6 +56,22 @@ class Fidelity(Record):
     min_cosine: float
 
 
+class Serving(Record):
+    """The best serving setting ``optkit loadtest ARTIFACT`` measured for an artifact: the highest throughput whose
+    p99 met the SLO, under closed-loop load from a client on the same machine."""
+
+    config: dict[str, Any]           # the serve: section that got it
+    throughput: float                # answered requests per second
+    p50_ms: float
+    p99_ms: float
+    concurrency: int | None = None
+    rows_per_request: int = 1
+    slo_p99_ms: float | None = None
+    settings_tried: int = 0
+    cpu: StrictStr = ""
+    measured_at: StrictStr = ""
+
+
 class Metrics(Record):
     accuracy: Accuracy | None = None
     latency: list[Latency] | None = None
@@ -64,6 +80,7 @@ class Metrics(Record):
     fidelity_parent: Fidelity | None = None  # vs the step's input
     macs: int | None = None
     params: int | None = None
+    serving: Serving | None = None           # optkit loadtest ARTIFACT's best setting
 
     def latency_at(self, batch_size: int | None = None, threads: int | None = None) -> Latency | None:
         for entry in self.latency or []:

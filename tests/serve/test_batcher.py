@@ -1,5 +1,6 @@
 """The dynamic batcher with a recording runner: merging up to max_batch or the delay, preferred sizes, groups of
-different shapes kept apart, fixed-batch padding, the bounded queue, errors reaching every request of a batch."""
+different shapes kept apart, fixed-batch padding, the bounded queue, errors reaching every request of a batch; the
+adaptive policy (no idle wait, waiting only for requests on their way in, the next batch started as a run ends)."""
 from __future__ import annotations
 
 import asyncio
@@ -79,7 +80,7 @@ def test_a_fixed_batch_artifact_is_padded_and_a_batch_of_one_never_merges():
 
 def test_the_queue_is_bounded():
     async def go():
-        b = Batcher([Recording()], max_batch=64, max_delay_s=0.3, max_queue=2)
+        b = Batcher([Recording()], max_batch=64, max_delay_s=0.3, max_queue=2, policy="delay")
         b.start()
         first = [asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)})) for _ in range(2)]
         await asyncio.sleep(0.01)
@@ -113,6 +114,93 @@ def test_two_instances_share_the_queue():
     a, b = Recording(), Recording()
     feeds, outs = run(_many(Batcher([a, b], max_batch=2, max_delay_s=0.05, max_queue=100), [1] * 8))
     assert sum(a.batches) + sum(b.batches) == 8 and a.batches and b.batches
+
+
+class Slow(Recording):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def infer(self, feed):
+        import time
+
+        time.sleep(self.seconds)
+        return super().infer(feed)
+
+
+def test_adaptive_runs_a_lone_request_at_once_where_delay_waits_out_the_delay():
+    import time
+
+    async def one(policy):
+        b = Batcher([Recording()], max_batch=16, max_delay_s=0.4, max_queue=10, policy=policy)
+        b.start()
+        t0 = time.perf_counter()
+        await b.submit({"x": np.ones((1, 3), np.float32)})
+        took = time.perf_counter() - t0
+        await b.stop()
+        return took
+
+    assert run(one("adaptive")) < 0.2 <= 0.4 <= run(one("delay")) + 0.01
+
+
+def test_adaptive_waits_for_a_request_on_its_way_in_and_no_longer_than_the_delay():
+    runner = Recording()
+
+    async def go(late_s):
+        b = Batcher([runner], max_batch=16, max_delay_s=0.3, max_queue=10)
+        b.start()
+        b.expect()  # the server has begun reading a second request
+        first = asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)}))
+        await asyncio.sleep(late_s)
+        second = await b.submit({"x": np.ones((1, 3), np.float32)}, expected=True)
+        await first
+        await b.stop()
+        return second
+
+    run(go(0.05))
+    assert runner.batches == [2]  # it waited for the announced request
+    runner.batches.clear()
+    run(go(0.5))
+    assert runner.batches == [1, 1]  # ... but not past the delay
+
+
+def test_a_withdrawn_request_releases_the_wait():
+    import time
+
+    async def go():
+        b = Batcher([Recording()], max_batch=16, max_delay_s=1.0, max_queue=10)
+        b.start()
+        b.expect()
+        t0 = time.perf_counter()
+        pending = asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)}))
+        await asyncio.sleep(0.02)
+        b.withdraw()  # e.g. the expected request was malformed
+        await pending
+        await b.stop()
+        return time.perf_counter() - t0
+
+    assert run(go()) < 0.5
+
+
+def test_requests_that_pile_up_during_a_run_form_the_next_batch_as_it_ends():
+    runner = Slow(0.1)
+
+    async def go():
+        b = Batcher([runner], max_batch=16, max_delay_s=0.01, max_queue=100)
+        b.start()
+        first = asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)}))
+        await asyncio.sleep(0.03)  # the first run is under way
+        rest = [asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)})) for _ in range(5)]
+        await asyncio.gather(first, *rest)
+        await b.stop()
+
+    run(go())
+    assert runner.batches == [1, 5]
+
+
+def test_an_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="adaptive, delay"):
+        Batcher([Recording()], max_batch=4, max_delay_s=0.01, max_queue=4, policy="greedy")
 
 
 class MaskedTokens:

@@ -96,7 +96,8 @@ def _post_in_threads(s, n: int, results: list) -> list[threading.Thread]:
 
 
 def test_a_full_queue_answers_503_and_every_accepted_request_is_answered(tiny_onnx):
-    with served(tiny_onnx, "--max-batch", "64", "--max-queue-delay-ms", "1500", "--max-queue", "2") as s:
+    with served(tiny_onnx, "--max-batch", "64", "--max-queue-delay-ms", "1500", "--batch-policy", "delay",
+                "--max-queue", "2") as s:
         results: list[int] = []
         threads = _post_in_threads(s, 4, results)  # two wait for their batch to fill, the next two find it full
         for t in threads:
@@ -107,7 +108,7 @@ def test_a_full_queue_answers_503_and_every_accepted_request_is_answered(tiny_on
 
 
 def test_sigterm_drains_the_requests_in_flight(tiny_onnx):
-    with served(tiny_onnx, "--max-batch", "64", "--max-queue-delay-ms", "1500") as s:
+    with served(tiny_onnx, "--max-batch", "64", "--max-queue-delay-ms", "1500", "--batch-policy", "delay") as s:
         results: list[int] = []
         threads = _post_in_threads(s, 5, results)
         time.sleep(0.3)  # all five wait in the batcher's queue
