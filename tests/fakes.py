@@ -10,13 +10,12 @@ slower, less accurate, or failing, as its options say; ``fake_export`` is the sa
 """
 from __future__ import annotations
 
-import gc
 import json
 import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -178,7 +177,7 @@ class FakeProject:
 
 
 @pytest.fixture
-def fake_engine(monkeypatch, tmp_path) -> Iterator[FakeProject]:
+def fake_engine(monkeypatch, tmp_path) -> FakeProject:
     """The fake backend registered for this test (runner, file opener, the ``fake`` step, ``profile`` taking
     fake models), and a project folder holding a fake model and its evaluation data."""
     for registry, key, value in REGISTRATIONS:
@@ -187,9 +186,4 @@ def fake_engine(monkeypatch, tmp_path) -> Iterator[FakeProject]:
     project = FakeProject(tmp_path)
     write_fake(project.model, cost_us=100.0)
     fake_data(project.data)
-    # measuring collects garbage first (timing, memory: a dozen times a run); in a test process that has
-    # imported much, each full collection walks every long-lived object. Frozen, they are skipped; what the
-    # test itself allocates is still collected.
-    gc.freeze()
-    yield project
-    gc.unfreeze()
+    return project  # long-lived objects are frozen while it runs: tests/conftest.py

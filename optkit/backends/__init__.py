@@ -22,6 +22,7 @@ RUNNERS: dict[str, str] = {
     "onnx": "optkit.backends.onnxruntime:OrtRunner",
     "openvino": "optkit.backends.openvino:OpenVINORunner",
     "tensorrt": "optkit.backends.tensorrt:TensorRTRunner",
+    "tflite": "optkit.backends.litert:LiteRTRunner",
 }
 
 

@@ -67,7 +67,7 @@ def _bounds(field) -> str:
 
 
 # names spelt in lower case even at the start of a sentence
-_LOWER = {"ort", "inc", "openvino", "tensorrt", "onnxruntime", "onnxslim", "onnxsim", "torch"}
+_LOWER = {"ort", "inc", "openvino", "tensorrt", "onnxruntime", "onnxslim", "onnxsim", "torch", "tflite"}
 
 
 def _sentence(text: str) -> str:

@@ -34,7 +34,8 @@ from optkit.engine.timing import speed_vs_input, time_ledger
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
 _VERSIONED = ("optkit", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
-_BACKENDS = ("onnxslim", "onnxsim", "openvino", "nncf", "neural-compressor", "onnxruntime-gpu", "tensorrt")
+_BACKENDS = ("onnxslim", "onnxsim", "openvino", "nncf", "neural-compressor", "onnxruntime-gpu", "tensorrt",
+             "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 
 
 def tool_versions(all_backends: bool = False) -> dict[str, str]:

@@ -122,8 +122,9 @@ def quick_p50s(artifacts: list[Artifact], data: EvalData, settings: MeasureSetti
     import dataclasses
 
     # a choice is not made on less than 0.25 s of timing each, whatever the run's budget (0.05 s decides noise);
-    # a model with a fixed batch dimension is timed at that batch (batch 1 would be skipped)
-    batch = (static_batch(artifacts[0]) if artifacts else None) or 1
+    # a model with a fixed batch dimension is timed at that batch (batch 1 would be skipped), and so are the
+    # others, which take any batch (a .tflite converted at batch 8 beside its torch model)
+    batch = next((b for b in map(static_batch, artifacts) if b), 1)
     quick = dataclasses.replace(settings, batch_sizes=(batch,), budget_s=max(0.25, min(settings.budget_s, budget_s)))
     return [lat[0]["p50_ms"] for lat in measure_side_by_side(artifacts, data, quick)]
 

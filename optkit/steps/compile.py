@@ -7,6 +7,9 @@ openvino-cpu  OpenVINO IR with an explicit precision: fp32 (f32 hint), bf16, or 
               converts directly; an fp32 input is quantized by NNCF with the calibration split).
 tensorrt      a serialized TensorRT engine (fp32/fp16/int8 from QDQ), one optimization profile.
 ort-cuda      ONNX Runtime with the CUDA execution provider (fp32/fp16).
+tflite        a LiteRT (TFLite) flatbuffer converted from the torch model by litert-torch (fp32), then quantized
+              by ai-edge-quantizer: fp16 weights, int8-dynamic (int8 weights, activations at run time) or int8
+              (full integer, calibrated on the calibration split); run by the LiteRT interpreter with XNNPACK.
 
 fp32 outputs must match the input within atol/rtol; bf16/fp16/int8 are judged on accuracy like
 quantize (``max_accuracy_drop`` points of top-1, or ``min_cosine`` without labels).
@@ -19,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.types import onnx_io
-from optkit.types.artifact import Artifact
+from optkit.types.artifact import Artifact, TensorSpec
 from optkit.types.errors import UsageError
 from optkit.types.records import Check, Details, Verification
 from optkit.steps.base import Step, StepContext, StepResult
@@ -29,6 +32,7 @@ TARGETS = {  # target -> (output format, suffix, precisions)
     "openvino-cpu": ("openvino", ".xml", ("fp32", "bf16", "int8")),
     "tensorrt": ("tensorrt", ".engine", ("fp32", "fp16", "int8")),
     "ort-cuda": ("onnx", ".onnx", ("fp32", "fp16")),
+    "tflite": ("tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8")),
 }
 ORT_SESSIONS = {  # the first is ONNX Runtime's default behaviour
     "default": {"graph_optimization_level": "all"},
@@ -46,8 +50,10 @@ def ort_session_name(settings: dict[str, Any]) -> str | None:
 
 class CompileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda"] = Field(description="deployment runtime (tensorrt and ort-cuda need a GPU)")
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="compute precision (what the target supports)")
+    target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda", "tflite"] = Field(
+        description="deployment runtime (tensorrt and ort-cuda need a GPU; tflite takes the torch model)")
+    precision: Literal["fp32", "fp16", "bf16", "int8", "int8-dynamic"] = Field(
+        "fp32", description="compute precision (what the target supports; int8-dynamic: tflite)")
     calib_data: str | None = Field(None, description="int8 from fp32: calibration .npz (default: the calib split)")
     calib_samples: int = Field(300, ge=1, description="int8 from fp32: calibration samples (NNCF subset size)")
     nncf_preset: Literal["performance", "mixed"] = Field("performance", description="openvino int8 from fp32: NNCF "
@@ -61,6 +67,10 @@ class CompileConfig(BaseModel):
     shapes: str | None = Field(None, description="tensorrt: NAME:MIN,OPT,MAX shapes, e.g. "
                                                  "input:1x1x32x32,1x1x32x32,32x1x32x32 (default: batch 1..32, opt 1)")
     workspace_gb: float = Field(4.0, gt=0, description="tensorrt: builder workspace in GiB")
+    layout: Literal["nchw", "nhwc"] = Field("nchw", description="tflite: image input layout; nhwc converts with "
+                                            "litert-torch's channel-last option (the runner transposes NCHW data)")
+    fixed_batch: int | None = Field(None, ge=1, le=4096, description="tflite: convert at this batch size instead of "
+                                    "a dynamic one (a model whose dynamic batch does not convert gets 1)")
     atol: float = Field(1e-4, ge=0, description="fp32 targets: absolute tolerance vs the input")
     rtol: float = Field(1e-3, ge=0, description="fp32 targets: relative tolerance vs the input")
     max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed drop of the task metric (--metric; "
@@ -106,17 +116,22 @@ class CompileDetails(Details):
     nncf: dict[str, Any] | None = None
     accuracy_control: dict[str, Any] | None = None
     fake_quantize_nodes: int | None = None
+    tflite: dict[str, Any] | None = None  # converter, layout, batch, quantization recipe, ops and I/O dtypes
 
 
 class CompileStep(Step):
     name = "compile"
-    summary = "build the artifact a runtime deploys (ONNX Runtime, OpenVINO, TensorRT)"
+    summary = "build the artifact a runtime deploys (ONNX Runtime, OpenVINO, TensorRT, LiteRT)"
     accepts = ("onnx",)
     produces = "onnx"  # refined per target by output_format()
     suffix = ".onnx"
     Config = CompileConfig
     Details = CompileDetails
     for_speed = True
+
+    @classmethod
+    def input_formats(cls, config: CompileConfig) -> tuple[str, ...]:
+        return ("torch",) if config.target == "tflite" else cls.accepts
 
     @classmethod
     def output_format(cls, config: CompileConfig) -> tuple[str, str]:
@@ -140,16 +155,20 @@ class CompileStep(Step):
             require_tensorrt()
         elif config.target == "ort-cuda":
             _require_ort_cuda()
+        elif config.target == "tflite":
+            from optkit.backends.litert import require_litert
+
+            require_litert("--target tflite", converter=True)
 
     def run(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> StepResult:
         self.precheck(config, artifact, ctx.base)
         build = {"ort-cpu": self._ort_cpu, "openvino-cpu": self._openvino, "tensorrt": self._tensorrt,
-                 "ort-cuda": self._ort_cuda}[config.target]
+                 "ort-cuda": self._ort_cuda, "tflite": self._tflite}[config.target]
         if config.precision != "int8" and config.calib_data:
             ctx.ui.warn(f"--calib-data is ignored: only --precision int8 calibrates (this is {config.precision})")
         out, details = build(ctx, artifact, config)
         # the label says what runs: an int8 model compiled at the default "fp32" still runs its int8 kernels
-        already = int8_kind(artifact.path)
+        already = int8_kind(artifact.path) if artifact.format == "onnx" else None
         precision = f"int8 ({already} input)" if already and config.precision == "fp32" else config.precision
         details = CompileDetails.model_validate({**details, "target": config.target, "precision": precision})
         details.check = self._check(ctx, artifact, out, config)
@@ -250,6 +269,68 @@ class CompileStep(Step):
             runtime={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
         return out, {}
 
+    def _tflite(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> tuple[Artifact, dict]:
+        import torch
+
+        from optkit.backends import litert
+        from optkit.backends.torch import load_module
+
+        module = load_module(artifact)
+        names = [i.name for i in artifact.inputs]
+        dynamic = artifact.inputs[0].dynamic_batch if artifact.inputs else True
+        example = ctx.data.batch(2 if dynamic else int(artifact.inputs[0].shape[0]))
+        args = tuple(torch.from_numpy(example[n]) for n in names)
+        channels_last = config.layout == "nhwc"
+        float_path = ctx.out_tmp if config.precision == "fp32" else litert.temp_tflite(ctx.out_tmp.parent)
+        try:
+            with ctx.ui.status("LiteRT: converting with litert-torch"):
+                details = litert.convert_torch(module, args, float_path, dynamic_batch=dynamic,
+                                               channels_last=channels_last, fixed_batch=config.fixed_batch)
+            if details.get("dynamic_batch_failed"):
+                ctx.ui.warn(f"litert-torch could not convert a dynamic batch ({details['dynamic_batch_failed'][:120]}); "
+                            f"the .tflite takes batch {details['batch']} only (--fixed-batch N for another size)")
+            if config.precision != "fp32":
+                calib = None
+                if config.precision == "int8":
+                    calib = self._tflite_calibration(ctx, artifact, config, details, channels_last)
+                with ctx.ui.status(f"LiteRT: quantizing ({config.precision}) with ai-edge-quantizer"):
+                    details.update(litert.quantize(float_path, ctx.out_tmp, config.precision, calib))
+        finally:
+            if float_path != ctx.out_tmp:
+                float_path.unlink(missing_ok=True)
+        batch = details["batch"]
+        inputs = [TensorSpec(s.name, (batch if isinstance(batch, int) else s.shape[0], *s.shape[1:]), s.dtype)
+                  for s in artifact.inputs]
+        outputs = [TensorSpec(s.name, (batch if isinstance(batch, int) else s.shape[0], *s.shape[1:]), s.dtype)
+                   for s in artifact.outputs]
+        summary = litert.model_summary(ctx.out_tmp)
+        details.update({"tflite_ops": summary["ops"], "tflite_io_dtypes": {"inputs": summary["input_dtypes"],
+                                                                           "outputs": summary["output_dtypes"]}})
+        out = Artifact(path=ctx.out_tmp, format="tflite", task=artifact.task, inputs=inputs, outputs=outputs,
+                       runtime={"layout": config.layout, "delegate": "xnnpack"})
+        return out, {"tflite": details}
+
+    @staticmethod
+    def _tflite_calibration(ctx: StepContext, artifact: Artifact, config: CompileConfig, details: dict,
+                            channels_last: bool) -> list[dict]:
+        """Calibration feeds keyed by the .tflite signature's input names (args_0, ...), whole batches of 8 (or
+        the fixed batch), NHWC where the model takes it."""
+        from optkit.steps._quantize_modes import calibration_data
+
+        calib, source = calibration_data(ctx, artifact, config.calib_data)
+        per = details["batch"] if isinstance(details["batch"], int) else 8
+        count = max(1, min(config.calib_samples, len(calib)) // per)
+        feeds = []
+        for i in range(count):
+            batch = calib.batch(per, i * per)
+            feed = {}
+            for k, spec in enumerate(artifact.inputs):
+                value = batch[spec.name]
+                feed[f"args_{k}"] = value.transpose(0, 2, 3, 1).copy() if channels_last and value.ndim == 4 else value
+            feeds.append(feed)
+        details["calibration"] = f"{count * per} samples of {source}"
+        return feeds
+
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
@@ -311,6 +392,10 @@ class CompileStep(Step):
             text += f"; session settings {details.chosen} (pinned)"
         if details.int8_source:
             text += f"; int8 from {details.int8_source}"
+        if details.tflite:
+            t = details.tflite
+            text += (f"; {t.get('converter')}, {t.get('layout')}, batch {t.get('batch')}"
+                     + (f", {t['recipe']}" if t.get("recipe") else "") + (f", {t['calibration']}" if t.get("calibration") else ""))
         if details.fake_quantize_nodes:
             text += f"; {details.fake_quantize_nodes} FakeQuantize"
         if details.bf16_native is False:

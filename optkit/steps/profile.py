@@ -15,7 +15,7 @@ class ProfileConfig(BaseModel):
 class ProfileStep(Step):
     name = "profile"
     summary = "measure accuracy, latency, size and memory of an artifact"
-    accepts = ("torch", "onnx", "openvino", "tensorrt")
+    accepts = ("torch", "onnx", "openvino", "tensorrt", "tflite")
     produces = None
     Config = ProfileConfig
 

@@ -319,7 +319,8 @@ def write_sidecar_text(artifact: Artifact, final_path: Path) -> str:
 
 # a format whose files only its backend can read names that backend's reader (imported when used: the
 # basic types stay below the backends, as the layers contract in pyproject.toml requires)
-SPEC_READERS = {"openvino": "optkit.backends.openvino:read_io_specs"}
+SPEC_READERS = {"openvino": "optkit.backends.openvino:read_io_specs",
+                "tflite": "optkit.backends.litert:read_io_specs"}
 # a format recognised by its file name's ending: ending -> dotted path of ``opener(path) -> Artifact``
 # (empty in the product; the tests' fake backend registers one)
 OPENERS: dict[str, str] = {}
@@ -362,6 +363,10 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None, task: str | N
                 f"{path} is a pickled PyTorch checkpoint, which optkit does not load as a model (unpickling runs arbitrary code)",
                 hint="Pass a factory ('file.py:build') with --weights STATE_DICT, or save the model with "
                      "torch.export.save (.pt2) or torch.jit.save")
+        elif path.suffix.lower() == ".tflite":
+            # one optkit wrote keeps its record's tensor names (the model's own); any other is named by its signature
+            inputs, outputs = ([], []) if sidecar_path(path).is_file() else _backend_spec_reader("tflite")(path)
+            artifact = Artifact(path=path.resolve(), format="tflite", inputs=inputs, outputs=outputs)
         elif path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
             inputs, outputs = _backend_spec_reader("openvino")(path)
             artifact = Artifact(path=path.resolve(), format="openvino", inputs=inputs, outputs=outputs)
@@ -374,7 +379,7 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None, task: str | N
             raise UsageError(
                 f"{path} is not a model optkit can read",
                 hint="Pass a sample-model folder (with optkit.yaml), a factory 'file.py:build', "
-                     "a TorchScript or torch.export (.pt2) file, or an .onnx file")
+                     "a TorchScript or torch.export (.pt2) file, an .onnx file, an OpenVINO .xml or a .tflite")
         return load_sidecar(artifact)
     if _FACTORY_RE.match(text) and not text.endswith((".onnx", ".pt", ".pt2")):
         return _factory_artifact(text, weights)

@@ -23,6 +23,9 @@ KNOWN = {
     "huggingface_hub": ("huggingface_hub", "hf"),
     "sentence_transformers": ("sentence-transformers", "hf"),
     "PIL": ("pillow", "hf"),
+    "litert_torch": ("litert-torch", "tflite"),
+    "ai_edge_litert": ("ai-edge-litert", "tflite"),
+    "ai_edge_quantizer": ("ai-edge-quantizer", "tflite"),
 }
 
 

@@ -18,4 +18,4 @@ def test_torch_and_onnxruntime_runners_agree(tiny, tiny_onnx):
 
 def test_unknown_format():
     with pytest.raises(UsageError, match="no backend"):
-        runner_class("tflite")
+        runner_class("coreml")

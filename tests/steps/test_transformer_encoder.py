@@ -19,11 +19,11 @@ ENCODER = textwrap.dedent('''
 
 
     class Encoder(torch.nn.Module):
-        """Mean-pooled sentence embedding from a 4-layer BERT (random init from a config)."""
+        """Mean-pooled sentence embedding from a 2-layer BERT (random init from a config)."""
 
         def __init__(self, attn):
             super().__init__()
-            cfg = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+            cfg = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                              intermediate_size=128, max_position_embeddings=64, attn_implementation=attn)
             self.bert = BertModel(cfg, add_pooling_layer=False)
 
@@ -54,17 +54,31 @@ def encoder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def export(encoder, tmp_path_factory):
+    """``export(attn)``: the encoder with that attention, exported once by `optkit export` for all the tests here."""
+    done = {}
+
+    def exported(attn: str):
+        if attn not in done:
+            out = tmp_path_factory.mktemp(f"export_{attn}") / "e.onnx"
+            result = invoke("export", f"{encoder / 'model.py'}:build_{attn}", "--eval-data", str(encoder / "eval.npz"),
+                            "-o", str(out), *FAST)
+            assert result.exit_code == 0, result.output
+            done[attn] = out
+        return done[attn]
+    return exported
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_encoder_exports_with_fusable_attention_and_fuses_it(encoder, tmp_path, attn):
-    exported, fused = tmp_path / "e.onnx", tmp_path / "f.onnx"
+def test_encoder_exports_with_fusable_attention_and_fuses_it(encoder, export, tmp_path, attn):
+    exported, fused = export(attn), tmp_path / "f.onnx"
     data = str(encoder / "eval.npz")
-    result = invoke("export", f"{encoder / 'model.py'}:build_{attn}", "--eval-data", data, "-o", str(exported), *FAST)
-    assert result.exit_code == 0, result.output
     details = sidecar(exported)["record"]["details"]
     choice = details["exporter_choice"]
     assert choice["chosen"] == details["exporter"]
-    assert choice[choice["chosen"]]["attention_fused"] == 4  # every layer's attention fuses from the kept graph
+    assert choice[choice["chosen"]]["attention_fused"] == 2  # every layer's attention fuses from the kept graph
     assert details["dynamic_axes"] == {"input_ids": {"1": "sequence"}, "attention_mask": {"1": "sequence"}}
     simplified = tmp_path / "s.onnx"  # the chain users run: simplification must not cost the attention fusion
     result = invoke("simplify", str(exported), "-o", str(simplified), *FAST)
@@ -73,7 +87,7 @@ def test_encoder_exports_with_fusable_attention_and_fuses_it(encoder, tmp_path, 
     assert result.exit_code == 0, result.output
     onnx.checker.check_model(str(fused))
     ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
-    assert ops.count("Attention") == 4 and len(ops) < len(onnx.load(str(exported)).graph.node)
+    assert ops.count("Attention") == 2 and len(ops) < len(onnx.load(str(exported)).graph.node)
     transformer = sidecar(fused)["record"]["details"]["transformer"]
     assert (transformer["num_heads"], transformer["hidden_size"]) == (4, 64)  # detected, not given
     ids, mask = np.load(data)["input_ids"][:4, :10], np.load(data)["attention_mask"][:4, :10]  # another length
@@ -83,15 +97,13 @@ def test_encoder_exports_with_fusable_attention_and_fuses_it(encoder, tmp_path, 
 
 
 @pytest.mark.slow
-def test_guard_on_the_encoder_meets_its_budget_in_int8_or_exits_1(encoder, tmp_path):
+def test_guard_on_the_encoder_meets_its_budget_in_int8_or_exits_1(encoder, export, tmp_path):
     """The guard on a transformer: int8 recipes before node bisection, and never '✓' with a float model."""
     from tests.conftest import run_cli
 
-    exported, fused, out = tmp_path / "e.onnx", tmp_path / "f.onnx", tmp_path / "q.onnx"
+    fused, out = tmp_path / "f.onnx", tmp_path / "q.onnx"
     data = str(encoder / "eval.npz")
-    for args in (("export", f"{encoder / 'model.py'}:build_eager", "-o", str(exported)),
-                 ("fuse", str(exported), "-o", str(fused))):
-        assert invoke(*args, "--eval-data", data, "--no-measure").exit_code == 0
+    assert invoke("fuse", str(export("eager")), "-o", str(fused), "--eval-data", data, "--no-measure").exit_code == 0
     proc = run_cli("quantize", str(fused), "-o", str(out), "--mode", "static", "--calib-from-eval", "--eval-data", data,
                    "--metric", "cosine", "--max-drop", "0.01", "--no-measure", *FAST)
     assert "guard recipe 1 of" in proc.stderr and "compute ops only" in proc.stderr, proc.stderr  # recipes first
