@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,9 @@ def print_machine() -> None:
     cpu = cpu_info()
     print(f"# CPU: {cpu.get('model')} ({cpu.get('logical_cores')} logical cores); SIMD: "
           f"{', '.join(cpu.get('simd') or []) or 'none of avx2/avx512f/avx512_vnni/avx512_bf16/amx'}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, print_checks, print_machine, run_optkit
-from serving_stack import cpu_seconds, identity_model
+from _common import ROOT, cpu_seconds, print_checks, print_machine, run_optkit
+from serving_stack import identity_model
 
 sys.path.insert(0, str(ROOT))
 from optkit.serve.loadtest import fetch_json, requests_from, run_load  # noqa: E402

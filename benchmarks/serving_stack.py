@@ -12,7 +12,6 @@ concurrency N (optkit loadtest's client, windows interleaved A B C C B A ...) an
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, print_checks, print_machine
+from _common import ROOT, cpu_seconds, print_checks, print_machine
 
 sys.path.insert(0, str(ROOT))
 from optkit.serve.loadtest import fetch_json, requests_from, run_load  # noqa: E402
@@ -98,11 +97,6 @@ def start(stack: str, artifact: Path, work: Path) -> tuple[subprocess.Popen, str
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"the {stack} server did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

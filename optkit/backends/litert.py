@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -312,9 +311,3 @@ def model_summary(path: Path) -> dict[str, Any]:
     return {"ops": dict(sorted(ops.items())), "tensor_dtypes": dict(sorted(dtypes.items())),
             "input_dtypes": [np.dtype(d["dtype"]).name for _, d in ins],
             "output_dtypes": [np.dtype(d["dtype"]).name for _, d in outs]}
-
-
-def temp_tflite(folder: Path) -> Path:
-    fd, name = tempfile.mkstemp(suffix=".tflite", dir=folder)
-    os.close(fd)
-    return Path(name)

@@ -71,7 +71,9 @@ def serve(
     if not Path(artifact).exists() and ":" not in artifact:
         raise UsageError(f"{artifact}: no such file", hint="Give an artifact optkit wrote, e.g. optkit-out/.../03_quantize.onnx")
     base = _serve_section(config) if config else ServeSection()
-    if batch_policy is not None and batch_policy not in ("adaptive", "delay"):
+    from optkit.serve.batcher import POLICIES
+
+    if batch_policy is not None and batch_policy not in POLICIES:
         raise UsageError(f"--batch-policy {batch_policy!r}: not a policy", hint="--batch-policy adaptive or --batch-policy delay")
     given = {"max_batch": max_batch, "max_queue_delay_ms": max_queue_delay_ms, "batch_policy": batch_policy,
              "instances": instances,
@@ -140,7 +142,9 @@ def loadtest(
     if not delays or min(delays) < 0:
         raise UsageError("--max-queue-delay-ms: delays must be 0 or more", hint="e.g. --max-queue-delay-ms 1,4")
     policies = [p.strip() for p in batch_policy.split(",") if p.strip()]
-    if not policies or any(p not in ("adaptive", "delay") for p in policies):
+    from optkit.serve.batcher import POLICIES
+
+    if not policies or any(p not in POLICIES for p in policies):
         raise UsageError(f"--batch-policy {batch_policy!r}: policies are adaptive and delay", hint="e.g. --batch-policy adaptive,delay")
     code = run_loadtest(target, policies=policies, record=record, concurrencies=list(conc), rates=rates, duration_s=_seconds(duration, "--duration"),
                         warmup_s=0.0 if warmup.strip() in ("0", "0s") else _seconds(warmup, "--warmup"),

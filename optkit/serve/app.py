@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
@@ -103,6 +103,22 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
+def _unknown_model(server: ModelServer, name: str) -> str | None:
+    """The 404 message for a model name this server does not have, else None."""
+    return None if name == server.name else f"no model '{name}'; this server has '{server.name}'"
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A request body from its chunks, refused (413) as soon as it passes ``limit`` bytes."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _error(status: int, message: str):
     from starlette.responses import Response
 
@@ -123,8 +139,9 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 async def _infer(server: ModelServer, name: str, headers: dict[str, str],
                  read_body: Callable[[int], Awaitable[bytes]]) -> tuple[int, bytes, dict[str, str]]:
-    if name != server.name:
-        return 404, _error_body(f"no model '{name}'; this server has '{server.name}'"), JSON_HEADERS
+    missing = _unknown_model(server, name)
+    if missing:
+        return 404, _error_body(missing), JSON_HEADERS
     batcher = server.batcher
     batcher.expect()
     expected = True
@@ -170,19 +187,17 @@ def asgi_infer(server: ModelServer):
     async def call(scope, receive, send, name: str) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
-        async def read_body(limit: int) -> bytes:
-            chunks, size = [], 0
+        async def chunks() -> AsyncIterator[bytes]:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     raise ProtocolError("the client went away before sending its body")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
-                chunks.append(chunk)
+                yield message.get("body", b"")
                 if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    return
+
+        async def read_body(limit: int) -> bytes:
+            return await read_limited(chunks(), limit)
 
         try:
             status, content, out_headers = await infer_request(server, name, headers, read_body)
@@ -206,8 +221,8 @@ def build_app(server: ModelServer, fast_infer: bool = True):
 
     def unknown(request):
         """The 404 for a model name this server does not have, else None."""
-        name = request.path_params["name"]
-        return None if name == server.name else _error(404, f"no model '{name}'; this server has '{server.name}'")
+        missing = _unknown_model(server, request.path_params["name"])
+        return _error(404, missing) if missing else None
 
     async def live(request):
         return JSONResponse({"live": True})
@@ -229,13 +244,7 @@ def build_app(server: ModelServer, fast_infer: bool = True):
 
     async def infer(request):
         async def read_body(limit: int) -> bytes:
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ProtocolError(f"the body is over {limit} bytes, the server's limit", status=413)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return await read_limited(request.stream(), limit)
 
         status, content, headers = await infer_request(server, request.path_params["name"], request.headers,
                                                        read_body)

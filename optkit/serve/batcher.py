@@ -180,17 +180,14 @@ class Batcher:
                 await self._arrived.wait()
             first = self._queue[0]
             deadline = first.enqueued + self.max_delay_s
-            while not self._stopping and not self._full(self._ready_rows(first.key)):
+            while True:
                 if self.policy == "adaptive":
                     await asyncio.sleep(0)  # requests the loop has already read enqueue first
-                    if self.incoming <= 0 or self._full(self._ready_rows(first.key)):
-                        break
-                left = deadline - time.perf_counter()
-                if left <= 0:
+                if self._due(first):
                     break
                 self._arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
+                    await asyncio.wait_for(self._arrived.wait(), deadline - time.perf_counter())
                 except asyncio.TimeoutError:
                     break
             if any(p is first for p in self._queue):  # else another instance took it meanwhile

@@ -1,7 +1,8 @@
 """Load against an Open Inference Protocol v2 server on this machine: closed loop (N clients, each sending its
 next request when the last is answered) or open loop (Poisson arrivals at a rate, latency counted from the
 scheduled send time so a slow server cannot hide its queue). One asyncio client on keep-alive HTTP/1.1
-connections (optkit.serve.client), requests pre-encoded with the binary tensor extension; the batch-size distribution comes from the server's own /metrics.
+connections (optkit.serve.client), requests pre-encoded with the binary tensor extension; the batch-size
+distribution comes from the server's own /metrics.
 Load only ever targets a loopback address.
 """
 from __future__ import annotations

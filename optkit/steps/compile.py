@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.types import onnx_io
-from optkit.types.artifact import Artifact, TensorSpec
+from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
 from optkit.types.records import Check, Details, Verification
 from optkit.steps.base import Step, StepContext, StepResult
@@ -274,6 +274,7 @@ class CompileStep(Step):
 
         from optkit.backends import litert
         from optkit.backends.torch import load_module
+        from optkit.types.files import scratch_dir
 
         module = load_module(artifact)
         names = [i.name for i in artifact.inputs]
@@ -281,8 +282,8 @@ class CompileStep(Step):
         example = ctx.data.batch(2 if dynamic else int(artifact.inputs[0].shape[0]))
         args = tuple(torch.from_numpy(example[n]) for n in names)
         channels_last = config.layout == "nhwc"
-        float_path = ctx.out_tmp if config.precision == "fp32" else litert.temp_tflite(ctx.out_tmp.parent)
-        try:
+        with scratch_dir() as scratch:  # the float .tflite that quantization starts from
+            float_path = ctx.out_tmp if config.precision == "fp32" else scratch / "float.tflite"
             with ctx.ui.status("LiteRT: converting with litert-torch"):
                 details = litert.convert_torch(module, args, float_path, dynamic_batch=dynamic,
                                                channels_last=channels_last, fixed_batch=config.fixed_batch)
@@ -295,14 +296,10 @@ class CompileStep(Step):
                     calib = self._tflite_calibration(ctx, artifact, config, details, channels_last)
                 with ctx.ui.status(f"LiteRT: quantizing ({config.precision}) with ai-edge-quantizer"):
                     details.update(litert.quantize(float_path, ctx.out_tmp, config.precision, calib))
-        finally:
-            if float_path != ctx.out_tmp:
-                float_path.unlink(missing_ok=True)
         batch = details["batch"]
-        inputs = [TensorSpec(s.name, (batch if isinstance(batch, int) else s.shape[0], *s.shape[1:]), s.dtype)
-                  for s in artifact.inputs]
-        outputs = [TensorSpec(s.name, (batch if isinstance(batch, int) else s.shape[0], *s.shape[1:]), s.dtype)
-                   for s in artifact.outputs]
+        inputs, outputs = artifact.inputs, artifact.outputs
+        if isinstance(batch, int):
+            inputs, outputs = [s.at_batch(batch) for s in inputs], [s.at_batch(batch) for s in outputs]
         summary = litert.model_summary(ctx.out_tmp)
         details.update({"tflite_ops": summary["ops"], "tflite_io_dtypes": {"inputs": summary["input_dtypes"],
                                                                            "outputs": summary["output_dtypes"]}})

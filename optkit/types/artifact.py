@@ -42,6 +42,10 @@ class TensorSpec:
     def dynamic_batch(self) -> bool:
         return bool(self.shape) and not isinstance(self.shape[0], int)
 
+    def at_batch(self, batch: int) -> "TensorSpec":
+        """This tensor with its first dimension fixed at ``batch``."""
+        return dataclasses.replace(self, shape=(batch, *self.shape[1:]))
+
     def shape_text(self) -> str:
         return "x".join(str(d) for d in self.shape)
 
