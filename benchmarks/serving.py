@@ -9,7 +9,9 @@
    int8 model and for the OpenVINO int8 IR (`optkit compile --target openvino-cpu --precision int8`), `--max-batch 16
    --max-queue-delay-ms 2` (the defaults: dynamic batching, adaptive policy), the same with `--batch-policy delay`
    (Triton's: always wait the delay; ORT only) and `--max-batch 1` (none); and an Identity model of the same input
-   with `--max-batch 1`: what the HTTP round trip plus one runtime call per request allows here.
+   with `--max-batch 1`: what the HTTP round trip plus one runtime call per request allows here. And a wide MLP
+   (fp32, 24 MB of weights, ORT) with and without batching: a model whose cost per row does fall with the batch (at
+   batch 1 every request streams all its weights), to show what the batcher gives where the model allows it.
 4. For each concurrency, closed-loop load (optkit loadtest's client: keep-alive HTTP/1.1 on uvloop, binary tensors,
    one request = one image) in windows that alternate A B C ... C B A so drift hits all alike; the load client runs on
    the same 2-core machine, as it would in a sidecar. Per side: requests/s (mean of windows), p50 (median of
@@ -47,7 +49,31 @@ def build(work: Path) -> tuple[Path, Path, Path]:
     return int8, ov, identity_model(work)
 
 
-def row_costs(ort_int8: Path, ov_int8: Path, sizes=(1, 4, 8, 16), budget_s: float = 0.6) -> dict[str, dict[int, float]]:
+def wide_mlp(work: Path, hidden: int = 2048) -> Path:
+    """An MLP over the same 1x32x32 input: 1024 -> 2048 -> 2048 -> 10, fp32, random weights (24 MB)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    dims = [1024, hidden, hidden, 10]
+    inits = [numpy_helper.from_array(np.array([-1, 1024], np.int64), "flat")]
+    nodes = [helper.make_node("Reshape", ["input", "flat"], ["h0"])]
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
+        last = i == len(dims) - 2
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], ["output" if last else f"m{i}"]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"]))
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 32, 32])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])
+    path = work / "wide_mlp.onnx"
+    graph = helper.make_graph(nodes, "wide_mlp", [x], [y], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def row_costs(ort_int8: Path, ov_int8: Path, mlp: Path, sizes=(1, 4, 8, 16),
+              budget_s: float = 0.6) -> dict[str, dict[int, float]]:
     """ms per row of each artifact at each batch size, 1 thread, the runtimes called directly, rounds interleaved."""
     import openvino as ov
     import onnxruntime as ort
@@ -55,9 +81,11 @@ def row_costs(ort_int8: Path, ov_int8: Path, sizes=(1, 4, 8, 16), budget_s: floa
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
     session = ort.InferenceSession(str(ort_int8), so, providers=["CPUExecutionProvider"])
+    wide = ort.InferenceSession(str(mlp), so, providers=["CPUExecutionProvider"])
     compiled = ov.Core().compile_model(str(ov_int8), "CPU", {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1})
     name = session.get_inputs()[0].name
-    runs = {"ORT": lambda x: session.run(None, {name: x}), "OpenVINO": lambda x: compiled({0: x})}
+    runs = {"ORT": lambda x: session.run(None, {name: x}), "OpenVINO": lambda x: compiled({0: x}),
+            "ORT wide MLP": lambda x: wide.run(None, {"input": x})}
     times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in sizes} for k in runs}
     rng = np.random.default_rng(0)
     feeds = {b: rng.random((b, 1, 32, 32), dtype=np.float32) for b in sizes}
@@ -91,7 +119,8 @@ def main() -> None:
     ort_int8, ov_int8, identity = build(work)
     with np.load(ROOT / "sample_models" / "digits_cnn" / "eval.npz") as npz:
         data = {"input": npz["input"]}
-    costs = row_costs(ort_int8, ov_int8)
+    mlp = wide_mlp(work)
+    costs = row_costs(ort_int8, ov_int8, mlp)
     print("\n## the artifacts alone: ms per row, 1 thread, no server (best of 3 interleaved rounds)")
     print("| runtime | " + " | ".join(f"batch {b}" for b in next(iter(costs.values()))) + " | batch 1 / best per row |")
     print("|---|" + "---|" * (len(next(iter(costs.values()))) + 1))
@@ -105,7 +134,9 @@ def main() -> None:
              "ORT int8, no batching (max 1)": (ort_int8, single),
              "OpenVINO int8, dynamic batching (max 16, 2 ms)": (ov_int8, batching),
              "OpenVINO int8, no batching (max 1)": (ov_int8, single),
-             "Identity model, no batching (HTTP + a call)": (identity, single)}
+             "Identity model, no batching (HTTP + a call)": (identity, single),
+             "wide MLP fp32 (ORT), dynamic batching (max 16, 2 ms)": (mlp, batching),
+             "wide MLP fp32 (ORT), no batching (max 1)": (mlp, single)}
     servers = {name: start_server(artifact, cfg) for name, (artifact, cfg) in sides.items()}
     try:
         bodies = {name: requests_from(fetch_json(f"{s.base}/v2/models/{s.model}"), data, 1)
@@ -138,7 +169,7 @@ def main() -> None:
     finally:
         for s in servers.values():
             stop_server(s.proc)
-    print(f"\n## digits_cnn int8 ({ort_int8.name}, {ov_int8.name}), 1 server instance x 1 thread, closed loop, "
+    print(f"\n## digits_cnn int8 ({ort_int8.name}, {ov_int8.name}) and a wide MLP, 1 server instance x 1 thread, closed loop, "
           f"{args.rounds} x {args.window:g}s windows per point")
     print("| concurrency | side | requests/s | p50 ms | p99 ms | mean rows per run | server CPU ms/request | "
           "client CPU ms/request | errors |")
@@ -162,6 +193,13 @@ def main() -> None:
     if floor:
         print(f"\nAn Identity model served without batching (the HTTP round trip plus one runtime call per request, "
               f"client and server on this machine) tops out at {floor['throughput']:.0f} requests/s at concurrency 8.")
+    dyn = at8.get("wide MLP fp32 (ORT), dynamic batching (max 16, 2 ms)")
+    one = at8.get("wide MLP fp32 (ORT), no batching (max 1)")
+    if dyn and one:
+        print(f"The wide MLP, whose cost per row falls with the batch: dynamic batching "
+              f"{dyn['throughput'] / one['throughput']:.2f}x the throughput of no batching at concurrency 8 "
+              f"({dyn['throughput']:.0f} vs {one['throughput']:.0f} requests/s, p99 {dyn['p99']:.2f} vs "
+              f"{one['p99']:.2f} ms).")
     for runtime, per in costs.items():
         best = min(per.values())
         print(f"{runtime}: the model alone runs {per[1]:.3f} ms per row at batch 1 and {best:.3f} at its best batch: "

@@ -1,25 +1,28 @@
-"""The dynamic batcher: requests queue, merge into one run, and split back - Triton's dynamic batcher, in asyncio.
+"""The dynamic batcher: requests queue, merge into one run, and split back - Triton's dynamic batcher.
 
 A request waits until its group (same non-batch shape and dtypes; token inputs of any length where padding is
 allowed) holds ``max_batch`` rows or a preferred batch size, or until the oldest request has waited ``max_delay_s``;
-then one instance runs the merged batch in its own worker thread (the event loop never blocks on inference) and
-every request gets its rows back.
+then one instance runs the merged batch and every request gets its rows back.
+
+Each instance is a thread of its own that forms its batches itself: the event loop only reads requests into a
+thread-safe queue and writes replies, the instance takes its next batch from that queue the moment a run ends - it
+never waits for the event loop to notice the run ended (one loop-to-thread handoff per request, none per run) - and
+merges, runs and splits off the loop. A finished batch reaches the loop as one callback that answers all its requests.
 
 Two policies decide how long a batch waits below ``max_batch``. ``delay`` is Triton's: up to ``max_delay_s``, always.
 ``adaptive`` (the default) waits only while more requests are on their way in - the server has started reading
 them (``expect``) but they have not reached the queue yet - and fires as soon as none is, ``max_delay_s`` still the
 bound. A free instance so never idles on a timer while its batch could run: under load, requests pile up while the
-instance is busy and the batches grow by themselves, and inference overlaps the event loop's HTTP work instead of
-alternating with it. The queue is bounded in
-requests (``QueueFull`` beyond it, answered 503); a request larger than ``max_batch`` runs alone. An artifact with
-a fixed batch dimension B > 1 is padded up to B; with B = 1 requests run one row at a time.
+instance is busy and the batches grow by themselves. The queue is bounded in requests (``QueueFull`` beyond it,
+answered 503); a request larger than ``max_batch`` runs alone. An artifact with a fixed batch dimension B > 1 is
+padded up to B; with B = 1 requests run one row at a time.
 """
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,7 +77,7 @@ class Batcher:
                  on_batch: Callable[[int, list[float], float], None] | None = None) -> None:
         """``padded``: inputs whose axis 1 (the sequence) may differ between requests of one batch: right-padded with
         zeros, for token models whose attention mask makes the padding invisible. ``sequence_outputs``: outputs
-        whose axis 1 is that sequence, cut back to each request's own length."""
+        whose axis 1 is that sequence, cut back to each request's own length. ``on_batch`` runs on the event loop."""
         if policy not in POLICIES:
             raise ValueError(f"batching policy {policy!r}: one of {', '.join(POLICIES)}")
         self.runners = runners
@@ -88,20 +91,29 @@ class Batcher:
         self.padded = padded
         self.sequence_outputs = sequence_outputs
         self.stats = BatchStats()
+        # Shared with the instance threads, under _cond: the queue and _stopping. ``incoming`` is written by the
+        # event loop only; a change the instances must see is followed by a notify under the lock.
         self._queue: deque[_Pending] = deque()
-        self._arrived = asyncio.Event()
+        self._cond = threading.Condition()
         self.incoming = 0  # requests the server is reading that will reach the queue (expect / withdraw)
         self._stopping = False
-        self._workers: list[asyncio.Task] = []
-        self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"optkit-infer-{i}")
-                       for i in range(len(runners))]
+        self._kick_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        self._ended: list[asyncio.Future] = []
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._worker(i)) for i in range(len(self.runners))]
+        """Start one thread per instance; call from the event loop that will submit."""
+        self._loop = asyncio.get_running_loop()
+        self._ended = [self._loop.create_future() for _ in self.runners]
+        self._threads = [threading.Thread(target=self._instance, args=(i,), name=f"optkit-infer-{i}", daemon=True)
+                         for i in range(len(self.runners))]
+        for thread in self._threads:
+            thread.start()
 
     def expect(self) -> None:
         """A request is on its way in: an adaptive batch waits for it (bounded by the queue delay)."""
@@ -110,13 +122,13 @@ class Batcher:
     def withdraw(self) -> None:
         """An expected request will not reach the queue (a bad request, a cache hit)."""
         self.incoming -= 1
-        self._arrived.set()
+        self._kick_soon()
 
     async def submit(self, feed: dict[str, np.ndarray], expected: bool = False) -> dict[str, np.ndarray]:
         """Queue ``feed`` and wait for its rows; ``expected``: this request was announced with ``expect()``."""
         if expected:
             self.incoming -= 1
-            self._arrived.set()  # runs after this call has queued the request (or refused it)
+            self._kick_soon()
         if self._stopping:
             raise Stopping("the server is shutting down")
         if len(self._queue) >= self.max_queue:
@@ -125,20 +137,34 @@ class Batcher:
         if self.fixed_batch and rows > self.fixed_batch:
             raise ValueError(f"{rows} rows in one request; this artifact takes at most {self.fixed_batch}")
         pending = _Pending(feed, rows, group_key(feed, self.padded), asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        self._arrived.set()
+        with self._cond:
+            self._queue.append(pending)
+        self._kick_soon()
         return await pending.future
 
-    async def stop(self) -> None:
-        """Run what is queued, then end the workers and their threads."""
-        self._stopping = True
-        self._arrived.set()
-        if self._workers:
-            await asyncio.gather(*self._workers, return_exceptions=True)
-        for pool in self._pools:
-            pool.shutdown(wait=True)
+    def _kick_soon(self) -> None:
+        """Wake the instances at the end of this pass of the event loop, not at once: the requests the loop has
+        already read join the queue first (one wake-up for all of them; the same pass answers them in one batch)."""
+        if not self._kick_pending:
+            self._kick_pending = True
+            self._loop.call_soon(self._kick)
 
-    # -- workers ---------------------------------------------------------------------------------------------
+    def _kick(self) -> None:
+        self._kick_pending = False
+        with self._cond:
+            self._cond.notify_all()
+
+    async def stop(self) -> None:
+        """Run what is queued, then end the instance threads."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._ended:
+            await asyncio.gather(*self._ended)
+        for thread in self._threads:
+            thread.join()
+
+    # -- the instance threads: the queue is read under _cond only --------------------------------------------
     def _ready_rows(self, key: tuple) -> int:
         return sum(p.rows for p in self._queue if p.key == key)
 
@@ -170,58 +196,39 @@ class Batcher:
                 or time.perf_counter() >= first.enqueued + self.max_delay_s
                 or (self.policy == "adaptive" and self.incoming <= 0))
 
-    async def _next_batch(self) -> list[_Pending] | None:
+    def _next_batch(self) -> list[_Pending] | None:
         """Wait for a batch by the policy; None when the batcher is stopping and nothing is left."""
-        while True:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._arrived.clear()
-                await self._arrived.wait()
-            first = self._queue[0]
-            deadline = first.enqueued + self.max_delay_s
+        with self._cond:
             while True:
-                if self.policy == "adaptive":
-                    await asyncio.sleep(0)  # requests the loop has already read enqueue first
+                if not self._queue:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                    continue
+                first = self._queue[0]
                 if self._due(first):
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), deadline - time.perf_counter())
-                except asyncio.TimeoutError:
-                    break
-            if any(p is first for p in self._queue):  # else another instance took it meanwhile
-                batch = self._take(first.key)
-                if batch:
-                    return batch
+                    return self._take(first.key)
+                self._cond.wait(max(0.0, first.enqueued + self.max_delay_s - time.perf_counter()))
 
-    async def _worker(self, index: int) -> None:
-        """Run batches on instance ``index``. When a run ends and the next batch is already due (requests piled up
-        while the instance was busy), it starts before this run's requests are answered: the instance does not
-        wait for the event loop to write replies."""
-        loop = asyncio.get_running_loop()
-        running = None
-        while True:
-            if running is None:
-                batch = await self._next_batch()
+    def _instance(self, index: int) -> None:
+        """Instance ``index``'s thread: take a batch, merge, run, split, hand the parts to the loop; again."""
+        runner, loop = self.runners[index], self._loop
+        try:
+            while True:
+                batch = self._next_batch()
                 if batch is None:
                     return
-                running = self._launch(index, batch, loop)
-            batch, lengths, started, future = running
-            try:
-                out, error = await future, None
-            except Exception as exc:  # the runtime refused this batch: every request in it gets the error
-                out, error = None, exc
-            running = None
-            if self._queue and self._due(self._queue[0]):
-                following = self._take(self._queue[0].key)
-                if following:
-                    running = self._launch(index, following, loop)
-            self._answer(batch, lengths, started, out, error)
+                started = time.perf_counter()
+                try:
+                    parts, error = self._split(batch, *self._run(runner, batch)), None
+                except Exception as exc:  # the runtime refused this batch: every request in it gets the error
+                    parts, error = None, exc
+                loop.call_soon_threadsafe(self._answer, batch, started, time.perf_counter() - started, parts, error)
+        finally:
+            loop.call_soon_threadsafe(self._ended[index].set_result, None)
 
-    def _launch(self, index: int, batch: list[_Pending], loop) -> tuple:
-        """Merge ``batch`` into one feed and start it on instance ``index``'s thread."""
-        started = time.perf_counter()
+    def _run(self, runner: Any, batch: list[_Pending]) -> tuple[list[int], dict[str, np.ndarray]]:
+        """Merge ``batch`` into one feed (padded where allowed) and run it: (each request's length, outputs)."""
         lengths = [max((p.feed[n].shape[1] for n in self.padded if n in p.feed), default=0) for p in batch]
         longest = max(lengths)
         feed = {n: np.concatenate([pad_to(p.feed[n], longest) if n in self.padded else p.feed[n] for p in batch])
@@ -230,25 +237,31 @@ class Batcher:
         pad = (self.fixed_batch - rows) if self.fixed_batch and rows < self.fixed_batch else 0
         if pad:
             feed = {n: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for n, a in feed.items()}
-        return batch, lengths, started, loop.run_in_executor(self._pools[index], self.runners[index].infer, feed)
+        return lengths, runner.infer(feed)
 
-    def _answer(self, batch: list[_Pending], lengths: list[int], started: float, out, error) -> None:
+    def _split(self, batch: list[_Pending], lengths: list[int], out: dict[str, np.ndarray]) -> list[dict]:
+        """Each request's rows of ``out`` (sequence outputs cut back to its own length)."""
+        longest, start, parts = max(lengths), 0, []
+        for p, length in zip(batch, lengths):
+            parts.append({n: v[start:start + p.rows, :length] if n in self.sequence_outputs and length < longest
+                          else v[start:start + p.rows] for n, v in out.items()})
+            start += p.rows
+        return parts
+
+    # -- back on the event loop --------------------------------------------------------------------------------
+    def _answer(self, batch: list[_Pending], started: float, infer_s: float, parts: list[dict] | None,
+                error: Exception | None) -> None:
         """Every request of a finished run gets its rows (or the run's error)."""
         if error is not None:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
             return
-        infer_s = time.perf_counter() - started
         rows = sum(p.rows for p in batch)
         self.stats.batches += 1
         self.stats.rows += rows
         if self.on_batch is not None:
             self.on_batch(rows, [started - p.enqueued for p in batch], infer_s)
-        longest, start = max(lengths), 0
-        for p, length in zip(batch, lengths):
-            part = {n: v[start:start + p.rows, :length] if n in self.sequence_outputs and length < longest
-                    else v[start:start + p.rows] for n, v in out.items()}
-            start += p.rows
+        for p, part in zip(batch, parts):
             if not p.future.done():  # a client that went away does not stop the others
                 p.future.set_result(part)

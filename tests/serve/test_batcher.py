@@ -1,6 +1,7 @@
 """The dynamic batcher with a recording runner: merging up to max_batch or the delay, preferred sizes, groups of
 different shapes kept apart, fixed-batch padding, the bounded queue, errors reaching every request of a batch; the
-adaptive policy (no idle wait, waiting only for requests on their way in, the next batch started as a run ends)."""
+adaptive policy (no idle wait, waiting only for requests on their way in, the next batch started as a run ends);
+an instance forming its own batches while the event loop is busy."""
 from __future__ import annotations
 
 import asyncio
@@ -110,12 +111,6 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_batcher_goes_on():
     assert all(isinstance(g, RuntimeError) for g in got) and again["y"].tolist() == [6.0]
 
 
-def test_two_instances_share_the_queue():
-    a, b = Recording(), Recording()
-    feeds, outs = run(_many(Batcher([a, b], max_batch=2, max_delay_s=0.05, max_queue=100), [1] * 8))
-    assert sum(a.batches) + sum(b.batches) == 8 and a.batches and b.batches
-
-
 class Slow(Recording):
     def __init__(self, seconds: float) -> None:
         super().__init__()
@@ -126,6 +121,14 @@ class Slow(Recording):
 
         time.sleep(self.seconds)
         return super().infer(feed)
+
+
+def test_two_instances_share_the_queue():
+    a, b = Slow(0.05), Slow(0.05)  # a run takes long enough that one instance cannot take every batch
+    feeds, outs = run(_many(Batcher([a, b], max_batch=2, max_delay_s=0.05, max_queue=100), [1] * 8))
+    assert sum(a.batches) + sum(b.batches) == 8 and a.batches and b.batches
+    for f, o in zip(feeds, outs):
+        np.testing.assert_array_equal(o["y"], f.sum(1) * 2)
 
 
 def test_adaptive_runs_a_lone_request_at_once_where_delay_waits_out_the_delay():
@@ -196,6 +199,26 @@ def test_requests_that_pile_up_during_a_run_form_the_next_batch_as_it_ends():
 
     run(go())
     assert runner.batches == [1, 5]
+
+
+def test_an_instance_takes_its_next_batch_without_the_event_loop():
+    import time
+
+    runner = Slow(0.05)
+
+    async def go():
+        b = Batcher([runner], max_batch=1, max_delay_s=0.01, max_queue=100)
+        b.start()
+        pending = [asyncio.ensure_future(b.submit({"x": np.full((1, 3), i, np.float32)})) for i in range(3)]
+        await asyncio.sleep(0.01)  # the requests reach the queue
+        time.sleep(0.4)  # the loop is busy (reading other requests, say): the instance goes on alone
+        ran_meanwhile = len(runner.batches)
+        outs = await asyncio.gather(*pending)
+        await b.stop()
+        return ran_meanwhile, outs
+
+    ran_meanwhile, outs = run(go())
+    assert ran_meanwhile == 3 and [o["y"].tolist() for o in outs] == [[0.0], [6.0], [12.0]]
 
 
 def test_an_unknown_policy_is_refused():
