@@ -28,10 +28,13 @@ def optimize(
     budget_s: o.Budget = 1.0,
     retime: Annotated[bool, typer.Option("--retime", help="Time the candidates again even when a rerun found them all in the cache (default: reuse that pass's figures, said in the report).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing folder that holds files optkit did not write.")] = False,
+    executor: o.Executor = "local",
+    ray_address: o.RayAddress = None,
     json_out: o.Json = False,
 ) -> None:
     """Build ONNX Runtime and OpenVINO candidates (fp32, int8 static/dynamic, NNCF), keep the fastest within budget."""
     from optkit.cli.common import print_json
+    from optkit.engine.executor import make_executor
     from optkit.engine.optimize import optimize as search_for
     from optkit.engine.optimize import parse_duration
     from optkit.engine.optimize_space import Budget
@@ -52,11 +55,15 @@ def optimize(
     paths = {"model": absolute(model), "weights": absolute(weights), "eval_data": absolute(eval_data)}
     hf = o.hf_keys(task, absolute(text_data), absolute(image_data), max_length, seq_len, trust_remote_code)
     with run_output_dir(out_dir, force=force):
-        search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
-                            budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
-                            time_budget_s=seconds, threads=threads, timing_budget_s=budget_s, retime=retime,
-                            calib_data=absolute(calib_data),
-                            eval_data=paths["eval_data"], weights=paths["weights"], hf=hf)
+        runner = make_executor(executor, ray_address, ui)
+        try:
+            search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
+                                budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
+                                time_budget_s=seconds, threads=threads, timing_budget_s=budget_s, retime=retime,
+                                calib_data=absolute(calib_data),
+                                eval_data=paths["eval_data"], weights=paths["weights"], hf=hf, executor=runner)
+        finally:
+            runner.close()
         common = {**paths, "metric": metric, **hf, "measure": {"batch_sizes": [batch_size], "threads": threads}}
         report = write_optimize_outputs(out_dir, search, paths["model"], common)
     if json_out:

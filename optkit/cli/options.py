@@ -13,6 +13,8 @@ BatchSizes = Annotated[str, typer.Option("--batch-sizes", help="Comma-separated 
 Threads = Annotated[int, typer.Option("--threads", min=0, help="Intra-op threads for every backend (0: the runtime's default).")]
 Budget = Annotated[float, typer.Option("--budget-s", min=0.01, help="Seconds of timing per artifact and batch size (20% warm-up).")]
 Measure = Annotated[bool, typer.Option("--measure/--no-measure", help="Measure the output (accuracy, latency, size) and print the ledger.")]
+Executor = Annotated[str, typer.Option("--executor", help="Where builds and timing run: local (this process, one after another) or ray (builds as parallel Ray tasks, timing alone on a measurement node; pip install 'optkit[ray]').")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster's address (ray start --head prints it); default with --executor ray: a local cluster in this process.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (nothing else goes there).")]
 Markdown = Annotated[bool, typer.Option("--markdown", help="Print the ledger as a Markdown table.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Output file.")]

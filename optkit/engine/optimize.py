@@ -6,6 +6,10 @@ share one export. Candidates are judged on the same evaluation data as every led
 (a step's own check judges it against its input, with the same budget). The survivors and the fp32 model are
 then timed round-robin in one interleaved pass at the chosen batch size, so the ranking holds on a busy machine;
 when two are within timing noise the simpler one wins (fewer steps, fp32 before int8, then smaller).
+
+The local executor builds the candidates one after another in this process. The Ray executor builds them as
+parallel tasks (a fallback only once the candidate it stands in for missed the budget), judges each here as it
+lands, and runs the timing pass as one task alone on a measurement node; the report says which node timed.
 """
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optkit.engine.executor import Executor, Job, LocalExecutor, TaskRun
 from optkit.engine.optimize_judge import CalibrationJudge, Verdict, judge
 from optkit.engine.optimize_space import Budget, CandidateRecipe, ModelFacts, Skipped, TARGETS, candidate_space
 from optkit.engine.optimize_timing import time_survivors
 from optkit.types.artifact import Artifact
-from optkit.types.errors import OptkitError, StepError, UsageError
+from optkit.types.errors import OptkitError, StepError, UsageError, first_line
 from optkit.types.records import StepRecord
 from optkit.types.ui import UI
 
@@ -96,6 +101,8 @@ class Search:
     calib_data: str | None = None        # the calibration split candidates were judged on as well
     timing_reused_from: str | None = None  # when the timings are a cached rerun's: when they were measured
     notes: list[str] = field(default_factory=list)
+    executor: str = "local"
+    timeline: list[TaskRun] = field(default_factory=list)  # every build and timing task: where and when it ran
 
 
 def parse_duration(text: str) -> float:
@@ -117,10 +124,24 @@ def _recipe(model: str, out: Path, steps: list[dict], common: dict[str, Any]) ->
     return Recipe.model_validate({**common, "model": model, "output_dir": str(out), "steps": steps})
 
 
-def _run(recipe, ui: UI):
+def _run(recipe, ui: UI, base: Path | None = None):
     from optkit.engine.run import collect_run
 
-    return collect_run(recipe, Path.cwd(), ui, use_cache=True, ledger_timing=False)  # ranked by one pass at the end
+    # ranked by one pass at the end, not by the step-time figures
+    return collect_run(recipe, base or Path.cwd(), ui, use_cache=True, ledger_timing=False)
+
+
+def build_candidate(model: str, out: str, steps: list[dict], common: dict[str, Any], base: str) -> dict[str, Any]:
+    """One candidate's recipe run, where an executor puts it (a Ray worker, say): what the driver needs back - the
+    artifact's path (it reopens it from the shared cache), how many steps came from the cache, the error."""
+    t0 = time.perf_counter()
+    try:
+        result, error = _run(_recipe(model, Path(out), steps, common), UI(quiet=True), Path(base))
+    except OptkitError as exc:  # a candidate the input cannot take (e.g. ops OpenVINO cannot read)
+        result, error = None, exc
+    final = result.final if result is not None and error is None else None
+    return {"final": str(final.path) if final is not None else None, "error": error,
+            "cached": len(result.cached) if result is not None else 0, "seconds": time.perf_counter() - t0}
 
 
 def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
@@ -136,8 +157,10 @@ def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
 def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TARGETS, metric: str | None = None,
              budget: Budget = Budget(), batch_size: int = 1, time_budget_s: float = 600.0, threads: int = 1,
              calib_data: str | None = None, eval_data: str | None = None, weights: str | None = None,
-             timing_budget_s: float = 1.0, retime: bool = False, hf: dict[str, Any] | None = None) -> Search:
+             timing_budget_s: float = 1.0, retime: bool = False, hf: dict[str, Any] | None = None,
+             executor: Executor | None = None) -> Search:
     started = time.perf_counter()
+    executor = executor or LocalExecutor()
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UsageError(f"--targets: unknown target {', '.join(unknown)}", hint=f"Use {', '.join(TARGETS)}")
@@ -154,9 +177,13 @@ def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TA
     search.calib_data = calib
     judge_calib = CalibrationJudge(source, Path(calib), metric, threads) if calib else None
     base_model = model if prefix else str(source.path)
-    for k, outcome in enumerate(search.outcomes, 1):
-        _build(search, outcome, k, base_model, out_dir, common, started, time_budget_s, ui, quiet, judge_calib)
-    time_survivors(search, out_dir / "work", timing_budget_s, ui, retime=retime)
+    if executor.parallel:
+        _build_in_parallel(search, base_model, out_dir, common, started, time_budget_s, ui, judge_calib, executor)
+    else:
+        for k, outcome in enumerate(search.outcomes, 1):
+            _build(search, outcome, k, base_model, out_dir, common, started, time_budget_s, ui, quiet, judge_calib)
+    time_survivors(search, out_dir / "work", timing_budget_s, ui, retime=retime, executor=executor)
+    search.executor, search.timeline = executor.name, list(executor.timeline)
     search.winner = _choose(search.outcomes)
     search.wall_time_s = time.perf_counter() - started
     return search
@@ -184,16 +211,26 @@ def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI) -> tu
     return source, prefix
 
 
+def _fallback_skip(search: Search, outcome: Outcome) -> bool:
+    """A fallback (a costlier search for the same idea) is built only when the simpler one missed the budget."""
+    base = next(o for o in search.outcomes if o.name == outcome.candidate.fallback_for)
+    if base.status == "rejected":
+        return False
+    outcome.status = "skipped"
+    outcome.why = base.why if base.status == "skipped" else (
+        f"not needed: {base.name} is within budget" if base.status == "built" else f"{base.name} failed")
+    return True
+
+
+def _steps(search: Search, cand: CandidateRecipe) -> list[dict]:
+    return [*search.prefix, *({"name": name, "options": options} for s in cand.steps for name, options in s.items())]
+
+
 def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, common: dict, started: float,
            time_budget_s: float, ui: UI, quiet: UI, calibration: CalibrationJudge | None) -> None:
     cand, n = outcome.candidate, len(search.outcomes)
-    if cand.fallback_for:  # a costlier search for the same idea: only when the simpler one missed the budget
-        base = next(o for o in search.outcomes if o.name == cand.fallback_for)
-        if base.status != "rejected":
-            outcome.status = "skipped"
-            outcome.why = base.why if base.status == "skipped" else (
-                f"not needed: {base.name} is within budget" if base.status == "built" else f"{base.name} failed")
-            return
+    if cand.fallback_for and _fallback_skip(search, outcome):
+        return
     elapsed = time.perf_counter() - started
     built = [o.seconds for o in search.outcomes if o.status in ("built", "rejected", "failed") and not o.cached]
     guess = sum(built) / len(built) if built else 0.0
@@ -206,19 +243,27 @@ def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, 
     ui.info(f"[bold]candidate {k} of {n}[/]: {cand.name} ({cand.what})"
             + (f"; best so far {best.name}" if best else "") + eta)
     t0 = time.perf_counter()
-    steps = [*search.prefix, *({"name": name, "options": options} for s in cand.steps for name, options in s.items())]
+    steps = _steps(search, cand)
     try:
         result, error = _run(_recipe(model, out_dir / "candidates" / cand.name, steps, common), quiet)
     except OptkitError as exc:  # a candidate the input cannot take (e.g. ops OpenVINO cannot read)
         result, error = None, exc
     outcome.seconds = time.perf_counter() - t0
+    if error is None:
+        outcome.cached = len(result.cached) == len(steps)
+    _settle(search, outcome, result.final if error is None else None, error, ui, calibration)
+
+
+def _settle(search: Search, outcome: Outcome, final: Artifact | None, error: Exception | None, ui: UI,
+            calibration: CalibrationJudge | None) -> None:
+    """A candidate's build is over: rejected, failed, or built and judged against the original."""
+    name = outcome.name
     if error is not None:
         outcome.status = "rejected" if isinstance(error, StepError) else "failed"
-        outcome.why = error.one_line()
-        ui.info(f"  [yellow]✗[/] {cand.name}: {outcome.why}")
+        outcome.why = error.one_line() if isinstance(error, OptkitError) else first_line(error)
+        ui.info(f"  [yellow]✗[/] {name}: {outcome.why}")
         return
-    outcome.cached = len(result.cached) == len(steps)
-    outcome.artifact, outcome.record = result.final, result.final.record
+    outcome.artifact, outcome.record = final, final.record
     outcome.status = "built"
     try:
         judge(outcome, search.budget, calibration)
@@ -226,8 +271,53 @@ def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, 
         outcome.status, outcome.why = "failed", exc.one_line()
     mark = "[green]✓[/]" if outcome.status == "built" else "[yellow]✗[/]"
     judged = ", ".join(v.text() for v in outcome.verdicts) or "not judged"
-    ui.info(f"  {mark} {cand.name}: {judged}{'; ' + outcome.why if outcome.why else ''} "
+    ui.info(f"  {mark} {name}: {judged}{'; ' + outcome.why if outcome.why else ''} "
             f"({'cached' if outcome.cached else f'{outcome.seconds:.1f}s'})")
+
+
+def _build_in_parallel(search: Search, model: str, out_dir: Path, common: dict, started: float,
+                       time_budget_s: float, ui: UI, calibration: CalibrationJudge | None,
+                       executor: Executor) -> None:
+    """Every candidate as a build task at once; then, in waves, the fallbacks of those that missed the budget."""
+    from optkit.types.artifact import open_artifact
+
+    waiting = list(search.outcomes)
+    while waiting:
+        wave = [o for o in waiting if not o.candidate.fallback_for
+                or next(b for b in search.outcomes if b.name == o.candidate.fallback_for).status != "pending"]
+        if not wave:
+            break
+        waiting = [o for o in waiting if o not in wave]
+        wave = [o for o in wave if not (o.candidate.fallback_for and _fallback_skip(search, o))]
+        elapsed = time.perf_counter() - started
+        if elapsed > time_budget_s:
+            for o in wave:
+                o.status, o.why = "skipped", f"time budget ({time_budget_s:.0f}s) spent after {elapsed:.0f}s"
+            continue
+        if not wave:
+            continue
+        ui.info(f"optimize: building {len(wave)} candidate(s) as {executor.name} tasks: "
+                f"{', '.join(o.name for o in wave)}")
+        jobs = [Job(o.name, build_candidate, (model, str(out_dir / "candidates" / o.name),
+                                              _steps(search, o.candidate), common, str(Path.cwd())))
+                for o in wave]
+        by_name = {o.name: o for o in wave}
+        for job, got in executor.builds(jobs):
+            outcome = by_name[job.name]
+            if isinstance(got, Exception):
+                _settle(search, outcome, None, got, ui, calibration)
+                continue
+            outcome.seconds = got["seconds"]
+            final = None
+            if got["error"] is None:
+                try:
+                    final = open_artifact(got["final"])  # from the shared cache, its sha256 checked below
+                    if final.record is None or final.digest() != final.record.sha256:
+                        raise StepError(f"{job.name}: the artifact a worker wrote does not match its sidecar")
+                except OptkitError as exc:
+                    got["error"] = exc
+            outcome.cached = got["error"] is None and got["cached"] == len(job.args[2])
+            _settle(search, outcome, final, got["error"], ui, calibration)
 
 
 def _choose(outcomes: list[Outcome]) -> Outcome | None:

@@ -22,6 +22,7 @@ from optkit.types.files import Staging, dumps_json, sha256_file
 from optkit.types.ui import UI
 
 if TYPE_CHECKING:
+    from optkit.engine.executor import Executor
     from optkit.engine.optimize import Outcome, Search
 
 FINALISTS = 3        # at most this many are timed again, alone with the fp32 model
@@ -79,8 +80,10 @@ def _save(path: Path, key: str, search: "Search", alive: list["Outcome"]) -> Non
         stage.commit()
 
 
-def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *, retime: bool = False) -> None:
-    """Time the fp32 model and every candidate within budget (or reuse the last pass's figures, see above)."""
+def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *, retime: bool = False,
+                   executor: "Executor | None" = None) -> None:
+    """Time the fp32 model and every candidate within budget (or reuse the last pass's figures, see above); each
+    pass is one ``executor.measure`` task (on Ray: alone on a measurement node)."""
     from optkit.engine.setup import data_for
     from optkit.eval.measure import MeasureSettings
 
@@ -101,24 +104,30 @@ def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *,
     rounds = len(alive) + 1
     with ui.status(f"optimize: timing the fp32 model and {len(alive)} candidate(s) interleaved at batch "
                    f"{search.batch_size} (~{rounds * budget_s:.0f}s)"):
-        _timed_pass(search, alive, data, settings, 1)
+        _timed_pass(search, alive, data, settings, 1, executor)
     timed = [o for o in alive if o.p50_ms is not None]
     best = min((o.p50_ms for o in timed), default=None)
     finalists = sorted((o for o in timed if o.p50_ms <= FINALIST_SPAN * best), key=lambda o: o.p50_ms)[:FINALISTS]
     if 1 < len(finalists) < len(alive):
         with ui.status(f"optimize: timing the {len(finalists)} finalists again with the fp32 model "
                        f"(~{(len(finalists) + 1) * 2 * budget_s:.0f}s)"):
-            _timed_pass(search, finalists, data, dataclasses.replace(settings, budget_s=2 * budget_s), 2)
+            _timed_pass(search, finalists, data, dataclasses.replace(settings, budget_s=2 * budget_s), 2, executor)
     try:
         _save(path, key, search, alive)
     except OSError as exc:  # the figures stand; only a rerun's shortcut is lost
         ui.warn(f"could not record the timings for a rerun: {exc}")
 
 
-def _timed_pass(search: "Search", outcomes: list["Outcome"], data, settings, number: int) -> None:
+def _timed_pass(search: "Search", outcomes: list["Outcome"], data, settings, number: int,
+                executor: "Executor | None" = None) -> None:
     from optkit.eval.measure import measure_side_by_side
 
-    lat = measure_side_by_side([search.source, *(o.artifact for o in outcomes)], data, settings)
+    arts = [search.source, *(o.artifact for o in outcomes)]
+    if executor is None:
+        lat = measure_side_by_side(arts, data, settings)
+    else:
+        lat = executor.measure(f"timing pass {number}", measure_side_by_side, arts, data, settings,
+                               num_cpus=max(1, settings.threads))
     base = lat[0][0]["p50_ms"] if lat[0] else None
     if number == 1 and base is not None:
         search.baseline_p50_ms, search.baseline_p90_ms = base, lat[0][0]["p90_ms"]

@@ -8,6 +8,7 @@ place together. A failure at any point leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import numpy as np
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path, write_sidecar_text
 from optkit.types.records import Fidelity, Metrics, ParentRef, StepRecord
 from optkit.types.errors import StepError, UsageError
-from optkit.types.files import Staging, scratch_root, sha256_file
+from optkit.types.files import Staging, build_lock, scratch_root, sha256_file
 from optkit.engine.recipe import PlannedStep, Recipe, plan
 from optkit.steps.base import StepContext
 from optkit.types.ui import UI
@@ -312,14 +313,15 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False,
             key = cache.step_key(step=ps.step.name, options=options, parent=chain.artifact, settings=settings_facts,
                                  seed=recipe.seed, versions=versions, base=base) if use_cache else None
             if ps.output is not None:
-                if key and _reuse(run, ps, key):
-                    result.cached.append(ps.index)
-                else:
-                    source.prepare()
-                    if source.source.record:
-                        known.setdefault(source.source.record.sha256, source.source)
-                    _seed(recipe.seed + ps.index)
-                    _run_producing(run, ps, cache_key=key)
+                with build_lock(ps.output.parent) if key else contextlib.nullcontext():
+                    if key and _reuse(run, ps, key):
+                        result.cached.append(ps.index)
+                    else:
+                        source.prepare()
+                        if source.source.record:
+                            known.setdefault(source.source.record.sha256, source.source)
+                        _seed(recipe.seed + ps.index)
+                        _run_producing(run, ps, cache_key=key)
                 result.final = chain.artifact
                 result.written += _files_of(chain.artifact)
                 known[chain.artifact.record.sha256] = chain.artifact
@@ -363,3 +365,22 @@ def _files_of(artifact: Artifact) -> list[Path]:
 
 def _profile_path(recipe: Recipe, base: Path, ps: PlannedStep) -> Path:
     return recipe.output_path(base) / f"{ps.index:02d}_{ps.step.name}.json"
+
+
+def build_recipe(recipe: Recipe, base: str, use_cache: bool) -> tuple[RunResult, StepError | None]:
+    """A recipe's steps without the ledger's timing pass, where an executor puts it (a Ray worker, say); the pass
+    is ``ledger_pass``, run apart as a measurement."""
+    return collect_run(recipe, Path(base), UI(quiet=True), use_cache=use_cache, ledger_timing=False)
+
+
+def ledger_pass(recipe: Recipe, base: str, final: Artifact) -> list[list[dict[str, Any]] | None] | None:
+    """The ledger's one interleaved timing pass over a finished run's rows, on its own: what ``collect_run`` does
+    at its end, with the same data and settings (None when the recipe measures nothing)."""
+    ui = UI(quiet=True)
+    settings = settings_of(recipe)
+    if not settings.enabled:
+        return None
+    source = open_source(recipe, Path(base))
+    import_factory_first(source)
+    data = data_for(source, ui)
+    return time_ledger(final, {}, data, checked_settings(settings, data, source, ui), ui)

@@ -63,6 +63,10 @@ def optimize_report(search: Search, model: str) -> dict[str, Any]:
                   "calibration_data": search.facts.calibration},
         "wall_time_s": round(search.wall_time_s, 2),
         "environment": environment(0, tool_versions(all_backends=True)),
+        "executor": search.executor,
+        "measured_on": sorted({f"{t.host} ({t.cpu})" if t.cpu else t.host
+                               for t in search.timeline if t.kind == "measure"}),
+        "timeline": [t.to_dict() for t in search.timeline],
     }
 
 
@@ -83,7 +87,11 @@ def _title(report: dict) -> str:
 
 def _caption(report: dict) -> str:
     cpu = report["environment"]["cpu"]
-    return (f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); judged vs the original on "
+    where = ""
+    if report.get("executor", "local") != "local":
+        where = (f"built as {report['executor']} tasks, timed alone on "
+                 f"{', '.join(report.get('measured_on') or ['(timings reused)'])}; ")
+    return (f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}); {where}judged vs the original on "
             f"{report['judged_on']}; {report['timing']}; "
             f"fp32 p50 {_f(report['fp32']['p50_ms'], '.3f')} ms.")
 

@@ -110,21 +110,72 @@ class RecipeOutcome:
 def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool, force: bool) -> RecipeOutcome:
     """Run a recipe, judge its gates on the ledger and write report.json/md/html and the manifest into its
     output_dir, also when a step failed (the report says which); the caller only prints and exits."""
-    from optkit.engine.gates import evaluate
-    from optkit.engine.recipe import plan
-    from optkit.engine.run import collect_run, tool_versions
-    from optkit.report.ledger import ledger_rows
+    from optkit.engine.run import collect_run
     from optkit.types.files import run_output_dir
 
     out_dir = recipe.output_path(base)
     with run_output_dir(out_dir, force=force):
         result, error = collect_run(recipe, base, ui, use_cache=use_cache)
-        rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
-        outputs = {str(ps.index): str(ps.output.resolve()) for ps in plan(recipe, base) if ps.output}
-        gates = [] if error else [g.to_dict() for g in evaluate(recipe.gates, rows, outputs)]
-        report = build_report(recipe_path=recipe_path, rows=rows, profiles=result.profiles, gates=gates,
-                              cached=result.cached, wall_time_s=result.wall_time_s,
-                              env=environment(recipe.seed, tool_versions(all_backends=True)),
-                              error=error.one_line() if error else None)
-        paths = write_outputs(out_dir, report, result.written)
+        return _judged(recipe, base, recipe_path, result, error)
+
+
+def _judged(recipe, base: Path, recipe_path: Path, result, error, executor: dict | None = None) -> RecipeOutcome:
+    """Gates judged on a finished run's ledger; the reports and the manifest written."""
+    from optkit.engine.gates import evaluate
+    from optkit.engine.recipe import plan
+    from optkit.engine.run import tool_versions
+    from optkit.report.ledger import ledger_rows
+
+    out_dir = recipe.output_path(base)
+    rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
+    outputs = {str(ps.index): str(ps.output.resolve()) for ps in plan(recipe, base) if ps.output}
+    gates = [] if error else [g.to_dict() for g in evaluate(recipe.gates, rows, outputs)]
+    report = build_report(recipe_path=recipe_path, rows=rows, profiles=result.profiles, gates=gates,
+                          cached=result.cached, wall_time_s=result.wall_time_s,
+                          env=environment(recipe.seed, tool_versions(all_backends=True)),
+                          error=error.one_line() if error else None)
+    if executor:
+        report["executor"] = executor
+    paths = write_outputs(out_dir, report, result.written)
     return RecipeOutcome(result, rows, gates, report, paths, out_dir, error)
+
+
+def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache: bool,
+               force: bool) -> list[RecipeOutcome | Exception]:
+    """Several recipes on a parallel executor: every recipe's steps as one build task, all at once; then each
+    ledger's timing pass as a measurement task, one at a time; then each recipe's gates and reports, as
+    ``run_and_report`` writes them. A recipe whose build could not start (bad input) comes back as its error."""
+    import contextlib
+    import time
+
+    from optkit.engine.executor import Job
+    from optkit.engine.run import build_recipe, ledger_pass
+    from optkit.types.errors import OptkitError, StepError, first_line
+    from optkit.types.files import run_output_dir
+
+    names = [f"{i + 1}:{path.name}" for i, (_, _, path) in enumerate(recipes)]
+    started = time.perf_counter()
+    with contextlib.ExitStack() as held:
+        for recipe, base, _ in recipes:  # every output folder held for the whole run, as one run would
+            held.enter_context(run_output_dir(recipe.output_path(base), force=force))
+        jobs = [Job(name, build_recipe, (recipe, str(base), use_cache)) for name, (recipe, base, _) in zip(names, recipes)]
+        ui.info(f"{executor.name}: building {len(jobs)} recipe(s) as parallel tasks")
+        built = dict((job.name, got) for job, got in executor.builds(jobs))
+        outcomes: list[RecipeOutcome | Exception] = []
+        for name, (recipe, base, path) in zip(names, recipes):
+            got = built[name]
+            if isinstance(got, Exception):
+                outcomes.append(got)
+                continue
+            result, error = got
+            if error is None and result.final is not None:
+                try:
+                    result.ledger_latency = executor.measure(f"{name} ledger", ledger_pass, recipe, str(base),
+                                                             result.final, num_cpus=max(1, recipe.measure.threads))
+                except Exception as exc:  # noqa: BLE001 - the recipe's report says so; the others go on
+                    error = exc if isinstance(exc, OptkitError) else StepError(f"timing the ledger: {first_line(exc)}")
+            result.wall_time_s = time.perf_counter() - started
+            mine = [t.to_dict() for t in executor.timeline if t.name in (name, f"{name} ledger")]
+            outcomes.append(_judged(recipe, base, path, result, error,
+                                    executor={"name": executor.name, "tasks": mine}))
+    return outcomes

@@ -10,6 +10,7 @@ import contextvars
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import stat
@@ -22,7 +23,11 @@ from optkit.types.errors import UsageError
 
 # Every temporary name optkit makes carries the writer's pid, so a later run can tell files left by a
 # killed process (pid gone) from files a live one is still writing, and remove only the former.
-_TEMP_RE = re.compile(r"^\.(?:.+\.(?:tmp|old)|optkit-scratch)-(?P<pid>\d+)-[0-9a-z_]+")
+_TEMP_RE = re.compile(r"^\.(?:.+\.(?:tmp|old)|optkit-scratch)-(?P<pid>\d+)-(?P<tag>[0-9a-z_]+)")
+# which machine made a temporary name: in a cache folder shared by several machines (a Ray cluster), a pid is only
+# checked on the machine it belongs to
+_HOST = hashlib.sha256(platform.node().encode()).hexdigest()[:6]
+BUILD_LOCK = ".optkit-build.lock"
 _SCRATCH_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("optkit_scratch_root", default=None)
 
 
@@ -120,7 +125,7 @@ class Staging:
 
 
 def _tag() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{os.getpid()}-{_HOST}{uuid.uuid4().hex[:8]}"
 
 
 def _alive(pid: int) -> bool:
@@ -143,6 +148,8 @@ def remove_stale_temp(folder: Path) -> list[Path]:
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
         if not m or int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
+            continue
+        if len(m["tag"]) >= 14 and not m["tag"].startswith(_HOST):  # another machine's: its pid means nothing here
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():
@@ -256,7 +263,7 @@ def run_output_dir(out_dir: Path, *, force: bool = False) -> Iterator[None]:
         with _locked(out_dir / ".optkit.lock", out_dir):
             yield
     except BaseException:
-        if created and {p.name for p in out_dir.iterdir()} <= {RUN_MARKER, ".optkit.lock"}:
+        if created and {p.name for p in out_dir.iterdir()} <= {RUN_MARKER, ".optkit.lock", BUILD_LOCK}:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
 
@@ -278,6 +285,28 @@ def _locked(path: Path, what: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Held while a step builds into ``folder``: a second builder (another worker of a cluster sharing the cache
+    folder) waits, then finds the first one's result in the cache instead of writing the same files beside it."""
+    import fcntl
+
+    folder = Path(folder)
+    created = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+        if created and [p.name for p in folder.iterdir()] == [BUILD_LOCK]:  # nothing was built: leave no folder
+            with contextlib.suppress(OSError):
+                (folder / BUILD_LOCK).unlink()
+                for made in created:
+                    made.rmdir()
 
 
 def resolve_ref(base: Path, value: str | None) -> str | None:

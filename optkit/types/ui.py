@@ -5,7 +5,7 @@ import contextlib
 import io
 import logging
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 
@@ -33,6 +33,23 @@ class UI:
             return
         with self.err.status(text):
             yield
+
+    @contextlib.contextmanager
+    def progress(self, text: str) -> Iterator[Callable[[str], None]]:
+        """A status line the caller updates (``update(text)``); off a terminal, each new text is one line."""
+        if self.quiet or not self.err.is_terminal:
+            last = [None]
+
+            def say(new: str) -> None:
+                if new != last[0] and not self.quiet:
+                    last[0] = new
+                    self.info(f"[dim]…[/] {new}")
+
+            say(text)
+            yield say
+            return
+        with self.err.status(text) as shown:
+            yield lambda new: shown.update(new)
 
 
 @contextlib.contextmanager

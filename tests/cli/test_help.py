@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf",
-         "uvicorn", "starlette", "httptools", "prometheus_client"]
+         "uvicorn", "starlette", "httptools", "prometheus_client", "ray"]
 COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["prune"], ["distill"], ["compile"], ["profile"], ["report"],
             ["compare"], ["debug"], ["run"], ["optimize"], ["serve"], ["loadtest"], ["recipe"], ["recipe", "schema"]]
 
