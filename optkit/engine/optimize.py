@@ -279,6 +279,7 @@ def _build_in_parallel(search: Search, model: str, out_dir: Path, common: dict, 
                        time_budget_s: float, ui: UI, calibration: CalibrationJudge | None,
                        executor: Executor) -> None:
     """Every candidate as a build task at once; then, in waves, the fallbacks of those that missed the budget."""
+    from optkit.engine.run import build_cpus
     from optkit.types.artifact import open_artifact
 
     waiting = list(search.outcomes)
@@ -298,9 +299,11 @@ def _build_in_parallel(search: Search, model: str, out_dir: Path, common: dict, 
             continue
         ui.info(f"optimize: building {len(wave)} candidate(s) as {executor.name} tasks: "
                 f"{', '.join(o.name for o in wave)}")
-        jobs = [Job(o.name, build_candidate, (model, str(out_dir / "candidates" / o.name),
-                                              _steps(search, o.candidate), common, str(Path.cwd())))
-                for o in wave]
+        jobs = []
+        for o in wave:
+            out, steps = out_dir / "candidates" / o.name, _steps(search, o.candidate)
+            cpus = build_cpus(_recipe(model, out, steps, common), Path.cwd())
+            jobs.append(Job(o.name, build_candidate, (model, str(out), steps, common, str(Path.cwd())), cpus))
         by_name = {o.name: o for o in wave}
         for job, got in executor.builds(jobs):
             outcome = by_name[job.name]

@@ -101,7 +101,9 @@ class RayExecutor:
                     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise UsageError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}",
-                                     hint="Start it with 'ray start --head' and pass the address it prints") from None
+                                     hint="Start it with 'ray start --head' and pass the address it prints; a cluster "
+                                          "with token auth needs its token here too (ray get-auth-token, "
+                                          "RAY_AUTH_TOKEN)") from None
             else:
                 start_local_cluster(num_cpus)
         _cluster_messages_to_stderr()
@@ -131,6 +133,7 @@ class RayExecutor:
         else:
             raise UsageError(f"the Ray cluster has measurement nodes of several CPUs ({', '.join(kinds)}) and none "
                              f"of this machine's ({wanted})", hint="Run optkit on a machine of the CPU you target")
+        self.largest_node_cpus = max(n.get("Resources", {}).get("CPU", 1.0) for n in nodes)
         tagged = [n["Resources"] for n in nodes if resource in n.get("Resources", {})]
         if any(r[resource] > 1 for r in tagged) and self.ui is not None:
             self.ui.warn(f"a node offers {resource} more than once: it could run two timing passes at once")
@@ -187,7 +190,9 @@ class RayExecutor:
     def builds(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
         refs = {}
         for job in jobs:
-            ref, key = self._submit(job.name, "build", job.fn, job.args, num_cpus=job.num_cpus)
+            # never more than a node has: Ray would hold such a task forever
+            ref, key = self._submit(job.name, "build", job.fn, job.args,
+                                    num_cpus=min(job.num_cpus, self.largest_node_cpus))
             refs[ref] = (key, "build", job)
         yield from self._collect(refs)
 

@@ -367,6 +367,11 @@ def _profile_path(recipe: Recipe, base: Path, ps: PlannedStep) -> Path:
     return recipe.output_path(base) / f"{ps.index:02d}_{ps.step.name}.json"
 
 
+def build_cpus(recipe: Recipe, base: Path) -> int:
+    """CPUs a build of the recipe keeps busy: the most any of its steps does (its steps run one after another)."""
+    return max((ps.step.num_cpus(ps.config) for ps in plan(recipe, base) if ps.output is not None), default=1)
+
+
 def build_recipe(recipe: Recipe, base: str, use_cache: bool) -> tuple[RunResult, StepError | None]:
     """A recipe's steps without the ledger's timing pass, where an executor puts it (a Ray worker, say); the pass
     is ``ledger_pass``, run apart as a measurement."""

@@ -149,7 +149,7 @@ def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache
     import time
 
     from optkit.engine.executor import Job
-    from optkit.engine.run import build_recipe, ledger_pass
+    from optkit.engine.run import build_cpus, build_recipe, ledger_pass
     from optkit.types.errors import OptkitError, StepError, first_line
     from optkit.types.files import run_output_dir
 
@@ -158,7 +158,8 @@ def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache
     with contextlib.ExitStack() as held:
         for recipe, base, _ in recipes:  # every output folder held for the whole run, as one run would
             held.enter_context(run_output_dir(recipe.output_path(base), force=force))
-        jobs = [Job(name, build_recipe, (recipe, str(base), use_cache)) for name, (recipe, base, _) in zip(names, recipes)]
+        jobs = [Job(name, build_recipe, (recipe, str(base), use_cache), num_cpus=build_cpus(recipe, base))
+                for name, (recipe, base, _) in zip(names, recipes)]
         ui.info(f"{executor.name}: building {len(jobs)} recipe(s) as parallel tasks")
         built = dict((job.name, got) for job, got in executor.builds(jobs))
         outcomes: list[RecipeOutcome | Exception] = []

@@ -61,6 +61,7 @@ class Step:
     Config: ClassVar[type[BaseModel]]
     Details: ClassVar[type[Details]] = Details  # what the step records (a record's JSON reads back with it)
     for_speed: ClassVar[bool] = False  # its point is speed: an output slower than its input is flagged
+    build_cpus: ClassVar[int] = 1  # CPUs a build of this step keeps busy: what a Ray build task asks for
 
     def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
         raise NotImplementedError
@@ -78,6 +79,11 @@ class Step:
     def output_format(cls, config: BaseModel) -> tuple[str | None, str]:
         """(format, file suffix) this step produces with ``config``; compile overrides it per target."""
         return cls.produces, cls.suffix
+
+    @classmethod
+    def num_cpus(cls, config: BaseModel) -> int:
+        """CPUs a build of this step with ``config`` keeps busy (training steps more than one)."""
+        return cls.build_cpus
 
     @staticmethod
     def describe(details: Details) -> str:

@@ -242,6 +242,7 @@ class DistillDetails(Details):
 
 
 class DistillStep(Step):
+    build_cpus = 2  # a training loop: torch keeps every core it is given busy
     name = "distill"
     summary = "knowledge distillation of a teacher into a smaller student (soft targets, labels, features)"
     accepts = ("torch",)

@@ -247,6 +247,10 @@ class PruneStep(Step):
     Config = PruneConfig
     Details = PruneDetails
 
+    @classmethod
+    def num_cpus(cls, config: PruneConfig) -> int:
+        return 2 if config.finetune_epochs else 1  # fine-tuning is a training loop
+
     def precheck(self, config: PruneConfig, source: Artifact, base: Path) -> None:
         if source.format != "torch":
             return

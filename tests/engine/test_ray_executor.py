@@ -50,11 +50,32 @@ def test_executor_choices_are_checked():
         make_executor("local", "10.0.0.1:6379")
 
 
+def test_the_cli_refuses_an_unknown_executor_in_one_line(tiny, tmp_path):
+    from tests.conftest import invoke
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {tiny['folder']}\noutput_dir: {tmp_path / 'out'}\nsteps: [export]\n")
+    result = invoke("run", str(recipe), "--executor", "dask")
+    assert result.exit_code == 2 and "unknown" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(MissingDependencyError) as err:
         make_executor("ray")
     assert "optkit[ray]" in err.value.one_line()
+
+
+def test_a_build_asks_for_the_cpus_its_steps_keep_busy(tiny, tmp_path):
+    from optkit.engine.recipe import Recipe
+    from optkit.engine.run import build_cpus
+
+    def recipe(*steps):
+        return Recipe.model_validate({"model": str(tiny["folder"]), "output_dir": str(tmp_path), "steps": list(steps)})
+
+    assert build_cpus(recipe({"export": {}}, {"quantize": {"mode": "dynamic"}}), tmp_path) == 1
+    assert build_cpus(recipe({"prune": {"ratio": 0.5, "finetune_epochs": 1}}, {"export": {}}), tmp_path) == 2
 
 
 class _FakeRay:
