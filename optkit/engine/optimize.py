@@ -302,7 +302,10 @@ def _build_in_parallel(search: Search, model: str, out_dir: Path, common: dict, 
         jobs = []
         for o in wave:
             out, steps = out_dir / "candidates" / o.name, _steps(search, o.candidate)
-            cpus = build_cpus(_recipe(model, out, steps, common), Path.cwd())
+            try:
+                cpus = build_cpus(_recipe(model, out, steps, common), Path.cwd())
+            except OptkitError:  # the build itself will say what is wrong with the candidate, as a local one would
+                cpus = 1
             jobs.append(Job(o.name, build_candidate, (model, str(out), steps, common, str(Path.cwd())), cpus))
         by_name = {o.name: o for o in wave}
         for job, got in executor.builds(jobs):
