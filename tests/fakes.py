@@ -89,6 +89,28 @@ class FakeStep(Step):
                                             inputs=list(artifact.inputs), outputs=list(artifact.outputs)))
 
 
+class FakeSlowConfig(FakeConfig):
+    sleep_s: float = Field(0.0, ge=0, description="how long the step takes (a long build: NNCF's accuracy control)")
+    stubborn: bool = Field(False, description="ignore SIGTERM, as native code that never returns to Python does")
+
+
+class FakeSlowStep(FakeStep):
+    """The fake step that takes ``sleep_s`` seconds with its output half written meanwhile: a build to stop. Not
+    registered by the fixture; a test registers it as ``fake_slow`` itself."""
+
+    name = "fake_slow"
+    Config = FakeSlowConfig
+
+    def run(self, ctx: StepContext, artifact: Artifact, config: FakeSlowConfig) -> StepResult:
+        import signal
+
+        ctx.out_tmp.write_text('{"half": ')  # what a stopped build must not leave behind
+        if config.stubborn:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(config.sleep_s)
+        return super().run(ctx, artifact, config)
+
+
 class FakeExportStep(FakeStep):
     """The same under another name, for chains whose rows must be told apart by name (gates name one)."""
 

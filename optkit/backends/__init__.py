@@ -9,12 +9,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
 from optkit.types.errors import UsageError
 from optkit.types.lazy import load_dotted
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.types.artifact import Artifact
 
 RUNNERS: dict[str, str] = {

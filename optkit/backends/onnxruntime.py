@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from optkit.backends import Runner
-from optkit.types.artifact import Artifact
+from optkit.types.artifact import Artifact, checked_runtime
 from optkit.types.errors import UsageError
 from optkit.types.lazy import require
 
@@ -19,23 +19,37 @@ LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
 def session_options(threads: int, tuned: dict[str, Any] | None = None, **overrides: Any):
     """Session options: optkit's defaults, then a compiled artifact's tuned settings, then overrides.
 
-    ``tuned`` keys: graph_optimization_level (basic|extended|all), enable_mem_pattern,
-    enable_cpu_mem_arena, allow_spinning.
+    ``tuned`` (from a sidecar) holds only the settings compile records - graph_optimization_level
+    (disabled|basic|extended|all), enable_mem_pattern, enable_cpu_mem_arena, allow_spinning - with their
+    types (``types.artifact.OrtSessionSettings``); anything else is a UsageError naming the key, never a
+    setattr (optimized_model_filepath would write a file anywhere). ``overrides`` are optkit's own code's.
     """
+    from optkit.types.artifact import OrtSessionSettings
+    from pydantic import ValidationError
+
     ort = require("onnxruntime", "running ONNX models")
+    try:
+        settings = OrtSessionSettings.model_validate(tuned or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(map(str, ("runtime", "session", *err["loc"])))
+        why = "is not a setting optkit writes" if err["type"] == "extra_forbidden" else f"is refused ({err['msg']})"
+        raise UsageError(f"ONNX Runtime session setting {key} {why}",
+                         hint="Re-create the artifact with 'optkit compile --target ort-cpu'") from None
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(threads, 0)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: warnings would interleave with optkit's output
-    for key, value in (tuned or {}).items():
-        if key == "graph_optimization_level":
-            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[value])
-        elif key == "allow_spinning":
-            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if value else "0")
-        else:
-            setattr(so, key, value)
+    if settings.graph_optimization_level is not None:
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[settings.graph_optimization_level])
+    if settings.enable_mem_pattern is not None:
+        so.enable_mem_pattern = settings.enable_mem_pattern
+    if settings.enable_cpu_mem_arena is not None:
+        so.enable_cpu_mem_arena = settings.enable_cpu_mem_arena
+    if settings.allow_spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
     for key, value in overrides.items():
         setattr(so, key, value)
     return so
@@ -53,7 +67,9 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(
                 str(artifact.path), sess_options=session_options(threads, artifact.runtime.get("session")),
-                providers=providers or artifact.runtime.get("providers") or ["CPUExecutionProvider"])
+                providers=providers or checked_runtime(artifact.runtime).get("providers") or ["CPUExecutionProvider"])
+        except UsageError:
+            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "onnxruntime_src" in first:  # keep the reason, drop ORT's source location prefix

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from optkit.backends import Runner
-from optkit.types.artifact import Artifact, TensorSpec
+from optkit.types.artifact import Artifact, TensorSpec, checked_runtime
 from optkit.types.errors import UsageError
 from optkit.types.lazy import require
 
@@ -143,7 +143,7 @@ class OpenVINORunner(Runner):
 
     def __init__(self, artifact: Artifact, threads: int = 1) -> None:
         ov = _ov()
-        precision = artifact.runtime.get("inference_precision", "f32")
+        precision = checked_runtime(artifact.runtime).get("inference_precision", "f32")  # only the hints compile writes
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
                                   "NUM_STREAMS": 1}
         if threads > 0:

@@ -13,17 +13,6 @@ import typer
 from typer.core import TyperGroup
 
 from optkit._version import __version__
-from optkit.cli.export import export
-from optkit.cli.optimize import optimize
-from optkit.cli.profile import profile
-from optkit.cli.recipe import recipe_app
-from optkit.cli.report import report
-from optkit.cli.run import run
-from optkit.cli.serve import loadtest, serve
-from optkit.cli.compare import compare
-from optkit.cli.debug import debug
-from optkit.cli.train import distill, prune
-from optkit.cli.transforms import compile_cmd, fuse, quantize, simplify
 from optkit.types.errors import OptkitError
 
 
@@ -33,8 +22,82 @@ except ImportError:  # pragma: no cover - older typer, with click installed besi
     from click import exceptions as click_exceptions
 
 
+# Every command: where it lives, and the one line `optkit --help` shows for it. Commands are imported only when
+# one runs (or shows its own --help), so `optkit --help` imports no step, numpy or pydantic;
+# tests/cli/test_help.py checks each line against the command's own docstring.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("optkit.cli.export:export", "Export a PyTorch model to one self-contained ONNX file,..."),
+    "simplify": ("optkit.cli.transforms:simplify", "Constant folding, shape inference and dead-node removal;..."),
+    "fuse": ("optkit.cli.transforms:fuse", "Operator fusion (Conv+BN, transformer..."),
+    "quantize": ("optkit.cli.transforms:quantize", "int8 (static QDQ / dynamic) or fp16 quantization with ONNX..."),
+    "prune": ("optkit.cli.train:prune", "Remove channels (torch-pruning dependency graph) or zero..."),
+    "distill": ("optkit.cli.train:distill", "Knowledge distillation: train a smaller student on the..."),
+    "compile": ("optkit.cli.transforms:compile_cmd", "Build the artifact a runtime deploys: ONNX Runtime (tuned..."),
+    "profile": ("optkit.cli.profile:profile", "Measure latency (p50/p90/p99, throughput) per batch size,..."),
+    "report": ("optkit.cli.report:report", "Print the ledger of an artifact: every step from the original..."),
+    "compare": ("optkit.cli.compare:compare", "Accuracy, p50/p90, throughput and size of several artifacts,..."),
+    "debug": ("optkit.cli.debug:debug", "Rank layers by quantization error (SQNR, cosine; activations..."),
+    "run": ("optkit.cli.run:run", "Run recipes: every step measured, gates judged (exit 3 if one..."),
+    "optimize": ("optkit.cli.optimize:optimize", "Build ONNX Runtime and OpenVINO candidates (fp32, int8..."),
+    "serve": ("optkit.cli.serve:serve", "Serve an artifact over KServe's Open Inference Protocol v2..."),
+    "loadtest": ("optkit.cli.serve:loadtest", "Throughput and p50/p90/p99 under concurrent load; with an..."),
+    "recipe": ("optkit.cli.recipe:recipe_app", "Recipe helpers: the JSON Schema for editors and linters."),
+}
+
+
+def load_command(name: str):
+    """The click command ``name`` (a Typer function or sub-app), built from its module on first use."""
+    from typer.main import CommandInfo, TyperInfo, get_command_from_info, get_group_from_info
+
+    target = command_function(name)
+    if isinstance(target, typer.Typer):
+        return get_group_from_info(TyperInfo(target, name=name), pretty_exceptions_short=True,
+                                   suggest_commands=True, rich_markup_mode=None)
+    return get_command_from_info(CommandInfo(name=name, callback=target), pretty_exceptions_short=True,
+                                 rich_markup_mode=None)
+
+
+def command_function(name: str):
+    """The Python function behind command ``name`` (tests read its signature)."""
+    import importlib
+
+    module, attr = COMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def all_commands() -> dict:
+    """Every command, loaded: name -> click command."""
+    return {name: load_command(name) for name in COMMANDS}
+
+
 class OptkitGroup(TyperGroup):
-    """Maps optkit's errors to one stderr line and an exit code, for the real CLI and CliRunner alike."""
+    """Maps optkit's errors to one stderr line and an exit code, for the real CLI and CliRunner alike; loads
+    each command when it is used (``COMMANDS``)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx, args):
+        """Click's lookup, with 'Did you mean ...?' from every command (loaded or not) on a typo."""
+        try:
+            return self._click_resolve_command(ctx, args)
+        except click_exceptions.UsageError as exc:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if matches:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, matches))}?"
+            raise
+
+    def format_commands(self, ctx, formatter) -> None:
+        """The command list from ``COMMANDS``' one-liners: no command is imported to show it."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Command-line usage errors (a bad option value, an unknown flag, a missing argument) are one
@@ -49,7 +112,7 @@ class OptkitGroup(TyperGroup):
             else:
                 command = exc.ctx.command_path if exc.ctx is not None else "optkit"
                 message = " ".join(exc.format_message().split()).rstrip(".")
-                typer.echo(f"error: {message}. See '{command} --help'", err=True)
+                typer.echo(f"error: {message}{' ' if message.endswith('?') else '. '}See '{command} --help'", err=True)
         except click_exceptions.ClickException as exc:
             typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             code = exc.exit_code
@@ -105,27 +168,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """optkit: export, optimize, compile and measure models."""
 
 
-app.command("export")(export)
-app.command("simplify")(simplify)
-app.command("fuse")(fuse)
-app.command("quantize")(quantize)
-app.command("prune")(prune)
-app.command("distill")(distill)
-app.command("compile")(compile_cmd)
-app.command("profile")(profile)
-app.command("report")(report)
-app.command("compare")(compare)
-app.command("debug")(debug)
-app.command("run")(run)
-app.command("optimize")(optimize)
-app.command("serve")(serve)
-app.command("loadtest")(loadtest)
-app.add_typer(recipe_app, name="recipe")
 
 
 def main() -> None:
     if sys.stdout is None or sys.stderr is None:  # started with a closed standard stream
         _fail_closed_stream()
+    from optkit.types.noise import silence_third_party
+
+    silence_third_party()  # before any library is imported: what they print at import is not about the model
     try:
         try:
             code = app(prog_name="optkit", standalone_mode=True) or 0

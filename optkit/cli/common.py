@@ -3,33 +3,39 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from optkit.types.errors import UsageError
 
 
-def parse_batch_sizes(text: str) -> list[int]:
+def parse_batch_sizes(values: Sequence[str] | str) -> list[int]:
+    """``--batch-sizes``, repeated or comma-separated."""
+    from optkit.cli.options import split_values
     from optkit.engine.recipe import MAX_BATCH
 
+    text = ",".join([values] if isinstance(values, str) else map(str, values))
     try:
-        sizes = [int(x) for x in text.split(",")]
+        sizes = split_values(values, "--batch-sizes", int)
         if not sizes or any(s <= 0 or s > MAX_BATCH for s in sizes):
             raise ValueError
-    except ValueError:
+    except (UsageError, ValueError):
         raise UsageError(f"bad --batch-sizes '{text}'",
-                         hint=f"Give integers from 1 to {MAX_BATCH} separated by commas, e.g. 1,8") from None
+                         hint=f"Give integers from 1 to {MAX_BATCH}, repeated or separated by commas, e.g. 1,8") from None
     return sizes
 
 
 def parse_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
+    """``--input-shape NAME:DIMS``, repeated or comma-separated."""
+    from optkit.cli.options import split_values
+
     if not items:
         return None
     from optkit.types.artifact import parse_input_shape
 
-    return {name: list(shape) for name, shape in map(parse_input_shape, items)}
+    return {name: list(shape) for name, shape in map(parse_input_shape, split_values(items, "--input-shape"))}
 
 
-def measure_block(batch_sizes: str, threads: int, budget_s: float, enabled: bool = True) -> dict[str, Any]:
+def measure_block(batch_sizes: Sequence[str] | str, threads: int, budget_s: float, enabled: bool = True) -> dict[str, Any]:
     """The shared measurement options, validated by the recipe's own ``measure:`` model (one set of bounds)."""
     from pydantic import ValidationError
 
@@ -82,7 +88,7 @@ def run_one_step(*, model: str, step: str, options: dict[str, Any], measure: dic
 
 
 def run_command(step: str, model: str, output: str, config: dict[str, Any], *, eval_data: Path | None,
-                metric: str | None, measure: bool, batch_sizes: str, threads: int, budget_s: float, json_out: bool,
+                metric: str | None, measure: bool, batch_sizes: Sequence[str], threads: int, budget_s: float, json_out: bool,
                 markdown: bool, weights: Path | None = None, input_shape: list[str] | None = None,
                 hf: dict[str, Any] | None = None) -> None:
     """What a step command does: run its one-step recipe, then print the ledger unless told not to."""

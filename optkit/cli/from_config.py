@@ -6,6 +6,10 @@ option with the field's name, type, default and description, and hands their val
 ``config_extra``. ``FLAGS`` holds the few fields the command line spells its own way. A new config field
 is reachable from the command line, the recipe and ``--set`` without touching the CLI;
 ``tests/cli/test_option_parity.py`` checks it for every step.
+
+A list option takes its values repeated or comma-separated (``--exclude Conv --exclude Gemm`` or
+``--exclude Conv,Gemm``). A key a Config renamed (its ``RENAMED``) stays a hidden flag that says it is
+deprecated, once, and still works.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 
+from optkit.cli.options import split_values
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -27,6 +33,7 @@ class Flag:
     note: str = ""  # what the command line adds to the field's description
     parse: Optional[Callable[[Any], Any]] = None  # command-line value -> config value
     default: Any = None  # command-line default of a field a recipe must give (None: the field's own)
+    unset: bool = False  # send the value only when given (the Config tells a given value from its default)
 
 
 def _none_is_empty(axes: list[str]) -> list[str]:
@@ -40,6 +47,8 @@ FLAGS: dict[str, Flag] = {
     "dynamic_batch": Flag("--dynamic-batch/--static-batch"),
     "dynamic_axes": Flag("--dynamic-axis", note="'none': only the batch is dynamic.", parse=_none_is_empty),
     "compile.target": Flag("--target", default="ort-cpu"),
+    # given, it also turns on quantize's guard and compile's accuracy control (their default)
+    "max_drop": Flag("--max-drop", unset=True),
 }
 
 
@@ -77,7 +86,16 @@ def _sentence(text: str) -> str:
     return (text if keep else text[:1].upper() + text[1:]).rstrip(".") + "."
 
 
-def _option(step: str, name: str, field) -> inspect.Parameter:
+def _list_parser(flag: str, item: type, then: Optional[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """A list option's values, repeated or comma-separated, as a list of ``item`` (then ``then``, a Flag's parse)."""
+    def parse(values: list[str]) -> Any:
+        items = split_values(values, flag, item)
+        return then(items) if then else items
+    return parse
+
+
+def _option(step: str, name: str, field) -> tuple[inspect.Parameter, Optional[Callable[[Any], Any]]]:
+    """The option for one Config field, and what turns its command-line value into the config value."""
     flag = flag_of(step, name)
     spelling = flag.spelling if flag else "--" + name.replace("_", "-")
     annotation = field.annotation
@@ -90,13 +108,16 @@ def _option(step: str, name: str, field) -> inspect.Parameter:
     if flag and flag.default is not None:
         default = flag.default
     helptext += _bounds(field)
+    parse = flag.parse if flag else None
     if base_origin is Literal:
         helptext += f" One of: {' | '.join(map(str, base_args))}."
         kind, metavar = str, None
     elif base_origin is list:
-        kind, metavar = list[base_args[0] if base_args else str], "VALUE"
-        helptext += " Repeat for more."
-        default = None if not default else list(default)
+        item = base_args[0] if base_args else str
+        kind, metavar = list[str], "VALUE"  # ints too: '1,8' is split before it is converted
+        helptext += " Repeat or separate with commas for more."
+        default = None if not default else [str(v) for v in default]
+        parse = _list_parser(spelling, item, parse)
     elif base is bool:
         kind, metavar = bool, None
         if "/" not in spelling:
@@ -105,36 +126,65 @@ def _option(step: str, name: str, field) -> inspect.Parameter:
         kind, metavar = base, None
     if flag and flag.note:
         helptext += " " + flag.note
+    if flag and flag.unset and default is not inspect.Parameter.empty:
+        if default is not None:
+            helptext += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
+        default = None
     if optional or default is None:
         kind = Optional[kind]
     option = typer.Option(spelling, help=helptext, metavar=metavar)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+    return (inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]),
+            parse)
 
 
-def config_options(step: str) -> Callable[[Callable], Callable]:
-    """Add every field of ``step``'s Config as an option, unless the command has a parameter of that name
-    (distill's model is ``--teacher``); their values reach the command as ``config_extra``: a dict without
-    the options left unset, so the Config's defaults apply. The generated options come before ``--eval-data``."""
+def _renamed_option(step: str, old: str, new: inspect.Parameter) -> inspect.Parameter:
+    """The hidden flag of a renamed key: the new option's type, no default."""
+    kind = typing.get_args(new.annotation)[0]
+    kind = kind if typing.get_origin(kind) in (typing.Union, types.UnionType) else Optional[kind]
+    spelling = "--" + old.replace("_", "-")
+    if typing.get_args(kind)[0] is bool:
+        spelling = f"{spelling}/--no-{spelling[2:]}"
+    option = typer.Option(spelling, hidden=True, help=f"Deprecated: use {flag_name(step, new.name)}.")
+    return inspect.Parameter(old, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, option])
+
+
+def config_options(step: str, fields: tuple[str, ...] | None = None) -> Callable[[Callable], Callable]:
+    """Add every field of ``step``'s Config (or only ``fields``) as an option, unless the command has a parameter
+    of that name (distill's model is ``--teacher``); their values reach the command as ``config_extra``: a dict
+    without the options left unset, so the Config's defaults apply. The generated options come before
+    ``--eval-data``; the hidden flags of renamed keys come last."""
     def wrap(command: Callable) -> Callable:
         from optkit.steps.base import step_class
 
         sig = inspect.signature(command, eval_str=True)  # the command module's names, not this one's
         config = step_class(step).Config
         own = inspect.get_annotations(config)  # the step's own fields first, then shared ones (training, tolerances)
-        names = sorted((n for n in config.model_fields if n not in sig.parameters), key=lambda n: n not in own)
-        extra = [_option(step, n, config.model_fields[n]) for n in names]
-        parsers = {p.name: flag.parse for p in extra if (flag := flag_of(step, p.name)) and flag.parse}
+        names = sorted((n for n in config.model_fields if n not in sig.parameters and (fields is None or n in fields)),
+                       key=lambda n: n not in own)
+        made = {n: _option(step, n, config.model_fields[n]) for n in names}
+        extra = [param for param, _ in made.values()]
+        parsers = {n: parse for n, (_, parse) in made.items() if parse}
+        renamed = {old: new for old, new in getattr(config, "RENAMED", {}).items()
+                   if new in made and old not in sig.parameters}
+        hidden = [_renamed_option(step, old, made[new][0]) for old, new in renamed.items()]
 
         @functools.wraps(command)
         def generated(*args: Any, **kwargs: Any):
+            from optkit.steps.base import deprecated
+
             values = {p.name: kwargs.pop(p.name) for p in extra if p.name in kwargs}
             given = {k: parsers[k](v) if k in parsers else v for k, v in values.items() if v is not None and v != []}
+            for old, new in renamed.items():
+                value = kwargs.pop(old, None)
+                if value is not None:  # the Config maps the old key (and what it meant) itself
+                    deprecated(old, new, f"{'--' + old.replace('_', '-')} is deprecated; use {flag_name(step, new)}")
+                    given[old] = parsers[new](value) if new in parsers else value
             return command(*args, **kwargs, config_extra=given)
 
         # Typer calls a command with keywords only, so every parameter can be keyword-only
         kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "config_extra"]
         at = next((i for i, p in enumerate(kept) if p.name == "eval_data"), len(kept))
-        params = [*kept[:at], *extra, *kept[at:]]
+        params = [*kept[:at], *extra, *kept[at:], *hidden]
         generated.__signature__ = sig.replace(parameters=params)
         generated.__annotations__ = {p.name: p.annotation for p in params}  # resolved: read with this module's globals
         return generated

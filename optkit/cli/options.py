@@ -1,15 +1,19 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once.
+
+Every list option takes its values repeated, comma-separated or both (``--batch-sizes 1 --batch-sizes 8`` is
+``--batch-sizes 1,8``): ``split_values`` reads them, for these options and the generated ones alike.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
 
 EvalData = Annotated[Optional[Path], typer.Option("--eval-data", help=".npz with arrays named after the model inputs (+ labels). Default: the model's own.")]
 Weights = Annotated[Optional[Path], typer.Option("--weights", help="state_dict for a factory MODEL (loaded with weights_only=True).")]
-InputShape = Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME:DIMS, e.g. input:1x1x32x32 (repeat per input). Default: from the evaluation data.")]
-BatchSizes = Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes to time; the first is the ledger's.")]
+InputShape = Annotated[Optional[list[str]], typer.Option("--input-shape", metavar="NAME:DIMS", help="An input's shape, batch first, dimensions separated by 'x' (e.g. x:1x3x224x224); repeat or separate with commas for several inputs. Default: from the evaluation data or the model's spec.")]
+BatchSizes = Annotated[list[str], typer.Option("--batch-sizes", metavar="N", help="Batch sizes to time (repeat or separate with commas: 1,8); the first is the ledger's.")]
 Threads = Annotated[int, typer.Option("--threads", min=0, help="Intra-op threads for every backend (0: the runtime's default).")]
 Budget = Annotated[float, typer.Option("--budget-s", min=0.01, help="Seconds of timing per artifact and batch size (20% warm-up).")]
 Measure = Annotated[bool, typer.Option("--measure/--no-measure", help="Measure the output (accuracy, latency, size) and print the ledger.")]
@@ -25,6 +29,19 @@ ImageData = Annotated[Optional[Path], typer.Option("--image-data", help="Hugging
 MaxLength = Annotated[int, typer.Option("--max-length", min=1, max=65536, help="--text-data: tokens per text at most (longer ones are truncated).")]
 SeqLen = Annotated[Optional[int], typer.Option("--seq-len", min=1, max=65536, help="--text-data: pad every text to exactly this many tokens (one length, for comparisons); default: each batch at its longest text.")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run a Hugging Face model's own code (auto_map in config.json); refused otherwise.")]
+
+
+def split_values(values: Sequence[Any] | str | None, flag: str, kind: type = str) -> list[Any]:
+    """A list option's values, repeated or comma-separated or both, each converted to ``kind``."""
+    from optkit.types.errors import UsageError
+
+    given = [values] if isinstance(values, str) else list(values or [])
+    items = [item.strip() for value in given for item in str(value).split(",") if item.strip()]
+    try:
+        return [kind(item) for item in items]
+    except ValueError:
+        raise UsageError(f"{flag} {','.join(map(str, given))!r}: not a list of {'numbers' if kind in (int, float) else 'values'}",
+                         hint=f"Repeat {flag} or separate the values with commas, e.g. {flag} 1,8") from None
 
 
 def hf_keys(task: str | None, text_data: Path | None, image_data: Path | None, max_length: int,

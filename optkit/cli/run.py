@@ -16,6 +16,8 @@ def run(
                       "measure.budget_s=0.2. Repeatable.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step even if its cached result is still valid.")] = False,
+    retime: Annotated[bool, typer.Option("--retime", help="Time the ledger again even when every step came from the "
+                                                           "cache and the last timings still apply.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing output_dir that holds files optkit did not write.")] = False,
     executor: o.Executor = "local",
     ray_address: o.RayAddress = None,
@@ -47,12 +49,13 @@ def run(
     runner = make_executor(executor, ray_address, ui)
     try:
         if runner.parallel:
-            done = run_all_on(runner, loaded, ui, use_cache=not no_cache, force=force)
+            done = run_all_on(runner, loaded, ui, use_cache=not no_cache, force=force, retime=retime)
         else:
             done = []
             for parsed, base, path in loaded:
                 try:
-                    done.append(run_and_report(parsed, base, path, ui, use_cache=not no_cache, force=force))
+                    done.append(run_and_report(parsed, base, path, ui, use_cache=not no_cache, force=force,
+                                               retime=retime))
                 except UsageError as exc:
                     if len(loaded) == 1:
                         raise
@@ -90,6 +93,8 @@ def _finish(ui, loaded, done, json_out: bool, markdown: bool) -> None:
             for gate in gates:
                 ui.info(f"{'[green]✓ gate[/]' if gate['passed'] else '[red]✗ GATE FAILED[/]'} {gate['text']}")
             cached = f", {len(result.cached)} of {len(parsed.steps)} steps from the cache" if result.cached else ""
+            if result.timing_reused_from:
+                cached += f", timings of {result.timing_reused_from}"
             ui.info(f"reports: {', '.join(p.name for p in outcome.paths)} in {outcome.out_dir} "
                     f"({result.wall_time_s:.1f}s{cached})")
         if outcome.error:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Sequence
 
 import typer
 
@@ -10,18 +10,18 @@ from optkit.cli import options as o
 from optkit.types.errors import UsageError
 
 
-def _sizes(text: str | None, option: str) -> tuple[int, ...]:
-    if not text:
+def _sizes(values: Sequence[str] | str | None, option: str) -> tuple[int, ...]:
+    """A list of sizes, repeated or comma-separated."""
+    if not values:
         return ()
+    text = values if isinstance(values, str) else ",".join(values)
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: not a comma-separated list of integers", hint=f"e.g. {option} 4,8") from None
-    if not values or min(values) < 1:
+        sizes = tuple(o.split_values(values, option, int))
+    except UsageError:
+        raise UsageError(f"{option} {text!r}: not a list of integers", hint=f"e.g. {option} 4,8") from None
+    if not sizes or min(sizes) < 1:
         raise UsageError(f"{option} {text!r}: sizes must be at least 1", hint=f"e.g. {option} 4,8")
-    return values
-
-
+    return sizes
 
 
 def _serve_section(path: Path):
@@ -30,10 +30,11 @@ def _serve_section(path: Path):
     from pydantic import ValidationError
 
     from optkit.engine.recipe import ServeSection
+    from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
 
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        raw = load_yaml(read_text_capped(path, RECIPE_CAP, "--config"))  # nesting and size limited, as recipes
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UsageError(f"--config {path}: cannot read it as YAML ({str(exc).splitlines()[0]})",
                          hint="Give a recipe or the serve.yaml optkit loadtest wrote") from None
     section = raw.get("serve") if isinstance(raw, dict) else None
@@ -55,7 +56,7 @@ def serve(
     max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, max=4096, help="Rows merged into one run at most (1: no batching). Default 16.")] = None,
     max_queue_delay_ms: Annotated[Optional[float], typer.Option("--max-queue-delay-ms", min=0, max=10000, help="How long the oldest queued request may wait for others to join its batch. Default 2.")] = None,
     batch_policy: Annotated[Optional[str], typer.Option("--batch-policy", help="adaptive: a batch below --max-batch waits only while requests are on their way in (--max-queue-delay-ms its bound); delay: always waits up to --max-queue-delay-ms, as Triton. Default adaptive.")] = None,
-    preferred_batch: Annotated[Optional[str], typer.Option("--preferred-batch", help="Comma-separated batch sizes the batcher sends as soon as it has them, e.g. 4,8.")] = None,
+    preferred_batch: Annotated[Optional[list[str]], typer.Option("--preferred-batch", metavar="N", help="Batch sizes the batcher sends as soon as it has them (repeat or separate with commas: 4,8).")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", min=1, max=64, help="Model copies, each running batches in its own thread. Default 1.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=0, help="Intra-op threads per instance (0: the runtime's default). Default 1.")] = None,
     cache_size: Annotated[Optional[int], typer.Option("--cache-size", min=0, help="Responses kept for identical requests (0: no cache). Default 0.")] = None,
@@ -104,17 +105,17 @@ def _seconds(text: str, option: str) -> float:
 
 def loadtest(
     target: Annotated[str, typer.Argument(help="http://127.0.0.1:PORT of a running server, or an ARTIFACT: then loadtest serves it itself under each --max-batch x --max-queue-delay-ms setting and finds the best.")],
-    concurrency: Annotated[str, typer.Option("--concurrency", help="Closed loop: comma-separated numbers of clients, each sending its next request when the last is answered.")] = "1,2,4,8,16",
-    rate: Annotated[Optional[str], typer.Option("--rate", help="Open loop instead: comma-separated request rates per second (Poisson arrivals).")] = None,
+    concurrency: Annotated[list[str], typer.Option("--concurrency", metavar="N", help="Closed loop: numbers of clients (repeat or separate with commas), each sending its next request when the last is answered.")] = ("1", "2", "4", "8", "16"),
+    rate: Annotated[Optional[list[str]], typer.Option("--rate", metavar="R", help="Open loop instead: request rates per second (repeat or separate with commas; Poisson arrivals).")] = None,
     duration: Annotated[str, typer.Option("--duration", help="Measured time per point, e.g. 20s (after --warmup).")] = "20s",
     warmup: Annotated[str, typer.Option("--warmup", help="Load before each measured window, not counted.")] = "1s",
     slo_p99_ms: Annotated[Optional[float], typer.Option("--slo-p99-ms", min=0.001, help="p99 latency target: the best setting is the highest throughput within it; none within it exits 3.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name on the server (default: the one an optkit server serves).")] = None,
     eval_data: o.EvalData = None,
     rows: Annotated[int, typer.Option("--rows", min=1, max=4096, help="Rows (batch) per request.")] = 1,
-    max_batch: Annotated[str, typer.Option("--max-batch", help="ARTIFACT: comma-separated --max-batch settings to sweep.")] = "1,4,8,16",
-    max_queue_delay_ms: Annotated[str, typer.Option("--max-queue-delay-ms", help="ARTIFACT: comma-separated queue delays (ms) to sweep.")] = "1,4",
-    batch_policy: Annotated[str, typer.Option("--batch-policy", help="ARTIFACT: comma-separated batching policies to sweep (adaptive, delay).")] = "adaptive",
+    max_batch: Annotated[list[str], typer.Option("--max-batch", metavar="N", help="ARTIFACT: --max-batch settings to sweep (repeat or separate with commas).")] = ("1", "4", "8", "16"),
+    max_queue_delay_ms: Annotated[list[str], typer.Option("--max-queue-delay-ms", metavar="MS", help="ARTIFACT: queue delays (ms) to sweep (repeat or separate with commas).")] = ("1", "4"),
+    batch_policy: Annotated[list[str], typer.Option("--batch-policy", metavar="POLICY", help="ARTIFACT: batching policies to sweep: adaptive, delay (repeat or separate with commas).")] = ("adaptive",),
     threads: o.Threads = 1,
     instances: Annotated[int, typer.Option("--instances", min=1, max=64, help="ARTIFACT: model copies in each server.")] = 1,
     record: Annotated[bool, typer.Option("--record/--no-record", help="ARTIFACT: write the best setting into the artifact's sidecar, where 'optkit report' shows it (default on).")] = True,
@@ -128,24 +129,24 @@ def loadtest(
     rates = None
     if rate:
         try:
-            rates = [float(r) for r in rate.split(",") if r.strip()]
-        except ValueError:
+            rates = o.split_values(rate, "--rate", float)
+        except UsageError:
             rates = []
         if not rates or min(rates) <= 0:
-            raise UsageError(f"--rate {rate!r}: not a comma-separated list of positive rates", hint="e.g. --rate 100,200")
-    delays = []
-    for d in max_queue_delay_ms.split(","):
-        try:
-            delays.append(float(d))
-        except ValueError:
-            raise UsageError(f"--max-queue-delay-ms {max_queue_delay_ms!r}: not a list of numbers", hint="e.g. --max-queue-delay-ms 1,4") from None
+            raise UsageError(f"--rate {','.join(rate)!r}: not a list of positive rates", hint="e.g. --rate 100,200")
+    try:
+        delays = o.split_values(max_queue_delay_ms, "--max-queue-delay-ms", float)
+    except UsageError:
+        raise UsageError(f"--max-queue-delay-ms {','.join(max_queue_delay_ms)!r}: not a list of numbers",
+                         hint="e.g. --max-queue-delay-ms 1,4") from None
     if not delays or min(delays) < 0:
         raise UsageError("--max-queue-delay-ms: delays must be 0 or more", hint="e.g. --max-queue-delay-ms 1,4")
-    policies = [p.strip() for p in batch_policy.split(",") if p.strip()]
+    policies = o.split_values(batch_policy, "--batch-policy")
     from optkit.serve.batcher import POLICIES
 
     if not policies or any(p not in POLICIES for p in policies):
-        raise UsageError(f"--batch-policy {batch_policy!r}: policies are adaptive and delay", hint="e.g. --batch-policy adaptive,delay")
+        raise UsageError(f"--batch-policy {','.join(batch_policy)!r}: policies are adaptive and delay",
+                         hint="e.g. --batch-policy adaptive,delay")
     code = run_loadtest(target, policies=policies, record=record, concurrencies=list(conc), rates=rates, duration_s=_seconds(duration, "--duration"),
                         warmup_s=0.0 if warmup.strip() in ("0", "0s") else _seconds(warmup, "--warmup"),
                         slo_p99_ms=slo_p99_ms, model=model, eval_data=eval_data, rows=rows,

@@ -94,6 +94,17 @@ def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]
     return artifact, None
 
 
+def machine_facts() -> dict[str, Any]:
+    """What any timing figure depends on besides the artifacts and data: the CPU (model, cores, flags), the
+    library versions and optkit's own source. Part of every key under which figures are kept for reuse."""
+    from optkit.engine.run import tool_versions
+    from optkit.types.machine import cpu_flags, cpu_info
+
+    cpu = cpu_info()
+    return {"cpu": [cpu.get("model"), cpu.get("logical_cores"), cpu.get("simd"), sorted(cpu_flags())],
+            "versions": tool_versions(all_backends=True), "optkit_source": optkit_source_digest()}
+
+
 def _json_sha256(obj: Any) -> str:
     """Digest of a JSON-able value, independent of key order (what a JSON round trip preserves)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -46,11 +46,12 @@ class Budget:
         """The task-metric drop allowed: ``max_drop``, else what every lossy step allows by default (1 point)."""
         return self.max_drop if self.max_drop is not None else 1.0
 
-    def step_options(self) -> dict[str, Any]:
-        """The lossy steps' own checks, set to the same budget (their input is the fp32 model)."""
+    def step_options(self, step: str) -> dict[str, Any]:
+        """The lossy steps' own checks, set to the same budget (their input is the fp32 model); the budget alone,
+        without quantize's guard or compile's accuracy control (the candidates that search are their own)."""
         out: dict[str, Any] = {}
         if self.max_drop is not None:
-            out["max_accuracy_drop"] = self.max_drop
+            out.update({"max_drop": self.max_drop, {"quantize": "guard", "compile": "accuracy_control"}[step]: False})
         if self.min_cosine is not None:
             out["min_cosine"] = self.min_cosine
         return out
@@ -74,6 +75,21 @@ class Skipped:
     why: str
 
 
+def build_order(cands: list[CandidateRecipe]) -> list[CandidateRecipe]:
+    """Every target's primary candidates first, then the fallbacks, the nearest first (a fallback of a fallback
+    last): a fallback is a costlier search for an idea that already missed, so it gets the time left and never
+    keeps another target's primary from being built. Otherwise in the order listed."""
+    by_name = {c.name: c for c in cands}
+
+    def depth(cand: CandidateRecipe) -> int:
+        n = 0
+        while cand.fallback_for in by_name and n < len(cands):
+            cand, n = by_name[cand.fallback_for], n + 1
+        return n
+
+    return sorted(cands, key=depth)
+
+
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -83,7 +99,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
     """The candidates to build, cheapest and most likely first, and the ones skipped with the reason."""
     cands: list[CandidateRecipe] = []
     skipped: list[Skipped] = []
-    lossy = budget.step_options()
+    lossy, lossy_compile = budget.step_options("quantize"), budget.step_options("compile")
     calib = {"calib_data": calib_data} if calib_data else {}
     fuse = {"fuse": {"level": "basic"}}
     if "ort-cpu" in targets:
@@ -112,7 +128,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                                          "ONNX Runtime static QDQ int8, entropy calibration", simplicity=3,
                                          fallback_for="ort-int8-static"))
             # the guard's budget is the search's (1 point by default, as every lossy step's)
-            guard = {**static, "max_drop": budget.drop_limit}
+            guard = {**static, "max_drop": budget.drop_limit, "guard": True}
             cands.append(CandidateRecipe("ort-int8-guarded", "ort-cpu", "int8", [fuse, {"quantize": guard}],
                                          "ONNX Runtime static int8 with the accuracy guard (int8 recipes: op types, "
                                          "SmoothQuant, symmetric activations; then sensitive nodes float)",
@@ -129,7 +145,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                                          [{"compile": {"target": "openvino-cpu", "precision": "fp32"}}],
                                          "OpenVINO IR, fp32 inference precision", simplicity=1))
             if facts.calibration and _installed("nncf"):
-                int8 = {"target": "openvino-cpu", "precision": "int8", **lossy, **calib}
+                int8 = {"target": "openvino-cpu", "precision": "int8", **lossy_compile, **calib}
                 cands.append(CandidateRecipe("openvino-int8", "openvino-cpu", "int8", [{"compile": int8}],
                                              "OpenVINO int8 via NNCF post-training quantization"
                                              + (" (transformer preset)" if facts.attention else ""), simplicity=2))
@@ -139,7 +155,8 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                     "OpenVINO int8 via NNCF, mixed preset (asymmetric activations), full bias correction",
                     simplicity=3, fallback_for="openvino-int8"))
                 cands.append(CandidateRecipe("openvino-int8-accuracy-control", "openvino-cpu", "int8",
-                                             [{"compile": {**int8, "max_drop": budget.drop_limit}}],
+                                             [{"compile": {**int8, "max_drop": budget.drop_limit,
+                                                           "accuracy_control": True}}],
                                              "OpenVINO int8 via NNCF with accuracy control on the task metric",
                                              simplicity=4, fallback_for="openvino-int8-mixed"))
             elif not facts.calibration:
@@ -149,7 +166,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                 skipped.append(Skipped("openvino-int8", "NNCF is not installed: pip install 'optkit[openvino]'"))
             if native_bf16(facts.flags):
                 cands.append(CandidateRecipe("openvino-bf16", "openvino-cpu", "bf16",
-                                             [{"compile": {"target": "openvino-cpu", "precision": "bf16", **lossy}}],
+                                             [{"compile": {"target": "openvino-cpu", "precision": "bf16", **lossy_compile}}],
                                              "OpenVINO bf16 (native on this CPU)", simplicity=2))
             else:
                 skipped.append(Skipped("openvino-bf16", "no native bf16 on this CPU (avx512_bf16/amx_bf16): "

@@ -1,5 +1,6 @@
 """``optkit optimize``'s ranking: the fp32 model and every candidate within budget timed round-robin in one
-interleaved pass, then the finalists again; and the record of those figures a rerun may reuse.
+interleaved pass, then the finalists again; and the record of those figures a rerun may reuse. A PyTorch MODEL
+(the original, exported first) runs in both passes too, so the speed-up vs the original comes from one pass as well.
 
 Interleaving many models evicts each one's caches (and AMX tile state) between calls, which can reorder close
 candidates (seen: OpenVINO int8 1.6 ms with one other model, 3.0 ms among six), so the finalists (within 1.3x of
@@ -27,25 +28,30 @@ if TYPE_CHECKING:
 
 FINALISTS = 3        # at most this many are timed again, alone with the fp32 model
 FINALIST_SPAN = 1.3  # ... those within this factor of the fastest in the first pass
+LOAD_S = 0.5         # per model and pass: opening its runner (an ORT session, an OpenVINO compile) before timing
 TIMING_FILE = "timing.json"
-TIMING_VERSION = 1
+TIMING_VERSION = 2  # 2: the original model (a PyTorch MODEL) is timed in the same passes
+
+
+def timing_reserve_s(candidates: int, original: bool, budget_s: float) -> float:
+    """About how long the final timing takes for this many survivors: the first pass (the fp32 model, the original,
+    every survivor) and the finalists' second pass at twice the budget; what the builds leave of the time budget."""
+    first = (candidates + 1 + original) * (budget_s + LOAD_S)
+    second = (min(FINALISTS, candidates) + 1) * (2 * budget_s + LOAD_S) if candidates > 1 else 0.0
+    return first + second
 
 
 def timing_key(search: "Search", alive: list["Outcome"], budget_s: float) -> str:
     """Digest of everything the timing pass's figures depend on."""
-    from optkit.engine.cache import _json_sha256, optkit_source_digest
-    from optkit.engine.run import tool_versions
-    from optkit.types.machine import cpu_flags, cpu_info
+    from optkit.engine.cache import _json_sha256, machine_facts
 
     eval_path = search.source.data.get("eval")
-    cpu = cpu_info()
     facts = {
         "version": TIMING_VERSION, "fp32": search.source.digest(),
+        "original": search.source.lineage[0].sha256 if search.original is not None and search.source.lineage else None,
         "candidates": [[o.name, o.record.sha256 if o.record else o.artifact.digest()] for o in alive],
         "eval": sha256_file(Path(eval_path)) if eval_path and Path(eval_path).is_file() else None,
-        "batch_size": search.batch_size, "threads": search.threads, "budget_s": budget_s,
-        "cpu": [cpu.get("model"), cpu.get("logical_cores"), cpu.get("simd"), sorted(cpu_flags())],
-        "versions": tool_versions(all_backends=True), "optkit_source": optkit_source_digest(),
+        "batch_size": search.batch_size, "threads": search.threads, "budget_s": budget_s, **machine_facts(),
     }
     return _json_sha256(facts)
 
@@ -63,9 +69,13 @@ def _apply(search: "Search", alive: list["Outcome"], saved: dict[str, Any]) -> b
     if not all(o.name in rows for o in alive):
         return False
     search.baseline_p50_ms, search.baseline_p90_ms = saved["fp32"]["p50_ms"], saved["fp32"]["p90_ms"]
+    original = saved["original"]
+    search.original_p50_ms, search.original_p90_ms = original["p50_ms"], original["p90_ms"]
+    search.original_not_timed = original["not_timed"]
     for o in alive:
         row = rows[o.name]
         o.p50_ms, o.p90_ms, o.speedup, o.timing_pass = row["p50_ms"], row["p90_ms"], row["speedup"], row["timing_pass"]
+        o.speedup_vs_original = row["speedup_vs_original"]
     search.timing_reused_from = saved["measured_at"]
     return True
 
@@ -73,7 +83,10 @@ def _apply(search: "Search", alive: list["Outcome"], saved: dict[str, Any]) -> b
 def _save(path: Path, key: str, search: "Search", alive: list["Outcome"]) -> None:
     entry = {"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "fp32": {"p50_ms": search.baseline_p50_ms, "p90_ms": search.baseline_p90_ms},
+             "original": {"p50_ms": search.original_p50_ms, "p90_ms": search.original_p90_ms,
+                          "not_timed": search.original_not_timed},
              "rows": {o.name: {"p50_ms": o.p50_ms, "p90_ms": o.p90_ms, "speedup": o.speedup,
+                               "speedup_vs_original": o.speedup_vs_original,
                                "timing_pass": o.timing_pass} for o in alive if o.p50_ms is not None}}
     with Staging() as stage:
         stage.write_text(path, dumps_json(entry))
@@ -101,8 +114,9 @@ def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *,
             return
     data = data_for(search.source, UI(quiet=True))
     settings = MeasureSettings(batch_sizes=(search.batch_size,), threads=search.threads, budget_s=budget_s)
-    rounds = len(alive) + 1
-    with ui.status(f"optimize: timing the fp32 model and {len(alive)} candidate(s) interleaved at batch "
+    rounds = len(alive) + 1 + (search.original is not None)
+    with ui.status(f"optimize: timing the fp32 model{', the original' if search.original else ''} and "
+                   f"{len(alive)} candidate(s) interleaved at batch "
                    f"{search.batch_size} (~{rounds * budget_s:.0f}s)"):
         _timed_pass(search, alive, data, settings, 1, executor)
     timed = [o for o in alive if o.p50_ms is not None]
@@ -122,17 +136,36 @@ def _timed_pass(search: "Search", outcomes: list["Outcome"], data, settings, num
                 executor: "Executor | None" = None) -> None:
     from optkit.eval.measure import measure_side_by_side
 
-    arts = [search.source, *(o.artifact for o in outcomes)]
-    if executor is None:
-        lat = measure_side_by_side(arts, data, settings)
-    else:
-        lat = executor.measure(f"timing pass {number}", measure_side_by_side, arts, data, settings,
-                               num_cpus=max(1, settings.threads))
+    def measure(arts: list) -> list:
+        if executor is None:
+            return measure_side_by_side(arts, data, settings)
+        return executor.measure(f"timing pass {number}", measure_side_by_side, arts, data, settings,
+                                num_cpus=max(1, settings.threads))
+
+    # a PyTorch MODEL runs in the pass too (its speed-up is the headline); if it cannot, the pass goes on without it
+    original = [search.original] if search.original is not None and search.original_not_timed is None else []
+    try:
+        lat = measure([search.source, *original, *(o.artifact for o in outcomes)])
+    except Exception as exc:  # noqa: BLE001 - whatever stops the original's runner, the candidates are still timed
+        if not original:
+            raise
+        from optkit.types.errors import first_line
+
+        search.original_not_timed = f"it could not be timed with the candidates ({first_line(exc)})"
+        original = []
+        lat = measure([search.source, *(o.artifact for o in outcomes)])
     base = lat[0][0]["p50_ms"] if lat[0] else None
+    orig = (lat[1][0] if lat[1] else None) if original else None
     if number == 1 and base is not None:
         search.baseline_p50_ms, search.baseline_p90_ms = base, lat[0][0]["p90_ms"]
-    for o, entries in zip(outcomes, lat[1:]):
+    if number == 1 and orig is not None:
+        search.original_p50_ms, search.original_p90_ms = orig["p50_ms"], orig["p90_ms"]
+    elif number == 1 and original:
+        search.original_not_timed = f"it does not run at batch {search.batch_size}"
+    vs_original = orig["p50_ms"] if orig is not None else (base if not search.prefix else None)
+    for o, entries in zip(outcomes, lat[1 + len(original):]):
         if entries:
             o.p50_ms, o.p90_ms, o.timing_pass = entries[0]["p50_ms"], entries[0]["p90_ms"], number
             o.speedup = base / o.p50_ms if base else None
+            o.speedup_vs_original = vs_original / o.p50_ms if vs_original else None
 

@@ -113,6 +113,8 @@ class RayExecutor:
         self._board = ray.remote(_Board).options(num_cpus=0).remote()
         self.timeline: list[TaskRun] = []
         self._counter = 0
+        self._done = 0  # tasks finished in this run, every wave together: the live count's "done"
+        self._announced = False
 
     def _measurement_nodes(self, ray) -> tuple[str, float]:
         """The measure resource for this machine's CPU model (or the cluster's only one) and the CPUs such a node
@@ -147,44 +149,48 @@ class RayExecutor:
         return ref, key
 
     def _collect(self, refs: dict[Any, tuple[str, str, Any]]) -> Iterator[tuple[Any, Any]]:
-        """Yield (payload, result or exception) as tasks finish, keeping the live count up to date."""
+        """Yield (payload, result or exception) as tasks finish, keeping the live count up to date. The count is
+        the run's: "done" goes on from the build wave through every timing pass, and "starting tasks" is said once."""
         import ray
 
         pending = list(refs)
-        done = 0
-        with self._progress() as update:
+        with self._progress(refs, pending) as update:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-                update(self._counts(refs, pending, done))
+                update(self._counts(refs, pending))
                 for ref in ready:
-                    done += 1
-                    key, kind, payload = refs[ref]
+                    self._done += 1
+                    payload = refs[ref][2]
                     try:
                         result, run = ray.get(ref)
                         self.timeline.append(run)
                     except Exception as exc:  # noqa: BLE001 - the task's own error, or its worker died for good
                         result = _unwrap(exc, payload)
-                    update(self._counts(refs, pending, done))
+                    update(self._counts(refs, pending))
                     yield payload, result
 
-    def _counts(self, refs: dict, pending: list, done: int) -> str:
-        import ray
+    def _counts(self, refs: dict, pending: list, started: set[str] | None = None) -> str:
+        if started is None:
+            import ray
 
-        try:
-            started = set(ray.get(self._board.snapshot.remote(), timeout=5))
-        except Exception:  # noqa: BLE001 - the count is a display; never fail a run for it
-            started = set()
+            try:
+                started = set(ray.get(self._board.snapshot.remote(), timeout=5))
+            except Exception:  # noqa: BLE001 - the count is a display; never fail a run for it
+                started = set()
         running = [refs[r] for r in pending if refs[r][0] in started]
         building = sum(1 for _, kind, _ in running if kind == "build")
         measuring = len(running) - building
         return (f"ray ({self.address}): {len(pending) - len(running)} queued · {building} building · "
-                f"{measuring} measuring · {done} done")
+                f"{measuring} measuring · {self._done} done")
 
-    def _progress(self):
+    def _progress(self, refs: dict, pending: list):
         from contextlib import nullcontext
 
         if self.ui is None:
             return nullcontext(lambda text: None)
+        if self._announced:  # a later wave (a timing pass) opens on the run's count, not a second "starting"
+            return self.ui.progress(self._counts(refs, pending, started=set()))
+        self._announced = True
         return self.ui.progress("ray: starting tasks")
 
     def builds(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:

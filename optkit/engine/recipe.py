@@ -22,11 +22,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from optkit.types.errors import UsageError
+from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
 from optkit.engine.gates import Gate
 from optkit.steps.base import STEPS, Step, step_class
 
 
 MAX_BATCH = 65536
+MAX_SEED = 2**32 - 1  # numpy's legacy seed range; torch.manual_seed overflows beyond 2**64
 MAX_BUDGET_S = 3600.0
 
 
@@ -88,7 +90,8 @@ class Recipe(BaseModel):
     seq_len: int | None = Field(None, ge=1, le=65536, description="text_data: pad every text to exactly this length")
     trust_remote_code: bool = Field(False, description="run a Hugging Face model's own code (auto_map); refused otherwise")
     output_dir: str = "optkit-out"
-    seed: int = Field(0, ge=0, description="seeds numpy and torch before the first step (steps with a seed option keep theirs)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds numpy and torch before the first step (0..2**32-1; steps "
+                      "with a seed option keep theirs)")
     measure: MeasureConfig = MeasureConfig()
     steps: list[StepEntry] = Field(min_length=1)
     gates: list[Gate] = Field([], description="limits checked after the last step; a failed gate exits 3")
@@ -99,9 +102,13 @@ class Recipe(BaseModel):
     _planned: tuple | None = PrivateAttr(None)   # (what was planned, the plan): planned once per run
 
     def output_path(self, base: Path) -> Path:
-        """The run's output directory (relative to the recipe's folder unless absolute)."""
-        out = Path(self.output_dir)
-        return (out if out.is_absolute() else base / out).resolve()
+        """The run's output directory (relative to the recipe's folder unless absolute; ``~`` and ``$VAR`` expanded)."""
+        from optkit.types.files import expand_path, real_path
+
+        at = _where(self._origin, self._text, ("output_dir",))
+        what = f"{at}: output_dir" if at else "output_dir"
+        out = Path(expand_path(self.output_dir, what))
+        return real_path(out if out.is_absolute() else base / out, what)
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -197,7 +204,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not parts:
             raise UsageError(f"bad --set '{item}'", hint="Write KEY.PATH=VALUE, e.g. steps.quantize.method=entropy")
         try:
-            value = yaml.safe_load(value_text) if value_text.strip() else None
+            value = load_yaml(value_text) if value_text.strip() else None
         except yaml.YAMLError:
             value = value_text
         if parts[0] == "steps":
@@ -242,8 +249,8 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> tuple[Recipe,
     if not path.is_file():
         raise UsageError(f"recipe {path} does not exist", hint="Check the path")
     try:
-        text = path.read_text()
-        raw = yaml.safe_load(text)
+        text = read_text_capped(path, RECIPE_CAP, "recipe")
+        raw = load_yaml(text)
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -275,6 +282,7 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         return recipe._planned[1]
     planned = []
     origin, text, raw_steps = recipe._origin, recipe._text, recipe._raw_steps
+    _check_input_paths(recipe, base)
     for i, entry in enumerate(recipe.steps):
         try:
             cls = step_class(entry.name)
@@ -289,10 +297,7 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
         output = None
         fmt, suffix = cls.output_format(config)
         if fmt is not None:
-            output = Path(entry.output) if entry.output else Path(recipe.output_dir) / f"{i:02d}_{entry.name}{suffix}"
-            output = (output if output.is_absolute() else base / output).resolve()
-            if fmt == "openvino" and entry.output:
-                output = _ir_path(entry.output, output, suffix)
+            output = _output_of(recipe, base, i, entry, fmt, suffix)
         earlier = next((ps for ps in planned if output is not None and ps.output == output), None)
         if earlier is not None:
             at = _where(origin, text, ("steps", i, "output") if entry.output else ("steps", i))
@@ -302,6 +307,50 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
     _check_gates(recipe, planned)
     recipe._planned = (key, planned)
     return planned
+
+
+# the recipe keys that name input files, and the command-line options that fill them
+INPUT_PATHS = {"model": "MODEL", "weights": "--weights", "eval_data": "--eval-data", "text_data": "--text-data",
+               "image_data": "--image-data"}
+
+
+def _check_input_paths(recipe: Recipe, base: Path) -> None:
+    """Every input path as ``resolve_ref`` will read it: no NUL byte or control character, no unset $VAR, no
+    symbolic link loop (each named by its key, or by its option for a command's one-step recipe)."""
+    from optkit.types.files import resolve_ref
+
+    for key, flag in INPUT_PATHS.items():
+        value = getattr(recipe, key)
+        if value is not None:
+            at = _where(recipe._origin, recipe._text, (key,))
+            resolve_ref(base, value, f"{at}: {key}" if at else (flag if recipe._origin is None else key))
+
+
+def _output_of(recipe: Recipe, base: Path, i: int, entry: StepEntry, fmt: str, suffix: str) -> Path:
+    """Where step ``i`` writes: its ``output`` (``-o``) with ``~``/``$VAR`` expanded, else OUTPUT_DIR/NN_STEP.SUFFIX.
+    Refused before any work: a path of control characters or an unset variable, a link (writing would replace what
+    it points at), a link loop, and a trailing '/' (a folder) where the step writes one file."""
+    from optkit.types.files import expand_path, real_path
+
+    if entry.output:
+        at = _where(recipe._origin, recipe._text, ("steps", i, "output"))
+        what = f"{at}: steps[{i}].output" if at else ("-o/--output" if recipe._origin is None else f"steps[{i}].output")
+        given = expand_path(entry.output, what)
+        if given.endswith(("/", "\\")) and fmt not in ("torch", "openvino"):  # torch: a model folder; IR: NAME.xml in it
+            raise UsageError(f"{what} {entry.output} ends in '/' (a folder), but {what} names the one file "
+                             f"{entry.name} writes", hint=f"Give a file name, e.g. {given}model{suffix}")
+        output = Path(given)
+    else:
+        what = f"steps[{i}] ({entry.name}) output"
+        output = recipe.output_path(base) / f"{i:02d}_{entry.name}{suffix}"
+    output = output if output.is_absolute() else base / output
+    resolved = real_path(output, what)
+    if output.is_symlink():
+        raise UsageError(f"{what} {output} is a symbolic link; optkit never writes through a link",
+                         hint="Give the real path, or remove the link")
+    if fmt == "openvino" and entry.output:
+        resolved = _ir_path(given, resolved, suffix)
+    return resolved
 
 
 def _ir_path(given: str, resolved: Path, suffix: str) -> Path:

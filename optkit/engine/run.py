@@ -27,11 +27,11 @@ from optkit.steps.base import StepContext
 from optkit.types.ui import UI
 from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings, measure, outputs_on_data
-from optkit.eval.metrics import fidelity
+from optkit.eval.metrics import fidelity, output_stats
 from optkit.eval.task_metric import resolve_metric
 from optkit.engine.setup import (check_outputs, checked_settings, data_for, guard, import_factory_first, load_reference,
                                  open_source, probe, settings_of, with_metric)
-from optkit.engine.timing import speed_vs_input, time_ledger
+from optkit.engine.timing import LEDGER_TIMING_FILE, LedgerTiming, speed_vs_input, timed_ledger
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
 _VERSIONED = ("optkit", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
@@ -60,6 +60,7 @@ class RunResult:
     # the ledger's latency: one interleaved pass over every row of the final chain at the end of the run
     # (None for a row whose artifact could not be opened again); the sidecars keep step-time figures
     ledger_latency: list[list[dict[str, Any]] | None] | None = None
+    timing_reused_from: str | None = None  # when the ledger's figures were measured, if an earlier run's were reused
 
 
 @dataclass
@@ -99,14 +100,27 @@ def _record(step: str, artifact: Artifact, data: EvalData, params: dict, details
 
 
 def _measured(run: EngineRun, artifact: Artifact, parent_outputs: dict | None,
-              original: bool = False) -> tuple[Metrics, dict | None, list[str]]:
+              original: bool = False, step: str = "") -> tuple[Metrics, dict | None, list[str]]:
     data, settings, chain, ui = run.data, run.settings, run.chain, run.ui
     if not settings.enabled:
         return Metrics(), None, []
+
+    def judge_outputs(outputs: dict[str, np.ndarray]) -> None:  # before any timing: a degenerate product is refused
+        from optkit.eval.compare import refuse_degenerate
+
+        where = data.path.name if data.path is not None else "synthetic inputs"
+        if original:  # the user's model, judged alone: NaN or infinity on the evaluation data
+            refuse_degenerate(outputs, None, f"the model {artifact.path.name}", users=True, samples=where)
+        else:
+            refuse_degenerate(outputs, parent_outputs if parent_outputs is not None else chain.reference,
+                              f"step '{step}' made a degenerate {artifact.format} model", samples=where,
+                              reference_name="the input's" if parent_outputs is not None else "the original's")
+
     with ui.status(f"measuring {artifact.format} on {data.describe()}"), guard(f"measuring {artifact.path.name}"):
-        m = measure(artifact, data, settings, reference=chain.reference, self_reference=original)
+        m = measure(artifact, data, settings, reference=chain.reference, self_reference=original,
+                    judge_outputs=judge_outputs)
     metrics = Metrics.model_validate({
-        **m.metrics(),
+        **m.metrics(), "output_stats": output_stats(m.outputs),
         "fidelity": fidelity(m.outputs, chain.reference) if chain.reference is not None else None,
         "fidelity_parent": fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None})
     return metrics, m.outputs, m.notes
@@ -163,7 +177,7 @@ def _run_producing(run: EngineRun, ps: PlannedStep, cache_key: str | None = None
         elif ps.step.for_speed:  # not measured: still never slower than its input without a word
             details = details.model_copy(update={"speed_vs_input": speed_vs_input(ps.step.name, parent, made, data,
                                                                                    settings, ui)})
-        metrics, outputs, notes = _measured(run, made, chain.outputs)
+        metrics, outputs, notes = _measured(run, made, chain.outputs, step=ps.step.name)
         parent_metrics = parent.record.measured if parent.record else Metrics()
         for key in ("macs", "params"):  # a step that changes the architecture says so; others keep the parent's
             value = getattr(details, key, None)
@@ -197,6 +211,12 @@ def _run_measuring(run: EngineRun, ps: PlannedStep) -> dict:
         result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
     profile = result.profile
     outputs = result.outputs
+    if outputs:  # the model measured is the user's: NaN (or, vs the original's, a collapse) is bad input, not a score
+        from optkit.eval.compare import refuse_degenerate
+
+        refuse_degenerate(outputs, chain.reference, f"the model {chain.artifact.path.name}", users=True,
+                          samples=data.path.name if data.path is not None else "synthetic inputs",
+                          reference_name="the original model's")
     if outputs and settings.metric is not None:  # judged vs the original, as in the ledger
         from optkit.eval.measure import metric_of
 
@@ -271,10 +291,11 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     return result
 
 
-def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False,
-                ledger_timing: bool = True) -> tuple[RunResult, StepError | None]:
+def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False, ledger_timing: bool = True,
+                retime: bool = False) -> tuple[RunResult, StepError | None]:
     """Run the recipe's steps; with ``use_cache`` (``optkit run``) a step whose inputs did not change is reused;
-    ``ledger_timing``: time every row again in one interleaved pass at the end (optimize times its own way).
+    ``ledger_timing``: time every row again in one interleaved pass at the end (optimize times its own way); with
+    ``use_cache``, when every step came from the cache, the last pass's figures are reused unless ``retime``.
 
     A failed step ends the run and comes back beside what was finished before it (for the report), not raised;
     a bad recipe or input is raised before anything runs."""
@@ -346,7 +367,12 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False,
                 result.written.append(stored)
             result.profiles.append(profile)
         if result.final is not None and settings.enabled and ledger_timing:
-            result.ledger_latency = time_ledger(result.final, known, data, settings, ui)
+            store = recipe.output_path(base) / LEDGER_TIMING_FILE if use_cache else None
+            timing = timed_ledger(result.final, known, data, settings, ui, store=store,
+                                  reuse=not retime and len(result.cached) == len(steps))
+            result.ledger_latency, result.timing_reused_from = timing.latency, timing.reused_from
+            if store is not None and store.is_file():
+                result.written.append(store)
     except StepError as exc:
         result.final = chain.artifact if chain.artifact.record else result.final
         result.wall_time_s = time.perf_counter() - started
@@ -378,9 +404,10 @@ def build_recipe(recipe: Recipe, base: str, use_cache: bool) -> tuple[RunResult,
     return collect_run(recipe, Path(base), UI(quiet=True), use_cache=use_cache, ledger_timing=False)
 
 
-def ledger_pass(recipe: Recipe, base: str, final: Artifact) -> list[list[dict[str, Any]] | None] | None:
+def ledger_pass(recipe: Recipe, base: str, final: Artifact, reuse: bool = False) -> LedgerTiming | None:
     """The ledger's one interleaved timing pass over a finished run's rows, on its own: what ``collect_run`` does
-    at its end, with the same data and settings (None when the recipe measures nothing)."""
+    at its end, with the same data and settings (None when the recipe measures nothing); ``reuse``: every step came
+    from the cache, so the last pass's figures may serve."""
     ui = UI(quiet=True)
     settings = settings_of(recipe)
     if not settings.enabled:
@@ -388,4 +415,5 @@ def ledger_pass(recipe: Recipe, base: str, final: Artifact) -> list[list[dict[st
     source = open_source(recipe, Path(base))
     import_factory_first(source)
     data = data_for(source, ui)
-    return time_ledger(final, {}, data, checked_settings(settings, data, source, ui), ui)
+    return timed_ledger(final, {}, data, checked_settings(settings, data, source, ui), ui,
+                        store=recipe.output_path(Path(base)) / LEDGER_TIMING_FILE, reuse=reuse)

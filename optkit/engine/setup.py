@@ -13,7 +13,7 @@ from optkit.engine.recipe import PlannedStep, Recipe
 from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
 from optkit.eval.measure import MeasureSettings
 from optkit.eval.task_metric import Metric
-from optkit.types.artifact import Artifact, TensorSpec, open_artifact, sidecar_path
+from optkit.types.artifact import Artifact, TensorSpec, open_artifact, optkit_wrote, sidecar_path
 from optkit.types.errors import OptkitError, StepError, UsageError, first_line
 from optkit.types.files import resolve_ref as resolve
 from optkit.types.files import sha256_file
@@ -48,9 +48,37 @@ def open_source(recipe: Recipe, base: Path) -> Artifact:
     if not artifact.inputs and artifact.data.get("eval"):
         artifact = artifact.with_(inputs=specs_from_data(artifact.data["eval"]))
     if not artifact.inputs:
-        raise UsageError(f"cannot tell the input shape of {artifact.path.name}",
-                         hint="Pass --input-shape NAME:1x1x32x32 or --eval-data FILE.npz")
+        raise UsageError(f"cannot tell the input shape of {artifact.path.name}", hint=shape_hint(artifact))
     return artifact
+
+
+def input_names(artifact: Artifact) -> list[str]:
+    """The model's input names: its spec's, else a PyTorch model's ``forward`` parameters (empty when unknown)."""
+    if artifact.inputs:
+        return [spec.name for spec in artifact.inputs]
+    if artifact.format != "torch":
+        return []
+    import inspect
+
+    from optkit.backends.torch import load_module
+
+    try:
+        forward = load_module(artifact).forward
+        params = inspect.signature(forward).parameters.values()
+    except Exception:  # noqa: BLE001 - only a hint: the error it goes with is the one to report
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name != "self" and p.default is p.empty]
+
+
+def shape_hint(artifact: Artifact) -> str:
+    """How to give the input shapes of a model that declares none, in its own input names."""
+    names = input_names(artifact)
+    shapes = " ".join(f"--input-shape {name}:DIMS" for name in names or ["NAME"])
+    arrays = (f"arrays named {', '.join(names)}" if len(names) > 1 else f"an array named {names[0]}" if names
+              else "an array per input")
+    return (f"Pass {shapes} (DIMS: one batch's sizes joined by 'x', batch first; recipes: input_shapes), "
+            f"or --eval-data FILE.npz with {arrays} (+ labels)")
 
 
 def with_hf_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
@@ -111,7 +139,7 @@ def check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui
                           folder_output=fmt == "torch", what=f"{ps.step.name} output")
         if fmt == "openvino":  # the IR's weights file beside it is written too
             check_output_path(ps.output.with_suffix(".bin"), protected=protected, protected_dirs=protected_dirs,
-                              what=f"{ps.step.name} weights", owned=lambda _p, xml=ps.output: sidecar_path(xml).is_file())
+                              what=f"{ps.step.name} weights", owned=lambda _p, xml=ps.output: optkit_wrote(xml))
         for stale in remove_stale_temp(ps.output.parent):
             ui.warn(f"removed {stale.name}, left in {stale.parent} by an optkit process that was killed")
 

@@ -1,7 +1,16 @@
 """Timing across a chain: the ledger's one interleaved pass over every row at the end of a run, and a
-speed step's output against its input when nothing else is measured."""
+speed step's output against its input when nothing else is measured.
+
+A rerun of ``optkit run`` whose every step came from the cache finds ``ledger_timing.json`` in its output
+folder: the last pass's figures, keyed by everything they depend on (every row's digest, the evaluation data,
+the measurement settings, the CPU's model, cores and flags, library versions, optkit's source). When the key
+matches they are reused and the run says when they were measured; ``--retime`` measures them again.
+"""
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +19,7 @@ from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
 from optkit.types.artifact import Artifact, TensorSpec, open_artifact
 from optkit.types.errors import OptkitError
+from optkit.types.files import Staging, dumps_json
 from optkit.types.records import StepRecord
 from optkit.types.ui import UI
 
@@ -70,3 +80,74 @@ def time_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, set
     for i, lat in zip(present, latency):
         out[i] = lat
     return out
+
+
+LEDGER_TIMING_FILE = "ledger_timing.json"
+LEDGER_TIMING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LedgerTiming:
+    """The ledger's latency rows, and when they were measured if they came from an earlier run."""
+
+    latency: list[list[dict[str, Any]] | None]
+    reused_from: str | None = None
+
+
+def ledger_key(final: Artifact, data: EvalData, settings: MeasureSettings) -> str:
+    """Digest of everything the ledger pass's figures depend on."""
+    import hashlib
+
+    from optkit.engine.cache import _json_sha256, machine_facts
+
+    if data.sha256:
+        data_digest = data.sha256
+    else:  # synthetic samples: their bytes
+        digest = hashlib.sha256()
+        for name, value in sorted(data.inputs.items()):
+            digest.update(name.encode() + str(value.dtype).encode() + str(value.shape).encode() + value.tobytes())
+        data_digest = digest.hexdigest()
+    facts = {"version": LEDGER_TIMING_VERSION, "rows": [rec.sha256 for rec in final.chain()], "data": data_digest,
+             "batch_sizes": list(settings.batch_sizes), "threads": settings.threads, "budget_s": settings.budget_s,
+             **machine_facts()}
+    return _json_sha256(facts)
+
+
+def saved_ledger(path: Path, key: str) -> LedgerTiming | None:
+    """The figures ``path`` holds under ``key``, or None (no file, another key, unreadable)."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return None
+        raw = json.loads(path.read_text())
+        if raw.get("key") != key or not isinstance(raw.get("latency"), list):
+            return None
+        return LedgerTiming(latency=raw["latency"], reused_from=str(raw["measured_at"]))
+    except (OSError, ValueError, AttributeError, KeyError):
+        return None
+
+
+def save_ledger(path: Path, key: str, latency: list[list[dict[str, Any]] | None]) -> None:
+    with Staging() as stage:
+        stage.write_text(path, dumps_json({"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                           "latency": latency}))
+        stage.commit()
+
+
+def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings, ui: UI,
+                 *, store: Path | None = None, reuse: bool = False) -> LedgerTiming:
+    """``time_ledger``, or with ``reuse`` the figures ``store`` kept from the last pass over the same rows, data,
+    settings and machine. A fresh pass is kept in ``store`` for the next run."""
+    key = ledger_key(final, data, settings) if store is not None else None
+    if store is not None and reuse:
+        saved = saved_ledger(store, key)
+        if saved is not None and len(saved.latency) == len(final.chain()):
+            ui.info(f"every step came from the cache; reusing the ledger timings measured at {saved.reused_from} "
+                    "on this CPU with the same artifacts, data and settings (--retime measures again)")
+            return saved
+    latency = time_ledger(final, known, data, settings, ui)
+    if store is not None and any(lat is not None for lat in latency):
+        try:
+            save_ledger(store, key, latency)
+        except OSError as exc:  # the figures stand; only a rerun's shortcut is lost
+            ui.warn(f"could not record the ledger timings for a rerun: {exc}")
+    return LedgerTiming(latency=latency)

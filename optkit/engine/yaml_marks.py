@@ -20,9 +20,11 @@ def _mapping_get(node: yaml.MappingNode, key: Any) -> tuple[yaml.Node, yaml.Node
 
 def locate(text: str, loc: tuple) -> tuple[int, int] | None:
     """1-based (line, column) of the last element of ``loc`` in ``text``; None when it cannot be found."""
+    from optkit.types.files import yaml_loader
+
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        node = yaml.compose(text, Loader=yaml_loader())  # nesting limited, as when the recipe was read
+    except (yaml.YAMLError, RecursionError):
         return None
     mark = node.start_mark if node is not None else None
     in_steps = False

@@ -5,16 +5,19 @@ from typing import Any
 
 from optkit.backends import open_runner
 from optkit.types.artifact import Artifact
-from optkit.types.errors import StepError
+from optkit.types.errors import OptkitError, StepError, UsageError
 from optkit.types.records import Check, Verification
 from optkit.eval.data import EvalData
-from optkit.eval.metrics import fidelity, mismatch
+from optkit.eval.metrics import degenerate, fidelity, mismatch
 from optkit.eval.task_metric import DEFAULT_MIN_COSINE, Metric
 
 
 def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, atol: float, rtol: float,
                    batch_sizes: list[int], threads: int, what: str, hint: str) -> Verification:
-    """Run both on evaluation samples at each batch size; any output beyond atol + rtol*|ref| fails.
+    """Run both on evaluation samples at each batch size; any output beyond atol + rtol*|ref| fails (atol scaled
+    down for outputs below unit scale: ``eval/metrics.mismatch``), and so does a degenerate one (all zero,
+    the same for every sample, or NaN where the reference's is not: ``eval/metrics.degenerate``). A reference
+    (the step's input, the user's model) with NaN or infinite outputs is bad input (exit 2).
 
     Returns the facts of the check for the sidecar (batch sizes, worst |diff|, tolerances).
     """
@@ -28,6 +31,10 @@ def verify_outputs(reference: Artifact, candidate: Artifact, data: EvalData, *, 
             feed = data.batch(bs, offset=offset * 7)
             ref = ref_runner.infer(feed)
             got = cand_runner.infer(feed)
+            refuse_degenerate(ref, None, f"the {reference.format} model {reference.path.name}", users=True,
+                              samples=f"at batch {bs}")
+            refuse_degenerate(got, ref, f"{what} model", samples=f"at batch {bs}", hint=hint,
+                              reference_name=f"the {reference.format} model's")
             for (name, ref_v), got_v in zip(ref.items(), got.values()):
                 ok, max_abs, _ = mismatch(got_v, ref_v, atol, rtol)
                 worst = max(worst, max_abs)
@@ -48,11 +55,17 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Met
     ``min_cosine`` is given."""
     from optkit.eval.measure import metric_of
 
+    refuse_degenerate(parent_out, None, "the input model", users=True,
+                      samples=data.path.name if data.path is not None else "synthetic inputs")
     fid = fidelity(cand_out, parent_out) or {}
     result: dict[str, Any] = {"cosine_vs_input": fid.get("cosine"), "max_abs_diff_vs_input": fid.get("max_abs_diff")}
-    limits, ok = [], True
+    # judged before any metric, and fails whatever the metric says: NaN or all-zero outputs can score anything
+    collapsed = degenerate(cand_out, parent_out, "the input's")
+    limits, ok = [], collapsed is None
+    if collapsed is not None:
+        result["degenerate"] = collapsed
     before = metric_of(parent_out, data, metric, parent_out)
-    after = metric_of(cand_out, data, metric, parent_out)
+    after = metric_of(cand_out, data, metric, parent_out) if collapsed is None else None
     if before and after:
         drop = metric.drop(before["value"], after["value"])
         unit = f" {metric.unit}" if metric.unit else ""
@@ -60,17 +73,23 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Met
                        "drop": drop, "points": metric.points, "higher_is_better": metric.higher_is_better})
         limits.append(f"{after['metric']} drop <= {max_drop:g}{unit}")
         ok = drop <= max_drop + 1e-9 * max(1.0, max_drop)
+    elif before:  # degenerate: the metric that would have judged is named, not run on outputs that mean nothing
+        result.update({"metric": before["metric"], "input_value": before["value"], "points": metric.points,
+                       "higher_is_better": metric.higher_is_better})
+        limits.append(f"{before['metric']} drop <= {max_drop:g}{' ' + metric.unit if metric.unit else ''}")
     cos_limit = min_cosine if min_cosine is not None else (None if "metric" in result else DEFAULT_MIN_COSINE)
     if cos_limit is not None:
         limits.append(f"cosine >= {cos_limit:g}")
         ok = ok and (fid.get("cosine", -1.0) >= cos_limit)
         result["min_cosine"] = cos_limit
-    result.update({"limit": " and ".join(limits), "ok": ok})
+    result.update({"limit": " and ".join(["outputs not degenerate", *limits] if collapsed else limits), "ok": ok})
     return Check.model_validate(result)
 
 
 def check_text(check: Check) -> str:
     """What an accuracy check saw, in a few words: 'top1 drop 0.42 pt' or 'cosine 0.98731'."""
+    if check.degenerate:
+        return f"degenerate: {check.degenerate}"
     parts = []
     if check.judged_metric:
         unit = " pt" if check.points else ""
@@ -84,9 +103,13 @@ def check_text(check: Check) -> str:
     return ", ".join(parts)
 
 
-def tolerance_error(what: str, check: Check, remedies: list[str], budget_flag: str = "--max-accuracy-drop") -> StepError:
+def tolerance_error(what: str, check: Check, remedies: list[str], budget_flag: str = "--max-drop") -> StepError:
     """The failed accuracy budget as one error. ``remedies``: what the calling command really offers; the
     budget to loosen is named by what was judged (``budget_flag`` for the task metric, --min-cosine for cosine)."""
+    if check.degenerate:  # no budget to loosen: the outputs carry nothing of the input's answers
+        hint = "; ".join(remedies) or "Report it: a transform that loses every answer is a bug"
+        return StepError(f"{what} is degenerate: {check.degenerate}; limit {check.limit}",
+                         hint=hint[:1].upper() + hint[1:])
     seen, loosen = [], []
     if check.judged_metric:
         if check.points:
@@ -105,3 +128,22 @@ def tolerance_error(what: str, check: Check, remedies: list[str], budget_flag: s
     hint = "; ".join([*remedies, *loosen])
     return StepError(f"{what} is outside tolerance: {'; '.join(seen)}; limit {check.limit}",
                      hint=hint[:1].upper() + hint[1:])  # not str.capitalize: it lowercases NODE_OR_OP
+
+
+def refuse_degenerate(outputs: dict, reference: dict | None, what: str, *, users: bool = False, samples: str = "",
+                      hint: str | None = None, reference_name: str = "the input's") -> None:
+    """Raise when ``outputs`` are degenerate (``eval/metrics.degenerate``): without ``reference``, NaN or infinite
+    anywhere. ``users``: they are the user's model's (its input, its data: UsageError, exit 2), else a step's
+    product (StepError, exit 1). ``what`` names whose outputs; ``samples`` where they were seen."""
+    reason = degenerate(outputs, reference, reference_name)
+    if reason is None:
+        return
+    where = f" ({samples})" if samples else ""
+    error: type[OptkitError] = UsageError if users else StepError
+    if users and reference is None:
+        hint = hint or ("Find what divides by zero or overflows in the model for these samples (e.g. an all-zero "
+                        "attention mask gives 0/0 in softmax), or fix the evaluation data")
+    elif users:
+        hint = hint or "It lost what its original computes: rebuild it (optkit now refuses such a step), or use the original"
+    raise error(f"{what}: {reason}{where}",
+                hint=hint or "Report it: a transform that loses every answer is a bug; try another option or step")

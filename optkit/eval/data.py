@@ -42,6 +42,10 @@ class EvalData:
 
     def batch(self, size: int, offset: int = 0) -> dict[str, np.ndarray]:
         """``size`` consecutive samples from ``offset`` (wrapping around when the set is smaller)."""
+        if size > _BATCH_CHECKED:  # a model's fixed batch of 2**40 must be refused, not allocated
+            per_sample = 8 + sum(v[:1].nbytes for v in self.inputs.values())
+            shapes = ", ".join(f"{k}:{'x'.join(map(str, (size, *v.shape[1:])))}" for k, v in self.inputs.items())
+            check_fits_memory(size * per_sample, f"a batch of {size:,} samples ({shapes})")
         idx = (np.arange(size) + offset) % len(self)
         return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
@@ -74,6 +78,8 @@ class EvalData:
 
 
 _MAX_SAMPLES = 10_000_000
+_BATCH_CHECKED = 4096                # batches above this are checked against the available memory first
+MAX_DATA_BYTES = 4 << 30             # an .npz whose arrays declare more is refused before it is decompressed
 
 
 def _check_values(arrays: dict[str, np.ndarray], labels: np.ndarray | None, origin: str) -> None:
@@ -111,6 +117,22 @@ def check_labels_fit(labels: np.ndarray, classes: int, origin: str) -> None:
                          hint="Pass labels of this model's classes")
 
 
+def _check_integer_input(arr: np.ndarray, spec: TensorSpec, origin: str) -> None:
+    """An integer input (token ids, masks) takes integer data: float data would be truncated silently (1.7 -> 1),
+    and integers beyond the input's type would wrap around."""
+    want = np.dtype(spec.dtype)
+    if want.kind not in "iu":
+        return
+    if arr.dtype.kind not in "iub":
+        raise UsageError(f"{origin}: array '{spec.name}' is {arr.dtype}, but the model input '{spec.name}' is {want} "
+                         f"(integers: casting would truncate its values)", hint=f"Save '{spec.name}' as {want}")
+    if arr.dtype.kind in "iu" and arr.size and not np.can_cast(arr.dtype, want):
+        info, lo, hi = np.iinfo(want), int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise UsageError(f"{origin}: array '{spec.name}' holds {lo if lo < info.min else hi}, beyond the "
+                             f"{want} range of model input '{spec.name}'", hint=f"Save values of {want}")
+
+
 def _check_against_specs(arrays: dict[str, np.ndarray], specs: list[TensorSpec], origin: str) -> dict[str, np.ndarray]:
     out = {}
     for spec in specs:
@@ -127,8 +149,70 @@ def _check_against_specs(arrays: dict[str, np.ndarray], specs: list[TensorSpec],
         if arr.dtype.kind == "b" and np.dtype(spec.dtype).kind != "b":
             raise UsageError(f"{origin}: array '{spec.name}' is boolean, but the model input '{spec.name}' is {spec.dtype}",
                              hint=f"Save it as {spec.dtype}")
+        _check_integer_input(arr, spec, origin)
         out[spec.name] = arr.astype(spec.dtype, copy=False)
     return out
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes before the data) of one .npy member, read from its first bytes only."""
+    fmt = np.lib.format
+    with zf.open(info) as fh:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fh)
+        else:  # (3, 0): utf-8 field names, read like 2.0
+            shape, _, dtype = fmt._read_array_header(fh, version)
+        return tuple(shape), np.dtype(dtype), fh.tell()
+
+
+def check_npz_headers(path: Path) -> None:
+    """Every member's header (shape, dtype) read before anything is decompressed: an archive that declares more
+    than it can hold, more than ``MAX_DATA_BYTES`` or more than half the available memory is refused with the
+    member and the size it declares (a 37 MB file may declare 8 GiB: loading it would allocate that first)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not an archive: np.load says what it is
+    avail = available_memory()
+    cap = min(MAX_DATA_BYTES, avail // 2) if avail is not None else MAX_DATA_BYTES
+    why = f"at most {human_bytes(MAX_DATA_BYTES)}" if cap == MAX_DATA_BYTES else f"half of the {human_bytes(avail)} of memory available"
+    total = 0
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy"):
+                raise UsageError(f"{path}: member '{info.filename}' is not a .npy array",
+                                 hint="Save data with numpy.savez(path, <input name>=array, labels=array)")
+            try:
+                shape, dtype, head = _member_header(zf, info)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+                raise UsageError(f"{path}: array '{name}' has no readable .npy header ({str(exc)[:120]})",
+                                 hint="Save data with numpy.savez(path, <input name>=array, labels=array)") from exc
+            if dtype.hasobject:
+                continue  # a pickle: np.load (allow_pickle=False) refuses it without unpickling
+            declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            what = f"{'x'.join(map(str, shape)) or 'scalar'} {dtype} ({human_bytes(declared)})"
+            total += declared
+            if total > cap:
+                raise UsageError(f"{path}: array '{name}' declares {what}"
+                                 + (f" ({human_bytes(total)} with the arrays before it)" if total > declared else "")
+                                 + f"; optkit loads data of {why}", hint="Use fewer samples (data is loaded whole)")
+            if declared > info.file_size - head:
+                raise UsageError(f"{path}: array '{name}' declares {what} but its member holds "
+                                 f"{human_bytes(max(0, info.file_size - head))}",
+                                 hint="The file is damaged or was not written by numpy; save it again")
+
+
+def human_bytes(nbytes: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
@@ -136,6 +220,7 @@ def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist", hint="Check the path")
+    check_npz_headers(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -163,13 +248,47 @@ def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:
 
 
 def available_memory() -> int | None:
-    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or None off Linux."""
+    """Bytes that can be allocated without swapping or meeting the OOM killer: the kernel's ``MemAvailable``,
+    or less when this process's cgroup (a container, a systemd slice) has a smaller memory limit; None off Linux."""
+    found = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found = int(line.split()[1]) * 1024
+                break
     except (OSError, ValueError, IndexError):
-        return None
+        found = None
+    group = _cgroup_available()
+    return group if found is None else min(found, group) if group is not None else found
+
+
+def _cgroup_available() -> int | None:
+    """The cgroup's memory limit less what it uses (its inactive page cache counted as free), or None."""
+    def read(path: Path) -> str | None:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return None
+
+    def inactive_file(stat: str | None, key: str) -> int:
+        for line in (stat or "").splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.isdigit():
+                return int(value)
+        return 0
+
+    root = Path("/sys/fs/cgroup")
+    lines = [line.split(":", 2) for line in (read(Path("/proc/self/cgroup")) or "").splitlines() if line.count(":") >= 2]
+    v2 = next((p for _, ctl, p in lines if ctl == ""), None)
+    v1 = next((p for _, ctl, p in lines if "memory" in ctl.split(",")), None)
+    for folder in ([root / v2.lstrip("/")] if v2 else []) + [root]:
+        limit, used = read(folder / "memory.max"), read(folder / "memory.current")
+        if limit and limit.isdigit() and used and used.isdigit():
+            return max(0, int(limit) - int(used) + inactive_file(read(folder / "memory.stat"), "inactive_file"))
+    for folder in ([root / "memory" / v1.lstrip("/")] if v1 else []) + [root / "memory"]:
+        limit, used = read(folder / "memory.limit_in_bytes"), read(folder / "memory.usage_in_bytes")
+        if limit and limit.isdigit() and int(limit) < 1 << 60 and used and used.isdigit():
+            return max(0, int(limit) - int(used) + inactive_file(read(folder / "memory.stat"), "total_inactive_file"))
     return None
 
 

@@ -6,14 +6,14 @@ with like: the same samples, the same batches, the same timing method (see ``tim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from optkit.backends import Runner, open_runner, runner_class
 from optkit.types.artifact import Artifact
 from optkit.eval.data import EvalData
-from optkit.eval.memory import PeakMemory
+from optkit.eval.memory import PeakMemory, check_batch_memory
 from optkit.eval.task_metric import Metric
 from optkit.eval.timing import measure_interleaved, measure_latency, one_core
 
@@ -95,8 +95,10 @@ def cycling(runner: Runner, feeds: list[dict[str, np.ndarray]]):
 
 def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
             batch_sizes: tuple[int, ...] | None = None, reference: dict[str, np.ndarray] | None = None,
-            self_reference: bool = False) -> Measurement:
-    """``reference``: the original model's outputs (reference metrics); ``self_reference``: this is the original."""
+            self_reference: bool = False, judge_outputs: Callable[[dict[str, np.ndarray]], None] | None = None
+            ) -> Measurement:
+    """``reference``: the original model's outputs (reference metrics); ``self_reference``: this is the original;
+    ``judge_outputs``: called with the outputs before anything is timed (it raises to refuse degenerate ones)."""
     fixed = static_batch(artifact)
     notes: list[str] = []
     latency: list[dict[str, Any]] = []
@@ -104,16 +106,36 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
     with PeakMemory() as mem, one_core(settings.threads):
         with open_runner(artifact, settings.threads) as runner:
             outputs = run_on_data(runner, data, fixed or settings.eval_batch_size)
+            if judge_outputs is not None:
+                judge_outputs(outputs)
+            ran = fixed or settings.eval_batch_size
             for bs in batch_sizes or settings.batch_sizes:
                 if fixed and bs != fixed:
                     notes.append(f"batch size {bs} skipped: the model's batch dimension is fixed at {fixed}")
                     continue
+                check_memory([runner], data, bs, f"timing the {artifact.format} model", ran, outputs)
+                ran = max(ran, bs)
                 stats = measure_latency(cycling(runner, data.timing_feeds(bs, [artifact.inputs])), batch_size=bs,
                                         threads=settings.threads, budget_s=settings.budget_s)
                 latency.append(stats.to_dict())
     accuracy = metric_of(outputs, data, settings.metric, outputs if self_reference else reference)
     return Measurement(accuracy=accuracy, latency=latency,
                        peak_memory_mb=mem.peak_mb, outputs=outputs, notes=notes)
+
+
+def check_memory(runners: list[Runner], data: EvalData, batch: int, what: str, ran: int,
+                 outputs: dict[str, np.ndarray] | None = None) -> None:
+    """Before timing at ``batch``: refuse one whose memory would pass a safe share of the available memory (its
+    peak estimated from smaller batches, see ``memory.check_batch_memory``) rather than meet the OOM killer."""
+    io_bytes = sum(v[:1].nbytes for v in data.inputs.values()) + \
+        sum(v[:1].nbytes for v in (outputs or {}).values()) * len(runners)
+
+    def run_at(size: int) -> None:
+        feed = data.batch(size)
+        for runner in runners:
+            runner.infer(feed)
+
+    check_batch_memory(run_at, batch, what, ran=ran, io_bytes=io_bytes)
 
 
 def quick_p50s(artifacts: list[Artifact], data: EvalData, settings: MeasureSettings, budget_s: float = 0.5) -> list[float]:
@@ -148,10 +170,14 @@ def _side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSe
             runner_class(art.format).preload()
             runners.append(open_runner(art, settings.threads))
         result: list[list[dict[str, Any]]] = [[] for _ in artifacts]
+        ran = 0
         for bs in settings.batch_sizes:
             idx = [i for i, art in enumerate(artifacts) if static_batch(art) in (None, bs)]
             if not idx:
                 continue
+            if all(static_batch(artifacts[i]) is None for i in idx):
+                check_memory([runners[i] for i in idx], data, bs, f"timing {len(idx)} models side by side", ran)
+                ran = max(ran, bs)
             if on_batch is not None:
                 on_batch(bs, len(idx))
             feeds = data.timing_feeds(bs, [artifacts[i].inputs for i in idx])

@@ -236,6 +236,51 @@ def exclusion_groups(entries: list[dict[str, Any]], already: set[str] | frozense
     return groups
 
 
+def _unrelated(float_name: str, int8_name: str, why: str):
+    from optkit.types.errors import UsageError
+
+    return UsageError(f"{int8_name} was not quantized from {float_name}: {why}",
+                      hint="Pass the float model and the int8 model 'optkit quantize' made from it")
+
+
+def _check_related(fp32, int8) -> None:
+    """Both models take the same inputs (the same samples go through both)."""
+    a, b = [i.name for i in fp32.inputs], [i.name for i in int8.inputs]
+    if a and b and set(a) != set(b):
+        raise _unrelated(fp32.path.name, int8.path.name,
+                         f"the models take different inputs ({fp32.path.name}: [{', '.join(a)}]; "
+                         f"{int8.path.name}: [{', '.join(b)}])")
+    shapes = {i.name: i for i in int8.inputs}
+    for spec in fp32.inputs:
+        other = shapes.get(spec.name)
+        if other is not None and (len(other.shape) != len(spec.shape) or any(
+                isinstance(x, int) and isinstance(y, int) and x != y for x, y in list(zip(spec.shape, other.shape))[1:])):
+            raise _unrelated(fp32.path.name, int8.path.name, f"input '{spec.name}' is {spec.shape_text()} in "
+                             f"{fp32.path.name} but {other.shape_text()} in {int8.path.name}")
+
+
+def _check_weights_match(float_paths: list[Path], int8_model, float_name: str, int8_name: str) -> None:
+    """The int8 model's quantized weights ('W_quantized', 'W_Transposed_quantized') are the float model's
+    weights: at least half of them match one by name and size (two unrelated models share at most a name like
+    'fc.bias' by chance; a ranking of those is noise)."""
+    import onnx
+
+    sizes: dict[str, int] = {}
+    for path in float_paths:
+        for t in onnx.load(str(path), load_external_data=False).graph.initializer:
+            sizes[t.name] = int(np.prod(t.dims)) if t.dims else 1
+    quantized = {}
+    for t in int8_model.graph.initializer:
+        if t.name.endswith("_quantized"):
+            base = t.name.removesuffix("_quantized").removesuffix("_Transposed")
+            quantized[base] = int(np.prod(t.dims)) if t.dims else 1
+    matched = [n for n, size in quantized.items() if sizes.get(n) == size]
+    if quantized and len(matched) * 2 < len(quantized):
+        raise _unrelated(float_name, int8_name,
+                         f"{len(matched)} of its {len(quantized)} quantized weights match a weight of "
+                         f"{float_name} by name and size" + (f" ({', '.join(sorted(matched)[:3])})" if matched else ""))
+
+
 def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, samples: int = 64) -> dict[str, Any]:
     """``optkit debug``: rank the int8 model's layers against its float model on calibration samples."""
     import onnx
@@ -251,25 +296,33 @@ def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, sampl
         if art.format != "onnx":
             raise UsageError(f"{role} {art.path.name} is a {art.format} model; optkit debug compares two ONNX models",
                              hint="Pass the float ONNX model and the int8 ONNX model made from it")
+    _check_related(fp32, int8)
     path = data_path or fp32.data.get("calib") or int8.data.get("calib") or fp32.data.get("eval") or int8.data.get("eval")
     if path is None:
         raise UsageError("no samples to compare the models on", hint="Pass --data FILE.npz (arrays named after the inputs)")
     data = load_npz(Path(path), fp32.inputs)
-    ops = {n.op_type for n in onnx.load(str(int8.path), load_external_data=False).graph.node}
+    int8_model = onnx.load(str(int8.path), load_external_data=False)
+    ops = {n.op_type for n in int8_model.graph.node}
     with scratch_dir() as scratch:
+        floats = [fp32.path]
         if "QuantizeLinear" in ops:
             mode = "static"
             facts: dict = {}
             reference = preprocess_for_quantization(fp32.path, scratch / "float_pre.onnx", facts)  # the names quantize saw
+            floats.append(reference)
+            _check_weights_match(floats, int8_model, fp32.path.name, int8.path.name)
             entries = rank_static(reference, int8.path, data, scratch, samples=samples)
             if not entries:
                 entries = rank_static(fp32.path, int8.path, data, scratch, samples=samples)
         elif ops & {"MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "DynamicQuantizeMatMul"}:
             mode = "dynamic"
+            _check_weights_match(floats, int8_model, fp32.path.name, int8.path.name)
             entries = rank_dynamic(fp32.path, data, scratch, samples=samples)
         else:
             raise UsageError(f"{int8.path.name} has no int8 quantization (no QuantizeLinear, no integer ops)",
                              hint="Pass the model that 'optkit quantize' wrote")
+        if not entries:
+            raise _unrelated(fp32.path.name, int8.path.name, "the models share no quantized tensor or layer to compare")
     return {"float": str(fp32.path), "int8": str(int8.path), "mode": mode, "data": str(path),
             "samples": min(samples, len(data)), "layers": entries, "groups": exclusion_groups(entries)}
 

@@ -103,6 +103,10 @@ def tokenize(folder: Path, texts: list[str], input_names: list[str] | None, *, m
     enc = tokenizer(texts, padding="max_length" if seq_len else "longest", truncation=True,
                     max_length=seq_len or max_length, return_tensors="np")
     names = input_names or [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+    if "token_type_ids" in names and "token_type_ids" not in enc and "input_ids" in enc:
+        # a tokenizer whose model_input_names leave them out: every text is segment 0, which is what the model
+        # itself uses when it is not given them (BERT's token_type_ids default to zeros)
+        enc["token_type_ids"] = np.zeros_like(enc["input_ids"])
     missing = [n for n in names if n not in enc]
     if missing:
         raise UsageError(f"the tokenizer of {folder.name} gives no {', '.join(missing)}",

@@ -12,9 +12,13 @@ from optkit.report.ledger import _ms, _x, human_size, metric_value
 
 
 def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, budget_s: float,
-                      eval_path: Path | None, ui, metric: str | None = None) -> list[dict[str, Any]]:
-    """``metric``: the task metric (``--metric``); reference metrics compare with the first artifact."""
+                      eval_path: Path | None, ui, metric: str | None = None, strict: bool = False) -> list[dict[str, Any]]:
+    """``metric``: the task metric (``--metric``); reference metrics compare with the first artifact. An artifact
+    whose files do not match its sidecar's sha256 is warned about (``strict``: refused, before any measuring)."""
+    from rich.markup import escape
+
     from optkit.types.artifact import open_artifact
+    from optkit.types.integrity import verify_digests
     from optkit.eval.data import load_npz
     from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data, usable_threads
     from optkit.eval.metrics import fidelity
@@ -24,6 +28,9 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
         raise UsageError("compare needs at least two artifacts", hint="Give the baseline first, then the others")
     chosen = resolve_metric(metric, Path.cwd())
     arts = [open_artifact(r) for r in refs]
+    _check_same_inputs(arts)
+    for art in arts:
+        verify_digests(art, lambda text: ui.warn(escape(text)), strict=strict)
     path = eval_path or next((a.data["eval"] for a in arts if a.data.get("eval")), None)
     if path is None:
         raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
@@ -49,6 +56,18 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     for row in rows:
         row["speedup_vs_first"] = [b["p50_ms"] / r["p50_ms"] for b, r in zip(rows[0]["latency"], row["latency"])]
     return rows
+
+
+def _check_same_inputs(arts) -> None:
+    """Every model runs on the same data: their inputs must have the same names (models whose inputs are not
+    known before loading, a TorchScript file, are not checked here)."""
+    first = [i.name for i in arts[0].inputs]
+    for art in arts[1:]:
+        names = [i.name for i in art.inputs]
+        if first and names and set(names) != set(first):
+            raise UsageError(f"{arts[0].path.name} takes inputs [{', '.join(first)}] but {art.path.name} takes "
+                             f"[{', '.join(names)}]: compare runs every model on the same data",
+                             hint="Compare models of the same inputs (an export, quantization... of the first)")
 
 
 HEADERS = ["artifact", "format", "size", "metric", "cos vs first", "batch", "p50 ms", "p90 ms", "throughput /s",

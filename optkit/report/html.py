@@ -1,7 +1,10 @@
 """``report.html``: one self-contained page (inline CSS and SVG, no scripts, nothing fetched).
 
 The plot puts every ledger row at (p50 latency, task accuracy) - or output cosine vs the original
-when there are no labels - and highlights the Pareto front: the rows no other row beats on both.
+when there are no labels - and highlights the Pareto front: the rows no other row beats on both. Each dot is
+labelled with its row's number (the tables' first column) and name, placed where its own dot is the nearest (a
+thin line joins a label that had to move further away); ``optimize``'s winner is ringed and its label placed first.
+No emoji: the marks are SVG and CSS, so a machine without an emoji font shows them too.
 """
 from __future__ import annotations
 
@@ -22,7 +25,12 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}
 th{background:#f6f8fa} td.l,th.l{text-align:left} .muted{color:#656d76;font-size:13px}
 svg text{font-family:inherit}
+.winner{display:inline-block;margin-left:6px;padding:0 6px;border:1px solid #d4a72c;border-radius:10px;
+background:#fff8c5;color:#7d4e00;font-size:11px;font-weight:600;vertical-align:1px}
+tr.best td{background:#fffbe6} .headline{font-size:15px} ul.facts{margin:4px 0;padding-left:20px}
 """
+
+CSS = _CSS  # the run report's style, for the other pages (optimize)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -61,20 +69,52 @@ def _plot_points(rows: list[dict]) -> tuple[list[tuple[float, float, dict]], str
     return [(r["latency"]["p50_ms"], r["fidelity"]["cosine"], r) for r in with_fid], "output cosine vs original"
 
 
-def _place_label(px: float, py: float, width: float, placed: list) -> tuple[float, float, str]:
-    """First spot around a point whose label box overlaps no earlier label (greedy; labels are few)."""
-    candidates = [(10, -8), (10, 16), (-10, -8), (-10, 16), (10, -22), (-10, -22), (10, 30), (-10, 30)]
-    for dx, dy in candidates:
+_OFFSETS = [(10, -8), (10, 16), (-10, -8), (-10, 16), (10, -22), (-10, -22), (10, 30), (-10, 30),
+            (10, -36), (-10, -36), (10, 44), (-10, 44), (10, -50), (-10, -50), (10, 58), (-10, 58)]
+_NEAR = 4  # the first offsets sit right beside the dot; a label further away gets a line to it
+
+Box = tuple[float, float, float, float]
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _distance(box: Box, x: float, y: float) -> float:
+    dx = max(box[0] - x, 0.0, x - box[2])
+    dy = max(box[1] - y, 0.0, y - box[3])
+    return math.hypot(dx, dy)
+
+
+def _place_label(k: int, dots: list[tuple[float, float, float]], width: float,
+                 placed: list[Box]) -> tuple[float, float, str, Box, bool]:
+    """A spot for dot ``k``'s label: inside the plot's columns, over no other label or dot, and nearer its own dot's
+    edge (``dots``: x, y and the radius it covers, a ring included) than any other's; the first such spot around it
+    (greedy: labels are few). Where none is, the first spot over no label or dot, else the first inside; ``True``
+    last when the label needs a line to its dot."""
+    px, py, extent = dots[k]
+    spots = []
+    for n, (dx, dy) in enumerate(_OFFSETS):
+        dx = (dx / abs(dx)) * max(abs(dx), extent + 4)  # clear of the dot (and of the winner's ring)
         left = px + dx if dx > 0 else px + dx - width
         box = (left, py + dy - 11, left + width, py + dy + 3)
-        if left >= 0 and box[2] <= W and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
-                                                  for b in placed):
-            placed.append(box)
-            return px + dx, py + dy, "start" if dx > 0 else "end"
-    return px + 10, py - 8, "start"
+        if left < PAD_L or box[2] > W or box[1] < 0 or box[3] > H - PAD_B:  # clear of the axes' numbers
+            continue
+        clear = not any(_overlaps(box, b) for b in placed) and not any(
+            _overlaps(box, (x - r - 2, y - r - 2, x + r + 2, y + r + 2)) for x, y, r in dots)
+        own = _distance(box, px, py) - extent  # from the edges: a label beside a ring is the ring's
+        nearest = all(own < _distance(box, x, y) - r for j, (x, y, r) in enumerate(dots) if j != k)
+        spots.append((not (clear and nearest), not clear, n, box, px + dx, py + dy, "start" if dx > 0 else "end"))
+    if not spots:
+        return px + 10, py - 8, "start", (px + 10, py - 19, px + 10 + width, py - 5), False
+    worse, _, n, box, x, y, anchor = min(spots, key=lambda s: s[:3])
+    placed.append(box)
+    return x, y, anchor, box, worse or n >= _NEAR
 
 
-def plot_svg(rows: list[dict]) -> str:
+def plot_svg(rows: list[dict], highlight: int | None = None) -> str:
+    """The plot of ``rows`` (ledger rows, or optimize's candidates in their shape); ``highlight``: the ``index`` of the
+    row to ring and label first (optimize's winner)."""
     points, y_label = _plot_points(rows)
     if not points:
         return '<p class="muted">No row has both latency and accuracy measured: nothing to plot.</p>'
@@ -111,18 +151,37 @@ def plot_svg(rows: list[dict]) -> str:
         for a, b in zip(front, front[1:]):
             path.append(f"H{sx(points[b][0]):.1f}V{sy(points[b][1]):.1f}")
         parts.append(f'<path d="{"".join(path)}" fill="none" stroke="#cf222e" stroke-width="2" stroke-dasharray="6 4"/>')
-    placed: list[tuple[float, float, float, float]] = []
-    for i, (x, y, row) in enumerate(points):
+    winner = next((i for i, (_, _, row) in enumerate(points) if highlight is not None and row["index"] == highlight), None)
+    radius = [7 if i in front else 5 for i in range(len(points))]
+    dots = [(sx(x), sy(y), r + (6 if i == winner else 0)) for i, ((x, y, _), r) in enumerate(zip(points, radius))]
+    for i, ((x, y, row), (cx, cy, _), r) in enumerate(zip(points, dots, radius)):
         on = i in front
-        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{7 if on else 5}" fill="{"#cf222e" if on else "#8c959f"}" '
-                     f'stroke="#fff" stroke-width="1.5"><title>{escape(row["step"])}: {x:.3f} ms, {y:.4g}</title></circle>')
-        label = f'{row["index"]} {escape(row["step"])}'
-        lx, ly, anchor = _place_label(sx(x), sy(y), 7 * len(label), placed)
-        parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="12" text-anchor="{anchor}">{label}</text>')
-    lx, ly = W - PAD_R - 175, 14  # the legend sits above the plot area, clear of points near the top
+        if i == winner:
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r + 5}" fill="none" stroke="#bf8700" stroke-width="2.5" '
+                         f'class="winner-ring" data-index="{row["index"]}"/>')
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r}" fill="{"#cf222e" if on else "#8c959f"}" '
+                     f'stroke="#fff" stroke-width="1.5" class="dot" data-index="{row["index"]}">'
+                     f'<title>{row["index"]} {escape(row["step"])}: {x:.3f} ms, {y:.4g}</title></circle>')
+    lx, ly = W - PAD_R - (255 if winner is not None else 175), 14  # above the plot area, clear of points near the top
+    placed: list[Box] = [(lx - 8, ly - 10, W, ly + 10)]  # no label over the legend
+    order = sorted(range(len(points)), key=lambda i: (i != winner, i not in front, i))
+    for i in order:  # the winner's label first, then the front's: they get the spots nearest their dots
+        row, (cx, cy, _) = points[i][2], dots[i]
+        label = f'{row["index"]} {row["step"]}' + (" (winner)" if i == winner else "")
+        tx, ty, anchor, box, line = _place_label(i, dots, (7.5 if i == winner else 7) * len(label), placed)
+        if line:
+            ex, ey = min(max(cx, box[0]), box[2]), min(max(cy, box[1]), box[3])
+            parts.append(f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="#8c959f" '
+                         f'stroke-width="1" data-index="{row["index"]}"/>')
+        weight = ' font-weight="600"' if i == winner else ""
+        parts.append(f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="12"{weight} text-anchor="{anchor}" class="label" '
+                     f'data-index="{row["index"]}">{escape(label)}</text>')
     parts.append(f'<circle cx="{lx}" cy="{ly}" r="6" fill="#cf222e"/><text x="{lx + 12}" y="{ly + 4}" font-size="12">'
                  f'Pareto front</text><circle cx="{lx + 100}" cy="{ly}" r="5" fill="#8c959f"/>'
                  f'<text x="{lx + 111}" y="{ly + 4}" font-size="12">dominated</text>')
+    if winner is not None:
+        parts.append(f'<circle cx="{lx + 188}" cy="{ly}" r="8" fill="none" stroke="#bf8700" stroke-width="2.5"/>'
+                     f'<text x="{lx + 201}" y="{ly + 4}" font-size="12">winner</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

@@ -79,6 +79,7 @@ def ledger_rows(chain: list[StepRecord], latency: list | None = None) -> list[di
             "notes": list(rec.notes),
             "timing": timing,
             "serving": metrics.serving.to_json() if metrics.serving else None,
+            "output_stats": [o.to_json() for o in metrics.output_stats] if metrics.output_stats else None,
         }
         if parent and rec.step in SLOWER_STEPS and row["speedup_vs_parent"] is not None and row["speedup_vs_parent"] < 1.0:
             row["slower"] = True
@@ -183,6 +184,21 @@ def serving_text(serving: dict) -> str:
             f"{serving.get('cpu')}; {serving.get('measured_at')})")
 
 
+def stats_text(stats: list[dict]) -> str:
+    """Each output's statistics on the evaluation data, as Polygraphy prints them, so a collapsed output shows:
+    'logits mean 0.0123 std 1.05 min -3.2 max 4.1'."""
+    parts = []
+    for o in stats:
+        if o.get("mean") is None:
+            parts.append(f"{o['name']} (no finite values)" if o.get("nonfinite_samples") else o["name"])
+            continue
+        text = f"{o['name']} mean {o['mean']:.4g} std {o['std']:.4g} min {o['min']:.4g} max {o['max']:.4g}"
+        if o.get("nonfinite_samples"):
+            text += f", NaN/inf on {o['nonfinite_samples']} sample(s)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledger") -> None:
     """The table, then one 'what changed' line per step (too long for a column)."""
     table = Table(title=title, caption=_timing_caption(rows), header_style="bold")
@@ -194,6 +210,8 @@ def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledge
     for row in rows:
         if row["summary"]:
             console.print(f"  {row['index']} {row['step']}: {row['summary']}", highlight=False)
+        if row.get("output_stats"):
+            console.print(f"[dim]    outputs: {stats_text(row['output_stats'])}[/]", highlight=False)
         for note in row["notes"]:
             console.print(f"[dim]    note: {note}[/]")
         if row.get("serving"):
@@ -205,6 +223,8 @@ def ledger_markdown(rows: list[dict]) -> str:
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
     served = [f"- {r['index']} {r['step']}: {serving_text(r['serving'])}" for r in rows if r.get("serving")]
     tail = ("\n\nServing (optkit loadtest):\n" + "\n".join(served)) if served else ""
+    stats = [f"- {r['index']} {r['step']}: {stats_text(r['output_stats'])}" for r in rows if r.get("output_stats")]
+    tail += ("\n\nOutputs on the evaluation data:\n" + "\n".join(stats)) if stats else ""
     return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._{tail}\n"
 
 

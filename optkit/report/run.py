@@ -54,7 +54,9 @@ def report_markdown(report: dict) -> str:
     cached = len(report["cached_steps"])
     lines.append(f"_{cpu.get('model')} ({cpu.get('logical_cores')} cores; {', '.join(cpu.get('simd') or []) or 'no SIMD flags'}), "
                  f"seed {report['environment']['seed']}, {report['wall_time_s']:.1f}s"
-                 + (f", {cached} step(s) from the cache" if cached else "") + "._\n")
+                 + (f", {cached} step(s) from the cache" if cached else "")
+                 + (f", ledger timings measured at {report['timing_measured_at']}" if report.get("timing_measured_at")
+                    else "") + "._\n")
     return "\n".join(lines)
 
 
@@ -69,7 +71,9 @@ def manifest(out_dir: Path, recipe_path: Path, versions: dict[str, str], written
         if any(part.startswith(".") for part in rel.parts):  # temporary names are never part of a result
             continue
         files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return {"recipe": str(recipe_path), "recipe_sha256": sha256_file(recipe_path), "versions": versions, "files": files}
+    # optkit_manifest: what makes a folder optkit's (types/files.written_by_optkit), together with the digests
+    return {"optkit_manifest": 1, "recipe": str(recipe_path), "recipe_sha256": sha256_file(recipe_path),
+            "versions": versions, "files": files}
 
 
 def write_outputs(out_dir: Path, report: dict, written: list[Path] = ()) -> list[Path]:
@@ -107,7 +111,8 @@ class RecipeOutcome:
     error: Any = None           # the failed step's StepError, or None
 
 
-def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool, force: bool) -> RecipeOutcome:
+def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool, force: bool,
+                   retime: bool = False) -> RecipeOutcome:
     """Run a recipe, judge its gates on the ledger and write report.json/md/html and the manifest into its
     output_dir, also when a step failed (the report says which); the caller only prints and exits."""
     from optkit.engine.run import collect_run
@@ -115,7 +120,7 @@ def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool
 
     out_dir = recipe.output_path(base)
     with run_output_dir(out_dir, force=force):
-        result, error = collect_run(recipe, base, ui, use_cache=use_cache)
+        result, error = collect_run(recipe, base, ui, use_cache=use_cache, retime=retime)
         return _judged(recipe, base, recipe_path, result, error)
 
 
@@ -134,6 +139,8 @@ def _judged(recipe, base: Path, recipe_path: Path, result, error, executor: dict
                           cached=result.cached, wall_time_s=result.wall_time_s,
                           env=environment(recipe.seed, tool_versions(all_backends=True)),
                           error=error.one_line() if error else None)
+    if result.timing_reused_from:
+        report["timing_measured_at"] = result.timing_reused_from
     if executor:
         report["executor"] = executor
     paths = write_outputs(out_dir, report, result.written)
@@ -141,7 +148,7 @@ def _judged(recipe, base: Path, recipe_path: Path, result, error, executor: dict
 
 
 def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache: bool,
-               force: bool) -> list[RecipeOutcome | Exception]:
+               force: bool, retime: bool = False) -> list[RecipeOutcome | Exception]:
     """Several recipes on a parallel executor: every recipe's steps as one build task, all at once; then each
     ledger's timing pass as a measurement task, one at a time; then each recipe's gates and reports, as
     ``run_and_report`` writes them. A recipe whose build could not start (bad input) comes back as its error."""
@@ -150,6 +157,7 @@ def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache
 
     from optkit.engine.executor import Job
     from optkit.engine.run import build_cpus, build_recipe, ledger_pass
+    from optkit.engine.timing import LEDGER_TIMING_FILE
     from optkit.types.errors import OptkitError, StepError, first_line
     from optkit.types.files import run_output_dir
 
@@ -171,8 +179,14 @@ def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache
             result, error = got
             if error is None and result.final is not None:
                 try:
-                    result.ledger_latency = executor.measure(f"{name} ledger", ledger_pass, recipe, str(base),
-                                                             result.final, num_cpus=max(1, recipe.measure.threads))
+                    reuse = use_cache and not retime and len(result.cached) == len(recipe.steps)
+                    timing = executor.measure(f"{name} ledger", ledger_pass, recipe, str(base), result.final, reuse,
+                                              num_cpus=max(1, recipe.measure.threads))
+                    if timing is not None:
+                        result.ledger_latency, result.timing_reused_from = timing.latency, timing.reused_from
+                        store = recipe.output_path(base) / LEDGER_TIMING_FILE
+                        if store.is_file():
+                            result.written.append(store)
                 except Exception as exc:  # noqa: BLE001 - the recipe's report says so; the others go on
                     error = exc if isinstance(exc, OptkitError) else StepError(f"timing the ledger: {first_line(exc)}")
             result.wall_time_s = time.perf_counter() - started

@@ -76,7 +76,7 @@ class ModelServer:
 
     def metadata(self) -> dict[str, Any]:
         outputs = {s.name: s for s in self.artifact.outputs}
-        return {"name": self.name, "versions": ["1"], "platform": f"optkit_{self.artifact.format}",
+        return {"name": self.name, "versions": list(VERSIONS), "platform": f"optkit_{self.artifact.format}",
                 "inputs": [tensor_metadata(s) for s in self.specs.values()],
                 "outputs": [tensor_metadata(outputs[n]) if n in outputs else {"name": n, "datatype": "FP32",
                                                                               "shape": [-1]}
@@ -103,9 +103,16 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def _unknown_model(server: ModelServer, name: str) -> str | None:
-    """The 404 message for a model name this server does not have, else None."""
-    return None if name == server.name else f"no model '{name}'; this server has '{server.name}'"
+VERSIONS = ("1",)  # a server serves one artifact: its one version
+
+
+def _unknown_model(server: ModelServer, name: str, version: str | None = None) -> str | None:
+    """The 404 message for a model name (or a version of it) this server does not have, else None."""
+    if name != server.name:
+        return f"no model '{name}'; this server has '{server.name}'"
+    if version is not None and version not in VERSIONS:
+        return f"model '{name}' has no version '{version}'; it has version {', '.join(VERSIONS)}"
+    return None
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
@@ -126,10 +133,11 @@ def _error(status: int, message: str):
 
 
 async def infer_request(server: ModelServer, name: str, headers: dict[str, str],
-                        read_body: Callable[[int], Awaitable[bytes]]) -> tuple[int, bytes, dict[str, str]]:
+                        read_body: Callable[[int], Awaitable[bytes]],
+                        version: str | None = None) -> tuple[int, bytes, dict[str, str]]:
     """One v2 infer call, independent of the web framework: (status, body, headers), errors as JSON bodies."""
     arrived = time.perf_counter()
-    status, content, out_headers = await _infer(server, name, headers, read_body)
+    status, content, out_headers = await _infer(server, name, headers, read_body, version)
     server.metrics.answered(status, time.perf_counter() - arrived)
     return status, content, out_headers
 
@@ -138,8 +146,9 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 async def _infer(server: ModelServer, name: str, headers: dict[str, str],
-                 read_body: Callable[[int], Awaitable[bytes]]) -> tuple[int, bytes, dict[str, str]]:
-    missing = _unknown_model(server, name)
+                 read_body: Callable[[int], Awaitable[bytes]], version: str | None = None
+                 ) -> tuple[int, bytes, dict[str, str]]:
+    missing = _unknown_model(server, name, version)
     if missing:
         return 404, _error_body(missing), JSON_HEADERS
     batcher = server.batcher
@@ -177,14 +186,14 @@ async def _infer(server: ModelServer, name: str, headers: dict[str, str],
     return 200, content, out_headers
 
 
-INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
 def asgi_infer(server: ModelServer):
     """The infer route as a bare ASGI callable - the hot path skips the framework's routing, middleware and
     response objects (measured in benchmarks/serving_stack.py)."""
 
-    async def call(scope, receive, send, name: str) -> None:
+    async def call(scope, receive, send, name: str, version: str | None = None) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -200,7 +209,7 @@ def asgi_infer(server: ModelServer):
             return await read_limited(chunks(), limit)
 
         try:
-            status, content, out_headers = await infer_request(server, name, headers, read_body)
+            status, content, out_headers = await infer_request(server, name, headers, read_body, version)
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client or the log
             status, content, out_headers = 500, _error_body(f"internal error: {type(exc).__name__}"), JSON_HEADERS
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
@@ -221,7 +230,7 @@ def build_app(server: ModelServer, fast_infer: bool = True):
 
     def unknown(request):
         """The 404 for a model name this server does not have, else None."""
-        missing = _unknown_model(server, request.path_params["name"])
+        missing = _unknown_model(server, request.path_params["name"], request.path_params.get("version"))
         return _error(404, missing) if missing else None
 
     async def live(request):
@@ -247,7 +256,7 @@ def build_app(server: ModelServer, fast_infer: bool = True):
             return await read_limited(request.stream(), limit)
 
         status, content, headers = await infer_request(server, request.path_params["name"], request.headers,
-                                                       read_body)
+                                                       read_body, request.path_params.get("version"))
         return Response(content, status_code=status, headers=headers)
 
     async def metrics(request):
@@ -289,7 +298,7 @@ def build_app(server: ModelServer, fast_infer: bool = True):
         if scope["type"] == "http" and scope["method"] == "POST":
             match = INFER_PATH.match(scope["path"])
             if match:
-                await hot(scope, receive, send, match.group(1))
+                await hot(scope, receive, send, match.group(1), match.group(2))
                 return
         await app(scope, receive, send)
 

@@ -69,6 +69,8 @@ def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
         doc = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the body is not valid JSON ({exc})") from None
+    except RecursionError:  # [[[[...]]]] 100,000 deep: the parser's own limit, not a server failure
+        raise ProtocolError("the body's JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError("the body must be a JSON object with an 'inputs' list")
     return doc, rest
@@ -87,6 +89,28 @@ def _check_shape(name: str, shape: Any, spec: TensorSpec) -> tuple[int, ...]:
     if not shape or shape[0] < 1:
         raise ProtocolError(f"input '{name}': the first (batch) dimension must be at least 1")
     return tuple(shape)
+
+
+def _json_data(name: str, data: Any, dtype: np.dtype, want_type: str) -> np.ndarray:
+    """JSON numbers as ``dtype``: strings, nested objects and (for integer inputs) non-integer numbers are refused,
+    not converted (numpy would read "1" as 1 and truncate 1.7 to 1); integers beyond the type's range too."""
+    try:
+        raw = np.asarray(data)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise ProtocolError(f"input '{name}': data is not a list of {want_type} numbers") from None
+    if raw.dtype.kind not in "biuf":
+        raise ProtocolError(f"input '{name}': data is not a list of {want_type} numbers")
+    if dtype.kind in "biu" and raw.dtype.kind == "f" and (not np.isfinite(raw).all() or (raw != np.round(raw)).any()):
+        raise ProtocolError(f"input '{name}': {want_type} data holds non-integer values")
+    if dtype.kind in "iu" and raw.size:
+        info = np.iinfo(dtype)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise ProtocolError(f"input '{name}': data holds values beyond {want_type}'s range")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # FP16 overflow is refused as non-finite next
+            return raw.astype(dtype, copy=False)
+    except (TypeError, ValueError, OverflowError):
+        raise ProtocolError(f"input '{name}': data is not a list of {want_type} numbers") from None
 
 
 def parse_infer(body: bytes, header_length: str | None, specs: dict[str, TensorSpec]) -> InferRequest:
@@ -123,13 +147,13 @@ def parse_infer(body: bytes, header_length: str | None, specs: dict[str, TensorS
             data = item.get("data")
             if data is None:
                 raise ProtocolError(f"input '{name}' has no 'data' (nor binary_data_size)")
-            try:
-                arr = np.asarray(data, dtype=dtype)
-            except (TypeError, ValueError, OverflowError):
-                raise ProtocolError(f"input '{name}': data is not a list of {want_type} numbers") from None
+            arr = _json_data(name, data, dtype, want_type)
             if arr.size != count:
                 raise ProtocolError(f"input '{name}': {arr.size} values for shape {list(shape)} ({count} expected)")
             arr = arr.reshape(shape)
+        if dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ProtocolError(f"input '{name}': data holds NaN or infinite values"
+                                + (f" (or values beyond {want_type}'s range)" if dtype.itemsize < 8 else ""))
         arrays[name] = arr
     missing = [n for n in specs if n not in arrays]
     if missing:

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optkit.backends.onnxruntime import preprocess_for_quantization
-from optkit.eval.data import EvalData
 from optkit.steps._onnx_common import opset_of
 from optkit.steps.base import StepContext
 from optkit.steps.quantize_recipes import Int8Recipe, group_nodes
@@ -17,6 +15,7 @@ from optkit.types.errors import UsageError
 from optkit.types.records import Check
 
 if TYPE_CHECKING:
+    from optkit.eval.data import EvalData
     from optkit.steps.quantize import QuantizeConfig
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention")
@@ -158,6 +157,8 @@ def _prepare(src: Path, scratch: Path, config: QuantizeConfig, details: dict) ->
     resolve_exclude(model, config.exclude, src.name)  # every pattern must match the model the user gave
     upgraded = scratch / "upgraded.onnx"
     onnx.save_model(model, str(upgraded))
+    from optkit.backends.onnxruntime import preprocess_for_quantization
+
     pre_path = preprocess_for_quantization(upgraded, scratch / "pre.onnx", details)
     pre = onnx.load(str(pre_path))
     excluded = sorted(n.name for n in pre.graph.node if n.name in config.exclude or n.op_type in config.exclude)

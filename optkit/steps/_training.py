@@ -14,15 +14,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.types.artifact import Artifact, portable_path
 from optkit.types.errors import UsageError
-from optkit.eval.data import EvalData, load_npz
+
+
+if TYPE_CHECKING:  # numpy and the data readers load with the first step that trains, not with --help
+    import numpy as np
+
+    from optkit.eval.data import EvalData
 
 
 class TrainOptions(BaseModel):
@@ -36,7 +40,7 @@ class TrainOptions(BaseModel):
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     augment: bool = Field(True, description="image inputs (N,C,H,W): random shifts of up to 2 pixels")
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation accuracy (0: never)")
-    seed: int = Field(0, ge=0, description="seeds initialisation, shuffling and augmentation (runs are deterministic)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds initialisation, shuffling and augmentation (runs are deterministic)")
     train_threads: int = Field(0, ge=0, description="torch threads while training (0: all cores)")
 
 
@@ -52,6 +56,8 @@ def load_split(path: Path | None, artifact: Artifact, what: str) -> EvalData | N
     if path is None:
         return None
     try:
+        from optkit.eval.data import load_npz
+
         return load_npz(path, artifact.inputs)
     except UsageError as exc:
         raise UsageError(f"{what}: {exc.message}", hint=exc.hint) from exc
@@ -89,6 +95,8 @@ def macs_of(module, artifact: Artifact, data: EvalData) -> int | None:
 
 def predict(module, data: EvalData, batch_size: int = 256) -> np.ndarray:
     """First output (logits) for every sample, in eval mode."""
+    import numpy as np
+
     torch = torch_module()
     from optkit.backends.torch import flatten_outputs
 
@@ -155,6 +163,8 @@ LossFn = Callable[[list, list, Any], Any]
 
 def _check_classes(module, *splits: EvalData | None) -> None:
     """Labels of every split must index the model's classes: checked before training, not met as a crash in it."""
+    import numpy as np
+
     torch = torch_module()
     from optkit.backends.torch import flatten_outputs
     from optkit.eval.data import check_labels_fit
@@ -176,6 +186,8 @@ def _check_classes(module, *splits: EvalData | None) -> None:
 def fit(module, train: EvalData, val: EvalData | None, loss_fn: LossFn, options: TrainOptions, epochs: int,
         ui, title: str, extra_params: list | None = None) -> FitResult:
     """Train ``module`` in place; keeps the weights of the best validation epoch (the last without labels)."""
+    import numpy as np
+
     torch = torch_module()
     from optkit.backends.torch import flatten_outputs
 

@@ -91,6 +91,38 @@ class Step:
         return ""
 
 
+# Renamed option keys: old -> new. A step's Config lists its own in ``RENAMED`` (a ClassVar) and moves them with
+# ``renamed_keys`` in a "before" validator; the command line offers each old spelling as a hidden flag.
+_SHOWN: set[str] = set()
+
+
+def deprecated(old: str, new: str, text: str | None = None) -> None:
+    """One deprecation line per old name and process (a recipe is validated more than once)."""
+    if old in _SHOWN:
+        return
+    _SHOWN.add(old)
+    from optkit.types.ui import UI
+
+    UI().warn(text or f"{old} is deprecated; use {new}")
+
+
+def renamed_keys(data: Any, renamed: dict[str, str], *, switch: str | None = None) -> Any:
+    """``data`` (a step's raw options) with every old key moved to its new name; the new key wins when both
+    are given. ``switch``: a search that giving the new key turns on by default; an old key alone (which never
+    turned it on) sets it off, unless the options set it themselves."""
+    if not isinstance(data, dict) or not set(data) & set(renamed):
+        return data
+    data = dict(data)
+    if switch and any(old in data and new not in data for old, new in renamed.items()):
+        data.setdefault(switch, False)
+    for old, new in renamed.items():
+        if old in data:
+            value = data.pop(old)
+            deprecated(old, new)
+            data.setdefault(new, value)
+    return data
+
+
 def step_class(name: str) -> type[Step]:
     target = STEPS.get(name)
     if target is None:

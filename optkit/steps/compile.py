@@ -12,20 +12,20 @@ tflite        a LiteRT (TFLite) flatbuffer converted from the torch model by lit
               (full integer, calibrated on the calibration split); run by the LiteRT interpreter with XNNPACK.
 
 fp32 outputs must match the input within atol/rtol; bf16/fp16/int8 are judged on accuracy like
-quantize (``max_accuracy_drop`` points of top-1, or ``min_cosine`` without labels).
+quantize (``max_drop`` points of top-1 vs the input, or ``min_cosine`` without labels).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from optkit.types import onnx_io
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
 from optkit.types.records import Check, Details, Verification
-from optkit.steps.base import Step, StepContext, StepResult
+from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
 
 TARGETS = {  # target -> (output format, suffix, precisions)
     "ort-cpu": ("onnx", ".onnx", ("fp32",)),
@@ -73,18 +73,32 @@ class CompileConfig(BaseModel):
                                     "a dynamic one (a model whose dynamic batch does not convert gets 1)")
     atol: float = Field(1e-4, ge=0, description="fp32 targets: absolute tolerance vs the input")
     rtol: float = Field(1e-3, ge=0, description="fp32 targets: relative tolerance vs the input")
-    max_accuracy_drop: float = Field(1.0, ge=0, description="low precision: allowed drop of the task metric (--metric; "
-                                     "default top-1) vs the input, points for fractions")
-    max_drop: float | None = Field(None, ge=0, description="openvino int8 from fp32: NNCF quantization with accuracy "
-                                   "control keeping the task metric (cosine without one) within this drop on the "
-                                   "calibration samples")
+    max_drop: float = Field(1.0, ge=0, description="low precision: largest drop of the task metric (--metric; default "
+                            "top-1; points for fractions) vs the input model")
+    accuracy_control: bool | None = Field(None, description="openvino int8 from fp32: NNCF quantization with accuracy "
+                                          "control, keeping the task metric (cosine without one) within --max-drop on "
+                                          "the calibration samples; default: on when --max-drop is given")
     min_cosine: float | None = Field(None, ge=-1, le=1, description="low precision: minimum mean cosine to the input's "
                                      "outputs (default: 0.99 when no task metric judges, else not checked)")
 
+    RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, cls.RENAMED, switch="accuracy_control")
+
+    @model_validator(mode="after")
+    def _control_default(self) -> "CompileConfig":
+        if self.accuracy_control is None:  # where it applies: OpenVINO int8
+            self.accuracy_control = ("max_drop" in self.model_fields_set and self.target == "openvino-cpu"
+                                     and self.precision == "int8")
+        return self
+
     @property
     def accuracy_budget(self) -> float:
-        """Top-1 points a low-precision result may lose: the accuracy-control budget when set, else max_accuracy_drop."""
-        return self.max_drop if self.max_drop is not None else self.max_accuracy_drop
+        """Task-metric points (raw units) a low-precision result may lose vs the input."""
+        return self.max_drop
 
 
 def int8_kind(path: Path) -> str | None:
@@ -201,8 +215,8 @@ class CompileStep(Step):
         if config.precision == "int8":
             if is_qdq(artifact.path):
                 source = "QDQ model (quantized by optkit quantize)"
-                for flag, value in (("--calib-data", config.calib_data), ("--max-drop", config.max_drop)):
-                    if value is not None:
+                for flag, value in (("--calib-data", config.calib_data), ("accuracy control", config.accuracy_control)):
+                    if value:
                         ctx.ui.warn(f"{flag} is ignored: the input is already quantized (QDQ), so nothing is calibrated")
             else:
                 from optkit.steps._quantize_modes import calibration_data
@@ -213,7 +227,7 @@ class CompileStep(Step):
                 per = static_batch(artifact) or 1  # a fixed batch dimension is fed whole batches
                 feeds = [calib.batch(per, i * per) for i in range(max(1, min(config.calib_samples, len(calib)) // per))]
                 quantize_with = (feeds, len(feeds))
-                if config.max_drop is not None:
+                if config.accuracy_control:
                     control = self._accuracy_control(ctx, artifact, calib, feeds, config.max_drop)
                 source = (f"NNCF {'quantization with accuracy control' if control else 'post-training quantization'} "
                           f"on {len(feeds)} samples of {source}")
@@ -345,7 +359,7 @@ class CompileStep(Step):
         subset = EvalData(inputs={k: v[:n] for k, v in calib.inputs.items()},
                           labels=calib.labels[:n] if calib.labels is not None else None)
         if metric.needs_labels and subset.labels is None:
-            raise UsageError(f"--max-drop judges {metric.spec} on the calibration data, which has no labels",
+            raise UsageError(f"accuracy control (--max-drop) judges {metric.spec} on the calibration data, which has no labels",
                              hint="Add 'labels' to the calibration .npz, or pick a reference metric with --metric "
                                   "(cosine, ctc_string_match, mask_iou, ...)")
         reference = outputs_on_data(artifact, subset, ctx.settings)
@@ -376,7 +390,7 @@ class CompileStep(Step):
         if not check.ok:
             remedies = ["try another --precision"]
             if config.target == "openvino-cpu" and config.precision == "int8":
-                remedies.insert(0, "--max-drop POINTS keeps sensitive ops in float (NNCF accuracy control)")
+                remedies.insert(0, "--accuracy-control keeps sensitive ops in float within --max-drop (NNCF)")
             raise tolerance_error(f"{config.target} {config.precision}", check, remedies)
         return check
 

@@ -23,7 +23,7 @@ import fnmatch
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,7 +31,7 @@ from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError, UsageError
 from optkit.types.records import Details
 from optkit.types.lazy import require
-from optkit.steps.base import Step, StepContext, StepResult
+from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
 from optkit.steps import _training as tr
 
 ATTENTION_NAMES = ("query", "key", "value", "q_proj", "k_proj", "v_proj", "qkv", "in_proj", "out_proj", "out", "o_proj")
@@ -49,7 +49,15 @@ class PruneConfig(tr.TrainOptions):
     unstructured: bool = Field(False, description="unstructured global magnitude pruning instead (no speedup on dense runtimes)")
     sparsity: float | None = Field(None, gt=0, lt=1, description="unstructured: fraction of Conv/Linear weights set to zero")
     finetune_epochs: int = Field(0, ge=0, le=1000, description="recovery fine-tuning epochs after pruning")
-    max_accuracy_drop: float | None = Field(None, ge=0, description="fail when top-1 ends more points below the input than this")
+    max_drop: float | None = Field(None, ge=0, description="largest top-1 drop (points) vs the input model; past it the "
+                                                       "step fails (default: not checked)")
+
+    RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, cls.RENAMED)
 
     @model_validator(mode="after")
     def _one_mode(self) -> "PruneConfig":
@@ -327,12 +335,12 @@ class PruneStep(Step):
 
     @staticmethod
     def _check_accuracy(original, pruned, ctx: StepContext, config: PruneConfig) -> None:
-        if config.max_accuracy_drop is None:
+        if config.max_drop is None:
             return
         before, after = tr.top1_of(original, ctx.data), tr.top1_of(pruned, ctx.data)
-        if before is not None and after is not None and 100 * (before - after) > config.max_accuracy_drop:
+        if before is not None and after is not None and 100 * (before - after) > config.max_drop:
             raise StepError(f"pruned top-1 {100 * after:.2f}% is {100 * (before - after):.2f} points below the input's "
-                            f"{100 * before:.2f}% (max_accuracy_drop {config.max_accuracy_drop})",
+                            f"{100 * before:.2f}% (--max-drop {config.max_drop:g})",
                             hint="Prune less, fine-tune longer (--finetune-epochs) or distill")
 
     @staticmethod

@@ -16,21 +16,22 @@ auto     builds each applicable mode, measures accuracy and batch-1 latency, kee
          within tolerance, and records why.
 
 Quantization is judged on accuracy, not on exact outputs: the step fails when the task metric
-(``--metric``; top-1 for a labelled classifier) drops more than ``max_accuracy_drop`` below its
-input, or - without a task metric, or when ``min_cosine`` is given - when the mean cosine to its
-input's outputs falls below ``min_cosine`` (0.99 by default).
+(``--metric``; top-1 for a labelled classifier) drops more than ``max_drop`` below its
+input (with ``guard``, after searching for an int8 recipe within it), or - without a task metric, or
+when ``min_cosine`` is given - when the mean cosine to its input's outputs falls below ``min_cosine``
+(0.99 by default).
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from optkit.steps._quantize_modes import (FP16_KEEP_FP32, Candidate, calibration_data, quantize_dynamic,
                                           quantize_fp16, quantize_static)
-from optkit.steps.base import Step, StepContext, StepResult
+from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
 from optkit.steps.quantize_recipes import Int8Recipe
 from optkit.types.artifact import Artifact
 from optkit.types.records import Check, Details
@@ -53,11 +54,11 @@ class QuantizeConfig(BaseModel):
     skip_small_convs: int = Field(4, ge=0, description="static: convs with fewer input channels stay fp32 (0: off)")
     keep_io_types: bool = Field(True, description="fp16: keep model inputs/outputs fp32")
     fp16_keep_fp32_ops: list[str] = Field(FP16_KEEP_FP32, description="fp16: op types kept fp32")
-    max_accuracy_drop: float = Field(1.0, ge=0, description="fail when the task metric (--metric; default top-1) drops "
-                                     "more than this vs the input (points for fractions)")
-    max_drop: float | None = Field(None, ge=0, description="accuracy guard: budget on the task metric (or cosine without "
-                                   "one); when exceeded, int8 recipes then the most sensitive nodes go back to float "
-                                   "until within it (static/dynamic)")
+    max_drop: float = Field(1.0, ge=0, description="largest drop of the task metric (--metric; default top-1; points for "
+                            "fractions) vs the input model; past it the step fails (or the guard searches)")
+    guard: bool | None = Field(None, description="accuracy guard: when int8 misses --max-drop, int8 recipes then the most "
+                                                 "sensitive nodes go back to float until within it (static/dynamic); "
+                                                 "default: on when --max-drop is given")
     guard_max_trials: int = Field(10, ge=1, description="accuracy guard: most re-quantizations tried")
     guard_allow_slower: bool = Field(False, description="accuracy guard: keep a result that is not faster than the input "
                                                         "(by default the guard fails rather than ship it)")
@@ -68,10 +69,23 @@ class QuantizeConfig(BaseModel):
     min_cosine: float | None = Field(None, ge=-1, le=1, description="fail below this mean cosine vs the input's outputs "
                                      "(default: 0.99 when no task metric judges, else not checked)")
 
+    RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, cls.RENAMED, switch="guard")
+
+    @model_validator(mode="after")
+    def _guard_default(self) -> "QuantizeConfig":
+        if self.guard is None:
+            self.guard = "max_drop" in self.model_fields_set
+        return self
+
     @property
     def accuracy_budget(self) -> float:
-        """Top-1 points the result may lose: the guard's budget when it is on, else max_accuracy_drop."""
-        return self.max_drop if self.max_drop is not None else self.max_accuracy_drop
+        """Task-metric points (raw units) the result may lose vs the input."""
+        return self.max_drop
 
 
 class QuantizeDetails(Details):
@@ -107,14 +121,14 @@ class QuantizeDetails(Details):
     quantize_linear_nodes: int | None = None
     int8_weights: int | None = None  # inc: constant weights folded to int8
     tolerable_loss: float | None = None
-    guard: dict[str, Any] | None = None  # --max-drop: recipes and trials, what went back to float, timings
+    guard: dict[str, Any] | None = None  # --guard: recipes and trials, what went back to float, timings
     auto: dict[str, Any] | None = None  # --mode auto: each candidate's check and p50, and why one was chosen
 
 
 # ----------------------------------------------------------------------------- the step
 
 # what `optkit quantize` offers when int8 misses its budget (every flag named here exists on the command)
-REMEDIES = ["keep sensitive nodes in float (--exclude NODE_OR_OP, or --max-drop POINTS to find them; "
+REMEDIES = ["keep sensitive nodes in float (--exclude NODE_OR_OP, or --guard to find them; "
             "'optkit debug' ranks them)", "try --method entropy or percentile, or another --mode"]
 
 
@@ -153,8 +167,9 @@ class QuantizeStep(Step):
             for flag, value in (("--calib-data", config.calib_data), ("--calib-from-eval", config.calib_from_eval)):
                 if value:
                     ctx.ui.warn(f"{flag} is ignored: --mode {'/'.join(modes)} does not calibrate")
-        if config.max_drop is not None and modes == ["fp16"]:
-            ctx.ui.warn("--max-drop is ignored by --mode fp16 (no nodes to keep in float); --max-accuracy-drop still judges it")
+        if config.guard and modes == ["fp16"]:
+            ctx.ui.warn("the accuracy guard is ignored by --mode fp16 (no nodes to keep in float); --max-drop still "
+                        "judges it")
         calib = calib_source = None
         if "static" in modes:
             calib, calib_source = calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
@@ -180,7 +195,7 @@ class QuantizeStep(Step):
 
                 with ctx.ui.status(f"quantize: {mode}"):
                     cand = build(())
-                if config.max_drop is not None and not cand.check.ok and mode != "fp16":
+                if config.guard and not cand.check.ok and mode != "fp16":
                     from optkit.steps.quantize_guard import guard
 
                     cand = guard(ctx, artifact, config, mode, cand, build, calib)
@@ -213,7 +228,7 @@ class QuantizeStep(Step):
             from optkit.eval.compare import tolerance_error
 
             raise tolerance_error("static quantization", cand.check,
-                                  ["quantize the exported ONNX with --engine ort instead (--max-drop keeps sensitive nodes in float)"])
+                                  ["quantize the exported ONNX with --engine ort instead (--guard keeps sensitive nodes in float)"])
         details = QuantizeDetails.model_validate({**details, "check": cand.check})
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 

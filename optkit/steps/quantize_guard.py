@@ -1,5 +1,5 @@
-"""The accuracy guard of ``quantize --max-drop``: an int8 recipe that meets the budget, else the fewest,
-most harmful nodes in float.
+"""The accuracy guard of ``quantize --guard`` (on when ``--max-drop`` is given): an int8 recipe that meets the
+budget, else the fewest, most harmful nodes in float.
 
 When plain static int8 misses the budget, the int8 recipes of ``quantize_recipes`` are tried first (op
 types quantized, activation x activation MatMuls float, percentile calibration, symmetric activations,
@@ -18,14 +18,16 @@ then decides.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError
 from optkit.steps.base import StepContext
-from optkit.eval.data import EvalData
 from optkit.steps._quantize_modes import Candidate
 from optkit.types.records import Check
+
+if TYPE_CHECKING:
+    from optkit.eval.data import EvalData
 
 
 def quantized_nodes(model) -> list[str]:
@@ -55,6 +57,16 @@ def _search_data(ctx: StepContext, artifact: Artifact, calib: EvalData | None) -
     return ctx.data, "evaluation split"
 
 
+def budget_warning(max_drop: float, check: Check) -> str | None:
+    """What to say when ``--max-drop`` budgets nothing: the check judged no task metric (no labels, no --metric),
+    so the guard judges cosine. None when a metric judged (the check's typed field, not a dict key)."""
+    if check.judged_metric:
+        return None
+    judged = f"cosine >= {check.min_cosine:g}" if check.min_cosine is not None else check.limit
+    return (f"--max-drop {max_drop:g} is a budget on the task metric, and there is none (no labels, no --metric): "
+            f"the guard judges {judged} instead (set it with --min-cosine)")
+
+
 def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: Candidate,
           build: Callable[..., Candidate], calib: EvalData | None) -> Candidate:
     import onnx
@@ -79,9 +91,9 @@ def guard(ctx: StepContext, artifact: Artifact, config, mode: str, plain: Candid
     facts: dict[str, Any] = {"budget": config.max_drop, "budget_text": budget_text, "searched_on": data_name,
                              "quantized_nodes_plain": len(quantized), "plain": _summary(plain_check), "trials": [],
                              "recipes": []}
-    if "metric" not in plain_check:
-        ctx.ui.warn(f"--max-drop {config.max_drop:g} is a budget on the task metric, and there is none (no labels, "
-                    f"no --metric): the guard judges {budget_text} instead (set it with --min-cosine)")
+    warning = budget_warning(config.max_drop, plain_check)
+    if warning:
+        ctx.ui.warn(warning)
     ctx.ui.info(f"accuracy guard: plain {mode} int8 is outside {budget_text} ({check_text(plain.check)})")
     base, recipe = plain, None
     if mode == "static":
@@ -162,7 +174,10 @@ def _was_quantized(name: str, quantized: set[str] | None) -> bool:
 
 
 def _badness(check: Check) -> float:
-    """How far a check is from passing, comparable between candidates: the metric's drop, else -cosine."""
+    """How far a check is from passing, comparable between candidates: the metric's drop, else -cosine (degenerate
+    outputs: as far as it gets)."""
+    if check.degenerate:
+        return float("inf")
     return check.drop if check.drop is not None else -(check.cosine_vs_input or -1.0)
 
 

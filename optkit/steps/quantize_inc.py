@@ -187,7 +187,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
     if best is None:
         tried = "; ".join(f"{t['config']} {t['metric']} {t['value']:.4f}" for t in trials)
         raise StepError(f"neural-compressor found no configuration within {budget:g} points ({tried})",
-                        hint="Raise --max-accuracy-drop, or use --engine ort with --max-drop")
+                        hint="Raise --max-drop, or use --engine ort with --guard")
     _export_onnx(best, example, out_path, names, outputs)
     folded = fold_weight_quantization(out_path)
     import onnx

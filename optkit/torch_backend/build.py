@@ -61,12 +61,12 @@ def _steps(options: BackendOptions, export: dict[str, Any]) -> tuple[list[dict[s
         steps = [s for s, n in zip(steps, names) if n not in ("export", "profile")]
         return [{"export": export}, *steps], {**measure, **(raw.get("measure") or {})}
     calib = {"calib_data": "calib.npz"}
-    drop = {"max_accuracy_drop": options.max_drop}
+    drop = {"max_drop": options.max_drop}  # the budget alone: no guard, no NNCF accuracy control
     if options.target == "openvino-cpu":
         tail = [{"compile": {"target": "openvino-cpu", "precision": options.precision,
-                             **({**calib, **drop} if options.precision == "int8" else {})}}]
+                             **({**calib, **drop, "accuracy_control": False} if options.precision == "int8" else {})}}]
     elif options.precision == "int8":
-        tail = [{"fuse": {"level": "basic"}}, {"quantize": {"mode": "auto", **calib, **drop}},
+        tail = [{"fuse": {"level": "basic"}}, {"quantize": {"mode": "auto", **calib, **drop, "guard": False}},
                 {"compile": {"target": "ort-cpu"}}]
     else:
         tail = [{"fuse": {}}, {"compile": {"target": "ort-cpu"}}]

@@ -105,18 +105,37 @@ def analyse(gm, example_inputs: list[Any]) -> GraphInputs:
     return inputs
 
 
+_EVAL = "call model.eval() for an optkit build"
+_BATCH_NORM_TRAINING = f"training mode (BatchNorm updates its running statistics): {_EVAL}"
+
+
+def _training_flag(name: str, node) -> bool:
+    """Whether a call runs in training mode: ``F.batch_norm``/``torch.batch_norm`` (``training``, 6th argument),
+    ``F.dropout`` and its kin (``training``, 3rd), ``torch.dropout`` (``train``, 3rd); by keyword or position."""
+    if node.kwargs.get("training") is True or node.kwargs.get("train") is True:
+        return True
+    if name == "batch_norm":
+        return len(node.args) > 5 and node.args[5] is True
+    return "dropout" in name and len(node.args) > 2 and node.args[2] is True
+
+
 def unsupported_ops(gm) -> str | None:
-    """Training-mode ops (dropout, batch norm statistics) and in-place updates of graph inputs: inference only."""
-    for node in gm.graph.nodes:
-        if node.op not in ("call_function", "call_method", "call_module"):
-            continue
-        name = getattr(node.target, "__name__", str(node.target))
-        if node.kwargs.get("training") is True or ("dropout" in name and node.kwargs.get("train") is True):
-            return f"{name} in training mode (optkit compiles for inference: call model.eval())"
-        if name in ("batch_norm",) and len(node.args) > 5 and node.args[5] is True:
-            return "batch_norm in training mode (optkit compiles for inference: call model.eval())"
+    """Training-mode ops (dropout, batch norm statistics) and in-place updates of graph inputs: inference only.
+    Training mode is looked for first: a BatchNorm in train() also adds to its ``num_batches_tracked`` buffer in
+    place, and "in-place add_" would hide the reason and its remedy."""
+    calls = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+    named = [(getattr(n.target, "__name__", str(n.target)), n) for n in calls]
+    for name, node in named:
+        if _training_flag(name, node):
+            if name == "batch_norm":
+                return _BATCH_NORM_TRAINING
+            return f"training mode ({name} is active): {_EVAL}"
+    for name, node in named:
         mutates = name.endswith("_") and not name.startswith("_") and name not in ("and_", "or_", "not_")
-        if mutates and node.args and getattr(node.args[0], "op", None) == "placeholder":
+        target = node.args[0] if node.args else None
+        if mutates and getattr(target, "op", None) == "placeholder":
+            if "num_batches_tracked" in _source(target) or "num_batches_tracked" in str(target.target):
+                return _BATCH_NORM_TRAINING
             return f"in-place {name} on an input (optkit artifacts do not write into their inputs)"
     return None
 

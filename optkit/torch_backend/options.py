@@ -1,6 +1,7 @@
 """``torch.compile(model, backend="optkit", options={...})``: what may be asked, checked before any work."""
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ class BackendOptions(BaseModel):
     cache_dir: str | None = Field(None, description="on-disk cache (default: $OPTKIT_CACHE_DIR or "
                                                     "~/.cache/optkit/torch_compile)")
     check: bool = Field(True, description="compare each subgraph with eager on its first call (off: trust the build)")
+    quiet: bool = Field(False, description="no line on stderr per subgraph built or taken from the cache")
 
     def cache_root(self) -> Path:
         if self.cache_dir:
@@ -47,5 +49,10 @@ def parse_options(raw: dict[str, Any] | None) -> BackendOptions:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "options"
         known = ", ".join(BackendOptions.model_fields)
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(where, BackendOptions.model_fields, n=1)
+            guess = f": did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"torch.compile(backend='optkit'): unknown option '{where}'{guess}",
+                             hint=f"Options: {known}") from None
         raise UsageError(f"torch.compile(backend='optkit') option {where}: {err['msg']}",
                          hint=f"Options: {known}") from None

@@ -8,7 +8,9 @@ the reason logged once: never a wrong answer silently.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,23 @@ from optkit.torch_backend.options import BackendOptions
 
 log = logging.getLogger("optkit.torch")
 _said: set[str] = set()
+_numbers = itertools.count(1)  # subgraphs in the order dynamo hands them over, for the build lines
 
 
 def say_once(text: str) -> None:
     if text not in _said:
         _said.add(text)
         log.warning("optkit backend: %s", text)
+
+
+def describe(gm, example_inputs: list[Any], inputs: GraphInputs) -> str:
+    """``12 ops, inputs x:[s0,3,32,32]``: what a build line says about its subgraph."""
+    ops = sum(1 for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module"))
+    shapes = []
+    for name, pos in zip(inputs.names, inputs.tensor_positions):
+        dims = [inputs.dynamic.get(name, {}).get(d, s) for d, s in enumerate(getattr(example_inputs[pos], "shape", ()))]
+        shapes.append(f"{name}:[{','.join(str(d) for d in dims)}]")
+    return f"{ops} op{'s' if ops != 1 else ''}, inputs {' '.join(shapes)}"
 
 
 def _mismatch(got: list[np.ndarray], want: list[np.ndarray], options: BackendOptions) -> str | None:
@@ -67,6 +80,20 @@ class CompiledGraph:
         self.scalars: set[int] = set()  # outputs eager gives as 0-d tensors (the artifact as shape (1,))
         self.eager_reason: str | None = None
         self.record: dict[str, Any] | None = None
+        self.number = next(_numbers)
+
+    # -- the build lines (stderr, one per subgraph; quiet=True: none) ----------------------------------------------
+    def _say(self, text: str, end: str = "\n") -> None:
+        if not self.options.quiet:
+            print(text, end=end, file=sys.stderr, flush=True)
+
+    def _what(self) -> str:
+        return f"subgraph {self.number} ({describe(self.gm, self.example_inputs, self.inputs)})"
+
+    def _said_reused(self) -> None:
+        built = self.record.get("build_s") if self.record else None
+        self._say(f"optkit: {self._what()} reused from the on-disk cache at {self.entry}"
+                  + (f" (built in {built:.1f}s)" if isinstance(built, (int, float)) else ""))
 
     # -- the hot path -------------------------------------------------------------------------------------------
     def __call__(self, *args):
@@ -98,7 +125,7 @@ class CompiledGraph:
             say_once("autograd is on for this call (inputs or parameters require grad): optkit compiles for "
                      "inference, so it runs eagerly; call the model under torch.no_grad() or torch.inference_mode()")
             return self.gm(*args)
-        from optkit.torch_backend.build import build, cached
+        from optkit.torch_backend.build import cached
 
         self.record = cached(self.entry)
         if self.record is None:
@@ -111,14 +138,9 @@ class CompiledGraph:
                 with _locked(self.entry):
                     self.record = cached(self.entry)  # another process may have built it meanwhile
                     if self.record is None:
-                        from optkit.torch_backend.graph import make_frozen
-
-                        log.debug("optkit backend: building %s (%s %s)", self.entry.name, self.options.target,
-                                  self.options.precision)
-                        self.record = build(self.entry, make_frozen(self.gm, self.example_inputs, self.inputs),
-                                            self.inputs, self.samples, self.options)
-                        log.debug("optkit backend: built %s in %.1fs: %s", self.entry.name, self.record["build_s"],
-                                  " -> ".join(self.record["steps"]))
+                        self._build()
+                    else:
+                        self._said_reused()
             except Exception as exc:  # a failed build (its own checks included): eager, with the reason
                 from optkit.types.errors import first_line
 
@@ -128,7 +150,32 @@ class CompiledGraph:
                 self.samples = []
         else:
             log.debug("optkit backend: cache hit %s (%s), no export", self.entry.name, self.record["artifact"])
+            self._said_reused()
         return self._open_and_check(args)
+
+    def _build(self) -> None:
+        """Build the entry, on one stderr line: what is built for what, then how long it took and where it is
+        (the debug log, when on, writes between the two halves, so the line is ended first)."""
+        from optkit.torch_backend.build import build
+        from optkit.torch_backend.graph import make_frozen
+
+        debug = log.isEnabledFor(logging.DEBUG)
+        precision = "" if self.options.precision == "fp32" else f" {self.options.precision}"
+        self._say(f"optkit: building {self._what()} for {self.options.target}{precision} ...",
+                  end="\n" if debug else " ")
+        log.debug("optkit backend: building %s (%s %s)", self.entry.name, self.options.target, self.options.precision)
+        started = time.perf_counter()
+        try:
+            self.record = build(self.entry, make_frozen(self.gm, self.example_inputs, self.inputs), self.inputs,
+                                self.samples, self.options)
+        except BaseException:
+            self._say(f"{f'optkit: subgraph {self.number} ' if debug else ''}failed after "
+                      f"{time.perf_counter() - started:.1f}s")
+            raise
+        self._say(f"{f'optkit: subgraph {self.number} ' if debug else ''}done in {self.record['build_s']:.1f}s, "
+                  f"cached at {self.entry}")
+        log.debug("optkit backend: built %s in %.1fs: %s", self.entry.name, self.record["build_s"],
+                  " -> ".join(self.record["steps"]))
 
     def _open_and_check(self, args):
         from optkit.backends import open_runner

@@ -13,12 +13,13 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file, sha256_files
@@ -27,6 +28,9 @@ from optkit.types.records import Record, Serving, StepRecord
 
 SIDECAR_SUFFIX = ".optkit.json"
 SIDECAR_VERSION = 1
+MAX_SIDECAR_BYTES = 64 << 20  # a sidecar is a few KB of JSON; a bigger one is not read
+MAX_SIDECAR_FILE_BYTES = 4 << 30  # a data split or reference outputs a sidecar names
+_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip (the second: one with no arrays)
 _FACTORY_RE = re.compile(r"^(?P<target>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)$")
 
 
@@ -86,6 +90,10 @@ def portable_path(target: Path, relative_to: Path) -> str:
 
 def resolve_stored(stored: str, base: Path) -> Path:
     return (base / stored).resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,10 @@ def _folder_artifact(folder: Path) -> Artifact:
     if not m:
         raise UsageError(f"{folder}: factory '{factory}' is not 'file.py:function' or 'module:function'")
     factory_file = (folder / m["target"]).resolve() if m["target"].endswith(".py") else None
+    if factory_file is not None and not _inside(factory_file, folder.resolve()):
+        # optkit.yaml travels with downloaded folders: the code it runs must be the folder's own
+        raise UsageError(f"{folder}: factory file {m['target']} is outside the model folder",
+                         hint="Keep the factory file inside the folder, or pass it on the command line as 'file.py:build'")
     if factory_file is not None and not factory_file.is_file():
         raise UsageError(f"{folder}: factory file {m['target']} does not exist", hint="Fix 'factory' in optkit.yaml")
     weights = None
@@ -232,6 +244,50 @@ def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
     )
 
 
+# ----------------------------------------------------------------------------- sidecars
+
+class OrtSessionSettings(BaseModel):
+    """ONNX Runtime session settings, exactly those ``compile --target ort-cpu`` records (steps/compile.ORT_SESSIONS).
+
+    A sidecar is applied to the session, so nothing else may pass: an edited one could otherwise set
+    ``optimized_model_filepath`` (a file written anywhere), ``profile_file_prefix`` or 256 threads."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    graph_optimization_level: Literal["disabled", "basic", "extended", "all"] | None = None
+    enable_mem_pattern: StrictBool | None = None
+    enable_cpu_mem_arena: StrictBool | None = None
+    allow_spinning: StrictBool | None = None
+
+
+class RuntimeSettings(BaseModel):
+    """A sidecar's ``runtime``: how a compiled artifact must be run, as ``steps/compile.py`` writes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    session: OrtSessionSettings | None = None  # ort-cpu
+    providers: list[Literal["CPUExecutionProvider", "CUDAExecutionProvider"]] | None = None  # ort-cpu, ort-cuda
+    inference_precision: Literal["f32", "bf16"] | None = None  # openvino-cpu (backends/openvino.PRECISION_HINT)
+    device: Literal["CPU", "cuda"] | None = None  # openvino-cpu, tensorrt
+    layout: Literal["nchw", "nhwc"] | None = None  # tflite
+    delegate: Literal["xnnpack"] | None = None  # tflite
+
+
+def checked_runtime(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """``raw`` if every key and value is one optkit writes (else UsageError naming the key), as a plain dict."""
+    try:
+        return RuntimeSettings.model_validate(raw or {}).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise UsageError(f"runtime settings refused: {_validation_text(exc, ('runtime',))}",
+                         hint="Re-create the artifact with 'optkit compile'") from None
+
+
+def _validation_text(exc: ValidationError, prefix: tuple = ()) -> str:
+    err = exc.errors()[0]
+    where = ".".join(map(str, (*prefix, *err["loc"])))
+    if err["type"] == "extra_forbidden":
+        return f"{where} is not a setting optkit writes"
+    return f"{where}: {err['msg']}"
+
+
 class _Sidecar(Record):
     """The shape every reader of a sidecar relies on."""
 
@@ -241,7 +297,11 @@ class _Sidecar(Record):
     task: StrictStr = "classification"
     data: dict[str, StrictStr] = {}
     reference: dict[str, Any] | None = None
-    runtime: dict[str, Any] | None = None
+    runtime: RuntimeSettings | None = None
+
+
+class SidecarRefused(ValueError):
+    """A sidecar that parses but names something optkit never writes (a setting, a file it must not read)."""
 
 
 def _check_sidecar(raw: Any) -> _Sidecar:
@@ -257,9 +317,57 @@ def _check_sidecar(raw: Any) -> _Sidecar:
         if raw.get("reference") is not None and not isinstance(raw["reference"].get("path"), str):
             raise ValueError("reference.path is not a string")
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ValueError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        if exc.errors()[0]["loc"][:1] == ("runtime",):
+            raise SidecarRefused(_validation_text(exc)) from None
+        raise ValueError(_validation_text(exc)) from None
     return sidecar
+
+
+def _read_sidecar_text(path: Path) -> str:
+    """The sidecar's text; a device, FIFO or oversized file is refused before it is opened."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise SidecarRefused("it is not a regular file")
+    if st.st_size > MAX_SIDECAR_BYTES:
+        raise SidecarRefused(f"it is {st.st_size} bytes; a sidecar is at most {MAX_SIDECAR_BYTES} bytes")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(MAX_SIDECAR_BYTES + 1).decode()
+
+
+def checked_sidecar_file(key: str, stored: str, base: Path) -> Path:
+    """The file a sidecar names under ``key`` (a data split, the reference outputs), resolved against the
+    sidecar's folder ``base``. It may be missing (a moved tree; the step that needs it says so), but an
+    existing one must be a regular .npz file no larger than MAX_SIDECAR_FILE_BYTES, reached without a
+    symbolic link that leads out of ``base``: never a device, a FIFO, /etc/shadow or a 10 GB file.
+    ``os.stat`` decides before anything is opened; the open is non-blocking."""
+    root = base.resolve()
+    target = (base / stored).resolve()
+    lexical = Path(os.path.normpath(root / stored))
+    if target != lexical and not _inside(target, root):  # optkit writes these paths from resolved ones
+        raise SidecarRefused(f"{key} {stored} leads through a symbolic link to {target}, outside {root}")
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise SidecarRefused(f"{key} {stored} cannot be checked ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SidecarRefused(f"{key} {stored} is not a regular file (a folder, device or FIFO)")
+    if st.st_size > MAX_SIDECAR_FILE_BYTES:
+        raise SidecarRefused(f"{key} {stored} is {st.st_size} bytes, over the {MAX_SIDECAR_FILE_BYTES}-byte limit "
+                             "for a file a sidecar names")
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise SidecarRefused(f"{key} {stored} cannot be opened ({exc.strerror or type(exc).__name__})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # swapped since the stat
+            raise SidecarRefused(f"{key} {stored} is not a regular file")
+        head = fh.read(4)
+    if head not in _NPZ_MAGIC:
+        raise SidecarRefused(f"{key} {stored} is not an .npz file")
+    return target
 
 
 def load_sidecar(artifact: Artifact) -> Artifact:
@@ -268,21 +376,64 @@ def load_sidecar(artifact: Artifact) -> Artifact:
     if not path.is_file():
         return artifact
     try:
-        sidecar = _check_sidecar(json.loads(path.read_text()))
+        sidecar = _check_sidecar(json.loads(_read_sidecar_text(path)))
         base = path.parent
         reference = None
         if sidecar.reference:
-            reference = {**sidecar.reference, "path": str(resolve_stored(sidecar.reference["path"], base))}
+            reference = {**sidecar.reference,
+                         "path": str(checked_sidecar_file("reference.path", sidecar.reference["path"], base))}
+        data = {k: checked_sidecar_file(f"data.{k}", v, base) for k, v in sidecar.data.items()}
         inputs, outputs = artifact.inputs, artifact.outputs
         if not inputs:
             inputs = [TensorSpec.from_dict(t) for t in sidecar.record.inputs]
             outputs = [TensorSpec.from_dict(t) for t in sidecar.record.outputs]
+        runtime = sidecar.runtime.model_dump(exclude_none=True) if sidecar.runtime else {}
         return artifact.with_(record=sidecar.record, lineage=list(sidecar.lineage), task=sidecar.task,
-                              data={k: resolve_stored(v, base) for k, v in sidecar.data.items()},
-                              runtime=sidecar.runtime or {}, reference=reference, inputs=inputs, outputs=outputs)
+                              data=data, runtime=runtime, reference=reference, inputs=inputs, outputs=outputs)
+    except SidecarRefused as exc:
+        raise UsageError(f"sidecar {path} refused: {str(exc)[:300]}",
+                         hint="optkit reads only what it writes there; re-create the artifact, or delete the "
+                              "sidecar to treat the model as a fresh original") from exc
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError) as exc:
         raise UsageError(f"sidecar {path} is unreadable ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
                          hint="Delete it to treat the model as a fresh original, or re-create it") from exc
+
+
+def optkit_wrote(path: Path) -> bool:
+    """Whether the existing file or folder ``path`` is an output optkit may replace: a sidecar beside it that
+    parses as optkit's, and whose recorded sha256 is the one of ``path``'s files - or ``path`` sits in a run
+    folder optkit made (its step cache rebuilds an entry whose files changed). A ``{}`` or copied sidecar
+    beside a user's file does not make it optkit's."""
+    from optkit.types.files import RUN_MARKER
+
+    car = sidecar_path(path)
+    try:
+        sidecar = _check_sidecar(json.loads(_read_sidecar_text(car)))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError):
+        return False
+    if (path.parent / RUN_MARKER).is_file():
+        return True
+    try:
+        files = recorded_files(path, sidecar.record.format)
+        return files is not None and regular_files_digest(files) == sidecar.record.sha256
+    except (UsageError, OSError):
+        return False
+
+
+def recorded_files(path: Path, fmt: str) -> list[Path] | None:
+    """The files a record's sha256 covers for an artifact of format ``fmt`` at ``path`` (None: not known)."""
+    if path.is_dir():
+        return _folder_artifact(path).files() if (path / "optkit.yaml").is_file() else None
+    return Artifact(path=path, format=fmt).files()
+
+
+def regular_files_digest(files: list[Path]) -> str:
+    """``Artifact.digest`` over ``files``, each checked to be a regular file first (OSError otherwise): a FIFO
+    or device a sidecar names is never read."""
+    for f in files:
+        if not stat.S_ISREG(os.stat(f).st_mode):
+            raise OSError(f"{f} is not a regular file")
+    return sha256_file(files[0]) if len(files) == 1 else sha256_files(files)
 
 
 def record_serving(artifact: Artifact, serving: Serving) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import hashlib
 import json
 import os
@@ -68,6 +69,7 @@ class Staging:
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
         self._created_dirs: list[Path] = []
+        self._expected: dict[Path, tuple | None] = {}  # final -> what stood there when it was checked (None: nothing)
         self._committed = False
 
     def __enter__(self) -> "Staging":
@@ -90,6 +92,8 @@ class Staging:
             tmp = like.with_suffix(final.suffix)
         else:
             tmp = final.with_name(f".{final.stem}.tmp-{_tag()}{final.suffix}")
+        key = _key(final)
+        self._expected[final] = _CHECKED.pop(key) if key in _CHECKED else _state(final)
         self._pending.append((tmp, final))
         return tmp
 
@@ -97,18 +101,49 @@ class Staging:
         self.path_for(final).write_text(text)
 
     def commit(self) -> None:
+        """Publish every staged file. A final path must still be as it was when checked (``check_output_path``) or
+        staged: a file that appeared there meanwhile, or optkit's own previous output changed by someone else, is
+        left as it is and the commit fails (UsageError) before anything is published. A new name is published
+        without ever replacing one that appears at the last moment (rename with RENAME_NOREPLACE, or a hard link)."""
         for tmp, final in self._pending:
             if not tmp.exists():
                 raise FileNotFoundError(f"staged file {tmp} was never written")
-        for tmp, final in self._pending:
-            if tmp.is_dir() and final.is_dir():  # a folder artifact replaces the previous one
-                old = final.with_name(f".{final.name}.old-{_tag()}")
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+        for _, final in self._pending:
+            self._still_as_checked(final)
+        published: list[Path] = []
+        try:
+            for tmp, final in self._pending:
+                if self._expected[final] is None:
+                    _publish_new(tmp, final)
+                    published.append(final)
+                    continue
+                self._still_as_checked(final)  # right before replacing it
+                if tmp.is_dir() and final.is_dir():  # a folder artifact replaces the previous one
+                    old = final.with_name(f".{final.name}.old-{_tag()}")
+                    os.replace(final, old)
+                    os.replace(tmp, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, final)
+        except (FileExistsError, UsageError) as exc:
+            for made in published:  # only names this commit created: the folder is left as it was
+                with contextlib.suppress(OSError):
+                    if made.is_dir() and not made.is_symlink():
+                        shutil.rmtree(made)
+                    else:
+                        made.unlink()
+            raise (_appeared(final) if isinstance(exc, FileExistsError) else exc) from None
         self._committed = True
+
+    def _still_as_checked(self, final: Path) -> None:
+        expected, now = self._expected[final], _state(final)
+        if now == expected:
+            return
+        if expected is None:
+            raise _appeared(final)
+        raise UsageError(f"{final} was changed or replaced by another program while optkit was writing it; "
+                         "optkit left it as it is and wrote nothing",
+                         hint="Check the file, then run again (or choose another output path)")
 
     def __exit__(self, *exc_info: object) -> None:
         if self._committed:
@@ -126,6 +161,82 @@ class Staging:
 
 def _tag() -> str:
     return f"{os.getpid()}-{_HOST}{uuid.uuid4().hex[:8]}"
+
+
+# What each output path held when ``check_output_path`` accepted it (None: nothing), taken by the ``Staging`` that
+# writes it, so a file that appears there during the run (or a change to optkit's own previous output) is seen at
+# commit instead of replaced.
+_CHECKED: dict[str, tuple | None] = {}
+
+
+def _key(path: Path) -> str:
+    return os.path.abspath(path)
+
+
+def _state(path: Path) -> tuple | None:
+    """What stands at ``path`` (not following a link): None when nothing; a file by its inode, size and times; a
+    folder (a model folder optkit wrote) by its inode only, as importing its model.py adds __pycache__ to it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return (stat.S_IFDIR, st.st_dev, st.st_ino)
+    return (stat.S_IFMT(st.st_mode), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _appeared(final: Path) -> UsageError:
+    return UsageError(f"{final} appeared while optkit was writing it (another program made it); optkit left it as "
+                      "it is and wrote nothing", hint="Move it away and run again, or choose another output path")
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """rename(2) that fails with FileExistsError when ``dst`` exists (Linux renameat2); False where unsupported."""
+    if not hasattr(_rename_noreplace, "fn"):
+        fn = None
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+        _rename_noreplace.fn = fn  # type: ignore[attr-defined]
+    fn = _rename_noreplace.fn  # type: ignore[attr-defined]
+    if fn is None:
+        return False
+    import ctypes
+
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(dst))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):  # this file system cannot
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _publish_new(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final``, which must not exist: never replaces a file that appeared there."""
+    if _rename_noreplace(tmp, final):
+        return
+    if not tmp.is_dir():
+        try:
+            os.link(tmp, final)  # fails with FileExistsError if final is there
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: the last check is as close as it gets
+            if os.path.lexists(final):
+                raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
+            os.rename(tmp, final)
+            return
+        os.unlink(tmp)
+        return
+    if os.path.lexists(final):
+        raise FileExistsError(errno.EEXIST, "exists", str(final))
+    os.rename(tmp, final)  # a folder: rename(2) refuses a non-empty folder or a file in the way
 
 
 def _alive(pid: int) -> bool:
@@ -183,6 +294,68 @@ def scratch_folder() -> Iterator[Path]:
             yield Path(tmp)
 
 
+# ----------------------------------------------------------------------------- paths as the user wrote them
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VAR = re.compile(r"\$(?:\{(?P<braced>[^}]*)\}|(?P<name>\w+))")
+PATH_RULES = "optkit expands ~ and $VAR in paths, in recipes and options alike"
+
+
+def _shown(text: str) -> str:
+    """``text`` with control characters written as escapes: an error stays one readable line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def check_path_text(value: str | os.PathLike, what: str) -> str:
+    """Refuse a path no one could type or see: a NUL byte (the OS cannot even look it up) or another control
+    character (a newline in a file name). ``what`` names the option or recipe key."""
+    text = os.fspath(value)
+    bad = _CONTROL.search(text)
+    if bad:
+        kind = "a NUL byte" if bad.group() == "\0" else f"a control character ({_shown(bad.group())})"
+        raise UsageError(f"{what}: the path '{_shown(text)}' contains {kind}",
+                         hint="Give a path of printable characters")
+    return text
+
+
+def expand_path(value: str | os.PathLike, what: str) -> str:
+    """A path as the user meant it: ``~`` and ``$VAR`` / ``${VAR}`` expanded, in a recipe and in a (quoted) option
+    alike. An unset variable or an unknown ``~user`` is refused instead of becoming a folder literally named so."""
+    text = check_path_text(value, what)
+    for m in _VAR.finditer(text):
+        name = m["braced"] if m["braced"] is not None else m["name"]
+        if name not in os.environ:
+            raise UsageError(f"{what}: the path '{text}' names the environment variable ${name}, which is not set",
+                             hint=f"Set {name}, or write the path out ({PATH_RULES})")
+    expanded = os.path.expanduser(text) if text.startswith("~") else text
+    if expanded.startswith("~"):
+        user = expanded[1:].split("/", 1)[0]
+        raise UsageError(f"{what}: the path '{text}' starts with ~{user}, but there is no such user",
+                         hint=f"Write the path out ({PATH_RULES})")
+    return os.path.expandvars(expanded)
+
+
+def real_path(path: str | os.PathLike, what: str) -> Path:
+    """``path`` resolved (links followed); a symbolic link loop on the way is a UsageError naming ``what``."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # Python before 3.13 raises RuntimeError for a loop
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise
+        raise UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
+                         hint="Fix or remove the link, or choose another path") from None
+
+
+def check_reachable(path: str | os.PathLike, what: str) -> None:
+    """A symbolic link loop in an input path is named as one (os.stat raises ELOOP), not taken for a missing file."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
+                             hint="Fix or remove the link, or choose another path") from None
+
+
 # ----------------------------------------------------------------------------- where optkit may write
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -196,18 +369,20 @@ def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), prote
     goes (or a file where a folder goes), a file or folder optkit did not write (no sidecar beside it;
     ``owned(path)`` decides instead for outputs that have none), or a place that cannot be written.
     Returns the resolved path."""
-    from optkit.types.artifact import sidecar_path
+    from optkit.types.artifact import optkit_wrote, sidecar_path
 
     if str(path).strip() == "":
         raise UsageError(f"the {what} path is empty", hint="Give a file name, e.g. -o model.onnx")
+    check_path_text(path, f"the {what}")
     raw = Path(path)
-    final = raw.resolve()
+    final = real_path(raw, f"the {what}")
+    if raw.is_symlink():  # replacing it would write through the link into whatever it points at
+        raise UsageError(f"the {what} {raw} is a symbolic link; optkit never writes through a link",
+                         hint="Give the real path, or remove the link")
     if any(final == Path(p).resolve() for p in protected) or any(
             _inside(final, Path(d).resolve()) and final.exists() for d in protected_dirs):
         raise UsageError(f"the {what} {raw} is a file of the input model; optkit never overwrites its input",
                          hint="Choose another output path")
-    if raw.is_symlink() and not final.exists():
-        raise UsageError(f"the {what} {raw} is a broken symbolic link", hint="Remove the link or choose another path")
     if final.exists():
         mode = os.stat(final).st_mode
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
@@ -218,8 +393,10 @@ def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), prote
         if stat.S_ISREG(mode) and folder_output:
             raise UsageError(f"the {what} {raw} is an existing file, but this step writes a model folder",
                              hint="Choose a folder path that does not exist yet")
-        if not (owned(final) if owned is not None else sidecar_path(final).is_file()):
-            why = "" if owned is not None else f" (no {sidecar_path(final).name} beside it)"
+        if not (owned(final) if owned is not None else optkit_wrote(final)):
+            # a sidecar makes it optkit's only if it parses as one and records this file's sha256 (not a '{}')
+            why = "" if owned is not None else (f" (no {sidecar_path(final).name} beside it)" if not sidecar_path(final).exists()
+                                                else f" ({sidecar_path(final).name} beside it does not record its sha256)")
             raise UsageError(f"the {what} {raw} exists and optkit did not write it{why}; optkit never overwrites "
                              "other files", hint="Delete or move it, or choose another output path")
     parent = final.parent
@@ -229,31 +406,62 @@ def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), prote
         raise UsageError(f"cannot create the {what} {raw}: {parent} is a file, not a folder", hint="Choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write the {what} {raw}: {parent} is not writable", hint="Choose a writable folder")
+    _CHECKED[_key(final)] = _state(final)  # its Staging refuses to publish over anything else found there at commit
     return final
 
 
 # ----------------------------------------------------------------------------- a run's output folder
 
 RUN_MARKER = ".optkit-run"  # in every output_dir optkit created; a folder without it (or a manifest) is the user's
+MANIFEST = "manifest.json"
+_LEGACY_MANIFEST_KEYS = {"recipe", "recipe_sha256", "versions", "files"}
+
+
+def written_by_optkit(out_dir: Path) -> bool:
+    """Whether ``out_dir`` is a run's output folder: optkit's marker is in it, or (a folder from before the marker)
+    its manifest.json parses as optkit's and every file it lists is there with the sha256 it recorded. A
+    manifest.json of the user's own never makes a folder optkit's."""
+    out_dir = Path(out_dir)
+    if (out_dir / RUN_MARKER).is_file():
+        return True
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files or not (
+            manifest.get("optkit_manifest") or _LEGACY_MANIFEST_KEYS <= set(manifest)):
+        return False
+    for rel, entry in files.items():
+        path = out_dir / str(rel)
+        if not isinstance(entry, dict) or ".." in Path(str(rel)).parts or not path.is_file() or path.is_symlink():
+            return False
+        try:
+            if sha256_file(path) != entry.get("sha256"):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 @contextlib.contextmanager
-def run_output_dir(out_dir: Path, *, force: bool = False) -> Iterator[None]:
+def run_output_dir(out_dir: Path, *, force: bool = False, what: str = "output_dir") -> Iterator[None]:
     """Hold ``out_dir`` for one ``optkit run``: refuse a non-empty folder of the user's (no marker, no
     manifest) unless ``force``; create it with the marker; lock it, so a second run into it exits 2
     naming the holder's pid. A folder this created is removed again if the run ends before writing
     anything into it (e.g. a bad input found after the check)."""
+    check_path_text(out_dir, what)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output_dir {out_dir} is a file, not a folder", hint="Set output_dir to a folder path")
+        raise UsageError(f"{what} {out_dir} is a file, not a folder", hint="Set it to a folder path")
     created = not out_dir.exists()
     if created:
-        check_output_path(out_dir, folder_output=True, what="output_dir")
+        check_output_path(out_dir, folder_output=True, what=what)
         out_dir.mkdir(parents=True)
     else:
-        ours = (out_dir / RUN_MARKER).is_file() or (out_dir / "manifest.json").is_file()
+        ours = written_by_optkit(out_dir)
         if not ours and any(out_dir.iterdir()) and not force:
-            raise UsageError(f"output_dir {out_dir} already holds files optkit did not write",
+            raise UsageError(f"{what} {out_dir} already holds files optkit did not write",
                              hint="Choose an empty or new output_dir, or pass --force to write into it anyway")
         if not ours and not any(out_dir.iterdir()):
             created = True  # an empty folder becomes optkit's
@@ -309,18 +517,24 @@ def build_lock(folder: Path) -> Iterator[None]:
                     made.rmdir()
 
 
-def resolve_ref(base: Path, value: str | None) -> str | None:
-    """A recipe path relative to the recipe's folder; ``pkg.module:fn`` references stay as they are."""
+def resolve_ref(base: Path, value: str | None, what: str = "path") -> str | None:
+    """A recipe path relative to the recipe's folder, ``~`` and ``$VAR`` expanded and a link loop refused
+    (``expand_path``, ``check_reachable``; ``what`` names the key in errors); ``pkg.module:fn`` references stay."""
     if value is None:
         return None
     if value.startswith("hf:"):  # a Hugging Face model id, resolved through the hub's cache
         return value
+    value = expand_path(value, what)
     target, sep, attr = value.rpartition(":")
     if sep and target.endswith(".py"):
-        return f"{target if Path(target).is_absolute() else base / target}:{attr}"
+        target = target if Path(target).is_absolute() else str(base / target)
+        check_reachable(target, what)
+        return f"{target}:{attr}"
     if sep and target and "/" not in target and not Path(value).exists():
         return value
-    return value if Path(value).is_absolute() else str(base / value)
+    path = value if Path(value).is_absolute() else str(base / value)
+    check_reachable(path, what)
+    return path
 
 
 @contextlib.contextmanager
@@ -330,3 +544,70 @@ def scratch_dir() -> Iterator[Path]:
     directory is left alone (it is process-wide): every tool is given paths inside this folder."""
     with scratch_folder() as tmp:
         yield tmp
+
+
+# ------------------------------------------------------------------------------ user text files, capped
+
+RECIPE_CAP = 1 << 20      # a recipe or a model spec (optkit.yaml): 1 MiB
+YAML_MAX_DEPTH = 64       # nesting of a recipe or spec: far beyond any real one, far below Python's recursion limit
+YAML_MAX_VALUES = 1_000_000  # values of a recipe or spec with its aliases expanded
+
+
+def read_text_capped(path: str | os.PathLike, cap: int, what: str) -> str:
+    """The text of a user's file, refused (UsageError, exit 2) when it is over ``cap`` bytes: a recipe, spec or
+    sidecar that large is not one, and reading it whole would only exhaust memory. ``what`` names it."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        size = path.stat().st_size
+        raise UsageError(f"{what} {path} is {size:,} bytes; optkit reads at most {cap:,} ({cap >> 20} MiB)",
+                         hint=f"Is {path.name} the right file?")
+    return data.decode()
+
+
+def yaml_loader():
+    """A safe YAML loader class that refuses nesting deeper than ``YAML_MAX_DEPTH`` with a YAML error (PyYAML's
+    composer recurses per level: 100,000 nested brackets would end in a RecursionError)."""
+    global _DepthLimitedLoader
+    if _DepthLimitedLoader is None:
+        import yaml
+
+        class DepthLimitedLoader(yaml.SafeLoader):
+            _depth = 0
+
+            def compose_node(self, parent, index):
+                self._depth += 1
+                try:
+                    if self._depth > YAML_MAX_DEPTH:
+                        event = self.peek_event()
+                        raise yaml.composer.ComposerError(
+                            None, None, f"nested more than {YAML_MAX_DEPTH} levels deep", event.start_mark)
+                    node = super().compose_node(parent, index)
+                finally:
+                    self._depth -= 1
+                # values once aliases are expanded (what validating walks): '&a [x, x]' nested ten levels of
+                # '[*a, *a, ...]' is a few lines of YAML and billions of values
+                sizes = self.__dict__.setdefault("_sizes", {})
+                if id(node) not in sizes:
+                    children = (node.value if isinstance(node, yaml.SequenceNode) else
+                                [n for kv in node.value for n in kv] if isinstance(node, yaml.MappingNode) else [])
+                    sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+                    if sizes[id(node)] > YAML_MAX_VALUES:
+                        raise yaml.composer.ComposerError(
+                            None, None, f"expands to more than {YAML_MAX_VALUES:,} values (through aliases)",
+                            node.start_mark)
+                return node
+
+        _DepthLimitedLoader = DepthLimitedLoader
+    return _DepthLimitedLoader
+
+
+_DepthLimitedLoader = None
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` with the nesting limit of ``yaml_loader`` (raises ``yaml.YAMLError``)."""
+    import yaml
+
+    return yaml.load(text, Loader=yaml_loader())  # a SafeLoader subclass: no arbitrary objects

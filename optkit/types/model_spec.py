@@ -1,6 +1,7 @@
 """The spec file that makes a folder a MODEL argument (``optkit.yaml`` inside the folder)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -8,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from optkit.types.errors import UsageError
+from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
 
 SPEC_FILE = "optkit.yaml"
 
@@ -48,11 +50,36 @@ def load_model_spec(folder: Path) -> ModelSpec:
         raise UsageError(f"{folder} is a folder without {SPEC_FILE}",
                          hint=f"Add a {SPEC_FILE} (see sample_models/digits_cnn/{SPEC_FILE}) or pass a model file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(read_text_capped(path, RECIPE_CAP, "model spec"))
         return ModelSpec.model_validate(raw)
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", hint="Save it as UTF-8") from exc
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise UsageError(f"{path}: {where}: {err['msg']}", hint="Fix the model spec file") from exc
+
+
+# modules a factory reference must not name: a 'factory' there is not a model builder (os:abort ends the process,
+# subprocess:... runs programs); optkit's own code is not a model either
+_NOT_FACTORY_MODULES = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names) | {"optkit"}
+
+
+def check_factory_ref(ref: str) -> None:
+    """A factory is ``FILE.py:FUNCTION`` or ``package.module:FUNCTION`` of the user's own code, returning a
+    ``torch.nn.Module``; a function of the standard library (``os:abort``, ``subprocess:run``) or of optkit is
+    refused before anything is imported or called."""
+    target, sep, attr = ref.rpartition(":")
+    if not sep or not target or not attr:
+        raise UsageError(f"factory '{ref}' is not 'file.py:function' or 'module:function'",
+                         hint="Name the file or module that builds the model, and its function")
+    if target.endswith(".py"):
+        return
+    top = target.split(".", 1)[0]
+    if top in _NOT_FACTORY_MODULES:
+        where = "optkit itself" if top == "optkit" else f"Python's standard library ({top})"
+        raise UsageError(f"factory '{ref}' names a function of {where}, not a function that builds a model",
+                         hint="A factory is FILE.py:FUNCTION or package.module:FUNCTION of your code, "
+                              "returning a torch.nn.Module")

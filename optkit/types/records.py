@@ -72,6 +72,19 @@ class Serving(Record):
     measured_at: StrictStr = ""
 
 
+class OutputStats(Record):
+    """One output of an artifact on the evaluation data, as Polygraphy prints it (``eval/metrics.output_stats``):
+    mean, std, min and max over its finite values, and the samples holding a NaN or infinity."""
+
+    name: StrictStr
+    shape: list[int] = []
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    nonfinite_samples: int = 0
+
+
 class Metrics(Record):
     accuracy: Accuracy | None = None
     latency: list[Latency] | None = None
@@ -81,6 +94,7 @@ class Metrics(Record):
     macs: int | None = None
     params: int | None = None
     serving: Serving | None = None           # optkit loadtest ARTIFACT's best setting
+    output_stats: list[OutputStats] | None = None  # each output's mean/std/min/max on the evaluation data
 
     def latency_at(self, batch_size: int | None = None, threads: int | None = None) -> Latency | None:
         for entry in self.latency or []:
@@ -124,8 +138,8 @@ class StepRecord(Record):
 class Check(Record):
     """A lossy step's output judged against its input: the task metric's drop and the cosine to its outputs.
 
-    ``metric`` and the values after it are set only when a task metric judged; ``min_cosine`` only when
-    cosine judged."""
+    ``metric`` and the values after it are set only when a task metric judged (``value`` and ``drop`` not when the
+    outputs were ``degenerate``: not measured on outputs that mean nothing); ``min_cosine`` only when cosine judged."""
 
     ok: bool
     limit: str
@@ -138,6 +152,7 @@ class Check(Record):
     points: bool = True
     higher_is_better: bool = True
     min_cosine: float | None = None
+    degenerate: str | None = None  # why the outputs carry no answer where the input's do (eval/metrics.degenerate)
 
     @property
     def judged_metric(self) -> bool:

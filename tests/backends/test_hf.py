@@ -68,3 +68,31 @@ def test_bin_weights_load_only_as_tensors(tmp_path):
     torch.save({"x": Fraction(1, 2)}, folder / "pytorch_model.bin")
     with pytest.raises(UsageError, match="weights_only=True|full pickle"):
         load_module(open_artifact(folder))
+
+
+def test_a_tokenizer_without_token_type_ids_feeds_zeros(tmp_path):
+    """A tokenizer whose model_input_names leave out token_type_ids (while the model takes them) is not refused:
+    the data gets zeros, which is what the model uses when it is not given them."""
+    import json
+
+    from optkit.eval.text_data import prepare
+    from tests.hf_models import write_texts
+
+    folder = bert_folder(tmp_path / "m", head="sequence")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_input_names": ["input_ids", "attention_mask"]}))
+    art = open_artifact(folder)
+    names = [t.name for t in art.inputs]
+    assert names == ["input_ids", "attention_mask", "token_type_ids"]
+    made = prepare(write_texts(tmp_path / "t.txt", n=12), folder, tmp_path, input_names=names, label2id=None,
+                   max_length=32)
+    with np.load(made["eval"]) as ev:
+        assert set(ev.files) == set(names) and not ev["token_type_ids"].any()
+        assert ev["token_type_ids"].shape == ev["input_ids"].shape and ev["token_type_ids"].dtype == np.int64
+        feed = [torch.from_numpy(ev[n]) for n in names]
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.no_grad():
+        ours = load_module(art)(*feed)
+        theirs = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()(*feed[:2]).logits  # no types
+    assert torch.allclose(ours, theirs, atol=1e-6)

@@ -344,3 +344,167 @@ def dev_null_guard():
 
 
 __all__ = ["SAMPLE_INPUTS_MEMBER", "SIDECAR_VARIANTS", "dev_null_is_intact"]
+
+
+# ----------------------------------------------------------------------------- hostile .pt2 archives
+
+def _evil_legacy_torch_pickle(marker: Path) -> bytes:
+    """torch.save's pre-1.6 format: a plain pickle stream (starts with the \\x80 PROTO opcode)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(_Evil(str(marker)), buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def _pt2_root(src: Path) -> str:
+    with zipfile.ZipFile(src) as zf:
+        return zf.infolist()[0].filename.split("/", 1)[0]
+
+
+def add_members(src: Path, dst: Path, extra: list[tuple[str, bytes]] = (), replace: dict[str, bytes] | None = None,
+                deflate: tuple[str, int] | None = None) -> None:
+    """Copy the zip ``src`` to ``dst`` (members replaced by exact name from ``replace``), then append ``extra``
+    (names may repeat and be odd: Python's zipfile writes them as given); ``deflate``: (name, n) appends a
+    deflated member of n zero bytes, written in chunks (a zip bomb)."""
+    import warnings
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        for info in zin.infolist():
+            zout.writestr(info, (replace or {}).get(info.filename, zin.read(info)))
+        for name, data in extra:
+            zout.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+        if deflate:
+            name, n = deflate
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            chunk = bytes(1 << 20)
+            with zout.open(info, "w", force_zip64=True) as fh:
+                for _ in range(n >> 20):
+                    fh.write(chunk)
+
+
+def _declare_size(path: Path, member: str, size: int) -> None:
+    """Make the central directory (and local header) of ``member`` declare ``size`` uncompressed bytes."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    central = data.rfind(name)
+    assert data[central - 46:central - 42] == b"PK\x01\x02", "member is not the last name in the directory"
+    struct.pack_into("<I", data, central - 46 + 24, size)
+    first = data.find(name)
+    assert data[first - 30:first - 26] == b"PK\x03\x04"
+    struct.pack_into("<I", data, first - 30 + 22, size)
+    path.write_bytes(bytes(data))
+
+
+# variant -> what the error line must name (the member, or what the bound is about)
+HOSTILE_PT2 = {
+    "legacy-weights": "data/weights/model.pt",             # torch: weights_only=True fails -> weights_only=False
+    "legacy-constants": "data/constants/model.pt",         # the same fallback, pre-1.6 torch.save format
+    "legacy-weights-protocol0": "data/weights/model.pt",   # a plain protocol-0 pickle: no \x80, no zip
+    "config-pickle-misleading-extension": "data/weights/notes.json",  # the payload config says use_pickle
+    "pickle-as-text-file": "extra/readme.txt",             # a torch.save zip named like an extra text file
+    "nested-zip-pickle": "data/misc/blob.bin",             # a zip holding data.pkl, where torch never looks
+    "raw-pickle-protocol4": "data/misc/state",             # pickle.dumps, no extension
+    "old-format-state-dict": "serialized_state_dict.pt",   # the pre-2.8 format's member, at the top level
+    "duplicate-sample-inputs": "data/sample_inputs/model.pt",  # a second member of the same name
+    "dotdot-path": "../evil.pt",
+    "absolute-path": "/tmp/evil.pt",
+    "dotdot-inside-path": "data/../data/weights/model.pt",
+    "control-char-path": "x\\ny.pt",                       # shown escaped, on one line
+    "zip-bomb": "bomb.txt",                                # 256 MiB of deflated zeros
+    "lying-size": "data/misc/huge",                        # a header declaring 3.75 GiB
+    "many-members": "members",                             # 20 001 extra members
+}
+LIVE_HOSTILE_PT2 = ("legacy-weights", "legacy-constants", "legacy-weights-protocol0", "config-pickle-misleading-extension")
+
+
+def build_hostile_pt2(variant: str, genuine: Path, dst: Path, marker: Path) -> Path:
+    """``genuine`` (a valid .pt2) with the variant's hostile members; every pickle creates ``marker`` if unpickled."""
+    import pickle
+
+    root = _pt2_root(genuine)
+    evil = evil_torch_pickle(marker)
+    member = {
+        "legacy-weights": [(f"{root}/data/weights/model.pt", evil)],
+        "legacy-constants": [(f"{root}/data/constants/model.pt", _evil_legacy_torch_pickle(marker))],
+        "legacy-weights-protocol0": [(f"{root}/data/weights/model.pt", pickle.dumps(_Evil(str(marker)), protocol=0))],
+        "pickle-as-text-file": [(f"{root}/extra/readme.txt", evil)],
+        "nested-zip-pickle": [(f"{root}/data/misc/blob.bin", evil)],
+        "raw-pickle-protocol4": [(f"{root}/data/misc/state", pickle.dumps(_Evil(str(marker)), protocol=4))],
+        "old-format-state-dict": [("serialized_state_dict.pt", evil)],
+        "duplicate-sample-inputs": [(f"{root}/{SAMPLE_INPUTS_MEMBER}", evil)],
+        "dotdot-path": [("../evil.pt", evil)],
+        "absolute-path": [("/tmp/evil.pt", evil)],
+        "dotdot-inside-path": [(f"{root}/data/../data/weights/model.pt", evil)],
+        "control-char-path": [(f"{root}/data/weights/x\ny.pt", evil)],
+        "lying-size": [(f"{root}/data/misc/huge", b"\0" * 64)],
+        "many-members": [(f"{root}/extra/f{i:05d}", b"") for i in range(20_001)],
+    }.get(variant, [])
+    replace = {}
+    if variant == "config-pickle-misleading-extension":
+        config_name = f"{root}/data/weights/model_weights_config.json"
+        with zipfile.ZipFile(genuine) as zf:
+            config = json.loads(zf.read(config_name))
+        config["config"]["evil"] = {"path_name": "notes.json", "is_param": False, "use_pickle": True,
+                                    "tensor_meta": None}
+        replace[config_name] = json.dumps(config).encode()
+        member = [(f"{root}/data/weights/notes.json", evil)]
+    add_members(genuine, dst, member, replace, deflate=(f"{root}/extra/bomb.txt", 256 << 20) if variant == "zip-bomb" else None)
+    if variant == "lying-size":
+        _declare_size(dst, f"{root}/data/misc/huge", 0xF000_0000)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def hostile_pt2(tiny_pt2, tmp_path_factory) -> dict[str, Path]:
+    """The tiny model's genuine .pt2 with hostile members added (HOSTILE_PT2), ``marker`` (never to appear),
+    and ``stray``: a member outside the archive folder, which torch.export.load fails on after logging a traceback.
+
+    The LIVE_HOSTILE_PT2 variants are checked to be real holes: plain ``torch.export.load`` runs their payload."""
+    import contextlib as _contextlib
+    import logging
+    import warnings
+
+    import torch
+
+    d = tmp_path_factory.mktemp("hostile_pt2")
+    markers = tmp_path_factory.mktemp("hostile_markers")
+    marker = markers / "PWNED"
+    live = tmp_path_factory.mktemp("hostile_live")
+    for variant in LIVE_HOSTILE_PT2:
+        check = live / f"ran-{variant}"
+        archive = build_hostile_pt2(variant, tiny_pt2, live / f"{variant}.pt2", check)
+        logging.disable(logging.CRITICAL)
+        try:
+            with _contextlib.suppress(Exception), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.export.load(archive)
+        finally:
+            logging.disable(logging.NOTSET)
+        assert check.exists(), f"{variant}: torch.export.load did not run the payload (the case tests nothing)"
+    shutil.rmtree(live)
+    files = {variant: build_hostile_pt2(variant, tiny_pt2, d / f"{variant}.pt2", marker) for variant in HOSTILE_PT2}
+    files["stray"] = d / "stray.pt2"
+    add_members(tiny_pt2, files["stray"], [("stray.txt", b"just a note\n")])
+    assert not marker.exists()
+    return {**files, "marker": marker}
+
+
+@pytest.fixture(scope="session")
+def misfit_weights(tiny, tmp_path_factory) -> dict[str, Path]:
+    """A state dict (plain tensors, loadable with weights_only=True) that does not fit the tiny factory's model:
+    its first tensor is one row wider; ``key``, ``file_shape``, ``model_shape`` say which and how."""
+    import torch
+
+    d = tmp_path_factory.mktemp("misfit_weights")
+    state = torch.load(tiny["weights"], weights_only=True)
+    first = next(iter(state))
+    wide = dict(state)
+    wide[first] = torch.cat([state[first], state[first][:1]])
+    torch.save(wide, d / "wide.pt")
+    return {"wide": d / "wide.pt", "key": first, "file_shape": list(wide[first].shape),
+            "model_shape": list(state[first].shape)}

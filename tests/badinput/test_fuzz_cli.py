@@ -44,7 +44,8 @@ def _leaf_commands() -> dict[str, object]:
     found: dict[str, object] = {}
 
     def walk(group, prefix: list[str]) -> None:
-        for name, cmd in group.commands.items():
+        for name in group.list_commands(None):
+            cmd = group.get_command(None, name)
             if getattr(cmd, "commands", None):
                 walk(cmd, [*prefix, name])
             else:

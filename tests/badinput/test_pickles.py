@@ -1,5 +1,7 @@
 """Pickles are refused, never unpickled: full torch.save(model) files as MODEL or --weights, a malicious weights
-file, and a .pt2 whose sample-inputs member is a malicious pickle (its marker file must never appear)."""
+file, and a .pt2 whose sample-inputs member is a malicious pickle (its marker file must never appear); and a
+--weights file of plain tensors whose shapes do not fit the factory's model. More hostile .pt2 archives:
+test_hostile_archives.py."""
 from __future__ import annotations
 
 import pytest
@@ -43,3 +45,12 @@ def test_pickle_is_refused(pickles, tiny, tiny_res, tmp_path, make_args, needles
         marker.unlink(missing_ok=True)  # so one failure does not fail every later case
         if appeared:
             pytest.fail("a malicious pickle was unpickled: its marker file appeared")
+
+
+def test_weights_of_the_wrong_shape_name_the_first_misfit(misfit_weights, tiny, tmp_path):
+    """A plain-tensor --weights file whose shapes do not fit the factory's model: one line naming the key and both
+    shapes (was torch's multi-line size-mismatch RuntimeError)."""
+    f = misfit_weights
+    check_case(["export", f"{tiny['model_py']}:build", "--weights", f["wide"], "--eval-data", tiny["eval"],
+                "-o", tmp_path / "out" / "m.onnx", *B], 2,
+               ["wide.pt", f"'{f['key']}'", str(f["file_shape"]), str(f["model_shape"])], tmp_path=tmp_path)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from typer.main import get_command
-
-from optkit.cli.app import app
+from optkit.cli.app import all_commands, command_function
 from optkit.cli.from_config import FLAGS
 from optkit.steps.base import STEPS, step_class
 from tests.conftest import FAST, invoke, sidecar
 
-COMMANDS = get_command(app).commands
+COMMANDS = all_commands()
 # what a step command may declare by hand: its model (a Hugging Face model's task and text data included),
 # output, evaluation and measurement options: recipe-level keys, not a step's
 COMMAND_LEVEL = {"model", "artifact", "output", "weights", "input_shape", "eval_data", "metric", "measure",
@@ -24,7 +22,7 @@ STANDS_FOR = {("distill", "teacher"), ("profile", "batch_sizes")}
 
 
 def _function(step: str):
-    return next(c.callback for c in app.registered_commands if (c.name or c.callback.__name__) == step)
+    return command_function(step)
 
 
 @pytest.mark.parametrize("step", list(STEPS))

@@ -99,3 +99,38 @@ def test_a_cached_step_keeps_the_sidecar_it_was_built_with(cold):
     assert sidecar.read_text() == before
     raw = json.loads(before)
     assert raw["record"]["cache_key"] and [r["step"] for r in raw["lineage"]] == ["original", "fake", "fake"]
+
+
+def test_a_fully_cached_run_reuses_the_ledger_timings_and_says_when(cold):
+    project, first = cold
+    stored = json.loads((project.out / "ledger_timing.json").read_text())
+    result, report = project.run()
+    assert result.exit_code == 0, result.output
+    assert "reusing the ledger timings measured at " + stored["measured_at"] in result.stderr
+    assert report["timing_measured_at"] == stored["measured_at"]
+    assert all(s.get("latency") for s in first["steps"])
+    assert [s.get("latency_all") for s in report["steps"]] == [s.get("latency_all") for s in first["steps"]]
+    assert "ledger_timing.json" in json.loads((project.out / "manifest.json").read_text())["files"]
+
+
+def test_retime_or_a_rebuilt_step_times_the_ledger_again(cold):
+    project, first = cold
+    result, report = project.run("--retime")
+    assert result.exit_code == 0, result.output
+    assert "reusing the ledger timings" not in result.stderr and "timing_measured_at" not in report
+    assert report["cached_steps"] == [0, 1, 2, 3, 4]
+    project.recipe(STEPS.replace("cost: 0.5", "cost: 0.6"), gates="[{max_accuracy_drop: 1.0}]")
+    result, report = project.run()
+    assert result.exit_code == 0, result.output
+    assert "reusing the ledger timings" not in result.stderr and 3 not in report["cached_steps"]
+
+
+def test_ledger_timings_from_another_machine_or_setting_are_not_reused(cold):
+    project, _ = cold
+    path = project.out / "ledger_timing.json"
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "key": "0" * 64}))  # what another CPU, data or budget would key
+    result, report = project.run()
+    assert result.exit_code == 0, result.output
+    assert "reusing the ledger timings" not in result.stderr and "timing_measured_at" not in report
+    assert json.loads(path.read_text())["key"] == stored["key"]  # measured again, recorded under the right key

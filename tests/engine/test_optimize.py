@@ -12,6 +12,7 @@ from optkit.engine.optimize import NOISE, _choose, parse_duration
 from optkit.engine.optimize_space import Budget, ModelFacts, candidate_space
 from optkit.types.errors import UsageError
 from tests.conftest import invoke, sidecar
+from tests.fakes import fake_engine  # noqa: F401 (fixture)
 
 VNNI = frozenset({"avx2", "avx512f", "avx512_vnni"})
 AVX2 = frozenset({"avx2", "fma"})
@@ -46,7 +47,7 @@ def test_a_conv_net_skips_dynamic_int8_and_follows_the_cpu_flags():
     assert "ort-int8-dynamic" not in _names(cands)
     assert any(s.name == "ort-int8-dynamic" and "ConvInteger" in s.why for s in skipped)
     full = _options(cands, "ort-int8-static", "quantize")
-    assert full["skip_small_convs"] == 0 and full["reduce_range"] is False and full["max_accuracy_drop"] == 0.5
+    assert full["skip_small_convs"] == 0 and full["reduce_range"] is False and full["max_drop"] == 0.5 and full["guard"] is False
     no_vnni, _ = candidate_space(_facts(flags=AVX2), ("ort-cpu",), Budget())
     assert "skip_small_convs" not in _options(no_vnni, "ort-int8-static", "quantize")  # the saturation-safe default
 
@@ -56,6 +57,7 @@ def test_a_transformer_gets_dynamic_int8_and_the_guard_only_as_a_fallback():
     assert _names(cands)[:2] == ["ort-fp32", "ort-int8-dynamic"]
     guarded = next(c for c in cands if c.name == "ort-int8-guarded")
     assert guarded.fallback_for == "ort-int8-static-entropy" and _options(cands, "ort-int8-guarded", "quantize")["max_drop"] == 1
+    assert _options(cands, "ort-int8-guarded", "quantize")["guard"] is True
 
 
 def test_without_calibration_data_static_int8_is_skipped_with_the_fix():
@@ -220,3 +222,271 @@ def test_a_candidate_outside_the_budget_on_the_calibration_split_is_rejected_and
     assert "on the calibration split: cosine 0.50000 < 0.9" in by_name["ort-int8-static"]["why"]
     assert by_name["ort-int8-static-entropy"]["status"] == "built"  # the fallback ran because of it
     assert all(v.split == "calibration" and v.cosine > 0.9 for v in seen)  # real verdicts: tiny int8 agrees
+
+
+# ----------------------------------------------------------------------------- one optimize run, shared
+# a PyTorch MODEL (exported first, timed as the original) and one cheap candidate, ort-fp32, whose compile picks its
+# session by timing: best.yaml pins that choice, so optimize builds that one step once more into DIR/best/
+
+
+@pytest.fixture(scope="module")
+def optimized(tiny, tmp_path_factory):
+    import optkit.engine.optimize as opt
+
+    def fp32_only(facts, targets, budget, calib_data=None):
+        cands, skipped = candidate_space(facts, targets, budget, calib_data)
+        return [c for c in cands if c.name == "ort-fp32"], skipped
+
+    out = tmp_path_factory.mktemp("optimized") / "opt"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(opt, "candidate_space", fp32_only)
+        result = invoke("optimize", str(tiny["folder"]), "-o", str(out), "--targets", "ort-cpu", "--max-drop", "100",
+                        "--budget-s", "0.05", "--json")
+    assert result.exit_code == 0, result.output
+    return SimpleNamespace(out=out, report=json.loads(result.stdout), output=result.output)
+
+
+def test_best_yaml_reuses_every_step_optimize_built(optimized):
+    """Item 7: `optkit run DIR/best.yaml` takes every step from the cache (optimize ran that recipe into DIR/best/,
+    seeded with the winner's own steps) and its artifact is the winner's bytes."""
+    out = optimized.out
+    result = invoke("run", str(out / "best.yaml"), "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    recipe = yaml.safe_load((out / "best.yaml").read_text())
+    assert [next(iter(s)) for s in recipe["steps"]] == ["export", "fuse", "compile"]
+    assert run["cached_steps"] == [0, 1, 2], result.output
+    assert "rebuilding" not in result.output and result.output.count("from the cache") >= 3
+    final = sorted((out / "best").glob("0*_*.onnx"))[-1]
+    winner = next(c for c in optimized.report["candidates"] if c["name"] == optimized.report["winner"])
+    assert final.read_bytes() == (out / "best.onnx").read_bytes() == open(winner["artifact"], "rb").read()
+    assert recipe["measure"]["budget_s"] == 0.1 and recipe["steps"][-1]["compile"]["ort_session"] != "tune"
+
+
+def test_the_winners_copy_and_the_output_folders_print_their_ledgers(optimized):
+    """Item 6: best.onnx has a sidecar of its own (its paths the copy's, its digest the copy's bytes), so `optkit
+    report DIR/best.onnx` prints the ledger; so does `optkit report DIR` (the candidates' table, then the winner's
+    ledger) and `optkit report DIR/best` (a run folder: its final artifact's ledger, with the run's timings)."""
+    from optkit.types.artifact import open_artifact
+
+    out = optimized.out
+    best = open_artifact(out / "best.onnx")
+    assert best.record.artifact == str(out / "best.onnx") and best.digest() == best.record.sha256
+    assert sidecar(out / "best.onnx")["record"]["artifact"] == str(out / "best.onnx")
+    assert optimized.report["winner"] == "ort-fp32"
+    one = invoke("report", str(out / "best.onnx"))
+    assert one.exit_code == 0, one.output
+    assert "optkit ledger: best.onnx" in one.output and "compile" in one.output and "export" in one.output
+    folder = invoke("report", str(out))
+    assert folder.exit_code == 0, folder.output
+    assert "| # | candidate |" in folder.output and "ort-fp32 **(winner)**" in folder.output
+    assert "optkit ledger: best.onnx" in folder.output
+    as_json = json.loads(invoke("report", str(out), "--json").stdout)
+    assert as_json["optimize"]["winner"] == "ort-fp32" and [r["step"] for r in as_json["steps"]] == \
+        ["original", "export", "fuse", "compile"]
+    assert invoke("run", str(out / "best.yaml")).exit_code == 0  # from the cache: writes the run's report
+    run = invoke("report", str(out / "best"), "--markdown")
+    assert run.exit_code == 0, run.output
+    assert "| 3 | compile |" in run.output and "one interleaved round-robin pass over all 4 rows" in run.output
+    not_ours = out / "work"  # a folder without report.json is still refused as an artifact, as before
+    assert invoke("report", str(not_ours)).exit_code == 2
+
+
+def test_a_copied_openvino_ir_keeps_its_bin_and_its_ledger(tiny_onnx, tmp_path):
+    """Item 6 for a winner in OpenVINO IR: the .bin is copied beside the .xml and the sidecar's digest covers both."""
+    from optkit.engine.optimize import copy_artifact
+    from optkit.types.artifact import open_artifact
+    from optkit.types.files import Staging
+
+    ir = tmp_path / "ir" / "model.xml"
+    built = invoke("compile", str(tiny_onnx), "--target", "openvino-cpu", "-o", str(ir), "--budget-s", "0.05")
+    assert built.exit_code == 0, built.output
+    dst = tmp_path / "opt" / "best.xml"
+    with Staging() as stage:
+        copy_artifact(open_artifact(ir), dst, stage)
+        stage.commit()
+    assert dst.with_suffix(".bin").read_bytes() == ir.with_suffix(".bin").read_bytes()
+    copy = open_artifact(dst)
+    assert copy.format == "openvino" and copy.record.artifact == str(dst)
+    assert copy.digest() == copy.record.sha256 == open_artifact(ir).record.sha256
+    shown = invoke("report", str(dst))
+    assert shown.exit_code == 0, shown.output
+    assert "optkit ledger: best.xml" in shown.output
+
+
+def test_the_summary_says_what_was_measured(optimized, tiny):
+    """Item 8: the real calibration count, the time budget and the time used (measured, not an estimate), and the
+    winner's speed-up vs the original PyTorch model timed in the same pass as the fp32 model and the candidates."""
+    report, out = optimized.report, optimized.out
+    winner = next(c for c in report["candidates"] if c["name"] == report["winner"])
+    original = report["original"]
+    assert original["format"] == "torch" and not original["same_as_fp32"] and original["not_timed"] is None
+    assert original["p50_ms"] > 0 and winner["speedup_vs_original"] > 0
+    if winner["timing_pass"] == 1:  # both ratios of one row come from the same pass
+        assert winner["speedup_vs_original"] == pytest.approx(original["p50_ms"] / winner["p50_ms"])
+    assert report["calibration_samples"] == 20 and "its 20 samples" in report["judged_on"]
+    assert "256" not in report["judged_on"]
+    assert report["time_budget_s"] == 600 and 0 < report["build_time_s"] <= report["wall_time_s"]
+    md = (out / "report.md").read_text()
+    assert f"the original torch model ({tiny['folder'].name})" in md and f"{report['build_time_s']:.0f}s of the 600s time budget" in md
+    assert "s left" not in optimized.output and "of the 600s time budget used" in optimized.output
+    html = (out / "report.html").read_text()
+    assert "🏆" not in html and "🏆" not in md and '<span class="winner">winner</span>' in html
+    assert "border-collapse" in html  # the run report's CSS
+    index = next(i for i, c in enumerate(report["candidates"], 1) if c["name"] == report["winner"])
+    assert '<th class="">#</th>' in html and f'class="winner-ring" data-index="{index}"' in html  # the chart's number
+    assert f"<tr class='best'><td class=\"\">{index}</td>" in html
+
+
+@pytest.mark.parametrize("runs", [True, False])
+def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypatch):
+    """A PyTorch original joins the interleaved pass; when its runner fails the candidates are still timed and the
+    report says 'original not timed' instead of a figure."""
+    import optkit.eval.measure as measure
+    from optkit.engine.optimize_timing import _timed_pass
+    from optkit.report.optimize import headline
+
+    fp32, original, cand = object(), object(), SimpleNamespace(artifact=object(), p50_ms=None)
+
+    def side_by_side(arts, data, settings):
+        if original in arts and not runs:
+            raise RuntimeError("the factory needs a GPU")
+        figures = {id(fp32): 2.0, id(original): 8.0, id(cand.artifact): 1.0}
+        return [[{"p50_ms": figures[id(a)], "p90_ms": figures[id(a)]}] for a in arts]
+
+    monkeypatch.setattr(measure, "measure_side_by_side", side_by_side)
+    search = SimpleNamespace(source=fp32, original=original, original_not_timed=None, prefix=[{"name": "export"}],
+                             batch_size=1, baseline_p50_ms=None, baseline_p90_ms=None, original_p50_ms=None,
+                             original_p90_ms=None)
+    _timed_pass(search, [cand], None, None, 1)
+    assert cand.p50_ms == 1.0 and cand.speedup == 2.0
+    assert cand.speedup_vs_original == (8.0 if runs else None)
+    assert (search.original_not_timed is None) is runs
+    report = {"winner": "c", "batch_size": 1, "model": "/m/tiny",
+              "candidates": [{"name": "c", "p50_ms": 1.0, "speedup_vs_fp32": 2.0,
+                              "speedup_vs_original": cand.speedup_vs_original}],
+              "original": {"format": "torch", "same_as_fp32": False, "not_timed": search.original_not_timed}}
+    text = headline(report)
+    assert ("8.00x the original torch model" in text) is runs
+    assert ("; original not timed (it could not be timed with the candidates" in text) is not runs
+    assert ("the factory needs a GPU" in text) is not runs
+
+
+# ----------------------------------------------------------------------------- the time budget (issue 31 item 4)
+
+
+def test_every_targets_primaries_are_built_before_any_fallback(monkeypatch):
+    import optkit.engine.optimize_space as space
+
+    monkeypatch.setattr(space, "_installed", lambda module: True)
+    cands, _ = candidate_space(_facts(flags=VNNI | {"amx_bf16"}), ("ort-cpu", "openvino-cpu"), Budget())
+    order = space.build_order(cands)
+    first = next(i for i, c in enumerate(order) if c.fallback_for)
+    assert all(c.fallback_for for c in order[first:]) and len(order) == len(cands)
+    assert {"ort-fp32", "ort-int8-static", "openvino-fp32", "openvino-int8", "openvino-bf16"} <= set(_names(order[:first]))
+    # the nearest fallbacks of every target first, the accuracy guard and NNCF's accuracy control last
+    assert _names(order[first:]) == ["ort-int8-static-entropy", "openvino-int8-mixed", "ort-int8-guarded",
+                                     "openvino-int8-accuracy-control"]
+
+
+def test_a_candidate_with_too_little_time_left_is_skipped_saying_how_much_was_left():
+    from optkit.engine.optimize import _too_little
+
+    assert _too_little(30.0, "ort-int8-guarded", None, 600) is None
+    assert _too_little(0.4, "ort-int8-guarded", None, 600) == \
+        "0s left of the 600s time budget, too little for ort-int8-guarded (a build needs at least 2s to start)"
+    why = _too_little(30.0, "openvino-int8-accuracy-control", 95.0, 600)  # stopped after 95s last time
+    assert why == ("30s left of the 600s time budget, too little for openvino-int8-accuracy-control "
+                   "(it ran 95s without finishing when last stopped)")
+
+
+def test_a_local_build_runs_in_a_process_of_its_own_that_is_stopped_at_its_deadline():
+    import os
+    import time
+
+    from optkit.engine.executor import Job, LocalExecutor, Stopped
+    from optkit.types.errors import StepError
+
+    ex = LocalExecutor()
+    assert ex.build_until(Job("pid", os.getpid, ()), None) != os.getpid()
+    t0 = time.perf_counter()
+    with pytest.raises(Stopped) as stopped:
+        ex.build_until(Job("sleep", time.sleep, (60,)), t0 + 1.0)
+    assert 1.0 <= stopped.value.seconds < 2.0 and time.perf_counter() - t0 < 3.0  # SIGTERM unwinds it at once
+    with pytest.raises(ProcessLookupError):
+        os.kill(ex.timeline[-1].pid, 0)
+    with pytest.raises(ValueError, match="invalid literal"):  # what the build raised, raised here
+        ex.build_until(Job("raises", int, ("x",)), None)
+    with pytest.raises(StepError, match=r"ended without a result \(exit code 3\)"):  # a crash is a failed build
+        ex.build_until(Job("dies", os._exit, (3,)), None)
+    assert [t.name for t in ex.timeline] == ["pid", "sleep", "raises", "dies"]
+
+
+def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_engine, monkeypatch):
+    """A fake search: a primary outside the accuracy budget, its fallback a build that never ends and ignores
+    SIGTERM (native code), that fallback's own fallback, and another target's primary that takes a while. The
+    other target's primary is built before any fallback; the fallback gets only the time left and is stopped at
+    the deadline (killed after the grace period), leaving nothing half-written; the run ends on the budget."""
+    import os
+    import re
+    import time
+    from pathlib import Path
+
+    import optkit.engine.executor as executor
+    import optkit.engine.optimize as opt
+    import optkit.engine.optimize_timing as timing
+    from optkit.engine.optimize_space import CandidateRecipe
+    from optkit.report.optimize import optimize_markdown, optimize_report
+    from optkit.steps.base import STEPS
+    from optkit.types.artifact import open_artifact
+    from optkit.types.ui import UI
+
+    monkeypatch.setitem(STEPS, "fake_slow", "tests.fakes:FakeSlowStep")
+    monkeypatch.setattr(executor, "TERM_GRACE_S", 1.0)
+    monkeypatch.setattr(timing, "LOAD_S", 0.0)  # the fake runners open at once
+
+    def fp32(model, out_dir, common, *_):
+        art = open_artifact(model)
+        return art.with_(data={**art.data, "eval": Path(common["eval_data"])}), [], None
+
+    cands = [  # as listed: one target's fallbacks before the other target's primary
+        CandidateRecipe("ort-wrong", "ort-cpu", "fp32", [{"fake": {"scale": -1}}], "outside the accuracy budget"),
+        CandidateRecipe("ort-guard", "ort-cpu", "int8", [{"fake_slow": {"sleep_s": 120, "stubborn": True}}],
+                        "a search that cannot finish in time", fallback_for="ort-wrong"),
+        CandidateRecipe("ort-guard-2", "ort-cpu", "int8", [{"fake": {"tag": "2"}}], "the fallback's fallback",
+                        fallback_for="ort-guard"),
+        CandidateRecipe("ov-fp32", "openvino-cpu", "fp32", [{"fake_slow": {"sleep_s": 0.5, "cost": 0.5}}],
+                        "another target's primary"),
+    ]
+    monkeypatch.setattr(opt, "_fp32_onnx", fp32)
+    monkeypatch.setattr(opt, "_facts", lambda source, calib: _facts(calibration=False))
+    monkeypatch.setattr(opt, "candidate_space", lambda facts, targets, budget, calib=None: (list(cands), []))
+    budget, t0 = 8.0, time.time()
+    search = opt.optimize(str(fake_engine.model), fake_engine.out, UI(quiet=True), budget=Budget(max_drop=1),
+                          time_budget_s=budget, timing_budget_s=0.05, eval_data=str(fake_engine.data))
+    wall = time.time() - t0
+    by = {o.name: o for o in search.outcomes}
+    assert [o.name for o in search.outcomes] == ["ort-wrong", "ov-fp32", "ort-guard", "ort-guard-2"]
+    builds = [t for t in search.timeline if t.kind == "build"]
+    assert [t.name for t in builds] == ["ort-wrong", "ov-fp32", "ort-guard"]
+    assert by["ort-wrong"].status == "rejected" and by["ov-fp32"].status == "built"
+    assert by["ort-guard"].status == "stopped", by["ort-guard"].why
+    assert re.fullmatch(r"stopped at the time budget \(ran \d+s\)", by["ort-guard"].why)
+    assert by["ort-guard-2"].status == "skipped" and by["ort-guard-2"].why == "ort-guard was stopped at the time budget"
+    assert search.winner is by["ov-fp32"]
+    # the fallback had only what was left: it started after the primaries and ended at the deadline (+ the grace)
+    guard = builds[-1]
+    assert guard.start >= builds[1].end and guard.end - t0 <= budget - search.timing_reserve_s + 1.0 + 1.0
+    with pytest.raises(ProcessLookupError):  # its process (and its group) is gone
+        os.kill(guard.pid, 0)
+    assert search.wall_time_s <= budget + 2.0 and wall <= budget + 3.0, (search.wall_time_s, wall)
+    leftovers = [p for p in fake_engine.out.rglob("*") if ".tmp-" in p.name or "optkit-scratch" in p.name]
+    assert leftovers == [] and not list((fake_engine.out / "candidates" / "ort-guard").glob("*.fake.json"))
+    stopped = json.loads((fake_engine.out / "work" / opt.STOP_TIMES_FILE).read_text())
+    assert [k.split(":")[0] for k in stopped] == ["ort-guard"]
+    report = optimize_report(search, str(fake_engine.model))
+    assert report["time_budget_s"] == budget and 0 < report["build_time_s"] < report["wall_time_s"]
+    md = optimize_markdown(report)
+    assert "stopped at the time budget: ort-guard" in md and "| stopped |" in md
+    print(f"time budget {budget}s: builds {search.build_time_s:.1f}s, wall {search.wall_time_s:.1f}s "
+          f"(reserve {search.timing_reserve_s:.2f}s); builds " + ", ".join(f"{t.name} {t.start - t0:.1f}-{t.end - t0:.1f}s" for t in builds))

@@ -4,7 +4,7 @@ builders of one step share the cache without corrupting it."""
 from __future__ import annotations
 
 import json
-import os
+import re
 import socket
 import subprocess
 import sys
@@ -103,6 +103,53 @@ def test_timing_takes_the_measurement_nodes_of_this_cpu_and_all_their_cores():
     assert f"--resources '{{\"{mine}\": 1}}'" in none.value.one_line()  # the line that tags a node
     with pytest.raises(UsageError, match="several CPUs"):
         _measurement_nodes({"CPU": 2.0, "optkit_measure:A": 1.0}, {"CPU": 2.0, "optkit_measure:B": 1.0})
+
+
+class _FakeRayTasks:
+    """``ray.wait`` / ``ray.get`` over tasks that finish one per wait, and a board that says every task started."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def wait(self, pending, num_returns=1, timeout=None):
+        return pending[:1], pending[1:]
+
+    def get(self, ref, timeout=None):
+        from optkit.engine.executor import TaskRun
+
+        if ref == "snapshot":
+            return list(self.keys)
+        return ref, TaskRun(ref, "build", "host", 1, 0.0, 1.0)
+
+
+def test_the_ray_progress_says_starting_once_and_counts_done_across_the_run(monkeypatch):
+    """A build wave then two timing passes (three ``_collect`` calls, as optimize makes them): one "starting
+    tasks" line, and "done" goes 1, 2, 3, 4 rather than starting again at each pass."""
+    import io
+    import types
+
+    from rich.console import Console
+
+    from optkit.engine.ray_executor import RayExecutor
+    from optkit.types.ui import UI
+
+    fake = _FakeRayTasks()
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(wait=fake.wait, get=fake.get))
+    ui = UI()
+    ui.err = Console(file=io.StringIO(), width=300)
+    ex = object.__new__(RayExecutor)
+    ex.ui, ex.address, ex.timeline, ex._done, ex._announced = ui, "local", [], 0, False
+    ex._board = types.SimpleNamespace(snapshot=types.SimpleNamespace(remote=lambda: "snapshot"))
+    waves = [{"b1": ("build:1:a", "build", "a"), "b2": ("build:2:b", "build", "b")},
+             {"t1": ("measure:3:t1", "measure", "t1")}, {"t2": ("measure:4:t2", "measure", "t2")}]
+    for refs in waves:
+        fake.keys = [k for k, _, _ in refs.values()]
+        assert [payload for payload, _ in ex._collect(refs)] == [p for _, _, p in refs.values()]
+    said = ui.err.file.getvalue()
+    assert said.count("starting tasks") == 1
+    done = [int(n) for n in re.findall(r"(\d+) done", said)]
+    assert done == sorted(done) and done[-1] == 4 and "0 done" not in said.split("1 done", 1)[1]
+    assert len(ex.timeline) == 4
 
 
 # -- a real cluster -------------------------------------------------------------------------------------------------

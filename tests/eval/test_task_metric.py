@@ -83,7 +83,7 @@ def test_ctc_string_match_judges_decodes_not_raw_cosine(tmp_path):
     assert not plain.ok, plain
     assert plain.min_cosine == 0.99 and plain.metric is None and plain.limit == "cosine >= 0.99"
     err = tolerance_error("quantization", plain, ["try --exclude"])
-    assert "--min-cosine" in err.one_line() and "--max-accuracy-drop" not in err.one_line()
+    assert "--min-cosine" in err.one_line() and "--max-drop" not in err.one_line()
 
     # a task metric plus an explicit --min-cosine: both judge
     both = accuracy_check(parent, cand, data, metric, max_drop=1.0, min_cosine=0.9)
@@ -99,7 +99,7 @@ def test_ctc_string_match_counts_changed_strings(tmp_path):
     assert check.value == 0.5 and check.drop == pytest.approx(50.0) and not check.ok
     err = tolerance_error("quantization", check, ["try --exclude"])
     assert "ctc_string_match fell 50.00 points (100.00% -> 50.00%)" in err.one_line()
-    assert "--max-accuracy-drop" in err.one_line()
+    assert "raise --max-drop" in err.one_line()
     assert accuracy_check({"y": ref}, {"y": out}, _data(4), metric, max_drop=50.0, min_cosine=None).ok
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -58,18 +59,75 @@ def test_a_failed_step_still_reports(tmp_path):
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
+# measures the page as rendered, by data-index: every label's box (the font's real widths), every dot's centre and
+# the radius it covers (the winner's ring), every line's ends
+GEOMETRY = """<script>
+const g = {labels: {}, dots: {}};
+for (const t of document.querySelectorAll("svg text.label")) {
+  const b = t.getBBox(); g.labels[t.dataset.index] = {box: [b.x, b.y, b.x + b.width, b.y + b.height], text: t.textContent};
+}
+for (const c of document.querySelectorAll("svg circle.dot"))
+  g.dots[c.dataset.index] = [+c.getAttribute("cx"), +c.getAttribute("cy"), +c.getAttribute("r")];
+for (const c of document.querySelectorAll("svg circle.winner-ring")) g.dots[c.dataset.index][2] = +c.getAttribute("r");
+for (const l of document.querySelectorAll("svg line[data-index]"))
+  g.labels[l.dataset.index].line = ["x1", "y1", "x2", "y2"].map(a => +l.getAttribute(a));
+document.body.setAttribute("data-geometry", JSON.stringify(g));
+</script></body>"""
+
+
+def _page(kind: str, tmp_path: Path) -> tuple[str, str | None]:
+    """(the page, the winner's number on the plot)."""
+    if kind == "run":
+        return report_html(_report(tmp_path)), None
+    from optkit.report.optimize import optimize_html
+    from tests.report.test_optimize import CANDIDATES, WINNER, optimize_report
+
+    return optimize_html(optimize_report()), str(1 + [c[0] for c in CANDIDATES].index(WINNER))
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine (apt install chromium)")
-def test_report_html_renders_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize("kind", ["run", "optimize"])
+def test_report_pages_render_in_headless_chromium(kind, tmp_path):
+    """Both pages render without errors; on the plot, as Chromium lays it out, every label is nearer its own dot (its
+    edge: the winner's ring) than any other's, or joined to it by a line, and over no other dot; optimize's winner is
+    labelled with its own name, beside its own ring."""
+    import html as html_lib
+
+    from optkit.report.html import _distance, _overlaps
+
+    text, winner = _page(kind, tmp_path)
     page = tmp_path / "report.html"
-    page.write_text(report_html(_report(tmp_path)))
+    page.write_text(text)
     shot = tmp_path / "shot.png"
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1000"]
     proc = subprocess.run([*base, "--enable-logging=stderr", f"--screenshot={shot}", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
     assert "Uncaught" not in proc.stderr and ":CONSOLE" not in proc.stderr, proc.stderr[-2000:]
-    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    measured = tmp_path / "measured.html"  # the page itself has no scripts: a copy measures it
+    measured.write_text(text.replace("</body>", GEOMETRY))
+    dom = subprocess.run([*base, "--virtual-time-budget=5000", "--dump-dom", measured.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
     assert "<svg" in dom and "Pareto front" in dom
+    found = re.search(r'data-geometry="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    geometry = json.loads(html_lib.unescape(found[1]))
+    labels, dots = geometry["labels"], geometry["dots"]
+    assert labels and set(labels) == set(dots)
+    def nearest(index: str, box: list[float]) -> bool:
+        x0, y0, r0 = dots[index]
+        return all(_distance(box, x0, y0) - r0 < _distance(box, x, y) - r for i, (x, y, r) in dots.items() if i != index)
+
+    for index, label in labels.items():
+        line = label.get("line")
+        assert nearest(index, label["box"]) or line, (index, label, dots)
+        if line:  # from its own dot's centre to its label
+            assert line[:2] == pytest.approx(dots[index][:2], abs=0.1) and _distance(label["box"], *line[2:]) < 1
+        assert not any(_overlaps(label["box"], (x - r, y - r, x + r, y + r)) for i, (x, y, r) in dots.items()
+                       if i != index), (index, label)
+    if winner is not None:
+        label = labels[winner]
+        assert label["text"] == f"{winner} openvino-int8 (winner)" and nearest(winner, label["box"]), (label, dots)
 
 
 # ----------------------------------------------------------------------------- a recipe run on fake models

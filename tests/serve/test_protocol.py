@@ -63,3 +63,104 @@ def test_unclaimed_binary_bytes_and_a_bad_header_length_are_refused():
         parse_infer(body, str(len(body) + 5), SPECS)
     with pytest.raises(ProtocolError, match="not a number"):
         parse_infer(body, "abc", SPECS)
+
+
+# ------------------------------------------------------------------ values a model must never be given
+
+F32 = {"x": TensorSpec("x", ("batch", 3), "float32")}
+
+
+def _json_body(datatype: str, data, shape=(1, 3), name: str = "x") -> bytes:
+    return json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": list(shape), "data": data}]}).encode()
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_fp32_json_is_refused_naming_the_input(literal):
+    """Python's json reads NaN, Infinity and 1e999 (as inf) without complaint; a model must not be run on them."""
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1.0, %s, 2.0]}]}' % literal.encode()
+    with pytest.raises(ProtocolError, match="input 'x'.*NaN or infinite") as info:
+        parse_infer(body, None, F32)
+    assert info.value.status == 400
+
+
+def test_fp16_values_beyond_its_range_are_refused():
+    specs = {"x": TensorSpec("x", ("batch", 3), "float16")}
+    with pytest.raises(ProtocolError, match="input 'x'.*beyond FP16"):
+        parse_infer(_json_body("FP16", [1.0, 70000.0, 2.0]), None, specs)
+
+
+def test_non_finite_binary_fp32_is_refused():
+    body, headers = encode_request({"x": np.array([[1.0, np.nan, 2.0]], np.float32)})
+    with pytest.raises(ProtocolError, match="input 'x'.*NaN"):
+        parse_infer(body, headers[HEADER_LENGTH], F32)
+
+
+@pytest.mark.parametrize("data, words", [
+    ([1.5, 2], "non-integer"),                # 1.5 would be truncated to 1
+    (["1", "2"], "not a list of INT64"),      # numpy would parse the strings
+    ([2**70, 1], "not a list of INT64"),      # beyond any integer type
+    ([[1], 2], "not a list of INT64"),        # ragged
+    ([float("nan"), 1], "non-integer"),
+])
+def test_int64_json_takes_integers_only(data, words):
+    body = json.dumps({"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 2], "data": data},
+                                  {"name": "mask", "datatype": "INT64", "shape": [1, 2], "data": [1, 1]}]}).encode()
+    with pytest.raises(ProtocolError, match=f"input 'ids'.*{words}"):
+        parse_infer(body, None, SPECS)
+
+
+def test_integral_floats_are_taken_for_int64():
+    body = json.dumps({"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 2], "data": [3.0, 4.0]},
+                                  {"name": "mask", "datatype": "INT64", "shape": [1, 2], "data": [1, 1]}]}).encode()
+    req = parse_infer(body, None, SPECS)
+    assert req.inputs["ids"].dtype == np.int64 and req.inputs["ids"].tolist() == [[3, 4]]
+
+
+def test_int8_values_beyond_its_range_are_refused():
+    specs = {"q": TensorSpec("q", ("batch", 2), "int8")}
+    with pytest.raises(ProtocolError, match="input 'q'.*beyond INT8"):
+        parse_infer(_json_body("INT8", [1, 300], (1, 2), "q"), None, specs)
+
+
+def test_json_nested_100000_deep_is_a_400():
+    body = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ProtocolError, match="nested too deeply") as info:
+        parse_infer(body, None, F32)
+    assert info.value.status == 400
+
+
+# ------------------------------------------------------------- the app: versions and deep bodies, in process
+
+def test_unknown_versions_are_404_and_deep_bodies_400(tiny_onnx):
+    import asyncio
+
+    pytest.importorskip("starlette")
+    from optkit.serve.app import ModelServer, ServeSettings, build_app
+    from tests.serve.test_app import _call
+
+    good = _json_body("FP32", [0.0] * 64, (1, 1, 8, 8), "input")
+    deep = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    nan = _json_body("FP32", [0.0] * 63 + [float("nan")], (1, 1, 8, 8), "input")
+
+    async def go(fast: bool):
+        server = ModelServer(tiny_onnx, ServeSettings())
+        app = build_app(server, fast_infer=fast)
+        await server.start()
+        try:
+            return [await _call(app, "POST", "/v2/models/tiny/versions/1/infer", good),
+                    await _call(app, "POST", "/v2/models/tiny/versions/2/infer", good),
+                    await _call(app, "POST", "/v2/models/tiny/versions/latest/infer", good),
+                    await _call(app, "GET", "/v2/models/tiny/versions/1"),
+                    await _call(app, "GET", "/v2/models/tiny/versions/7"),
+                    await _call(app, "GET", "/v2/models/tiny/versions/7/ready"),
+                    await _call(app, "POST", "/v2/models/tiny/infer", deep),
+                    await _call(app, "POST", "/v2/models/tiny/infer", nan)]
+        finally:
+            await server.stop()
+
+    for fast in (True, False):
+        answers = asyncio.run(go(fast))
+        assert [a[0] for a in answers] == [200, 404, 404, 200, 404, 404, 400, 400], (fast, answers)
+        assert "no version '2'" in json.loads(answers[1][2])["error"]
+        assert "nested too deeply" in json.loads(answers[6][2])["error"]
+        assert "input 'input'" in json.loads(answers[7][2])["error"]

@@ -106,7 +106,7 @@ def test_accuracy_budget_failure_writes_nothing(tiny, tiny_onnx, tmp_path):
     assert not out.parent.exists()
     # without labels the budget that judged it is the cosine: the hint names that one, not the top-1 budget
     error = next(ln for ln in proc.stderr.splitlines() if ln.startswith("error:"))
-    assert "--min-cosine" in error and "--max-accuracy-drop" not in error and "--exclude" in error
+    assert "--min-cosine" in error and "--max-drop" not in error and "--exclude" in error
 
 
 def _clean_exit_2(proc, needle, out):

@@ -141,7 +141,8 @@ def test_openvino_int8_accuracy_control_recovers_the_budget(outlier_onnx, tmp_pa
     pytest.importorskip("nncf")
     plain = run_cli("compile", str(outlier_onnx), "-o", str(tmp_path / "plain.xml"), "--target", "openvino-cpu",
                     "--precision", "int8", "--max-accuracy-drop", "1.0", *FAST)
-    assert plain.returncode == 1 and "top-1 fell" in plain.stderr
+    # plain NNCF int8 ruins it: on some CPUs every sample gets the same logits, which is refused as degenerate
+    assert plain.returncode == 1 and ("top-1 fell" in plain.stderr or "is the same on all" in plain.stderr)
     out = tmp_path / "guarded.xml"
     result = invoke("compile", str(outlier_onnx), "-o", str(out), "--target", "openvino-cpu", "--precision", "int8",
                     "--max-drop", "1.0", *FAST)  # chosen on the calibration split, judged on the evaluation split

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,10 @@ def cnn_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cnn_cache")
 
 
-def test_digits_cnn_fp32_matches_eager_and_a_second_process_reuses_the_cache(cnn_cache):
-    """Also: the second process needs no import of optkit (the entry point registers the backend) and exports
-    nothing; `optkit report` shows the entry's ledger."""
+def test_digits_cnn_fp32_matches_eager_and_a_second_process_reuses_the_cache(cnn_cache, capsys):
+    """Also: the build says what it builds and where it went, on one stderr line; the second process needs no
+    import of optkit (the entry point registers the backend) and exports nothing; `optkit report` shows the
+    entry's ledger."""
     model, x, _ = sample("digits_cnn")
     with torch.no_grad():
         fast = compiled(model, cnn_cache)
@@ -55,6 +57,10 @@ def test_digits_cnn_fp32_matches_eager_and_a_second_process_reuses_the_cache(cnn
         want = model(x)
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-3)
     (entry,) = [p for p in cnn_cache.iterdir() if p.is_dir()]
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("optkit:")]
+    assert len(said) == 1 and re.fullmatch(
+        rf"optkit: building subgraph \d+ \(\d+ ops, inputs x:\[8,1,32,32\]\) for ort-cpu \.\.\. "
+        rf"done in [\d.]+s, cached at {re.escape(str(entry))}", said[0]), said
     record = json.loads((entry / "entry.json").read_text())
     assert record["format"] == "onnx" and record["steps"] == ["original", "export", "fuse", "compile"]
     assert (entry / "build" / "report.json").is_file()  # the build's ledger, as optkit run writes it
@@ -221,6 +227,48 @@ def test_a_bad_option_is_an_error_naming_the_options(tmp_path):
     with pytest.raises(Exception, match="option target"):
         with torch.no_grad():
             compiled(model, tmp_path, target="tpu")(x)
+
+
+def test_a_reused_entry_says_so_and_quiet_says_nothing(cnn_cache, capsys):
+    model, x, _ = sample("digits_cnn")
+    with torch.no_grad():
+        compiled(model, cnn_cache, quiet=True)(x)  # builds the entry when this test runs alone
+        assert "optkit:" not in capsys.readouterr().err
+        compiled(model, cnn_cache)(x)
+    (entry,) = [p for p in cnn_cache.iterdir() if p.is_dir()]
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("optkit:")]
+    assert len(said) == 1 and "inputs x:[8,1,32,32]" in said[0], said
+    assert f"reused from the on-disk cache at {entry} (built in" in said[0] and "building" not in said[0]
+
+
+def test_a_misspelt_option_gets_a_did_you_mean(tmp_path):
+    from optkit.torch_backend.options import parse_options
+    from optkit.types.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown option 'treads': did you mean 'threads'\\?"):
+        parse_options({"treads": 2})
+    with pytest.raises(UsageError) as far:
+        parse_options({"zzzz": 1})
+    assert "did you mean" not in far.value.one_line() and "threads" in far.value.one_line()  # the list, no guess
+    with pytest.raises(Exception, match="did you mean 'quiet'"), torch.no_grad():  # via torch.compile, before work
+        compiled(Branchy().eval(), tmp_path, quite=True)(torch.randn(4, 8))
+    assert not list(tmp_path.iterdir())
+
+
+def test_training_mode_is_the_reason_given_for_batch_norm(tmp_path, caplog, monkeypatch):
+    """A BatchNorm in train() also adds to its num_batches_tracked buffer in place: the reason must be the
+    training mode and its remedy, not "in-place add_"."""
+    from optkit.torch_backend import runtime
+
+    monkeypatch.setattr(runtime, "_said", set())  # said once per process: this test must hear it
+    model, x, _ = sample("digits_cnn")
+    model.train()
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="optkit.torch"):
+        compiled(model, tmp_path)(x)
+    said = [r.message for r in caplog.records if "runs eagerly" in r.message]
+    assert said and "training mode (BatchNorm updates its running statistics)" in said[0], said
+    assert "model.eval()" in said[0] and not any("in-place" in m for m in said)
+    assert not list(tmp_path.iterdir())  # nothing was built
 
 
 SECOND_PROCESS = """

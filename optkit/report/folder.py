@@ -1,0 +1,103 @@
+"""``optkit report DIR``: the ledger of an output folder optkit wrote.
+
+- A run's folder (``optkit run``): its final artifact's chain (from the artifact's own sidecar), with the latency of
+  the run's interleaved pass that ``report.json`` kept, where its rows are that chain's.
+- An optimize folder: the summary table from its ``report.json`` and the winner's ledger (``best.*``'s sidecar).
+
+Only ``report.json``'s figures are read from it; every name and row comes from the sidecars, checked on opening.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optkit.types.artifact import Artifact, open_artifact, sidecar_path
+from optkit.types.errors import UsageError
+
+REPORT = "report.json"
+_HINT = "Pass an artifact optkit wrote, or a folder 'optkit run' or 'optkit optimize' wrote (with its report.json)"
+
+
+@dataclass
+class FolderLedger:
+    kind: str                          # run | optimize
+    final: Artifact | None             # the run's last artifact, or the winner's copy (None: no winner)
+    latency: list | None = None        # the run's interleaved figures, one entry list per ledger row
+    summary: str | None = None         # optimize's table (Markdown, as the command prints it)
+    report: dict[str, Any] | None = None
+
+
+def is_output_folder(path: Path) -> bool:
+    """A folder with optkit's report.json that is not itself an artifact (a pruned model folder has a sidecar)."""
+    return path.is_dir() and (path / REPORT).is_file() and not sidecar_path(path).is_file()
+
+
+def read_folder(folder: Path) -> FolderLedger:
+    path = folder / REPORT
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is unreadable ({type(exc).__name__})", hint=_HINT) from None
+    if isinstance(report, dict) and isinstance(report.get("candidates"), list):
+        return _optimize(folder, report)
+    if isinstance(report, dict) and isinstance(report.get("steps"), list) and "recipe" in report:
+        return _run(folder, report)
+    raise UsageError(f"{path} is not a report optkit wrote", hint=_HINT)
+
+
+def _artifact(folder: Path, stored: Any, sha256: Any = None) -> Artifact | None:
+    """The artifact a report names (by its path, or by its name in ``folder`` when the folder was moved), if it
+    is one optkit wrote and, given ``sha256``, the one the report describes."""
+    if not isinstance(stored, str) or not stored:
+        return None
+    for candidate in (Path(stored), folder / Path(stored).name):
+        if candidate.exists() and sidecar_path(candidate).is_file():
+            art = open_artifact(candidate)
+            if art.record is not None and (sha256 is None or art.record.sha256 == sha256):
+                return art
+    return None
+
+
+def _run(folder: Path, report: dict) -> FolderLedger:
+    from pydantic import ValidationError
+
+    from optkit.types.records import Latency
+
+    rows = [r for r in report["steps"] if isinstance(r, dict)]
+    if not rows:
+        raise UsageError(f"the run in {folder} finished no step ({report.get('status')})",
+                         hint=f"Its error: {report.get('error')}" if report.get("error") else _HINT)
+    final = _artifact(folder, rows[-1].get("artifact"), rows[-1].get("sha256"))
+    if final is None:
+        raise UsageError(f"the final artifact of the run in {folder} is gone or changed since its report",
+                         hint="Run the recipe again (optkit run) to rebuild it")
+    latency: list | None = None
+    if [r.get("sha256") for r in rows] == [rec.sha256 for rec in final.chain()]:
+        try:
+            latency = [[Latency.model_validate(e).to_json() for e in r["latency_all"]]
+                       if r.get("timing") == "interleaved" and isinstance(r.get("latency_all"), list) else None
+                       for r in rows]
+        except ValidationError:
+            latency = None  # the sidecars' step-time figures, then
+    return FolderLedger("run", final, latency=latency, report=report)
+
+
+def _optimize(folder: Path, report: dict) -> FolderLedger:
+    from optkit.report.optimize import BEST_SUFFIXES, optimize_markdown
+
+    try:
+        summary = optimize_markdown(report)
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration):
+        raise UsageError(f"{folder / REPORT} is not an optimize report this optkit can read",
+                         hint="Run optkit optimize again into that folder (a rerun rebuilds nothing)") from None
+    final = None
+    if report.get("winner"):
+        best = report.get("best") if isinstance(report.get("best"), dict) else {}
+        stored = [best.get("artifact"), *(str(folder / f"best{s}") for s in BEST_SUFFIXES)]
+        final = next((a for a in (_artifact(folder, s, best.get("sha256")) for s in stored) if a is not None), None)
+        if final is None:
+            raise UsageError(f"the winner's copy in {folder} (best.*) is gone or has no sidecar",
+                             hint="Run optkit optimize again into that folder (a rerun rebuilds nothing)")
+    return FolderLedger("optimize", final, summary=summary, report=report)
