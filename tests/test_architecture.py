@@ -40,6 +40,7 @@ def _import_alone(module: str) -> str | None:
     return f"{module}: {proc.stderr.strip().splitlines()[-1]}" if proc.returncode else None
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone():
     """No import cycle that only works in one order: each module in a fresh interpreter (two at a time)."""
     modules = [m.name for m in pkgutil.walk_packages(optkit.__path__, "optkit.")]

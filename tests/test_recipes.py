@@ -22,6 +22,7 @@ def test_recipe_validates(recipe):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem.endswith("_cpu") and r.stem != "digits_cnn_cpu"],
                          ids=lambda p: p.stem)  # digits_cnn_cpu: tests/cli/test_run_ci.py
+@pytest.mark.slow
 def test_cpu_recipe_runs(recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     raw["model"] = str((recipe.parent / raw["model"]).resolve())

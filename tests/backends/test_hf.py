@@ -19,6 +19,7 @@ def _tokens(folder, texts):
     return [enc[n] for n in ("input_ids", "attention_mask", "token_type_ids")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_the_sentence_embedding_is_what_sentence_transformers_encodes(tmp_path, pooling):
     st = pytest.importorskip("sentence_transformers")

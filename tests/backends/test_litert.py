@@ -68,6 +68,7 @@ def _runner(converted, path, layout="nchw"):
                                         runtime={"layout": layout}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_fp32_has_a_dynamic_batch_and_matches_torch(converted, layout):
     path, details = converted["built"][layout]
@@ -106,6 +107,7 @@ def test_quantized_variants_are_what_they_claim_and_stay_close(converted, precis
     assert got.dtype == np.float32 and _cosine(got, converted["reference"]) > 0.98
 
 
+@pytest.mark.slow
 def test_a_reshape_the_lowering_fixes_at_the_traced_batch_is_caught_and_converted_at_batch_1(tiny, tmp_path):
     import torch
 

@@ -6,6 +6,7 @@ import re
 import pytest
 
 
+@pytest.mark.slow
 def test_one_model_converts_to_the_same_xml_after_other_conversions(tiny_onnx, tmp_path):
     pytest.importorskip("openvino")
     from optkit.backends.openvino import convert

@@ -202,6 +202,7 @@ def test_compare_shows_cosine_0_for_a_model_whose_output_is_multiplied_by_0(tiny
     assert rows[1]["fidelity_vs_first"]["cosine"] == 0.0 and rows[1]["fidelity_vs_first"]["min_cosine"] == 0.0
 
 
+@pytest.mark.slow
 def test_optimize_never_crowns_a_collapsed_candidate(degenerate_models, tmp_path):
     """Acceptance: static int8 flattens the offset model's output to one value (cosine 1.00000); optimize rejects
     those candidates with the reason in its report and crowns another."""

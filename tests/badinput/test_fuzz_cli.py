@@ -6,6 +6,8 @@ Examples never raise inside Hypothesis (no shrinking of slow cases); failures ar
 together at the end. Each example runs under a time limit, the whole fuzz under a time budget."""
 from __future__ import annotations
 
+import pytest
+
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +80,7 @@ def test_commands_are_discovered():
     assert expected <= set(COMMANDS), sorted(COMMANDS)
 
 
+@pytest.mark.slow
 def test_fuzz_cli(tiny, tiny_onnx, bad_models, bad_data, tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00\x01 junk bytes \xff" * 9)

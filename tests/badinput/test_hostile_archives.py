@@ -53,6 +53,7 @@ def test_a_pt2_over_the_size_cap_is_refused_unread(tiny_pt2, tiny, tmp_path, mon
                ["tiny.pt2", "over 4.0 KiB"], tmp_path=tmp_path)
 
 
+@pytest.mark.slow
 def test_torch_logged_traceback_stays_off_the_terminal(hostile_pt2, tiny, tmp_path):
     """torch.export.load logs the traceback of its failed load before raising: a real process shows only optkit's line."""
     check_case(["export", hostile_pt2["stray"], "--eval-data", tiny["eval"], "-o", tmp_path / "out" / "m.onnx", *B],

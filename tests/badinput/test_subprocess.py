@@ -19,6 +19,7 @@ def test_export_to_dev_null(tiny, dev_null_guard, tmp_path):
     assert dev_null_is_intact() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["export", "profile"])
 def test_pt2_with_malicious_member(pickles, tiny, tmp_path, command):
     args = [command, pickles["evil_pt2"], "--eval-data", tiny["eval"], *B]

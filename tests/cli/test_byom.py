@@ -44,6 +44,7 @@ def test_optimize_hands_the_export_options_to_the_search(monkeypatch, tmp_path):
     assert seen["export"] == {"exporter": "torchscript", "opset": 17, "dynamic_axes": []}
 
 
+@pytest.mark.slow
 def test_optimize_a_factory_without_data(tiny, tmp_path, monkeypatch):
     """Seeded random inputs in DIR/work/synthetic_eval.npz, said so, judged by cosine; the export options reach the
     shared export and best.yaml, which rebuilds from the cache."""

@@ -1,6 +1,8 @@
 """optkit compare (interleaved timing) and the optkit.load deployment API."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import numpy as np
@@ -10,6 +12,7 @@ import optkit
 from tests.conftest import invoke
 
 
+@pytest.mark.slow
 def test_compare_two_artifacts(tiny_onnx, tmp_path):
     other = tmp_path / "ort.onnx"
     assert invoke("compile", str(tiny_onnx), "-o", str(other), "--target", "ort-cpu", "--no-measure").exit_code == 0

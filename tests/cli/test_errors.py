@@ -1,6 +1,8 @@
 """Every bad input: one clear line on stderr, the right exit code, no traceback, no output file."""
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from tests.conftest import FAST, run_cli
@@ -101,6 +103,7 @@ def test_weights_for_another_architecture(tiny, tmp_path):
     _assert_clean_failure(proc, 2, "do not fit")
 
 
+@pytest.mark.slow
 def test_numeric_mismatch_fails_the_step_and_writes_nothing(tiny, tmp_path):
     out = tmp_path / "out" / "trap.onnx"
     proc = run_cli("export", f"{tiny['model_py']}:build_trap", "--exporter", "torchscript",
@@ -109,6 +112,7 @@ def test_numeric_mismatch_fails_the_step_and_writes_nothing(tiny, tmp_path):
     _assert_nothing_written(out.parent)
 
 
+@pytest.mark.slow
 def test_bad_option_values(tiny, tmp_path):
     out = str(tmp_path / "m.onnx")
     _assert_clean_failure(run_cli("export", str(tiny["folder"]), "-o", out, "--input-shape", "input=1x1"), 2, "--input-shape")

@@ -92,6 +92,7 @@ def test_export_saved_torch_programs(tiny, tmp_path, kind):
     np.testing.assert_allclose(got, net(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_subprocess_and_report_json(tiny, tmp_path):
     out = tmp_path / "sub" / "m.onnx"
     proc = run_cli("export", str(tiny["folder"]), "-o", str(out), *FAST)

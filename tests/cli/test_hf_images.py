@@ -18,6 +18,7 @@ def vit(tmp_path_factory):
     return vit_folder(root / "vit"), write_images(root / "images")
 
 
+@pytest.mark.slow
 def test_export_then_quantize_an_image_classifier_with_an_image_folder(vit, tmp_path):
     folder, images = vit
     out = tmp_path / "vit.onnx"
@@ -41,6 +42,7 @@ def test_export_then_quantize_an_image_classifier_with_an_image_folder(vit, tmp_
     assert json.loads(result.stdout)["steps"][-1]["accuracy"]["metric"] == "top1"
 
 
+@pytest.mark.slow
 def test_an_image_folder_without_sub_folders_has_no_labels(vit, tmp_path):
     folder, _ = vit
     flat = write_images(tmp_path / "flat", per_class=3, labels=False)

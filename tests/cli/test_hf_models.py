@@ -20,6 +20,7 @@ def classifier(tmp_path_factory):
     return bert_folder(root / "cls", head="sequence"), write_texts(root / "labelled.jsonl", n=40, labels=True)
 
 
+@pytest.mark.slow
 def test_export_quantize_compile_a_classifier_from_its_folder_and_jsonl(classifier, tmp_path):
     folder, texts = classifier
     out = tmp_path / "cls.onnx"
@@ -50,6 +51,7 @@ def test_export_quantize_compile_a_classifier_from_its_folder_and_jsonl(classifi
     assert compiled.exit_code == 0, compiled.output
 
 
+@pytest.mark.slow
 def test_optimize_a_folder_with_text_data_and_rebuild_the_winner(classifier, tmp_path):
     folder, texts = classifier
     out = tmp_path / "opt"
@@ -65,6 +67,7 @@ def test_optimize_a_folder_with_text_data_and_rebuild_the_winner(classifier, tmp
     assert rebuilt.exit_code == 0, rebuilt.output
 
 
+@pytest.mark.slow
 def test_a_sentence_encoder_exports_its_normalised_embedding(tmp_path):
     folder = sentence_folder(tmp_path / "st")
     texts = write_texts(tmp_path / "s.txt", n=16)
@@ -87,6 +90,7 @@ def test_a_sentence_encoder_exports_its_normalised_embedding(tmp_path):
     assert distance.max() < 1e-5, distance
 
 
+@pytest.mark.slow
 def test_a_recipe_takes_the_same_keys(classifier, tmp_path):
     folder, texts = classifier
     recipe = tmp_path / "r.yaml"

@@ -85,6 +85,7 @@ def _assert_clean_exit(proc, code: int, *needles: str) -> str:
 
 # ----------------------------------------------------------------------------- a. quantize judged by CTC strings
 
+@pytest.mark.slow
 def test_quantize_judged_by_ctc_string_match(quantized):
     proc, out = quantized
     assert proc.returncode == 0, proc.stderr
@@ -139,6 +140,7 @@ def _recipe(ctc: dict, name: str, gates: list[str], metric: str = "mymetric.py:s
     return path
 
 
+@pytest.mark.slow
 def test_recipe_with_plugin_metric_and_gates(ctc, tmp_path):
     recipe = _recipe(ctc, "plugin_ok", ["max_accuracy_drop: 50", "min_cosine: 0.9"])
     proc = run_cli("run", str(recipe), "--json", cwd=tmp_path)  # the plugin path is relative to the recipe, not cwd
@@ -167,6 +169,7 @@ def cosine_gate_failed(ctc, tmp_path_factory):
     return run_cli("run", str(recipe), "--json", cwd=tmp_path_factory.mktemp("elsewhere"))
 
 
+@pytest.mark.slow
 def test_recipe_min_cosine_gate_that_fails_honestly_exits_3(ctc, cosine_gate_failed):
     proc = cosine_gate_failed
     _assert_clean_exit(proc, 3, "1 of 1 gate(s) failed", "on quantize: measured 0.99")

@@ -41,6 +41,7 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.slow
 def test_pt2_with_a_malicious_pickled_member_runs_no_code(tmp_path):
     import torch
 
@@ -112,6 +113,7 @@ def test_run_into_a_users_folder_changes_nothing(tiny, tmp_path):
     assert _digests(users) == before and sorted(p.name for p in users.iterdir()) == ["notes.txt", "report.json"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_nothing_that_lasts(tiny, tmp_path):
     out = tmp_path / "out"
     scratch_tmp = tmp_path / "tmpdir"

@@ -93,6 +93,7 @@ def test_within_noise_the_simpler_candidate_wins():
     assert _choose([SimpleNamespace(status="rejected", p50_ms=None)]) is None
 
 
+@pytest.mark.slow
 def test_optimize_finds_a_winner_and_its_recipe_rebuilds_it(tiny_onnx, tmp_path):
     out = tmp_path / "opt"
     result = invoke("optimize", str(tiny_onnx), "-o", str(out), "--targets", "ort-cpu", "--max-drop", "100",
@@ -131,6 +132,7 @@ def test_optimize_finds_a_winner_and_its_recipe_rebuilds_it(tiny_onnx, tmp_path)
     assert retimed["timing_reused_from"] is None and retimed["winner"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("only", ["ort-fp32", "ort-int8-static"])
 def test_the_winners_recipe_pins_what_was_chosen_by_timing_and_rebuilds_it(only, tiny_onnx, tmp_path, monkeypatch):
     """compile ort-cpu picks session settings by timing, which can differ between runs: best.yaml names the one
@@ -156,6 +158,7 @@ def test_the_winners_recipe_pins_what_was_chosen_by_timing_and_rebuilds_it(only,
     assert final.read_bytes() == (out / "best.onnx").read_bytes()
 
 
+@pytest.mark.slow
 def test_no_candidate_within_budget_exits_3_and_still_reports(tiny_onnx, tmp_path, monkeypatch):
     import optkit.engine.optimize as opt
 
@@ -174,6 +177,7 @@ def test_no_candidate_within_budget_exits_3_and_still_reports(tiny_onnx, tmp_pat
     assert [c["status"] for c in report["candidates"]] == ["rejected"] and "cosine" in report["candidates"][0]["why"]
 
 
+@pytest.mark.slow
 def test_timings_are_not_reused_when_what_they_depend_on_changed(tiny_onnx, tmp_path, monkeypatch):
     """The key covers the timed artifacts, the data, the settings and the CPU: any change times again."""
     out = tmp_path / "opt"
@@ -193,6 +197,7 @@ def test_timings_are_not_reused_when_what_they_depend_on_changed(tiny_onnx, tmp_
     assert json.loads(invoke(*args, "--budget-s", "0.06").stdout)["timing_reused_from"] is None
 
 
+@pytest.mark.slow
 def test_a_candidate_outside_the_budget_on_the_calibration_split_is_rejected_and_its_fallback_built(
         tiny_onnx, tmp_path, monkeypatch):
     import optkit.engine.optimize as opt
@@ -246,6 +251,7 @@ def optimized(tiny, tmp_path_factory):
     return SimpleNamespace(out=out, report=json.loads(result.stdout), output=result.output)
 
 
+@pytest.mark.slow
 def test_best_yaml_reuses_every_step_optimize_built(optimized):
     """Item 7: `optkit run DIR/best.yaml` takes every step from the cache (optimize ran that recipe into DIR/best/,
     seeded with the winner's own steps) and its artifact is the winner's bytes."""
@@ -422,6 +428,7 @@ def test_a_local_build_runs_in_a_process_of_its_own_that_is_stopped_at_its_deadl
     assert [t.name for t in ex.timeline] == ["pid", "sleep", "raises", "dies"]
 
 
+@pytest.mark.slow
 def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_engine, monkeypatch):
     """A fake search: a primary outside the accuracy budget, its fallback a build that never ends and ignores
     SIGTERM (native code), that fallback's own fallback, and another target's primary that takes a while. The

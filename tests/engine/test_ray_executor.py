@@ -259,6 +259,7 @@ steps:
 """
 
 
+@pytest.mark.slow
 @needs_ray
 def test_several_recipes_run_at_once_on_ray_each_with_its_report(ray_cluster, tiny, tmp_path):
     recipes = []
@@ -278,6 +279,7 @@ def test_several_recipes_run_at_once_on_ray_each_with_its_report(ray_cluster, ti
         assert (Path(r["steps"][-1]["artifact"]).parent / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_two_builders_of_one_step_share_it_without_corrupting_it(tiny, tmp_path):
     shared = tmp_path / "shared" / "model.onnx"
     recipes = []

@@ -1,6 +1,8 @@
 """Fuzz the recipe loader: valid and broken recipes alike end in exit 0 or a clean exit 2, never a traceback."""
 from __future__ import annotations
 
+import pytest
+
 from unittest import mock
 
 import typer.testing
@@ -112,6 +114,7 @@ def broken_recipes(draw):
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
+@pytest.mark.slow
 @given(case=st.one_of(valid_recipes(), broken_recipes()))
 def test_loader_never_crashes(tmp_path, case):
     text, overrides = case

@@ -3,6 +3,8 @@ and the best setting in the artifact's ledger), closed and open loop against a r
 what it refuses."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import yaml
@@ -11,6 +13,7 @@ from tests.conftest import FAST, invoke, run_cli
 from tests.serve.conftest import served
 
 
+@pytest.mark.slow
 def test_the_sweep_finds_the_best_setting_records_it_and_serve_takes_it_back(tiny, tmp_path):
     model = tmp_path / "tiny.onnx"  # its own copy: the sweep records its result in the artifact's sidecar
     assert invoke("export", str(tiny["folder"]), "-o", str(model), *FAST).exit_code == 0
@@ -41,6 +44,7 @@ def test_the_sweep_finds_the_best_setting_records_it_and_serve_takes_it_back(tin
         assert meta["parameters"]["batch_policy"] == section["batch_policy"]
 
 
+@pytest.mark.slow
 def test_closed_and_open_loop_against_a_running_server(tiny_onnx, tmp_path):
     with served(tiny_onnx, "--max-batch", "8") as s:
         proc = run_cli("loadtest", s.base, "--concurrency", "2", "--duration", "1s", "--warmup", "0s", "--json")

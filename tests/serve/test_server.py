@@ -107,6 +107,7 @@ def test_a_full_queue_answers_503_and_every_accepted_request_is_answered(tiny_on
         assert 'status="503"} 2.0' in body.decode()
 
 
+@pytest.mark.slow
 def test_sigterm_drains_the_requests_in_flight(tiny_onnx):
     with served(tiny_onnx, "--max-batch", "64", "--max-queue-delay-ms", "1500", "--batch-policy", "delay") as s:
         results: list[int] = []

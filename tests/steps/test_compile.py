@@ -149,6 +149,7 @@ def test_openvino_bf16_says_whether_this_cpu_has_native_bf16(tiny_onnx, tmp_path
     assert ("no native bf16" in result.stderr) is (not native)
 
 
+@pytest.mark.slow
 def test_openvino_output_may_be_a_folder_and_a_wrong_suffix_fails_before_any_work(tiny_onnx, tmp_path):
     pytest.importorskip("openvino")
     folder = tmp_path / "ir"
@@ -162,6 +163,7 @@ def test_openvino_output_may_be_a_folder_and_a_wrong_suffix_fails_before_any_wor
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_an_int8_model_compiled_for_ort_cpu_is_labelled_int8(tiny_onnx, tmp_path):
     qdq = tmp_path / "q.onnx"
     assert invoke("quantize", str(tiny_onnx), "-o", str(qdq), "--mode", "static", *LOOSE, "--no-measure").exit_code == 0

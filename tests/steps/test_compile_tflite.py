@@ -46,6 +46,7 @@ TWO_HEADS = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_the_tflite_recipe_passes_its_gates_and_compare_and_report_take_the_artifact(tmp_path):
     recipe = ROOT / "recipes" / "digits_cnn_tflite.yaml"
     raw = yaml.safe_load(recipe.read_text())
@@ -76,6 +77,7 @@ def test_the_tflite_recipe_passes_its_gates_and_compare_and_report_take_the_arti
     assert shown.exit_code == 0 and "tflite int8" in shown.output
 
 
+@pytest.mark.slow
 def test_a_two_output_model_converts_with_a_dynamic_batch_and_both_outputs_match(tmp_path):
     import torch
 

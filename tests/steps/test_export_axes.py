@@ -69,6 +69,7 @@ def test_token_inputs_get_a_dynamic_sequence_by_default(tokens, tmp_path, export
         assert got.shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_only_the_batch_when_asked_and_bad_axes_exit_2(tokens, tmp_path):
     out = tmp_path / "m.onnx"
     result = invoke("export", f"{tokens / 'model.py'}:build", "--eval-data", str(tokens / "eval.npz"), "-o", str(out),

@@ -47,6 +47,7 @@ def test_conv_bn_folding(conv_bn, tmp_path):
     assert "transformer" not in details  # no attention in this graph
 
 
+@pytest.mark.slow
 def test_transformer_fusions_fire(tiny, tmp_path):
     exported = tmp_path / "vit.onnx"
     result = invoke("export", f"{tiny['model_py']}:build_vit", "--eval-data", str(tiny["eval"]), "-o", str(exported), *FAST)
@@ -67,6 +68,7 @@ def test_transformer_fusions_fire(tiny, tmp_path):
                                ort.InferenceSession(str(exported)).run(None, {"input": x})[0], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_split_skip_layernorm_is_exact(tiny, tmp_path):
     exported = tmp_path / "vit.onnx"
     assert invoke("export", f"{tiny['model_py']}:build_vit", "--eval-data", str(tiny["eval"]), "-o", str(exported),
@@ -129,6 +131,7 @@ def test_a_fuse_that_fuses_nothing_keeps_its_input(tmp_path):
     assert "input kept" in sidecar(out)["record"]["summary"]
 
 
+@pytest.mark.slow
 def test_no_skip_layer_norm_choice_is_reported_when_none_was_fused(tiny, tmp_path):
     src = tmp_path / "vit.onnx"
     assert invoke("export", f"{tiny['model_py']}:build_vit", "--input-shape", "input:1x1x8x8", "-o", str(src),

@@ -133,6 +133,7 @@ def test_prune_export_quantize_chain(tiny_res, tmp_path):
     (["--unstructured"], "needs sparsity"),
     (["--ratio", "0.3", "--ignore", "nope*"], "matches no module"),
 ])
+@pytest.mark.slow
 def test_bad_options_exit_2_and_write_nothing(tiny_res, tmp_path, args, message):
     out = tmp_path / "p"
     result = run_cli("prune", str(tiny_res["folder"]), "-o", str(out), *args, "--round-to", "1", *NO_MEASURE)
@@ -141,6 +142,7 @@ def test_bad_options_exit_2_and_write_nothing(tiny_res, tmp_path, args, message)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_training_data_that_does_not_fit_exits_2(tiny_res, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, image=np.zeros((4, 1, 8, 8), np.float32), labels=np.zeros(4, np.int64))

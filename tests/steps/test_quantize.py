@@ -93,6 +93,7 @@ def test_auto_records_its_choice_and_never_keeps_a_slower_model(tiny_onnx, tmp_p
     assert chosen["p50_ms"] < auto["input_p50_ms"]  # timed side by side with the input
 
 
+@pytest.mark.slow
 def test_accuracy_budget_failure_writes_nothing(tiny, tiny_onnx, tmp_path):
     unlabeled = tmp_path / "unlabeled.npz"
     np.savez(unlabeled, input=np.load(tiny["eval"])["input"])

@@ -26,6 +26,7 @@ def _run(path, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"input": x})[0]
 
 
+@pytest.mark.slow
 def test_plain_static_int8_fails_its_budget(outlier_onnx, tmp_path):
     proc = run_cli("quantize", str(outlier_onnx), "-o", str(tmp_path / "plain.onnx"), *PLAIN, *FAST)
     assert proc.returncode == 1 and "top-1 fell" in proc.stderr and "Traceback" not in proc.stderr
@@ -68,6 +69,7 @@ def test_guard_works_for_dynamic_int8(outlier_onnx, tmp_path):
     assert ops.count("MatMulInteger") == len(_gemms(outlier_onnx)) - 1
 
 
+@pytest.mark.slow
 def test_guard_that_cannot_meet_the_budget_fails_clearly(outlier_onnx, tmp_path):
     proc = run_cli("quantize", str(outlier_onnx), "-o", str(tmp_path / "g.onnx"), *PLAIN, "--max-drop", "0.5",
                    "--guard-max-trials", "1", "--exclude", _gemms(outlier_onnx)[-1], *SLOWER_OK, *FAST)
@@ -137,6 +139,7 @@ def test_debug_bad_input_is_exit_2(outlier_onnx, second, needle):
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_openvino_int8_accuracy_control_recovers_the_budget(outlier_onnx, tmp_path):
     pytest.importorskip("nncf")
     plain = run_cli("compile", str(outlier_onnx), "-o", str(tmp_path / "plain.xml"), "--target", "openvino-cpu",

@@ -47,6 +47,7 @@ def test_inc_bad_modes_are_exit_2(tiny_res, tmp_path, args, needle):
     assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.slow
 def test_inc_takes_torch_models_and_ort_takes_onnx(tiny, tiny_onnx, tmp_path):
     proc = run_cli("quantize", str(tiny_onnx), "-o", str(tmp_path / "q.onnx"), "--engine", "inc")
     assert proc.returncode == 2 and "takes torch models" in proc.stderr

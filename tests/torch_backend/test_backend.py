@@ -45,6 +45,7 @@ def cnn_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cnn_cache")
 
 
+@pytest.mark.slow
 def test_digits_cnn_fp32_matches_eager_and_a_second_process_reuses_the_cache(cnn_cache, capsys):
     """Also: the build says what it builds and where it went, on one stderr line; the second process needs no
     import of optkit (the entry point registers the backend) and exports nothing; `optkit report` shows the
@@ -75,6 +76,7 @@ def test_digits_cnn_fp32_matches_eager_and_a_second_process_reuses_the_cache(cnn
     assert "cache hit" in warm.stderr and "building" not in warm.stderr and "exporting" not in warm.stderr
 
 
+@pytest.mark.slow
 def test_int8_with_calib_data_builds_on_the_first_call(tmp_path):
     pytest.importorskip("openvino")
     model, x, _ = sample("digits_cnn")
@@ -89,6 +91,7 @@ def test_int8_with_calib_data_builds_on_the_first_call(tmp_path):
         assert calib.files == ["x"] and len(calib["x"]) > 100  # the given data, under the subgraph's input name
 
 
+@pytest.mark.slow
 def test_digits_cnn_int8_is_within_budget_on_the_labelled_data(tmp_path):
     model, x, labels = sample("digits_cnn")
     with torch.no_grad():
@@ -105,6 +108,7 @@ def test_digits_cnn_int8_is_within_budget_on_the_labelled_data(tmp_path):
         assert calib["x"].shape == (32, 1, 32, 32)
 
 
+@pytest.mark.slow
 def test_digits_vit_on_openvino_matches_eager(tmp_path):
     pytest.importorskip("openvino")
     model, x, _ = sample("digits_vit")
@@ -117,6 +121,7 @@ def test_digits_vit_on_openvino_matches_eager(tmp_path):
     assert json.loads((entry / "entry.json").read_text())["format"] == "openvino"
 
 
+@pytest.mark.slow
 def test_digits_vit_int8_is_within_budget(tmp_path):
     pytest.importorskip("openvino")
     model, x, labels = sample("digits_vit")
@@ -129,6 +134,7 @@ def test_digits_vit_int8_is_within_budget(tmp_path):
     assert (got.argmax(1).numpy() == labels).mean() >= (want.argmax(1).numpy() == labels).mean() - 1 / 8
 
 
+@pytest.mark.slow
 def test_a_transformers_encoder_int8_is_within_budget(tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("transformers")
@@ -165,6 +171,7 @@ class Branchy(torch.nn.Module):
         return self.b(y)
 
 
+@pytest.mark.slow
 def test_a_graph_break_compiles_each_subgraph_and_keeps_both_branches_right(tmp_path):
     model = Branchy().eval()
     small, large = torch.randn(4, 8) * 0.01, torch.randn(4, 8) * 10
@@ -177,6 +184,7 @@ def test_a_graph_break_compiles_each_subgraph_and_keeps_both_branches_right(tmp_
     assert all((e / "entry.json").is_file() for e in entries)
 
 
+@pytest.mark.slow
 def test_a_transformers_encoder_at_two_sequence_lengths(tmp_path):
     pytest.importorskip("transformers")
     import transformers
