@@ -70,3 +70,17 @@ def test_transforms_leave_nothing_in_the_working_directory(tiny_onnx, tmp_path):
         proc = run_cli(*args, *([] if args[0] == "debug" else ["--no-measure", *FAST]), cwd=cwd)
         assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in cwd.iterdir()) == []
+
+
+def test_two_tiers_run_the_same_suite_and_the_readme_names_both():
+    """make test runs everything (as CI does); make check is the fast tier: the same tests less those marked slow.
+    A slow marker that pytest did not know would be an error (--strict-markers), so 'not slow' selects for real."""
+    makefile = (ROOT / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest: install\n", 1)[1].split("\n\n", 1)[0]
+    check_recipe = makefile.split("\ncheck: install\n", 1)[1].split("\n\n", 1)[0]
+    assert "pytest" in test_recipe and "not slow" not in test_recipe
+    assert check_recipe.replace(' -m "not slow"', "") == test_recipe
+    assert "slow:" in (ROOT / "pyproject.toml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make check" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -84,8 +84,9 @@ class OptkitGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         """Click's lookup, with 'Did you mean ...?' from every command (loaded or not) on a typo."""
+        click_resolve = getattr(super(), "_click_resolve_command", None) or super().resolve_command  # typer < 0.20: click's
         try:
-            return self._click_resolve_command(ctx, args)
+            return click_resolve(ctx, args)
         except click_exceptions.UsageError as exc:
             from difflib import get_close_matches
 

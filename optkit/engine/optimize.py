@@ -130,6 +130,7 @@ class Search:
     time_budget_s: float = 600.0
     build_time_s: float = 0.0              # measured: from the start until the last candidate's build ended
     timing_reserve_s: float = 0.0          # kept of the time budget for the final timing pass: builds end before it
+    second_pass_skipped: bool = False      # the finalists' second pass did not fit in what was left of the budget
     recipe: dict[str, Any] | None = None   # best.yaml: rebuilds the winner from MODEL into DIR/best/
     best: Artifact | None = None           # the winner as best.yaml's run built it (from the cache) in DIR/best/
 
@@ -288,7 +289,8 @@ def optimize(model: str, out_dir: Path, ui: UI, *, targets: tuple[str, ...] = TA
         stops.save(ui)
     search.build_time_s = time.perf_counter() - started
     search.calib_samples = judge_calib.samples if judge_calib else None
-    time_survivors(search, out_dir / "work", timing_budget_s, ui, retime=retime, executor=executor)
+    time_survivors(search, out_dir / "work", timing_budget_s, ui, retime=retime, executor=executor,
+                   end_by=clock.started + clock.budget_s)
     search.executor, search.timeline = executor.name, list(executor.timeline)
     search.winner = _choose(search.outcomes)
     if search.winner is not None:

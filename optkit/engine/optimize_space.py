@@ -78,7 +78,8 @@ class Skipped:
 def build_order(cands: list[CandidateRecipe]) -> list[CandidateRecipe]:
     """Every target's primary candidates first, then the fallbacks, the nearest first (a fallback of a fallback
     last): a fallback is a costlier search for an idea that already missed, so it gets the time left and never
-    keeps another target's primary from being built. Otherwise in the order listed."""
+    keeps another target's primary from being built. At each depth the targets take turns, each in the order
+    listed (fp32, then int8, ...): a tight budget still builds every target's likeliest candidates."""
     by_name = {c.name: c for c in cands}
 
     def depth(cand: CandidateRecipe) -> int:
@@ -87,7 +88,15 @@ def build_order(cands: list[CandidateRecipe]) -> list[CandidateRecipe]:
             cand, n = by_name[cand.fallback_for], n + 1
         return n
 
-    return sorted(cands, key=depth)
+    order: list[CandidateRecipe] = []
+    for level in sorted({depth(c) for c in cands}):
+        queues: dict[str, list[CandidateRecipe]] = {}
+        for cand in cands:
+            if depth(cand) == level:
+                queues.setdefault(cand.target, []).append(cand)
+        while any(queues.values()):
+            order += [queue.pop(0) for queue in queues.values() if queue]
+    return order
 
 
 def _installed(module: str) -> bool:

@@ -33,12 +33,21 @@ TIMING_FILE = "timing.json"
 TIMING_VERSION = 2  # 2: the original model (a PyTorch MODEL) is timed in the same passes
 
 
+def first_pass_s(candidates: int, original: bool, budget_s: float) -> float:
+    """About how long the first timing pass takes: the fp32 model, the original and every survivor."""
+    return (candidates + 1 + original) * (budget_s + LOAD_S)
+
+
+def second_pass_s(finalists: int, budget_s: float) -> float:
+    """About how long the finalists' second pass takes, at twice the budget, with the fp32 model."""
+    return (finalists + 1) * (2 * budget_s + LOAD_S)
+
+
 def timing_reserve_s(candidates: int, original: bool, budget_s: float) -> float:
-    """About how long the final timing takes for this many survivors: the first pass (the fp32 model, the original,
-    every survivor) and the finalists' second pass at twice the budget; what the builds leave of the time budget."""
-    first = (candidates + 1 + original) * (budget_s + LOAD_S)
-    second = (min(FINALISTS, candidates) + 1) * (2 * budget_s + LOAD_S) if candidates > 1 else 0.0
-    return first + second
+    """What the builds leave of the time budget for the final timing: the first pass and a second pass of the two
+    closest finalists (the usual case; a pass of more is run only when the time left holds it)."""
+    return first_pass_s(candidates, original, budget_s) + (second_pass_s(min(2, candidates), budget_s)
+                                                           if candidates > 1 else 0.0)
 
 
 def timing_key(search: "Search", alive: list["Outcome"], budget_s: float) -> str:
@@ -94,9 +103,10 @@ def _save(path: Path, key: str, search: "Search", alive: list["Outcome"]) -> Non
 
 
 def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *, retime: bool = False,
-                   executor: "Executor | None" = None) -> None:
+                   executor: "Executor | None" = None, end_by: float | None = None) -> None:
     """Time the fp32 model and every candidate within budget (or reuse the last pass's figures, see above); each
-    pass is one ``executor.measure`` task (on Ray: alone on a measurement node)."""
+    pass is one ``executor.measure`` task (on Ray: alone on a measurement node). ``end_by``: the time budget's end
+    (a ``time.perf_counter()`` value): the finalists' second pass runs only when it fits before it."""
     from optkit.engine.setup import data_for
     from optkit.eval.measure import MeasureSettings
 
@@ -122,7 +132,13 @@ def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *,
     timed = [o for o in alive if o.p50_ms is not None]
     best = min((o.p50_ms for o in timed), default=None)
     finalists = sorted((o for o in timed if o.p50_ms <= FINALIST_SPAN * best), key=lambda o: o.p50_ms)[:FINALISTS]
-    if 1 < len(finalists) < len(alive):
+    if 1 < len(finalists) < len(alive) and end_by is not None \
+            and time.perf_counter() + second_pass_s(len(finalists), budget_s) > end_by:
+        left = max(0.0, end_by - time.perf_counter())
+        ui.info(f"optimize: the {len(finalists)} finalists are not timed again: {left:.0f}s of the time budget left, "
+                f"too little for a second pass (~{second_pass_s(len(finalists), budget_s):.0f}s); the first pass ranks")
+        search.second_pass_skipped = True
+    elif 1 < len(finalists) < len(alive):
         with ui.status(f"optimize: timing the {len(finalists)} finalists again with the fp32 model "
                        f"(~{(len(finalists) + 1) * 2 * budget_s:.0f}s)"):
             _timed_pass(search, finalists, data, dataclasses.replace(settings, budget_s=2 * budget_s), 2, executor)

@@ -17,6 +17,7 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     whose files do not match its sidecar's sha256 is warned about (``strict``: refused, before any measuring)."""
     from rich.markup import escape
 
+    from optkit.engine.setup import probe
     from optkit.types.artifact import open_artifact
     from optkit.types.integrity import verify_digests
     from optkit.eval.data import load_npz
@@ -35,6 +36,8 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     if path is None:
         raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
     data = load_npz(path, arts[0].inputs)
+    for art in arts:  # a model the data does not fit is a bad input named as such, before anything is measured
+        probe(art, data)
     chosen = metric_for(chosen, arts[0].task, data)
     threads = usable_threads(threads, ui.warn)
     settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)

@@ -84,6 +84,7 @@ def optimize_report(search: Search, model: str) -> dict[str, Any]:
                   "calibration_data": search.facts.calibration},
         "time_budget_s": search.time_budget_s,
         "timing_reserve_s": round(search.timing_reserve_s, 2),
+        "second_pass_skipped": search.second_pass_skipped,
         "build_time_s": round(search.build_time_s, 2),
         "wall_time_s": round(search.wall_time_s, 2),
         "environment": environment(0, tool_versions(all_backends=True)),
@@ -150,6 +151,8 @@ def _facts(report: dict) -> list[str]:
                   (("stopped at the time budget", stopped), ("skipped for lack of time", short)) if names)
     reserve = report.get("timing_reserve_s") or 0
     kept = f", the last {reserve:.0f}s of it kept for the final timing" if reserve >= 0.5 else ""
+    if report.get("second_pass_skipped"):
+        cut += "; the finalists' second timing pass did not fit in the budget: the first pass ranks"
     return [
         f"Judged vs the original on {report['judged_on']}.",
         f"Timing: {report['timing']}; {fp32}.",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from optkit.types.errors import UsageError
-from optkit.types.files import sha256_file, sha256_files
+from optkit.types.files import check_path_text, sha256_file, sha256_files
 from optkit.types.lazy import load_dotted
 from optkit.types.records import Record, Serving, StepRecord
 
@@ -491,7 +491,7 @@ def open_artifact(ref: str | Path, *, weights: Path | None = None, task: str | N
     TorchScript, .pt2, ONNX. ``task`` and ``trust_remote_code`` apply to Hugging Face models only."""
     from optkit.types.hf import HF_PREFIX, is_hf_folder, resolve_hub
 
-    text = str(ref)
+    text = check_path_text(str(ref), "MODEL")  # every command's model, named before the file system sees it
     path = Path(text)
     if text.startswith(HF_PREFIX):
         return _hf_artifact(resolve_hub(text), task, trust_remote_code)

@@ -105,6 +105,26 @@ def test_compare_of_models_with_different_input_names(tiny_onnx, renamed_onnx, t
     check_case(["compare", tiny_onnx, renamed_onnx, *B], 2, ("[input]", "[x]"), tmp_path=tmp_path, timeout=60)
 
 
+@pytest.fixture(scope="module")
+def other_shape_onnx(tiny_onnx, tmp_path_factory) -> Path:
+    """A model whose one input has tiny.onnx's name but takes 16x16 images (tiny takes 8x8)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    name = onnx.load(str(tiny_onnx)).graph.input[0].name
+    graph = helper.make_graph([helper.make_node("Identity", [name], ["y"])], "other_shape",
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 16, 16])])
+    out = tmp_path_factory.mktemp("other_shape") / "other_shape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(out))
+    return out
+
+
+def test_compare_of_models_of_the_same_input_names_but_other_shapes(tiny_onnx, other_shape_onnx, tmp_path):
+    check_case(["compare", tiny_onnx, other_shape_onnx, *B], 2, ("does not fit", "other_shape.onnx"),
+               tmp_path=tmp_path, timeout=60)
+
+
 @pytest.mark.parametrize("npz,needles", [
     pytest.param("float_ids.npz", ("'input_ids'", "float64", "int64"), id="float-ids-with-fractions"),
     pytest.param("float_ids_integral.npz", ("'input_ids'", "float32", "int64"), id="float-ids-whole-numbers"),
@@ -148,3 +168,14 @@ def test_stdlib_factory_on_the_command_line(tmp_path):
 def test_optkit_itself_is_not_a_factory(tmp_path):
     check_case(["export", "optkit.cli.app:main", "-o", tmp_path / "out" / "m.onnx", "--input-shape",
                 "input:1x1x8x8", *B], 2, ("optkit.cli.app:main", "optkit itself"), tmp_path=tmp_path, timeout=60)
+
+
+@pytest.mark.parametrize("char", ["\0", "\n", "\x1b"], ids=["nul", "newline", "escape"])
+@pytest.mark.parametrize("command", ["report", "compare", "profile"])
+def test_a_model_path_with_a_control_character_is_named_escaped(tiny_onnx, tmp_path, command, char):
+    bad = f"{tmp_path}/a{char}b.onnx"
+    args = {"report": ["report", bad], "compare": ["compare", tiny_onnx, bad, *B], "profile": ["profile", bad, *B]}
+    stderr = check_case(args[command], 2, ("MODEL", ("NUL byte", "control character")), tmp_path=tmp_path,
+                        timeout=60).stderr
+    line = next(ln for ln in stderr.splitlines() if ln.startswith("error:"))
+    assert char not in line and "b.onnx" in line  # named, the character shown escaped

@@ -390,6 +390,9 @@ def test_every_targets_primaries_are_built_before_any_fallback(monkeypatch):
     first = next(i for i, c in enumerate(order) if c.fallback_for)
     assert all(c.fallback_for for c in order[first:]) and len(order) == len(cands)
     assert {"ort-fp32", "ort-int8-static", "openvino-fp32", "openvino-int8", "openvino-bf16"} <= set(_names(order[:first]))
+    # the targets take turns: a tight budget builds each target's fp32 and first int8 before a second of either
+    assert [c.target for c in order[:4]] == ["ort-cpu", "openvino-cpu", "ort-cpu", "openvino-cpu"]
+    assert _names(order[:2]) == ["ort-fp32", "openvino-fp32"]
     # the nearest fallbacks of every target first, the accuracy guard and NNCF's accuracy control last
     assert _names(order[first:]) == ["ort-int8-static-entropy", "openvino-int8-mixed", "ort-int8-guarded",
                                      "openvino-int8-accuracy-control"]
@@ -497,3 +500,37 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
     assert "stopped at the time budget: ort-guard" in md and "| stopped |" in md
     print(f"time budget {budget}s: builds {search.build_time_s:.1f}s, wall {search.wall_time_s:.1f}s "
           f"(reserve {search.timing_reserve_s:.2f}s); builds " + ", ".join(f"{t.name} {t.start - t0:.1f}-{t.end - t0:.1f}s" for t in builds))
+
+
+@pytest.mark.parametrize("time_left", [None, 0.0, 3600.0])
+def test_the_finalists_second_pass_runs_only_when_it_fits_in_the_budget(time_left, monkeypatch, tmp_path):
+    """Three survivors, two within 1.3x: the second pass of those two runs unless the budget's end comes first; then
+    the first pass ranks, and the report says so."""
+    import time
+
+    import optkit.engine.optimize_timing as timing
+    import optkit.engine.setup as setup
+
+    passes = []
+
+    def timed_pass(search, outcomes, data, settings, number, executor=None):
+        passes.append((number, [o.name for o in outcomes]))
+        for o in outcomes:
+            o.p50_ms = {"a": 1.0, "b": 1.1, "c": 3.0}[o.name]
+
+    monkeypatch.setattr(timing, "_timed_pass", timed_pass)
+    monkeypatch.setattr(timing, "timing_key", lambda *a: "key")
+    monkeypatch.setattr(timing, "_save", lambda *a: None)
+    monkeypatch.setattr(setup, "data_for", lambda *a: None)
+    outcomes = [SimpleNamespace(name=n, status="built", cached=False, p50_ms=None, p90_ms=None, speedup=None,
+                                timing_pass=None) for n in "abc"]
+    search = SimpleNamespace(outcomes=outcomes, original=None, source=None, batch_size=1, threads=1, second_pass_skipped=False,
+                             baseline_p50_ms=1.0, baseline_p90_ms=1.0, original_p50_ms=None, original_p90_ms=None,
+                             original_not_timed=None)
+    end_by = None if time_left is None else time.perf_counter() + time_left
+    from optkit.types.ui import UI
+
+    timing.time_survivors(search, tmp_path, 0.1, UI(quiet=True), end_by=end_by)
+    second = time_left != 0.0
+    assert passes == [(1, ["a", "b", "c"])] + ([(2, ["a", "b"])] if second else [])
+    assert search.second_pass_skipped is not second
