@@ -50,9 +50,9 @@ def outlier_model(tmp: Path, budget: str, checks: list) -> None:
     fast = ["--budget-s", "0.2"]
     run_optkit("export", str(folder), "-o", str(fp32), "--atol", "0.01", *fast)
     plain_res = optkit_json("quantize", str(fp32), "-o", str(plain), "--mode", "static", "--per-tensor",
-                            "--max-accuracy-drop", "100", *fast)
+                            "--max-drop", "100", "--no-guard", *fast)
     guard_res = optkit_json("quantize", str(fp32), "-o", str(guarded), "--mode", "static", "--per-tensor",
-                            "--max-accuracy-drop", "0.5", "--max-drop", "0.5", *fast)
+                            "--max-drop", "0.5", "--guard", *fast)
     table = optkit_json("compare", str(fp32), str(plain), str(guarded), "--batch-sizes", "1,8", "--budget-s", budget)
     print("## outlier_mlp (width 256): fp32 vs plain static int8 vs guarded static int8 (--max-drop 0.5)\n")
     print(compare_markdown(table["artifacts"]))
@@ -67,7 +67,7 @@ def outlier_model(tmp: Path, budget: str, checks: list) -> None:
     base, pl, gd = (acc[str(p)] for p in (fp32, plain, guarded))
     ov_plain, ov_guard = tmp / "om_ov_plain.xml", tmp / "om_ov_guarded.xml"
     run_optkit("compile", str(fp32), "-o", str(ov_plain), "--target", "openvino-cpu", "--precision", "int8",
-               "--max-accuracy-drop", "100", *fast)
+               "--max-drop", "100", "--no-accuracy-control", *fast)
     run_optkit("compile", str(fp32), "-o", str(ov_guard), "--target", "openvino-cpu", "--precision", "int8",
                "--max-drop", "1.0", *fast)
     ov = optkit_json("compare", str(fp32), str(ov_plain), str(ov_guard), "--batch-sizes", "1", "--budget-s", budget)
@@ -98,7 +98,7 @@ def vit_debug(tmp: Path, checks: list) -> None:
     fp32, simple, plain = tmp / "vit.onnx", tmp / "vit_simple.onnx", tmp / "vit_plain.onnx"
     run_optkit("export", "sample_models/digits_vit", "-o", str(fp32), *fast)
     run_optkit("simplify", str(fp32), "-o", str(simple), *fast)
-    run_optkit("quantize", str(simple), "-o", str(plain), "--mode", "static", "--max-accuracy-drop", "100", *fast)
+    run_optkit("quantize", str(simple), "-o", str(plain), "--mode", "static", "--max-drop", "100", "--no-guard", *fast)
     ranking = optkit_json("debug", str(simple), str(plain))
     groups = ranking["groups"]
     print("## digits_vit: optkit debug (fp32 simplified vs plain static int8), top 5 layers\n")
@@ -112,7 +112,7 @@ def vit_debug(tmp: Path, checks: list) -> None:
     for label, group in (("top group excluded", groups[0]), ("median group excluded (control)", groups[len(groups) // 2])):
         out = tmp / f"vit_{label.split()[0]}.onnx"
         args = [a for n in group["nodes"] for a in ("--exclude", n)]
-        run_optkit("quantize", str(simple), "-o", str(out), "--mode", "static", "--max-accuracy-drop", "100", *args, *fast)
+        run_optkit("quantize", str(simple), "-o", str(out), "--mode", "static", "--max-drop", "100", "--no-guard", *args, *fast)
         results[f"{label}: {', '.join(group['nodes'])}"] = _drift(simple, out, x)
     print("\n| int8 model | max abs diff vs fp32 | mean abs diff | mean cosine |\n|---|---:|---:|---:|")
     for label, d in results.items():
@@ -128,9 +128,9 @@ def inc_vs_ort(tmp: Path, budget: str, checks: list) -> None:
     fast = ["--budget-s", "0.2"]
     fp32, ort_q, inc_q = tmp / "cnn.onnx", tmp / "cnn_ort_int8.onnx", tmp / "cnn_inc_int8.onnx"
     run_optkit("export", "sample_models/digits_cnn", "-o", str(fp32), *fast)
-    run_optkit("quantize", str(fp32), "-o", str(ort_q), "--mode", "static", "--max-accuracy-drop", "0.5", *fast)
+    run_optkit("quantize", str(fp32), "-o", str(ort_q), "--mode", "static", "--max-drop", "0.5", "--no-guard", *fast)
     inc = optkit_json("quantize", "sample_models/digits_cnn", "-o", str(inc_q), "--engine", "inc", "--mode", "static",
-                      "--max-accuracy-drop", "0.5", *fast)
+                      "--max-drop", "0.5", "--no-guard", *fast)
     table = optkit_json("compare", str(fp32), str(ort_q), str(inc_q), "--batch-sizes", "1,8", "--budget-s", budget)
     print("\n## digits_cnn: fp32 ONNX vs ONNX Runtime static int8 vs Neural Compressor (PT2E autotune) int8\n")
     print(compare_markdown(table["artifacts"]))

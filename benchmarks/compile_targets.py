@@ -36,7 +36,7 @@ def build(name: str, out: Path) -> list[Path]:
         targets.append(("int8", out / "ort_int8.onnx", "ov_int8_qdq.xml"))
     for precision, src, dst in targets:
         run_optkit("compile", str(src), "-o", str(out / dst), "--target", "openvino-cpu", "--precision", precision,
-               "--max-accuracy-drop", "100", "--no-measure")  # the table shows accuracy; don't stop
+               "--max-drop", "100", "--no-accuracy-control", "--no-measure")  # the table shows accuracy; don't stop
         arts.append(out / dst)
     return arts
 

@@ -54,7 +54,7 @@ def int8_modes(name: str, out: Path, budget: float, threads: int) -> dict[str, d
     rows = {}
     for mode in ("static", "dynamic"):
         rows[mode] = optkit_json("quantize", str(fused), "-o", str(out / f"{name}_{mode}.onnx"), "--mode", mode,
-                            "--max-accuracy-drop", "100", "--batch-sizes", "1,8", "--threads", str(threads),
+                            "--max-drop", "100", "--no-guard", "--batch-sizes", "1,8", "--threads", str(threads),
                             "--budget-s", str(budget))["steps"][-1]
     return rows
 

@@ -96,7 +96,7 @@ def main() -> None:
             "model": str(ROOT / MODEL), "output_dir": str(out / "chain"),
             "measure": {"batch_sizes": [1, 8], "threads": 1, "budget_s": 1.0},
             "steps": [{"prune": {"target_macs": 0.5, "finetune_epochs": args.epochs}}, {"export": {"opset": 18}},
-                      {"quantize": {"mode": "static", "max_accuracy_drop": 0.5}}]}))
+                      {"quantize": {"mode": "static", "max_drop": 0.5, "guard": False}}]}))
         chain = optkit_json("run", str(recipe))
         print("\n## 3. prune -> export -> quantize (one recipe)")
         print(ledger_markdown(chain["steps"]))

@@ -23,7 +23,7 @@ from _common import ROOT, optkit_cmd, print_checks, print_machine
 
 TARGETS = {
     "ort": "  - quantize: {{mode: static, method: minmax, per_channel: true}}\n",
-    "openvino": "  - compile: {{target: openvino-cpu, precision: int8, max_accuracy_drop: 2.0}}\n",
+    "openvino": "  - compile: {{target: openvino-cpu, precision: int8, max_drop: 2.0, accuracy_control: false}}\n",
 }
 RECIPE = """\
 model: {model}

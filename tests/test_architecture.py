@@ -84,3 +84,10 @@ def test_two_tiers_run_the_same_suite_and_the_readme_names_both():
     readme = (ROOT / "README.md").read_text()
     assert "make check" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ruff_finds_nothing():
+    """The lint rules in pyproject.toml ([tool.ruff]) hold over the package, its tests and the benchmarks."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "optkit", "tests", "benchmarks"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

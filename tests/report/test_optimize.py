@@ -51,7 +51,7 @@ def test_the_tables_number_rows_as_the_plot_and_mark_the_winner_in_text():
     for i, (name, _, _) in enumerate(CANDIDATES, 1):  # each dot and its label carry the table's number
         assert re.search(rf'class="dot" data-index="{i}"><title>{i} {name}:', html), name
         assert re.search(rf'class="label" data-index="{i}">{i} {name}', html), name
-    assert f'class="winner-ring" data-index="5"' in html and f">5 {WINNER} (winner)</text>" in html
+    assert 'class="winner-ring" data-index="5"' in html and f">5 {WINNER} (winner)</text>" in html
     assert len(HEADERS) == 12 and HEADERS[0] == "#"
 
 
