@@ -217,20 +217,21 @@ def _recipe(model: str, out: Path, steps: list[dict], common: dict[str, Any]) ->
     return Recipe.model_validate({**common, "model": model, "output_dir": str(out), "steps": steps})
 
 
-def _run(recipe, ui: UI, base: Path | None = None):
+def _run(recipe, ui: UI, base: Path | None = None, cache_only: bool = False):
     from optkit.engine.run import collect_run
 
     # ranked by one pass at the end, not by the step-time figures
-    return collect_run(recipe, base or Path.cwd(), ui, use_cache=True, ledger_timing=False)
+    return collect_run(recipe, base or Path.cwd(), ui, use_cache=True, ledger_timing=False, cache_only=cache_only)
 
 
-def build_candidate(model: str, out: str, steps: list[dict], common: dict[str, Any], base: str) -> dict[str, Any]:
+def build_candidate(model: str, out: str, steps: list[dict], common: dict[str, Any], base: str,
+                    cache_only: bool = False) -> dict[str, Any]:
     """One candidate's recipe run, where an executor puts it (a build process of its own, a Ray worker): what the
     driver needs back - the artifact's path (it reopens it from the shared cache), how many steps came from the
-    cache, the error."""
+    cache, the error. ``cache_only``: ``engine.run.NotCached`` unless every step comes from the cache."""
     t0 = time.perf_counter()
     try:
-        result, error = _run(_recipe(model, Path(out), steps, common), UI(quiet=True), Path(base))
+        result, error = _run(_recipe(model, Path(out), steps, common), UI(quiet=True), Path(base), cache_only)
     except OptkitError as exc:  # a candidate the input cannot take (e.g. ops OpenVINO cannot read)
         result, error = None, exc
     final = result.final if result is not None and error is None else None
@@ -483,7 +484,7 @@ def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, 
     out = out_dir / "candidates" / cand.name
     job = Job(cand.name, build_candidate, (model, str(out), steps, common, str(Path.cwd())))
     try:
-        got = executor.build_until(job, deadline, cleanup=_folders(steps, out))
+        got = _from_cache(job) or executor.build_until(job, deadline, cleanup=_folders(steps, out))
     except Stopped as stop:
         outcome.seconds = stop.seconds
         outcome.status, outcome.why = "stopped", f"stopped at the time budget (ran {stop.seconds:.0f}s)"
@@ -497,6 +498,17 @@ def _build(search: Search, outcome: Outcome, k: int, model: str, out_dir: Path, 
     outcome.seconds = time.perf_counter() - now
     stops.set(key, None)
     _land(search, outcome, job, got, ui, calibration)
+
+
+def _from_cache(job: Job) -> dict[str, Any] | None:
+    """``job``'s answer when the step cache serves every step of it, read here (a build process of its own costs
+    a second or more to start: a rerun would pay it for every candidate); None when something must be built."""
+    from optkit.engine.run import NotCached
+
+    try:
+        return build_candidate(*job.args, cache_only=True)
+    except NotCached:
+        return None
 
 
 def _land(search: Search, outcome: Outcome, job: Job, got: dict[str, Any], ui: UI,

@@ -291,11 +291,16 @@ def run_recipe(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False) -
     return result
 
 
+class NotCached(Exception):
+    """``collect_run(cache_only=True)`` met a step the cache cannot serve (nothing was built or measured)."""
+
+
 def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False, ledger_timing: bool = True,
-                retime: bool = False) -> tuple[RunResult, StepError | None]:
+                retime: bool = False, cache_only: bool = False) -> tuple[RunResult, StepError | None]:
     """Run the recipe's steps; with ``use_cache`` (``optkit run``) a step whose inputs did not change is reused;
     ``ledger_timing``: time every row again in one interleaved pass at the end (optimize times its own way); with
-    ``use_cache``, when every step came from the cache, the last pass's figures are reused unless ``retime``.
+    ``use_cache``, when every step came from the cache, the last pass's figures are reused unless ``retime``;
+    ``cache_only``: raise ``NotCached`` at the first step the cache cannot serve, before anything is built.
 
     A failed step ends the run and comes back beside what was finished before it (for the report), not raised;
     a bad recipe or input is raised before anything runs."""
@@ -337,6 +342,8 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False, 
                 with build_lock(ps.output.parent) if key else contextlib.nullcontext():
                     if key and _reuse(run, ps, key):
                         result.cached.append(ps.index)
+                    elif cache_only:
+                        raise NotCached(ps.step.name)
                     else:
                         source.prepare()
                         if source.source.record:
@@ -352,6 +359,8 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False, 
             if profile is not None:
                 ui.info(f"[cyan]↺[/] {ps.step.name}: reused {stored.name} from the cache")
                 result.cached.append(ps.index)
+            elif cache_only:
+                raise NotCached(ps.step.name)
             else:
                 if why:
                     ui.warn(f"{ps.step.name}: cached {stored.name} not reused ({why}); measuring again")

@@ -534,3 +534,26 @@ def test_the_finalists_second_pass_runs_only_when_it_fits_in_the_budget(time_lef
     second = time_left != 0.0
     assert passes == [(1, ["a", "b", "c"])] + ([(2, ["a", "b"])] if second else [])
     assert search.second_pass_skipped is not second
+
+
+def test_a_rerun_whose_candidates_are_all_cached_starts_no_build_process(optimized, monkeypatch):
+    """A build process costs a second or more to start; a candidate the step cache serves whole is read in-process."""
+    import optkit.engine.optimize as opt
+    from optkit.engine.executor import LocalExecutor
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a build process was started for a fully cached candidate")
+
+    monkeypatch.setattr(LocalExecutor, "build_until", no_process)
+
+    def fp32_only(facts, targets, budget, calib_data=None):
+        cands, skipped = candidate_space(facts, targets, budget, calib_data)
+        return [c for c in cands if c.name == "ort-fp32"], skipped
+
+    monkeypatch.setattr(opt, "candidate_space", fp32_only)
+    model = optimized.report["model"]
+    result = invoke("optimize", model, "-o", str(optimized.out), "--targets", "ort-cpu", "--max-drop", "100",
+                    "--budget-s", "0.05", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [(c["name"], c["status"], c["cached"]) for c in report["candidates"]] == [("ort-fp32", "built", True)]
