@@ -27,7 +27,8 @@ BUDGET = ["--budget-s", "0.01"]
 NUMBERS = ["0", "-1", "1", "2", "8", "0.5", "1.5", "-0.1", "inf", "-inf", "nan", "1e9", "99999", "1000000", "1e-300"]
 WORDS = ["", "abc", "1,,x", "☃", "--", "input:1x1x8x8", "input:0x1x8x8", "garbage", "1,8", "-3"]
 # options whose huge values would make a *valid* run legitimately long (or spawn a thread per unit): small numbers only
-SMALL_ONLY = {"threads", "train_threads", "epochs", "finetune_epochs", "guard_max_trials", "patience", "samples"}
+SMALL_ONLY = {"threads", "train_threads", "epochs", "finetune_epochs", "guard_max_trials", "patience", "samples",
+              "time_budget"}
 HUGE = {"1e9", "99999", "1000000"}
 KNOWN = {  # some valid values, so that a share of the examples gets past option validation
     "mode": ["static", "dynamic", "fp16", "auto"], "method": ["minmax", "entropy", "percentile"],
@@ -145,6 +146,8 @@ def test_fuzz_cli(tiny, tiny_onnx, bad_models, bad_data, tmp_path):
             args = [*args, "-o", str(folder / "out.onnx")]
         if "budget_s" not in chosen and any(p.name == "budget_s" for p in _options(COMMANDS[name])):
             args = [*args, *BUDGET]
+        if "time_budget" not in chosen and any(p.name == "time_budget" for p in _options(COMMANDS[name])):
+            args = [*args, "--time-budget", "8s"]  # a valid optimize is bounded by it, well inside the example's limit
         stats["run"] += 1
         shown = " ".join(repr(a) if (not a or " " in a) else a for a in args)
         t0 = time.monotonic()
