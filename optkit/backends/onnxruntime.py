@@ -24,17 +24,14 @@ def session_options(threads: int, tuned: dict[str, Any] | None = None, **overrid
     types (``types.artifact.OrtSessionSettings``); anything else is a UsageError naming the key, never a
     setattr (optimized_model_filepath would write a file anywhere). ``overrides`` are optkit's own code's.
     """
-    from optkit.types.artifact import OrtSessionSettings
+    from optkit.types.artifact import OrtSessionSettings, validation_text
     from pydantic import ValidationError
 
     ort = require("onnxruntime", "running ONNX models")
     try:
         settings = OrtSessionSettings.model_validate(tuned or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(map(str, ("runtime", "session", *err["loc"])))
-        why = "is not a setting optkit writes" if err["type"] == "extra_forbidden" else f"is refused ({err['msg']})"
-        raise UsageError(f"ONNX Runtime session setting {key} {why}",
+        raise UsageError(f"ONNX Runtime session setting refused: {validation_text(exc, ('runtime', 'session'))}",
                          hint="Re-create the artifact with 'optkit compile --target ort-cpu'") from None
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(threads, 0)

@@ -30,6 +30,7 @@ import numpy as np
 from optkit.backends import Runner
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError, first_line
+from optkit.types.files import human_bytes
 from optkit.types.lazy import require
 
 
@@ -242,13 +243,6 @@ _LEGACY_PICKLES = ("serialized_state_dict.pt", "serialized_constants.pt", "seria
                    "serialized_state_dict.json", "serialized_constants.json")  # the pre-2.8 format, all unpickled
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} bytes"
-
-
 def _shown(name: str) -> str:
     """A member name as one printable line (control characters escaped)."""
     return ascii(name)[1:-1] if not name.isprintable() or not name.isascii() else name
@@ -321,7 +315,7 @@ def _pt2_layout(path: Path, fh) -> None:
         return  # not a zip: zipfile.ZipFile raises BadZipFile, reported by the caller
     entries, directory = endrec[zipfile._ECD_ENTRIES_TOTAL], endrec[zipfile._ECD_SIZE]  # noqa: SLF001
     if entries > PT2_MAX_MEMBERS or directory > PT2_MAX_DIRECTORY:
-        raise UsageError(f"{path.name} lists {entries} members in a {_human(directory)} directory; "
+        raise UsageError(f"{path.name} lists {entries} members in a {human_bytes(directory)} directory; "
                          f"optkit reads .pt2 archives of at most {PT2_MAX_MEMBERS} members",
                          hint="Re-save the model with torch.export.save")
 
@@ -349,8 +343,8 @@ def _pt2_members(path: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
     total = sum(i.file_size for i in infos)
     if infos and (total > PT2_MAX_BYTES or total > PT2_MAX_EXPANSION * size + PT2_EXPANSION_SLACK):
         biggest = max(infos, key=lambda i: i.file_size)
-        raise UsageError(f"{path.name}: its members inflate to {_human(total)} from a {_human(size)} "
-                         f"file (member '{_shown(biggest.filename)}' alone {_human(biggest.file_size)}); "
+        raise UsageError(f"{path.name}: its members inflate to {human_bytes(total)} from a {human_bytes(size)} "
+                         f"file (member '{_shown(biggest.filename)}' alone {human_bytes(biggest.file_size)}); "
                          "optkit refuses archives that expand this far (a zip bomb)",
                          hint="Re-save the model with torch.export.save (it stores members uncompressed)")
 
@@ -379,8 +373,8 @@ def checked_pt2(path: Path) -> io.BytesIO:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {first_line(exc, 120)}", hint="Check the path") from exc
     if size > PT2_MAX_BYTES:
-        raise UsageError(f"{path.name} is {_human(size)}; optkit reads a .pt2 into memory and refuses archives "
-                         f"over {_human(PT2_MAX_BYTES)}",
+        raise UsageError(f"{path.name} is {human_bytes(size)}; optkit reads a .pt2 into memory and refuses archives "
+                         f"over {human_bytes(PT2_MAX_BYTES)}",
                          hint="Export the model to ONNX with external data, or load it from its factory and weights")
     out = io.BytesIO()
     try:

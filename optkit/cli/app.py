@@ -59,10 +59,9 @@ def load_command(name: str):
 
 def command_function(name: str):
     """The Python function behind command ``name`` (tests read its signature)."""
-    import importlib
+    from optkit.types.lazy import load_dotted
 
-    module, attr = COMMANDS[name][0].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_dotted(COMMANDS[name][0])
 
 
 def all_commands() -> dict:

@@ -105,6 +105,30 @@ def machine_facts() -> dict[str, Any]:
             "versions": tool_versions(all_backends=True), "optkit_source": optkit_source_digest()}
 
 
+KEYED_MAX_BYTES = 1 << 20  # a stored timing pass is a few KB; a bigger file is not one of optkit's
+
+
+def keyed_entry(path: Path, key: str) -> dict[str, Any] | None:
+    """The figures ``save_keyed`` stored at ``path`` under ``key`` (with their ``measured_at``), or None: no file,
+    another key (other artifacts, data, settings or machine), or not one of optkit's."""
+    try:
+        if path.stat().st_size > KEYED_MAX_BYTES:
+            return None
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) and raw.get("key") == key and isinstance(raw.get("measured_at"), str) else None
+
+
+def save_keyed(path: Path, key: str, entry: dict[str, Any]) -> None:
+    """``entry`` at ``path`` under ``key``, stamped with when it was measured (now), for ``keyed_entry``."""
+    import time
+
+    from optkit.types.files import write_json
+
+    write_json(path, {**entry, "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
 def _json_sha256(obj: Any) -> str:
     """Digest of a JSON-able value, independent of key order (what a JSON round trip preserves)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

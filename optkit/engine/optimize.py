@@ -186,14 +186,12 @@ class StopTimes:
                 self.ran[key] = round(seconds, 1)
 
     def save(self, ui: UI) -> None:
-        from optkit.types.files import dumps_json
+        from optkit.types.files import write_json
 
         if not self.changed:
             return
         try:
-            with Staging() as stage:
-                stage.write_text(self.path, dumps_json(self.ran))
-                stage.commit()
+            write_json(self.path, self.ran)
         except OSError as exc:  # only the next run's shortcut is lost
             ui.warn(f"could not record how long the stopped candidates ran: {exc}")
 

@@ -14,12 +14,11 @@ figures are reused and the report says so, with when they were measured; ``--ret
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optkit.types.files import Staging, dumps_json, sha256_file
+from optkit.types.files import sha256_file
 from optkit.types.ui import UI
 
 if TYPE_CHECKING:
@@ -66,11 +65,10 @@ def timing_key(search: "Search", alive: list["Outcome"], budget_s: float) -> str
 
 
 def _load(path: Path, key: str) -> dict[str, Any] | None:
-    try:
-        raw = json.loads(path.read_text())
-        return raw if raw.get("key") == key and isinstance(raw.get("rows"), dict) else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    from optkit.engine.cache import keyed_entry
+
+    raw = keyed_entry(path, key)
+    return raw if raw is not None and isinstance(raw.get("rows"), dict) else None
 
 
 def _apply(search: "Search", alive: list["Outcome"], saved: dict[str, Any]) -> bool:
@@ -90,16 +88,15 @@ def _apply(search: "Search", alive: list["Outcome"], saved: dict[str, Any]) -> b
 
 
 def _save(path: Path, key: str, search: "Search", alive: list["Outcome"]) -> None:
-    entry = {"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             "fp32": {"p50_ms": search.baseline_p50_ms, "p90_ms": search.baseline_p90_ms},
+    from optkit.engine.cache import save_keyed
+
+    entry = {"fp32": {"p50_ms": search.baseline_p50_ms, "p90_ms": search.baseline_p90_ms},
              "original": {"p50_ms": search.original_p50_ms, "p90_ms": search.original_p90_ms,
                           "not_timed": search.original_not_timed},
              "rows": {o.name: {"p50_ms": o.p50_ms, "p90_ms": o.p90_ms, "speedup": o.speedup,
                                "speedup_vs_original": o.speedup_vs_original,
                                "timing_pass": o.timing_pass} for o in alive if o.p50_ms is not None}}
-    with Staging() as stage:
-        stage.write_text(path, dumps_json(entry))
-        stage.commit()
+    save_keyed(path, key, entry)
 
 
 def time_survivors(search: "Search", work_dir: Path, budget_s: float, ui: UI, *, retime: bool = False,

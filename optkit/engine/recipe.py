@@ -330,7 +330,7 @@ def _output_of(recipe: Recipe, base: Path, i: int, entry: StepEntry, fmt: str, s
     """Where step ``i`` writes: its ``output`` (``-o``) with ``~``/``$VAR`` expanded, else OUTPUT_DIR/NN_STEP.SUFFIX.
     Refused before any work: a path of control characters or an unset variable, a link (writing would replace what
     it points at), a link loop, and a trailing '/' (a folder) where the step writes one file."""
-    from optkit.types.files import expand_path, real_path
+    from optkit.types.files import expand_path, real_path, refuse_link
 
     if entry.output:
         at = _where(recipe._origin, recipe._text, ("steps", i, "output"))
@@ -345,9 +345,7 @@ def _output_of(recipe: Recipe, base: Path, i: int, entry: StepEntry, fmt: str, s
         output = recipe.output_path(base) / f"{i:02d}_{entry.name}{suffix}"
     output = output if output.is_absolute() else base / output
     resolved = real_path(output, what)
-    if output.is_symlink():
-        raise UsageError(f"{what} {output} is a symbolic link; optkit never writes through a link",
-                         hint="Give the real path, or remove the link")
+    refuse_link(output, what)
     if fmt == "openvino" and entry.output:
         resolved = _ir_path(given, resolved, suffix)
     return resolved

@@ -367,11 +367,9 @@ def collect_run(recipe: Recipe, base: Path, ui: UI, *, use_cache: bool = False, 
                 source.prepare()
                 profile = _run_measuring(run, ps)
                 if key:
-                    from optkit.types.files import Staging, dumps_json
+                    from optkit.types.files import write_json
 
-                    with Staging() as stage:
-                        stage.write_text(stored, dumps_json(cache.profile_entry(profile, key)))
-                        stage.commit()
+                    write_json(stored, cache.profile_entry(profile, key))
             if key:
                 result.written.append(stored)
             result.profiles.append(profile)

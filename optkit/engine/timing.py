@@ -8,8 +8,6 @@ matches they are reused and the run says when they were measured; ``--retime`` m
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
 from optkit.types.artifact import Artifact, TensorSpec, open_artifact
 from optkit.types.errors import OptkitError
-from optkit.types.files import Staging, dumps_json
 from optkit.types.records import StepRecord
 from optkit.types.ui import UI
 
@@ -115,22 +112,12 @@ def ledger_key(final: Artifact, data: EvalData, settings: MeasureSettings) -> st
 
 def saved_ledger(path: Path, key: str) -> LedgerTiming | None:
     """The figures ``path`` holds under ``key``, or None (no file, another key, unreadable)."""
-    try:
-        if path.stat().st_size > 1 << 20:
-            return None
-        raw = json.loads(path.read_text())
-        if raw.get("key") != key or not isinstance(raw.get("latency"), list):
-            return None
-        return LedgerTiming(latency=raw["latency"], reused_from=str(raw["measured_at"]))
-    except (OSError, ValueError, AttributeError, KeyError):
+    from optkit.engine.cache import keyed_entry
+
+    raw = keyed_entry(path, key)
+    if raw is None or not isinstance(raw.get("latency"), list):
         return None
-
-
-def save_ledger(path: Path, key: str, latency: list[list[dict[str, Any]] | None]) -> None:
-    with Staging() as stage:
-        stage.write_text(path, dumps_json({"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           "latency": latency}))
-        stage.commit()
+    return LedgerTiming(latency=raw["latency"], reused_from=raw["measured_at"])
 
 
 def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings, ui: UI,
@@ -147,7 +134,9 @@ def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, se
     latency = time_ledger(final, known, data, settings, ui)
     if store is not None and any(lat is not None for lat in latency):
         try:
-            save_ledger(store, key, latency)
+            from optkit.engine.cache import save_keyed
+
+            save_keyed(store, key, {"latency": latency})
         except OSError as exc:  # the figures stand; only a rerun's shortcut is lost
             ui.warn(f"could not record the ledger timings for a rerun: {exc}")
     return LedgerTiming(latency=latency)

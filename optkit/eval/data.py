@@ -14,7 +14,7 @@ import numpy as np
 
 from optkit.types.artifact import TensorSpec
 from optkit.types.errors import UsageError
-from optkit.types.files import sha256_file
+from optkit.types.files import human_bytes, sha256_file
 
 LABELS = "labels"
 
@@ -206,13 +206,6 @@ def check_npz_headers(path: Path) -> None:
                 raise UsageError(f"{path}: array '{name}' declares {what} but its member holds "
                                  f"{human_bytes(max(0, info.file_size - head))}",
                                  hint="The file is damaged or was not written by numpy; save it again")
-
-
-def human_bytes(nbytes: float) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:,.1f} {unit}"
-    return f"{int(nbytes)} bytes"
 
 
 def load_npz(path: Path, specs: list[TensorSpec] | None) -> EvalData:

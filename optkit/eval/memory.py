@@ -90,6 +90,7 @@ def check_batch_memory(run_at: Callable[[int], Any], batch: int, what: str, *, r
     high-water mark can be read (off Linux) only the ``io_bytes`` bound is checked."""
     from optkit.eval import data as _data
     from optkit.types.errors import UsageError
+    from optkit.types.files import human_bytes
 
     if batch <= max(ran, 1):
         return
@@ -104,7 +105,7 @@ def check_batch_memory(run_at: Callable[[int], Any], batch: int, what: str, *, r
                          "in a recipe, --batch-sizes on the command line)")
 
     if io_bytes * batch > limit:
-        refuse(io_bytes * batch, f"{_data.human_bytes(io_bytes)} of inputs and outputs per sample")
+        refuse(io_bytes * batch, f"{human_bytes(io_bytes)} of inputs and outputs per sample")
     if _status_kb("VmHWM") is None:
         return
     points: list[tuple[int, float]] = [(ran, 0.0)]

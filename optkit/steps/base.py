@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from optkit.types.errors import UsageError
 from optkit.types.lazy import load_dotted
@@ -121,6 +121,29 @@ def renamed_keys(data: Any, renamed: dict[str, str], *, switch: str | None = Non
             deprecated(old, new)
             data.setdefault(new, value)
     return data
+
+
+class BudgetSearchConfig(BaseModel):
+    """A step Config whose budget ``max_drop`` was once ``max_accuracy_drop``, and whose search ``SEARCH`` (quantize's
+    accuracy guard, compile's NNCF accuracy control) is on by default when ``max_drop`` is given, where it applies
+    (``search_applies``): the old key alone never turned it on, so it keeps it off."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
+    SEARCH: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, cls.RENAMED, switch=cls.SEARCH)
+
+    @model_validator(mode="after")
+    def _search_default(self) -> "BudgetSearchConfig":
+        if getattr(self, self.SEARCH) is None:
+            setattr(self, self.SEARCH, "max_drop" in self.model_fields_set and self.search_applies())
+        return self
+
+    def search_applies(self) -> bool:
+        return True
 
 
 def step_class(name: str) -> type[Step]:

@@ -19,13 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from optkit.types import onnx_io
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
 from optkit.types.records import Check, Details, Verification
-from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
+from optkit.steps.base import BudgetSearchConfig, Step, StepContext, StepResult
 
 TARGETS = {  # target -> (output format, suffix, precisions)
     "ort-cpu": ("onnx", ".onnx", ("fp32",)),
@@ -48,7 +48,7 @@ def ort_session_name(settings: dict[str, Any]) -> str | None:
     return next((name for name, value in ORT_SESSIONS.items() if value == settings), None)
 
 
-class CompileConfig(BaseModel):
+class CompileConfig(BudgetSearchConfig):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda", "tflite"] = Field(
         description="deployment runtime (tensorrt and ort-cuda need a GPU; tflite takes the torch model)")
@@ -81,19 +81,10 @@ class CompileConfig(BaseModel):
     min_cosine: float | None = Field(None, ge=-1, le=1, description="low precision: minimum mean cosine to the input's "
                                      "outputs (default: 0.99 when no task metric judges, else not checked)")
 
-    RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
+    SEARCH: ClassVar[str] = "accuracy_control"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        return renamed_keys(data, cls.RENAMED, switch="accuracy_control")
-
-    @model_validator(mode="after")
-    def _control_default(self) -> "CompileConfig":
-        if self.accuracy_control is None:  # where it applies: OpenVINO int8
-            self.accuracy_control = ("max_drop" in self.model_fields_set and self.target == "openvino-cpu"
-                                     and self.precision == "int8")
-        return self
+    def search_applies(self) -> bool:  # NNCF's accuracy control: OpenVINO int8 only
+        return self.target == "openvino-cpu" and self.precision == "int8"
 
     @property
     def accuracy_budget(self) -> float:

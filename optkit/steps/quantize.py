@@ -27,17 +27,17 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from optkit.steps._quantize_modes import (FP16_KEEP_FP32, Candidate, calibration_data, quantize_dynamic,
                                           quantize_fp16, quantize_static)
-from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
+from optkit.steps.base import BudgetSearchConfig, Step, StepContext, StepResult
 from optkit.steps.quantize_recipes import Int8Recipe
 from optkit.types.artifact import Artifact
 from optkit.types.records import Check, Details
 
 
-class QuantizeConfig(BaseModel):
+class QuantizeConfig(BudgetSearchConfig):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     mode: Literal["static", "dynamic", "fp16", "auto"] = Field("auto", description="quantization mode (auto: build the modes that apply, keep "
                                                                    "the fastest within tolerance)")
@@ -69,18 +69,7 @@ class QuantizeConfig(BaseModel):
     min_cosine: float | None = Field(None, ge=-1, le=1, description="fail below this mean cosine vs the input's outputs "
                                      "(default: 0.99 when no task metric judges, else not checked)")
 
-    RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        return renamed_keys(data, cls.RENAMED, switch="guard")
-
-    @model_validator(mode="after")
-    def _guard_default(self) -> "QuantizeConfig":
-        if self.guard is None:
-            self.guard = "max_drop" in self.model_fields_set
-        return self
+    SEARCH: ClassVar[str] = "guard"
 
     @property
     def accuracy_budget(self) -> float:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from optkit.types.errors import UsageError
-from optkit.types.files import check_path_text, sha256_file, sha256_files
+from optkit.types.files import check_path_text, files_digest, is_inside
 from optkit.types.lazy import load_dotted
 from optkit.types.records import Record, Serving, StepRecord
 
@@ -92,10 +92,6 @@ def resolve_stored(stored: str, base: Path) -> Path:
     return (base / stored).resolve()
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 @dataclass(frozen=True)
 class Artifact:
     """A model in one format and what optkit knows of it. Frozen: a step's product is derived from its
@@ -149,7 +145,7 @@ class Artifact:
         return sum(p.stat().st_size for p in self.files())
 
     def digest(self) -> str:
-        return sha256_files(self.files()) if len(self.files()) != 1 else sha256_file(self.files()[0])
+        return files_digest(self.files())
 
     def chain(self) -> list[StepRecord]:
         """Ledger rows from the original model to this artifact."""
@@ -191,7 +187,7 @@ def _folder_artifact(folder: Path) -> Artifact:
     if not m:
         raise UsageError(f"{folder}: factory '{factory}' is not 'file.py:function' or 'module:function'")
     factory_file = (folder / m["target"]).resolve() if m["target"].endswith(".py") else None
-    if factory_file is not None and not _inside(factory_file, folder.resolve()):
+    if factory_file is not None and not is_inside(factory_file, folder.resolve()):
         # optkit.yaml travels with downloaded folders: the code it runs must be the folder's own
         raise UsageError(f"{folder}: factory file {m['target']} is outside the model folder",
                          hint="Keep the factory file inside the folder, or pass it on the command line as 'file.py:build'")
@@ -276,11 +272,11 @@ def checked_runtime(raw: dict[str, Any] | None) -> dict[str, Any]:
     try:
         return RuntimeSettings.model_validate(raw or {}).model_dump(exclude_none=True)
     except ValidationError as exc:
-        raise UsageError(f"runtime settings refused: {_validation_text(exc, ('runtime',))}",
+        raise UsageError(f"runtime settings refused: {validation_text(exc, ('runtime',))}",
                          hint="Re-create the artifact with 'optkit compile'") from None
 
 
-def _validation_text(exc: ValidationError, prefix: tuple = ()) -> str:
+def validation_text(exc: ValidationError, prefix: tuple = ()) -> str:
     err = exc.errors()[0]
     where = ".".join(map(str, (*prefix, *err["loc"])))
     if err["type"] == "extra_forbidden":
@@ -318,8 +314,8 @@ def _check_sidecar(raw: Any) -> _Sidecar:
             raise ValueError("reference.path is not a string")
     except ValidationError as exc:
         if exc.errors()[0]["loc"][:1] == ("runtime",):
-            raise SidecarRefused(_validation_text(exc)) from None
-        raise ValueError(_validation_text(exc)) from None
+            raise SidecarRefused(validation_text(exc)) from None
+        raise ValueError(validation_text(exc)) from None
     return sidecar
 
 
@@ -344,7 +340,7 @@ def checked_sidecar_file(key: str, stored: str, base: Path) -> Path:
     root = base.resolve()
     target = (base / stored).resolve()
     lexical = Path(os.path.normpath(root / stored))
-    if target != lexical and not _inside(target, root):  # optkit writes these paths from resolved ones
+    if target != lexical and not is_inside(target, root):  # optkit writes these paths from resolved ones
         raise SidecarRefused(f"{key} {stored} leads through a symbolic link to {target}, outside {root}")
     try:
         st = os.stat(target)
@@ -433,7 +429,7 @@ def regular_files_digest(files: list[Path]) -> str:
     for f in files:
         if not stat.S_ISREG(os.stat(f).st_mode):
             raise OSError(f"{f} is not a regular file")
-    return sha256_file(files[0]) if len(files) == 1 else sha256_files(files)
+    return files_digest(files)
 
 
 def record_serving(artifact: Artifact, serving: Serving) -> Path:

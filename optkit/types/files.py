@@ -51,6 +51,19 @@ def sha256_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def human_bytes(nbytes: float) -> str:
+    """``nbytes`` in the largest binary unit it reaches: '8.0 GiB', '37.5 MiB', '512 bytes'."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+def files_digest(files: list[Path]) -> str:
+    """The sha256 a record keeps for an artifact's files: the file's own for one file, else over all of them."""
+    return sha256_file(files[0]) if len(files) == 1 else sha256_files(files)
+
+
 def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
@@ -157,6 +170,13 @@ class Staging:
         for folder in self._created_dirs:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as ``path``'s JSON, written whole or not at all (one staged file)."""
+    with Staging() as stage:
+        stage.write_text(path, dumps_json(obj))
+        stage.commit()
 
 
 def _tag() -> str:
@@ -335,6 +355,11 @@ def expand_path(value: str | os.PathLike, what: str) -> str:
     return os.path.expandvars(expanded)
 
 
+def _link_loop(path: str | os.PathLike, what: str) -> UsageError:
+    return UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
+                      hint="Fix or remove the link, or choose another path")
+
+
 def real_path(path: str | os.PathLike, what: str) -> Path:
     """``path`` resolved (links followed); a symbolic link loop on the way is a UsageError naming ``what``."""
     try:
@@ -342,8 +367,7 @@ def real_path(path: str | os.PathLike, what: str) -> Path:
     except (RuntimeError, OSError) as exc:  # Python before 3.13 raises RuntimeError for a loop
         if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
             raise
-        raise UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
-                         hint="Fix or remove the link, or choose another path") from None
+        raise _link_loop(path, what) from None
 
 
 def check_reachable(path: str | os.PathLike, what: str) -> None:
@@ -352,13 +376,19 @@ def check_reachable(path: str | os.PathLike, what: str) -> None:
         os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
-                             hint="Fix or remove the link, or choose another path") from None
+            raise _link_loop(path, what) from None
+
+
+def refuse_link(path: Path, what: str) -> None:
+    """An output path that is a symbolic link is refused: replacing it would write into whatever it points at."""
+    if path.is_symlink():
+        raise UsageError(f"{what} {path} is a symbolic link; optkit never writes through a link",
+                         hint="Give the real path, or remove the link")
 
 
 # ----------------------------------------------------------------------------- where optkit may write
 
-def _inside(path: Path, folder: Path) -> bool:
+def is_inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
@@ -376,11 +406,9 @@ def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), prote
     check_path_text(path, f"the {what}")
     raw = Path(path)
     final = real_path(raw, f"the {what}")
-    if raw.is_symlink():  # replacing it would write through the link into whatever it points at
-        raise UsageError(f"the {what} {raw} is a symbolic link; optkit never writes through a link",
-                         hint="Give the real path, or remove the link")
+    refuse_link(raw, f"the {what}")
     if any(final == Path(p).resolve() for p in protected) or any(
-            _inside(final, Path(d).resolve()) and final.exists() for d in protected_dirs):
+            is_inside(final, Path(d).resolve()) and final.exists() for d in protected_dirs):
         raise UsageError(f"the {what} {raw} is a file of the input model; optkit never overwrites its input",
                          hint="Choose another output path")
     if final.exists():

@@ -134,3 +134,21 @@ def test_ledger_timings_from_another_machine_or_setting_are_not_reused(cold):
     assert result.exit_code == 0, result.output
     assert "reusing the ledger timings" not in result.stderr and "timing_measured_at" not in report
     assert json.loads(path.read_text())["key"] == stored["key"]  # measured again, recorded under the right key
+
+
+def test_a_stored_timing_pass_is_read_only_under_its_key_and_within_its_size(tmp_path):
+    """engine/cache.keyed_entry serves the ledger's and optimize's stored timings: another key, a file that is not
+    optkit's (no measured_at, not an object) or one over KEYED_MAX_BYTES is never read as figures."""
+    from optkit.engine.cache import KEYED_MAX_BYTES, keyed_entry, save_keyed
+
+    path = tmp_path / "timing.json"
+    save_keyed(path, "k" * 64, {"latency": [[{"p50_ms": 1.0}]]})
+    entry = keyed_entry(path, "k" * 64)
+    assert entry["latency"] == [[{"p50_ms": 1.0}]] and isinstance(entry["measured_at"], str)
+    assert keyed_entry(path, "0" * 64) is None
+    assert keyed_entry(tmp_path / "missing.json", "k" * 64) is None
+    for text in ('{"key": "' + "k" * 64 + '", "latency": []}', '["not", "an", "object"]', "{not json"):
+        path.write_text(text)
+        assert keyed_entry(path, "k" * 64) is None, text
+    path.write_text(json.dumps({"key": "k" * 64, "measured_at": "now", "pad": "x" * KEYED_MAX_BYTES}))
+    assert keyed_entry(path, "k" * 64) is None
