@@ -38,6 +38,7 @@ from serving_stack import identity_model
 sys.path.insert(0, str(ROOT))
 from optkit.serve.loadtest import fetch_json, requests_from, run_load  # noqa: E402
 from optkit.serve.sweep import start_server, stop_server  # noqa: E402
+from optkit.types.serve_config import ServeConfig  # noqa: E402
 
 
 def build(work: Path) -> tuple[Path, Path, Path]:
@@ -137,7 +138,7 @@ def main() -> None:
              "Identity model, no batching (HTTP + a call)": (identity, single),
              "wide MLP fp32 (ORT), dynamic batching (max 16, 2 ms)": (mlp, batching),
              "wide MLP fp32 (ORT), no batching (max 1)": (mlp, single)}
-    servers = {name: start_server(artifact, cfg) for name, (artifact, cfg) in sides.items()}
+    servers = {name: start_server(artifact, ServeConfig(**cfg)) for name, (artifact, cfg) in sides.items()}
     try:
         bodies = {name: requests_from(fetch_json(f"{s.base}/v2/models/{s.model}"), data, 1)
                   for name, s in servers.items()}

@@ -43,11 +43,12 @@ def serve(stack: str, artifact: str, port_file: str) -> None:
     """Child process: serve ``artifact`` on ``stack`` and write the port once listening."""
     import uvicorn
 
-    from optkit.serve.app import ModelServer, ServeSettings, build_app, infer_request
+    from optkit.serve.app import ModelServer, build_app, infer_request
+    from optkit.types.serve_config import ServeConfig
     from optkit.serve.protocol import ProtocolError
     from optkit.serve.server import bind
 
-    server = ModelServer(artifact, ServeSettings(max_batch=1))
+    server = ModelServer(artifact, ServeConfig(max_batch=1))
     if stack == "fastapi":
         from contextlib import asynccontextmanager
 

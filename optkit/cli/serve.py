@@ -1,13 +1,27 @@
-"""optkit serve ARTIFACT  and  optkit loadtest URL|ARTIFACT"""
+"""optkit serve ARTIFACT  and  optkit loadtest URL|ARTIFACT
+
+``serve``'s batching options are generated from ``types/serve_config.ServeConfig`` with the step commands' option
+generator (``cli/from_config``): a field there is an option here and a key of a recipe's ``serve:`` section. They
+are left unset unless given, so a ``--config`` file's values stand where the command line says nothing.
+"""
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from pathlib import Path
-from typing import Annotated, Optional, Sequence
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from optkit.cli import options as o
+from optkit.cli.from_config import _bounds, _option, flag_name
 from optkit.types.errors import UsageError
+from optkit.types.serve_config import POLICIES, BatchPolicy, ServeConfig, is_policy
+
+Parse = Callable[[Any], Any]
 
 
 def _sizes(values: Sequence[str] | str | None, option: str) -> tuple[int, ...]:
@@ -24,12 +38,60 @@ def _sizes(values: Sequence[str] | str | None, option: str) -> tuple[int, ...]:
     return sizes
 
 
-def _serve_section(path: Path):
+def _unset_option(name: str, field: FieldInfo) -> tuple[inspect.Parameter, Optional[Parse]]:
+    """``field``'s option as from_config makes it, left unset (None) unless given: its default is said in the help,
+    its bounds are Typer's range check (which Typer's help shows)."""
+    param, parse = _option("serve", name, field)
+    kind, info = typing.get_args(param.annotation)
+    info.help = info.help.replace(_bounds(field), "")
+    default = field.get_default()
+    if isinstance(default, bool):
+        info.help += f" Default: {'on' if default else 'off'}."
+    elif default not in (None, []):
+        info.help += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
+    for rule in field.metadata:
+        info.min = getattr(rule, "ge", info.min)
+        info.max = getattr(rule, "le", info.max)
+    if typing.get_origin(field.annotation) is list:  # batch sizes, read as every size list of these commands
+        info.metavar = "N"
+        parse = functools.partial(_size_list, option=flag_name("serve", name))
+    return param.replace(default=None, annotation=Annotated[Optional[kind], info]), parse
+
+
+def _size_list(values: Sequence[str], option: str) -> list[int]:
+    return list(_sizes(values, option))
+
+
+def serve_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add every ``ServeConfig`` field as an option before ``--name``; the command gets those given as ``given``."""
+    made = {n: _unset_option(n, f) for n, f in ServeConfig.model_fields.items()}
+    parsers = {n: parse for n, (_, parse) in made.items() if parse}
+    sig = inspect.signature(command, eval_str=True)
+
+    @functools.wraps(command)
+    def generated(**kwargs: Any) -> None:
+        values = {n: kwargs.pop(n) for n in made}
+        given = {n: parsers[n](v) if n in parsers else v for n, v in values.items() if v is not None}
+        command(**kwargs, given=given)
+
+    kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "given"]
+    at = next(i for i, p in enumerate(kept) if p.name == "name")
+    params = [*kept[:at], *(param for param, _ in made.values()), *kept[at:]]
+    generated.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    generated.__annotations__ = {p.name: p.annotation for p in params}
+    return generated
+
+
+def _config_error(exc: ValidationError, where: str) -> tuple[str, str]:
+    """(the field's path, pydantic's message) of a ServeConfig's first error."""
+    err = exc.errors()[0]
+    return f"{where}{'.'.join(map(str, err['loc']))}", err["msg"]
+
+
+def _serve_section(path: Path) -> ServeConfig:
     """The ``serve:`` section of a YAML file, validated (unknown keys and bad values named)."""
     import yaml
-    from pydantic import ValidationError
 
-    from optkit.engine.recipe import ServeSection
     from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
 
     try:
@@ -41,47 +103,37 @@ def _serve_section(path: Path):
     if not isinstance(section, dict):
         raise UsageError(f"--config {path}: no serve: section", hint="Give a recipe or the serve.yaml optkit loadtest wrote")
     try:
-        return ServeSection(**section)
+        return ServeConfig(**section)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"--config {path}: serve.{'.'.join(map(str, err['loc']))}: {err['msg']}",
-                         hint=f"serve: takes {', '.join(ServeSection.model_fields)}") from None
+        where, message = _config_error(exc, "serve.")
+        raise UsageError(f"--config {path}: {where}: {message}",
+                         hint=f"serve: takes {', '.join(ServeConfig.model_fields)}") from None
 
 
+@serve_options
 def serve(
     artifact: Annotated[str, typer.Argument(help="An artifact optkit wrote (.onnx, OpenVINO .xml, torch model).")],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: a free one, printed on start).")] = 8000,
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML with a serve: section (a recipe, or the serve.yaml optkit loadtest writes); the options below override it.")] = None,
-    max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, max=4096, help="Rows merged into one run at most (1: no batching). Default 16.")] = None,
-    max_queue_delay_ms: Annotated[Optional[float], typer.Option("--max-queue-delay-ms", min=0, max=10000, help="How long the oldest queued request may wait for others to join its batch. Default 2.")] = None,
-    batch_policy: Annotated[Optional[str], typer.Option("--batch-policy", help="adaptive: a batch below --max-batch waits only while requests are on their way in (--max-queue-delay-ms its bound); delay: always waits up to --max-queue-delay-ms, as Triton. Default adaptive.")] = None,
-    preferred_batch: Annotated[Optional[list[str]], typer.Option("--preferred-batch", metavar="N", help="Batch sizes the batcher sends as soon as it has them (repeat or separate with commas: 4,8).")] = None,
-    instances: Annotated[Optional[int], typer.Option("--instances", min=1, max=64, help="Model copies, each running batches in its own thread. Default 1.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=0, help="Intra-op threads per instance (0: the runtime's default). Default 1.")] = None,
-    cache_size: Annotated[Optional[int], typer.Option("--cache-size", min=0, help="Responses kept for identical requests (0: no cache). Default 0.")] = None,
-    max_queue: Annotated[Optional[int], typer.Option("--max-queue", min=1, help="Requests waiting at most; beyond it the server answers 503. Default 1024.")] = None,
-    pad_sequences: Annotated[Optional[bool], typer.Option("--pad-sequences/--no-pad-sequences", help="Token models (an attention_mask input): requests of different lengths share a batch, right-padded with zeros (default on).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the URL (default: the file's stem).")] = None,
+    given: Optional[dict[str, Any]] = None,
 ) -> None:
     """Serve an artifact over KServe's Open Inference Protocol v2 (REST), with a dynamic batcher and /metrics."""
-    from optkit.engine.recipe import ServeSection
-    from optkit.serve.app import ServeSettings
     from optkit.serve.server import serve as run_server
 
     if not Path(artifact).exists() and ":" not in artifact:
         raise UsageError(f"{artifact}: no such file", hint="Give an artifact optkit wrote, e.g. optkit-out/.../03_quantize.onnx")
-    base = _serve_section(config) if config else ServeSection()
-    from optkit.serve.batcher import POLICIES
-
-    if batch_policy is not None and batch_policy not in POLICIES:
-        raise UsageError(f"--batch-policy {batch_policy!r}: not a policy", hint="--batch-policy adaptive or --batch-policy delay")
-    given = {"max_batch": max_batch, "max_queue_delay_ms": max_queue_delay_ms, "batch_policy": batch_policy,
-             "instances": instances,
-             "threads": threads, "cache_size": cache_size, "max_queue": max_queue, "pad_sequences": pad_sequences,
-             "preferred_batch": list(_sizes(preferred_batch, "--preferred-batch")) if preferred_batch else None}
-    section = base.model_copy(update={k: v for k, v in given.items() if v is not None})
-    settings = ServeSettings(**{**section.model_dump(), "preferred_batch": tuple(section.preferred_batch)})
+    base = _serve_section(config) if config else ServeConfig()
+    given = given or {}
+    policy = given.get("batch_policy")
+    if policy is not None and policy not in POLICIES:
+        raise UsageError(f"--batch-policy {policy!r}: not a policy", hint="--batch-policy adaptive or --batch-policy delay")
+    try:
+        settings = ServeConfig(**{**base.model_dump(exclude_unset=True), **given})
+    except ValidationError as exc:  # Typer checked each option's range; what is left is a combination
+        where, message = _config_error(exc, "--")
+        raise UsageError(f"{where.replace('_', '-')}: {message}", hint="optkit serve --help lists the options") from None
     run_server(artifact, settings, host=host, port=port, name=name)
 
 
@@ -103,37 +155,19 @@ def _seconds(text: str, option: str) -> float:
     return value
 
 
-def loadtest(
-    target: Annotated[str, typer.Argument(help="http://127.0.0.1:PORT of a running server, or an ARTIFACT: then loadtest serves it itself under each --max-batch x --max-queue-delay-ms setting and finds the best.")],
-    concurrency: Annotated[list[str], typer.Option("--concurrency", metavar="N", help="Closed loop: numbers of clients (repeat or separate with commas), each sending its next request when the last is answered.")] = ("1", "2", "4", "8", "16"),
-    rate: Annotated[Optional[list[str]], typer.Option("--rate", metavar="R", help="Open loop instead: request rates per second (repeat or separate with commas; Poisson arrivals).")] = None,
-    duration: Annotated[str, typer.Option("--duration", help="Measured time per point, e.g. 20s (after --warmup).")] = "20s",
-    warmup: Annotated[str, typer.Option("--warmup", help="Load before each measured window, not counted.")] = "1s",
-    slo_p99_ms: Annotated[Optional[float], typer.Option("--slo-p99-ms", min=0.001, help="p99 latency target: the best setting is the highest throughput within it; none within it exits 3.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name on the server (default: the one an optkit server serves).")] = None,
-    eval_data: o.EvalData = None,
-    rows: Annotated[int, typer.Option("--rows", min=1, max=4096, help="Rows (batch) per request.")] = 1,
-    max_batch: Annotated[list[str], typer.Option("--max-batch", metavar="N", help="ARTIFACT: --max-batch settings to sweep (repeat or separate with commas).")] = ("1", "4", "8", "16"),
-    max_queue_delay_ms: Annotated[list[str], typer.Option("--max-queue-delay-ms", metavar="MS", help="ARTIFACT: queue delays (ms) to sweep (repeat or separate with commas).")] = ("1", "4"),
-    batch_policy: Annotated[list[str], typer.Option("--batch-policy", metavar="POLICY", help="ARTIFACT: batching policies to sweep: adaptive, delay (repeat or separate with commas).")] = ("adaptive",),
-    threads: o.Threads = 1,
-    instances: Annotated[int, typer.Option("--instances", min=1, max=64, help="ARTIFACT: model copies in each server.")] = 1,
-    record: Annotated[bool, typer.Option("--record/--no-record", help="ARTIFACT: write the best setting into the artifact's sidecar, where 'optkit report' shows it (default on).")] = True,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for loadtest.json, loadtest.md and serve.yaml (the best setting as a recipe's serve: section).")] = None,
-    json_out: o.Json = False,
-) -> None:
-    """Throughput and p50/p90/p99 under concurrent load; with an ARTIFACT, the best batching setting under a p99 SLO."""
-    from optkit.serve.report import run_loadtest
+def _rates(rate: Optional[list[str]]) -> tuple[float, ...]:
+    if not rate:
+        return ()
+    try:
+        rates = o.split_values(rate, "--rate", float)
+    except UsageError:
+        rates = []
+    if not rates or min(rates) <= 0:
+        raise UsageError(f"--rate {','.join(rate)!r}: not a list of positive rates", hint="e.g. --rate 100,200")
+    return tuple(rates)
 
-    conc = _sizes(concurrency, "--concurrency")
-    rates = None
-    if rate:
-        try:
-            rates = o.split_values(rate, "--rate", float)
-        except UsageError:
-            rates = []
-        if not rates or min(rates) <= 0:
-            raise UsageError(f"--rate {','.join(rate)!r}: not a list of positive rates", hint="e.g. --rate 100,200")
+
+def _delays(max_queue_delay_ms: list[str]) -> tuple[float, ...]:
     try:
         delays = o.split_values(max_queue_delay_ms, "--max-queue-delay-ms", float)
     except UsageError:
@@ -141,15 +175,47 @@ def loadtest(
                          hint="e.g. --max-queue-delay-ms 1,4") from None
     if not delays or min(delays) < 0:
         raise UsageError("--max-queue-delay-ms: delays must be 0 or more", hint="e.g. --max-queue-delay-ms 1,4")
-    policies = o.split_values(batch_policy, "--batch-policy")
-    from optkit.serve.batcher import POLICIES
+    return tuple(delays)
 
-    if not policies or any(p not in POLICIES for p in policies):
+
+def _policies(batch_policy: list[str]) -> tuple[BatchPolicy, ...]:
+    named = o.split_values(batch_policy, "--batch-policy")
+    policies = tuple(p for p in named if is_policy(p))
+    if not policies or len(policies) < len(named):
         raise UsageError(f"--batch-policy {','.join(batch_policy)!r}: policies are adaptive and delay",
                          hint="e.g. --batch-policy adaptive,delay")
-    code = run_loadtest(target, policies=policies, record=record, concurrencies=list(conc), rates=rates, duration_s=_seconds(duration, "--duration"),
-                        warmup_s=0.0 if warmup.strip() in ("0", "0s") else _seconds(warmup, "--warmup"),
-                        slo_p99_ms=slo_p99_ms, model=model, eval_data=eval_data, rows=rows,
-                        max_batches=list(_sizes(max_batch, "--max-batch")), delays_ms=delays, threads=threads,
-                        instances=instances, output=output, json_out=json_out)
-    raise typer.Exit(code)
+    return policies
+
+
+def loadtest(
+    target: Annotated[str, typer.Argument(help="http://127.0.0.1:PORT of a running server, or an ARTIFACT: then loadtest serves it itself under each --max-batch x --max-queue-delay-ms setting and finds the best.")],
+    concurrency: Annotated[list[str], typer.Option("--concurrency", metavar="N", help="Closed loop: numbers of clients (repeat or separate with commas), each sending its next request when the last is answered.")] = ["1", "2", "4", "8", "16"],
+    rate: Annotated[Optional[list[str]], typer.Option("--rate", metavar="R", help="Open loop instead: request rates per second (repeat or separate with commas; Poisson arrivals).")] = None,
+    duration: Annotated[str, typer.Option("--duration", help="Measured time per point, e.g. 20s (after --warmup).")] = "20s",
+    warmup: Annotated[str, typer.Option("--warmup", help="Load before each measured window, not counted.")] = "1s",
+    slo_p99_ms: Annotated[Optional[float], typer.Option("--slo-p99-ms", min=0.001, help="p99 latency target: the best setting is the highest throughput within it; none within it exits 3.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name on the server (default: the one an optkit server serves).")] = None,
+    eval_data: o.EvalData = None,
+    rows: Annotated[int, typer.Option("--rows", min=1, max=4096, help="Rows (batch) per request.")] = 1,
+    max_batch: Annotated[list[str], typer.Option("--max-batch", metavar="N", help="ARTIFACT: --max-batch settings to sweep (repeat or separate with commas).")] = ["1", "4", "8", "16"],
+    max_queue_delay_ms: Annotated[list[str], typer.Option("--max-queue-delay-ms", metavar="MS", help="ARTIFACT: queue delays (ms) to sweep (repeat or separate with commas).")] = ["1", "4"],
+    batch_policy: Annotated[list[str], typer.Option("--batch-policy", metavar="POLICY", help="ARTIFACT: batching policies to sweep: adaptive, delay (repeat or separate with commas).")] = ["adaptive"],
+    threads: o.Threads = 1,
+    instances: Annotated[int, typer.Option("--instances", min=1, max=64, help="ARTIFACT: model copies in each server.")] = 1,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="ARTIFACT: write the best setting into the artifact's sidecar, where 'optkit report' shows it (default on).")] = True,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for loadtest.json, loadtest.md and serve.yaml (the best setting as a recipe's serve: section).")] = None,
+    json_out: o.Json = False,
+) -> None:
+    """Throughput and p50/p90/p99 under concurrent load; with an ARTIFACT, the best batching setting under a p99 SLO."""
+    from optkit.serve.loadtest import Load
+    from optkit.serve.loadtest_run import LoadtestRun, run_loadtest
+    from optkit.serve.sweep import SweepPlan
+
+    load = Load(concurrencies=_sizes(concurrency, "--concurrency"), rates=_rates(rate),
+                duration_s=_seconds(duration, "--duration"),
+                warmup_s=0.0 if warmup.strip() in ("0", "0s") else _seconds(warmup, "--warmup"), rows=rows)
+    plan = SweepPlan(max_batches=_sizes(max_batch, "--max-batch"), delays_ms=_delays(max_queue_delay_ms),
+                     policies=_policies(batch_policy), threads=threads, instances=instances)
+    run = LoadtestRun(target, load=load, sweep=plan, slo_p99_ms=slo_p99_ms, model=model, eval_data=eval_data,
+                      record=record, output=output, json_out=json_out)
+    raise typer.Exit(run_loadtest(run))

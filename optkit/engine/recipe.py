@@ -16,13 +16,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from optkit.types.errors import UsageError
 from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
+from optkit.types.serve_config import ServeConfig
 from optkit.engine.gates import Gate
 from optkit.steps.base import STEPS, Step, step_class
 
@@ -30,23 +31,6 @@ from optkit.steps.base import STEPS, Step, step_class
 MAX_BATCH = 65536
 MAX_SEED = 2**32 - 1  # numpy's legacy seed range; torch.manual_seed overflows beyond 2**64
 MAX_BUDGET_S = 3600.0
-
-
-class ServeSection(BaseModel):
-    """How ``optkit serve --config`` serves the recipe's artifact (``optkit loadtest`` writes the best one found)."""
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    max_batch: int = Field(16, ge=1, le=4096, description="rows merged into one run at most (1: no batching)")
-    max_queue_delay_ms: float = Field(2.0, ge=0, le=10000, description="how long the oldest request waits for others")
-    batch_policy: Literal["adaptive", "delay"] = Field(
-        "adaptive", description="adaptive: a batch waits only while requests are on their way in (the delay its "
-                                "bound); delay: always up to the delay, as Triton")
-    preferred_batch: list[int] = Field([], description="batch sizes sent as soon as they are there")
-    instances: int = Field(1, ge=1, le=64, description="model copies, each with its own worker thread")
-    threads: int = Field(1, ge=0, le=1024, description="intra-op threads per instance (0: the runtime's default)")
-    cache_size: int = Field(0, ge=0, description="responses kept for identical requests (0: none)")
-    max_queue: int = Field(1024, ge=1, description="requests waiting at most; beyond it 503")
-    pad_sequences: bool = Field(True, description="token models (an attention_mask input): requests of different "
-                                                  "lengths share a batch, right-padded with zeros")
 
 
 class MeasureConfig(BaseModel):
@@ -95,7 +79,7 @@ class Recipe(BaseModel):
     measure: MeasureConfig = MeasureConfig()
     steps: list[StepEntry] = Field(min_length=1)
     gates: list[Gate] = Field([], description="limits checked after the last step; a failed gate exits 3")
-    serve: ServeSection | None = Field(None, description="how 'optkit serve --config' serves the artifact")
+    serve: ServeConfig | None = Field(None, description="how 'optkit serve --config' serves the artifact")
     _origin: str | None = PrivateAttr(None)      # the recipe file, for error messages
     _text: str | None = PrivateAttr(None)        # its text, for line and column of errors
     _raw_steps: list | None = PrivateAttr(None)  # the steps as written (names for messages)
@@ -151,7 +135,7 @@ def _allowed(loc: tuple, raw_steps: list | None) -> list[str]:
         name = _step_name(raw_steps, loc[1])
         if name in STEPS:
             return list(step_class(name).Config.model_fields)
-    models = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry, "serve": ServeSection}
+    models = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry, "serve": ServeConfig}
     model = models.get(loc[0]) if len(loc) > 1 else Recipe
     return list(model.model_fields) if model else []
 

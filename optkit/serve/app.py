@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
 import numpy as np
 
@@ -21,45 +20,38 @@ from optkit.serve.batcher import Batcher, QueueFull, Stopping
 from optkit.serve.cache import ResponseCache, request_key
 from optkit.serve.metrics import ServerMetrics
 from optkit.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer, parse_infer, tensor_metadata
+from optkit.types.serve_config import ServeConfig
 
+MAX_BODY_BYTES = 64 * 2**20  # a request body over this is refused (413) before it is read
 
-@dataclass(frozen=True)
-class ServeSettings:
-    max_batch: int = 16
-    max_queue_delay_ms: float = 2.0
-    batch_policy: str = "adaptive"
-    preferred_batch: tuple[int, ...] = ()
-    instances: int = 1
-    threads: int = 1
-    cache_size: int = 0
-    max_queue: int = 1024
-    max_body_mb: float = 64.0
-    pad_sequences: bool = True
+# ASGI's shapes, as starlette.types names them (starlette is imported only when a server starts)
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+HotInfer = Callable[[Scope, Receive, Send, str, "str | None"], Awaitable[None]]
 
 
 class ModelServer:
     """One artifact behind the batcher; the Starlette app's state."""
 
-    def __init__(self, artifact_path: str | Path, settings: ServeSettings, name: str | None = None) -> None:
+    def __init__(self, artifact_path: str | Path, config: ServeConfig, name: str | None = None) -> None:
         from optkit.backends import open_runner
         from optkit.types.artifact import open_artifact
 
         self.artifact = open_artifact(artifact_path)
-        self.settings = settings
+        self.config = config
         self.name = name or self.artifact.path.stem.split(".")[0]
-        self.runners = [open_runner(self.artifact, settings.threads) for _ in range(settings.instances)]
+        self.runners = [open_runner(self.artifact, config.threads) for _ in range(config.instances)]
         specs = {s.name: s for s in self.artifact.inputs}
         self.specs = {n: specs[n] for n in self.runners[0].input_names if n in specs} or specs
         self.output_names = list(self.runners[0].output_names)
-        fixed = static_batch(self.artifact)
         self.metrics = ServerMetrics(self.name)
-        self.cache = ResponseCache(settings.cache_size) if settings.cache_size > 0 else None
-        padded, sequence_outputs = self.padding() if settings.pad_sequences else (frozenset(), frozenset())
-        self.batcher = Batcher(self.runners, max_batch=settings.max_batch,
-                               max_delay_s=settings.max_queue_delay_ms / 1e3, max_queue=settings.max_queue,
-                               policy=settings.batch_policy,
-                               preferred=settings.preferred_batch, fixed_batch=fixed, padded=padded,
-                               sequence_outputs=sequence_outputs, on_batch=self.metrics.on_batch)
+        self.cache = ResponseCache(config.cache_size) if config.cache_size > 0 else None
+        padded, sequence_outputs = self.padding() if config.pad_sequences else (frozenset(), frozenset())
+        self.batcher = Batcher.configured(self.runners, config, fixed_batch=static_batch(self.artifact), padded=padded,
+                                          sequence_outputs=sequence_outputs, on_batch=self.metrics.on_batch)
         self.ready = False
 
     def padding(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -82,10 +74,10 @@ class ModelServer:
                                                                               "shape": [-1]}
                             for n in self.output_names],
                 "parameters": {"max_batch_size": self.batcher.max_batch,
-                               "max_queue_delay_ms": self.settings.max_queue_delay_ms,
+                               "max_queue_delay_ms": self.config.max_queue_delay_ms,
                                "batch_policy": self.batcher.policy,
                                "padded_inputs": sorted(self.batcher.padded),
-                               "instances": self.settings.instances}}
+                               "instances": self.config.instances}}
 
     async def start(self) -> None:
         self.batcher.start()
@@ -126,7 +118,7 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _error(status: int, message: str):
+def _error(status: int, message: str) -> Any:
     from starlette.responses import Response
 
     return Response(_error_body(message), status_code=status, media_type="application/json")
@@ -155,21 +147,22 @@ async def _infer(server: ModelServer, name: str, headers: dict[str, str],
     batcher.expect()
     expected = True
     try:
-        limit = int(server.settings.max_body_mb * 2**20)
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ProtocolError(f"the body is {int(declared)} bytes; the server takes at most {limit}", status=413)
-        body = await read_body(limit)
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ProtocolError(f"the body is {int(declared)} bytes; the server takes at most {MAX_BODY_BYTES}",
+                                status=413)
+        body = await read_body(MAX_BODY_BYTES)
         parsed = parse_infer(body, headers.get(HEADER_LENGTH.lower()), server.specs)
-        key = request_key(parsed.inputs) if server.cache is not None else None
-        outputs = server.cache.get(key) if key is not None else None
-        if key is not None:
+        cache = server.cache
+        key = request_key(parsed.inputs) if cache is not None else ""
+        outputs = cache.get(key) if cache is not None else None
+        if cache is not None:
             server.metrics.cache.labels(model=server.name, result="hit" if outputs is not None else "miss").inc()
         if outputs is None:
             expected = False
             outputs = await batcher.submit(parsed.inputs, expected=True)
-            if key is not None:
-                server.cache.put(key, outputs)
+            if cache is not None:
+                cache.put(key, outputs)
         content, out_headers = encode_infer(server.name, parsed, outputs, server.output_names)
     except ProtocolError as exc:
         return exc.status, _error_body(str(exc)), JSON_HEADERS
@@ -189,11 +182,11 @@ async def _infer(server: ModelServer, name: str, headers: dict[str, str],
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
-def asgi_infer(server: ModelServer):
+def asgi_infer(server: ModelServer) -> HotInfer:
     """The infer route as a bare ASGI callable - the hot path skips the framework's routing, middleware and
     response objects (measured in benchmarks/serving_stack.py)."""
 
-    async def call(scope, receive, send, name: str, version: str | None = None) -> None:
+    async def call(scope: Scope, receive: Receive, send: Send, name: str, version: str | None = None) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -220,38 +213,36 @@ def asgi_infer(server: ModelServer):
     return call
 
 
-def build_app(server: ModelServer, fast_infer: bool = True):
-    """The Starlette app; with ``fast_infer`` the infer route is answered before Starlette by ``asgi_infer``."""
-    from contextlib import asynccontextmanager
-
-    from starlette.applications import Starlette
+def _routes(server: ModelServer) -> list[Any]:
+    """The v2 routes over ``server``: health, metadata, infer (Starlette's path, when the hot path is off), metrics."""
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    def unknown(request):
+    def unknown(request: Any) -> Any:
         """The 404 for a model name this server does not have, else None."""
         missing = _unknown_model(server, request.path_params["name"], request.path_params.get("version"))
         return _error(404, missing) if missing else None
 
-    async def live(request):
+    async def live(request: Any) -> Any:
         return JSONResponse({"live": True})
 
-    async def ready(request):
+    async def ready(request: Any) -> Any:
         return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
 
-    async def server_metadata(request):
+    async def server_metadata(request: Any) -> Any:
         from optkit._version import __version__
 
         return JSONResponse({"name": "optkit", "version": __version__, "extensions": ["binary_tensor_data"],
                              "models": [server.name]})  # "models" is optkit's addition: loadtest reads it
 
-    async def model_metadata(request):
+    async def model_metadata(request: Any) -> Any:
         return unknown(request) or JSONResponse(server.metadata())
 
-    async def model_ready(request):
-        return unknown(request) or JSONResponse({"name": server.name, "ready": server.ready}, status_code=200 if server.ready else 503)
+    async def model_ready(request: Any) -> Any:
+        return unknown(request) or JSONResponse({"name": server.name, "ready": server.ready},
+                                                status_code=200 if server.ready else 503)
 
-    async def infer(request):
+    async def infer(request: Any) -> Any:
         async def read_body(limit: int) -> bytes:
             return await read_limited(request.stream(), limit)
 
@@ -259,19 +250,11 @@ def build_app(server: ModelServer, fast_infer: bool = True):
                                                        read_body, request.path_params.get("version"))
         return Response(content, status_code=status, headers=headers)
 
-    async def metrics(request):
+    async def metrics(request: Any) -> Any:
         body, content_type = server.metrics.render()
         return Response(body, media_type=content_type)
 
-    @asynccontextmanager
-    async def lifespan(app):
-        await server.start()
-        try:
-            yield
-        finally:
-            await server.stop()
-
-    routes = [
+    return [
         Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
         Route("/v2/models/{name}", model_metadata), Route("/v2/models/{name}/versions/{version}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready), Route("/v2/models/{name}/versions/{version}/ready", model_ready),
@@ -279,22 +262,39 @@ def build_app(server: ModelServer, fast_infer: bool = True):
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/metrics", metrics),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
 
-    async def not_found(request, exc):
-        return _error(getattr(exc, "status_code", 404), getattr(exc, "detail", None) or "not found")
 
-    async def server_error(request, exc):
-        return _error(500, f"internal error: {type(exc).__name__}")
+async def _not_found(request: Any, exc: Exception) -> Any:
+    return _error(getattr(exc, "status_code", 404), getattr(exc, "detail", None) or "not found")
 
-    app.add_exception_handler(404, not_found)
-    app.add_exception_handler(405, not_found)
-    app.add_exception_handler(Exception, server_error)
+
+async def _server_error(request: Any, exc: Exception) -> Any:
+    return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def build_app(server: ModelServer, fast_infer: bool = True) -> ASGIApp:
+    """The Starlette app; with ``fast_infer`` the infer route is answered before Starlette by ``asgi_infer``."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = Starlette(routes=_routes(server), lifespan=lifespan)
+    app.add_exception_handler(404, _not_found)
+    app.add_exception_handler(405, _not_found)
+    app.add_exception_handler(Exception, _server_error)
     if not fast_infer:
         return app
     hot = asgi_infer(server)
 
-    async def front(scope, receive, send):
+    async def front(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = INFER_PATH.match(scope["path"])
             if match:

@@ -28,6 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from optkit.types.serve_config import POLICIES, ServeConfig
+
 
 class QueueFull(RuntimeError):
     pass
@@ -37,16 +39,19 @@ class Stopping(RuntimeError):
     pass
 
 
+Feed = dict[str, np.ndarray]  # tensors by name: a request's inputs, or its rows of the outputs
+
+
 @dataclass(eq=False)  # compared by identity: the queue holds numpy arrays
 class _Pending:
-    feed: dict[str, np.ndarray]
+    feed: Feed
     rows: int
-    key: tuple
-    future: asyncio.Future
+    key: tuple[Any, ...]
+    future: asyncio.Future[Feed]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def group_key(feed: dict[str, np.ndarray], padded: frozenset[str] = frozenset()) -> tuple:
+def group_key(feed: Feed, padded: frozenset[str] = frozenset()) -> tuple[Any, ...]:
     """What must agree for requests to share a batch: dtypes and non-batch dims (axis 1 aside for padded inputs)."""
     return tuple((n, a.dtype.str, a.shape[2:] if n in padded else a.shape[1:]) for n, a in sorted(feed.items()))
 
@@ -65,9 +70,6 @@ class BatchStats:
     """What the batcher observed; ``on_batch(rows, queue_s_list, infer_s)`` feeds the metrics."""
     batches: int = 0
     rows: int = 0
-
-
-POLICIES = ("adaptive", "delay")
 
 
 class Batcher:
@@ -100,7 +102,16 @@ class Batcher:
         self._kick_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
-        self._ended: list[asyncio.Future] = []
+        self._ended: list[asyncio.Future[None]] = []
+
+    @classmethod
+    def configured(cls, runners: list[Any], config: ServeConfig, *, fixed_batch: int | None = None,
+                   padded: frozenset[str] = frozenset(), sequence_outputs: frozenset[str] = frozenset(),
+                   on_batch: Callable[[int, list[float], float], None] | None = None) -> Batcher:
+        """The batcher ``config`` describes, over the model's facts (its fixed batch, its padded inputs)."""
+        return cls(runners, max_batch=config.max_batch, max_delay_s=config.max_queue_delay_s,
+                   max_queue=config.max_queue, policy=config.batch_policy, preferred=tuple(config.preferred_batch),
+                   fixed_batch=fixed_batch, padded=padded, sequence_outputs=sequence_outputs, on_batch=on_batch)
 
     @property
     def queued(self) -> int:
@@ -124,7 +135,7 @@ class Batcher:
         self.incoming -= 1
         self._kick_soon()
 
-    async def submit(self, feed: dict[str, np.ndarray], expected: bool = False) -> dict[str, np.ndarray]:
+    async def submit(self, feed: Feed, expected: bool = False) -> Feed:
         """Queue ``feed`` and wait for its rows; ``expected``: this request was announced with ``expect()``."""
         if expected:
             self.incoming -= 1
@@ -142,12 +153,17 @@ class Batcher:
         self._kick_soon()
         return await pending.future
 
+    def _started_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the batcher has not been started")
+        return self._loop
+
     def _kick_soon(self) -> None:
         """Wake the instances at the end of this pass of the event loop, not at once: the requests the loop has
         already read join the queue first (one wake-up for all of them; the same pass answers them in one batch)."""
         if not self._kick_pending:
             self._kick_pending = True
-            self._loop.call_soon(self._kick)
+            self._started_loop().call_soon(self._kick)
 
     def _kick(self) -> None:
         self._kick_pending = False
@@ -165,13 +181,13 @@ class Batcher:
             thread.join()
 
     # -- the instance threads: the queue is read under _cond only --------------------------------------------
-    def _ready_rows(self, key: tuple) -> int:
+    def _ready_rows(self, key: tuple[Any, ...]) -> int:
         return sum(p.rows for p in self._queue if p.key == key)
 
     def _full(self, rows: int) -> bool:
         return rows >= self.max_batch or (bool(self.preferred) and rows >= self.preferred[-1])
 
-    def _take(self, key: tuple) -> list[_Pending]:
+    def _take(self, key: tuple[Any, ...]) -> list[_Pending]:
         """The oldest request and the next ones of its group, FIFO, up to max_batch rows (a preferred size if one
         fits what is waiting)."""
         rows_ready = self._ready_rows(key)
@@ -179,7 +195,8 @@ class Batcher:
         fitting = [p for p in self.preferred if p <= rows_ready]
         if fitting:
             limit = fitting[-1]
-        taken, rows = [], 0
+        taken: list[_Pending] = []
+        rows = 0
         for p in list(self._queue):
             if p.key != key:
                 continue
@@ -212,22 +229,23 @@ class Batcher:
 
     def _instance(self, index: int) -> None:
         """Instance ``index``'s thread: take a batch, merge, run, split, hand the parts to the loop; again."""
-        runner, loop = self.runners[index], self._loop
+        runner, loop = self.runners[index], self._started_loop()
         try:
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
                 started = time.perf_counter()
+                outcome: list[Feed] | Exception
                 try:
-                    parts, error = self._split(batch, *self._run(runner, batch)), None
+                    outcome = self._split(batch, *self._run(runner, batch))
                 except Exception as exc:  # the runtime refused this batch: every request in it gets the error
-                    parts, error = None, exc
-                loop.call_soon_threadsafe(self._answer, batch, started, time.perf_counter() - started, parts, error)
+                    outcome = exc
+                loop.call_soon_threadsafe(self._answer, batch, started, time.perf_counter() - started, outcome)
         finally:
             loop.call_soon_threadsafe(self._ended[index].set_result, None)
 
-    def _run(self, runner: Any, batch: list[_Pending]) -> tuple[list[int], dict[str, np.ndarray]]:
+    def _run(self, runner: Any, batch: list[_Pending]) -> tuple[list[int], Feed]:
         """Merge ``batch`` into one feed (padded where allowed) and run it: (each request's length, outputs)."""
         lengths = [max((p.feed[n].shape[1] for n in self.padded if n in p.feed), default=0) for p in batch]
         longest = max(lengths)
@@ -239,9 +257,10 @@ class Batcher:
             feed = {n: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for n, a in feed.items()}
         return lengths, runner.infer(feed)
 
-    def _split(self, batch: list[_Pending], lengths: list[int], out: dict[str, np.ndarray]) -> list[dict]:
+    def _split(self, batch: list[_Pending], lengths: list[int], out: Feed) -> list[Feed]:
         """Each request's rows of ``out`` (sequence outputs cut back to its own length)."""
-        longest, start, parts = max(lengths), 0, []
+        longest, start = max(lengths), 0
+        parts: list[Feed] = []
         for p, length in zip(batch, lengths):
             parts.append({n: v[start:start + p.rows, :length] if n in self.sequence_outputs and length < longest
                           else v[start:start + p.rows] for n, v in out.items()})
@@ -249,19 +268,18 @@ class Batcher:
         return parts
 
     # -- back on the event loop --------------------------------------------------------------------------------
-    def _answer(self, batch: list[_Pending], started: float, infer_s: float, parts: list[dict] | None,
-                error: Exception | None) -> None:
+    def _answer(self, batch: list[_Pending], started: float, infer_s: float, outcome: list[Feed] | Exception) -> None:
         """Every request of a finished run gets its rows (or the run's error)."""
-        if error is not None:
+        if isinstance(outcome, Exception):
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(error)
+                    p.future.set_exception(outcome)
             return
         rows = sum(p.rows for p in batch)
         self.stats.batches += 1
         self.stats.rows += rows
         if self.on_batch is not None:
             self.on_batch(rows, [started - p.enqueued for p in batch], infer_s)
-        for p, part in zip(batch, parts):
+        for p, part in zip(batch, outcome):
             if not p.future.done():  # a client that went away does not stop the others
                 p.future.set_result(part)

@@ -12,7 +12,7 @@ def request_key(feed: dict[str, np.ndarray]) -> str:
     for name in sorted(feed):
         arr = np.ascontiguousarray(feed[name])
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(memoryview(arr).cast("B"))
+        h.update(arr.data.cast("B"))
     return h.hexdigest()
 
 

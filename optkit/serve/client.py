@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import cast
 
 from optkit.types.errors import MissingDependencyError
 
@@ -37,7 +38,7 @@ class Connection(asyncio.Protocol):
         self.parser = _httptools().HttpResponseParser(self)
         self.keep_body = keep_body
         self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.body: list[bytes] = []
         self.closed = False
 
@@ -48,8 +49,8 @@ class Connection(asyncio.Protocol):
         return conn
 
     # asyncio.Protocol
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # create_connection's: a stream transport
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -58,7 +59,7 @@ class Connection(asyncio.Protocol):
             self._fail(exc)
             self.close()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(exc or ConnectionResetError("the server closed the connection"))
 
@@ -83,7 +84,7 @@ class Connection(asyncio.Protocol):
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         """(status, body - empty unless ``keep_body``) of one pre-encoded request."""
-        if self.closed:
+        if self.closed or self.transport is None:
             raise ConnectionResetError("the connection is closed")
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
@@ -92,7 +93,8 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
 
 
 class Pool:

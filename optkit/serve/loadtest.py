@@ -11,17 +11,24 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from optkit.serve.protocol import DATATYPES, HEADER_LENGTH, V2_OF
 from optkit.types.errors import UsageError
+from optkit.types.serve_config import ServeConfig
+
+if TYPE_CHECKING:
+    from optkit.serve.client import Pool
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ANSWER_TIMEOUT_S = 60.0  # a request unanswered this long after its window ends is an error ("Timeout")
+# the settings a sweep gives each server, in the order loadtest.json, serve.yaml and the sidecar list them
+SWEPT = ("max_batch", "max_queue_delay_ms", "batch_policy", "threads", "instances")
+Body = tuple[bytes, dict[str, str]]  # a pre-encoded infer request: its body and headers
 
 
 @dataclass
@@ -39,10 +46,47 @@ class LoadPoint:
     p99_ms: float | None
     batch_sizes: dict[str, int] = field(default_factory=dict)  # "<=N" bucket -> runs, from the server's /metrics
     mean_batch: float | None = None
-    config: dict[str, Any] = field(default_factory=dict)       # the server settings, when loadtest started it
+    config: ServeConfig | None = None  # the server's settings, when loadtest started it
+
+    def setting(self) -> dict[str, Any]:
+        """The swept settings of the server this point loaded (empty for a server loadtest did not start)."""
+        return {k: getattr(self.config, k) for k in SWEPT} if self.config is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(replace(self, config=None)), "config": self.setting()}
+
+
+@dataclass(frozen=True)
+class Load:
+    """How each point loads a server: closed loop at each concurrency, or open loop at each rate when rates are
+    given; a measured window of ``duration_s`` after ``warmup_s``, ``rows`` rows per request."""
+    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16)
+    rates: tuple[float, ...] = ()
+    duration_s: float = 20.0
+    warmup_s: float = 1.0
+    rows: int = 1
+
+
+@dataclass(frozen=True)
+class LoadtestResult:
+    """What one ``optkit loadtest`` measured and judged: every point, and the best one within the SLO."""
+    target: str
+    points: list[LoadPoint]
+    best: LoadPoint | None  # the highest throughput within the SLO (without errors)
+    slo_p99_ms: float | None
+    cpu: dict[str, Any]  # types.machine.cpu_info: the machine the figures were measured on
+
+    @property
+    def cpu_text(self) -> str:
+        return f"{self.cpu.get('model')}, {self.cpu.get('logical_cores')} cores, {' '.join(self.cpu.get('simd') or [])}"
+
+    @property
+    def settings_tried(self) -> int:
+        return len({tuple(p.setting().items()) for p in self.points})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"written_by": "optkit loadtest", "target": self.target, "cpu": self.cpu, "slo_p99_ms": self.slo_p99_ms,
+                "points": [p.to_dict() for p in self.points], "best": self.best.to_dict() if self.best else None}
 
 
 def check_url(url: str) -> str:
@@ -66,26 +110,38 @@ def encode_request(feed: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
     return head + b"".join(blobs), {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
+@dataclass(frozen=True)
+class InputMeta:
+    """One input as a v2 server's model metadata describes it."""
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]  # -1: a dynamic dimension
+
+    @classmethod
+    def listed(cls, metadata: dict[str, Any]) -> list[InputMeta]:
+        return [cls(i["name"], np.dtype(DATATYPES[i["datatype"]]), tuple(i["shape"])) for i in metadata["inputs"]]
+
+
 def requests_from(metadata: dict[str, Any], data: dict[str, np.ndarray] | None, rows: int, count: int = 32,
-                  seq: int = 16) -> list[tuple[bytes, dict[str, str]]]:
+                  seq: int = 16) -> list[Body]:
     """``count`` request bodies of ``rows`` rows: from ``data`` (cycled) when given, else random tensors shaped by
     the model's metadata (dynamic non-batch dims as ``seq``)."""
     rng = np.random.default_rng(0)
+    inputs = InputMeta.listed(metadata)
     bodies = []
     for i in range(count):
         feed = {}
-        for spec in metadata["inputs"]:
-            dtype = np.dtype(DATATYPES[spec["datatype"]])
-            if data is not None and spec["name"] in data:
-                arr = data[spec["name"]]
+        for spec in inputs:
+            if data is not None and spec.name in data:
+                arr = data[spec.name]
                 idx = [(i * rows + k) % len(arr) for k in range(rows)]
-                feed[spec["name"]] = arr[idx].astype(dtype, copy=False)
+                feed[spec.name] = arr[idx].astype(spec.dtype, copy=False)
                 continue
-            shape = [rows] + [d if d > 0 else seq for d in spec["shape"][1:]]
-            if np.issubdtype(dtype, np.floating):
-                feed[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+            shape = [rows] + [d if d > 0 else seq for d in spec.shape[1:]]
+            if np.issubdtype(spec.dtype, np.floating):
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
             else:
-                feed[spec["name"]] = np.ones(shape, dtype=dtype)
+                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
         bodies.append(encode_request(feed))
     return bodies
 
@@ -123,7 +179,7 @@ def batch_distribution(before: str, after: str) -> tuple[dict[str, int], float |
     return dist, ((rows_b - rows_a) / runs if runs else None)
 
 
-async def _one(pool, raw: bytes, latencies: list[float], errors: dict[str, int], started: float) -> bool:
+async def _one(pool: Pool, raw: bytes, latencies: list[float], errors: dict[str, int], started: float) -> bool:
     try:
         status = await pool.request(raw)
     except Exception as exc:  # a refused or dropped connection is an error of the run, not of the client
@@ -136,15 +192,51 @@ async def _one(pool, raw: bytes, latencies: list[float], errors: dict[str, int],
     return True
 
 
-async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate: float | None, duration_s: float,
-                warmup_s: float, seed: int = 0) -> LoadPoint:
+@dataclass
+class _Window:
+    """What one phase of load saw: latencies of answered requests, errors by kind, requests sent."""
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    sent: int = 0
+
+
+async def _closed_loop(pool: Pool, raws: list[bytes], concurrency: int, end: float, seen: _Window) -> None:
+    async def client(k: int) -> None:
+        i = k
+        while time.perf_counter() < end:
+            seen.sent += 1
+            await _one(pool, raws[i % len(raws)], seen.latencies, seen.errors, time.perf_counter())
+            i += concurrency
+    await asyncio.gather(*(client(k) for k in range(concurrency)))
+
+
+async def _open_loop(pool: Pool, raws: list[bytes], rate: float, end: float, seen: _Window, seed: int) -> None:
+    rng = random.Random(seed)
+    tasks: set[asyncio.Future[bool]] = set()
+    next_at = time.perf_counter()
+    i = 0
+    while next_at < end:
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        seen.sent += 1
+        task = asyncio.ensure_future(_one(pool, raws[i % len(raws)], seen.latencies, seen.errors, next_at))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+        next_at += rng.expovariate(rate)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def _load(base: str, model: str, bodies: list[Body], *, concurrency: int | None, rate: float | None,
+                duration_s: float, warmup_s: float, seed: int = 0) -> LoadPoint:
     from optkit.serve.client import Connection, Pool, encode_http
 
     parts = urlsplit(base)
-    host, port = parts.hostname, parts.port or 80
-    netloc = parts.netloc
-    raws = [encode_http("POST", netloc, f"/v2/models/{model}/infer", body, headers) for body, headers in bodies]
-    scrape = encode_http("GET", netloc, "/metrics")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    raws = [encode_http("POST", parts.netloc, f"/v2/models/{model}/infer", body, headers) for body, headers in bodies]
+    scrape = encode_http("GET", parts.netloc, "/metrics")
     pool = Pool(host, port)
 
     async def metrics_text() -> str:
@@ -155,65 +247,39 @@ async def _load(base: str, model: str, bodies, *, concurrency: int | None, rate:
             conn.close()
         return body.decode() if status == 200 else ""
 
-    async def phase(seconds: float):
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        sent = 0
+    async def phase(seconds: float) -> _Window:
+        seen = _Window()
         end = time.perf_counter() + seconds
-        if rate is None:
-            async def client(k: int):
-                nonlocal sent
-                i = k
-                while time.perf_counter() < end:
-                    sent += 1
-                    await _one(pool, raws[i % len(raws)], latencies, errors, time.perf_counter())
-                    i += concurrency
-            work = asyncio.gather(*(client(k) for k in range(concurrency)))
-        else:
-            async def arrivals():
-                nonlocal sent
-                rng = random.Random(seed)
-                tasks = set()
-                next_at = time.perf_counter()
-                i = 0
-                while next_at < end:
-                    delay = next_at - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    sent += 1
-                    task = asyncio.ensure_future(_one(pool, raws[i % len(raws)], latencies, errors, next_at))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    i += 1
-                    next_at += rng.expovariate(rate)
-                if tasks:
-                    await asyncio.gather(*tasks)
-            work = arrivals()
+        work = (_open_loop(pool, raws, rate, end, seen, seed) if rate is not None
+                else _closed_loop(pool, raws, concurrency or 1, end, seen))
         try:
             await asyncio.wait_for(work, seconds + ANSWER_TIMEOUT_S)
         except asyncio.TimeoutError:
-            errors["Timeout"] = sent - len(latencies) - sum(errors.values())
-        return latencies, errors, sent
+            seen.errors["Timeout"] = seen.sent - len(seen.latencies) - sum(seen.errors.values())
+        return seen
 
     try:
         if warmup_s > 0:
             await phase(warmup_s)
         before = await metrics_text()
         t0 = time.perf_counter()
-        latencies, errors, sent = await phase(duration_s)
+        seen = await phase(duration_s)
         elapsed = time.perf_counter() - t0
         after = await metrics_text()
     finally:
         pool.close()
     dist, mean_batch = batch_distribution(before, after)
-    ms = np.asarray(latencies) * 1e3
-    q = (lambda p: round(float(np.percentile(ms, p)), 3)) if len(ms) else (lambda p: None)
-    return LoadPoint("closed" if rate is None else "open", concurrency, rate, round(elapsed, 3), sent, len(latencies),
-                     errors, round(len(latencies) / elapsed, 2), q(50), q(90), q(99), dist,
-                     round(mean_batch, 2) if mean_batch else None)
+    ms = np.asarray(seen.latencies) * 1e3
+
+    def q(p: float) -> float | None:
+        return round(float(np.percentile(ms, p)), 3) if len(ms) else None
+
+    return LoadPoint("closed" if rate is None else "open", concurrency, rate, round(elapsed, 3), seen.sent,
+                     len(seen.latencies), seen.errors, round(len(seen.latencies) / elapsed, 2), q(50), q(90), q(99),
+                     dist, round(mean_batch, 2) if mean_batch else None)
 
 
-def run_load(base: str, model: str, bodies, *, concurrency: int | None = None, rate: float | None = None,
+def run_load(base: str, model: str, bodies: list[Body], *, concurrency: int | None = None, rate: float | None = None,
              duration_s: float = 20.0, warmup_s: float = 1.0) -> LoadPoint:
     """One load point. The client runs on uvloop where it is installed (it comes with the serve extra): on a
     machine the client shares with the server, every cycle it spends is one the server does not get."""

@@ -147,7 +147,7 @@ def parse_infer(body: bytes, header_length: str | None, specs: dict[str, TensorS
             data = item.get("data")
             if data is None:
                 raise ProtocolError(f"input '{name}' has no 'data' (nor binary_data_size)")
-            arr = _json_data(name, data, dtype, want_type)
+            arr = _json_data(name, data, dtype, str(want_type))
             if arr.size != count:
                 raise ProtocolError(f"input '{name}': {arr.size} values for shape {list(shape)} ({count} expected)")
             arr = arr.reshape(shape)

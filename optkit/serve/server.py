@@ -8,8 +8,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from optkit.serve.app import ModelServer, ServeSettings, build_app
+from optkit.serve.app import ModelServer, build_app
 from optkit.types.errors import MissingDependencyError, UsageError
+from optkit.types.serve_config import ServeConfig
 
 
 def _need_stack() -> None:
@@ -36,20 +37,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(artifact: str | Path, settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
+def serve(artifact: str | Path, config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000,
           name: str | None = None, drain_s: float = 30.0) -> None:
     _need_stack()
     import uvicorn
 
-    server = ModelServer(artifact, settings, name)
+    server = ModelServer(artifact, config, name)
     sock = bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {server.name} ({server.artifact.format}, inputs {', '.join(server.specs)}) on "
           f"http://{shown}:{bound}  max batch {server.batcher.max_batch}, queue delay "
-          f"{settings.max_queue_delay_ms:g} ms ({settings.batch_policy}), {settings.instances} instance(s) x "
-          f"{settings.threads} thread(s)"
-          + (f", cache {settings.cache_size}" if settings.cache_size else ""), flush=True)
-    config = uvicorn.Config(build_app(server), log_level="warning", access_log=False, lifespan="on",
+          f"{config.max_queue_delay_ms:g} ms ({config.batch_policy}), {config.instances} instance(s) x "
+          f"{config.threads} thread(s)"
+          + (f", cache {config.cache_size}" if config.cache_size else ""), flush=True)
+    uvicorn_config = uvicorn.Config(build_app(server), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=drain_s, timeout_keep_alive=30)
-    uvicorn.Server(config).run(sockets=[sock])  # on SIGTERM it drains, then re-raises the signal
+    uvicorn.Server(uvicorn_config).run(sockets=[sock])  # on SIGTERM it drains, then re-raises the signal

@@ -125,12 +125,13 @@ def test_every_command_refuses_a_tampered_session(genuine_chain, tmp_path, victi
 
 def test_serve_model_server_refuses_a_tampered_session_in_process(genuine_chain, tmp_path, victim):
     pytest.importorskip("starlette")
-    from optkit.serve.app import ModelServer, ServeSettings
+    from optkit.serve.app import ModelServer
+    from optkit.types.serve_config import ServeConfig
     from optkit.types.errors import UsageError
 
     model = copy_chain(genuine_chain, tmp_path / "m", _session(optimized_model_filepath=str(victim)))
     with pytest.raises(UsageError, match="optimized_model_filepath"):
-        ModelServer(model, ServeSettings())
+        ModelServer(model, ServeConfig())
     assert victim.read_bytes() == VICTIM_BYTES
 
 

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from optkit.serve.app import ModelServer, ServeSettings, build_app  # noqa: E402
+from optkit.serve.app import ModelServer, build_app  # noqa: E402
+from optkit.types.serve_config import ServeConfig  # noqa: E402
 
 
 async def _call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None):
@@ -42,7 +43,7 @@ def test_the_hot_path_and_starlettes_route_answer_alike(tiny_onnx, tiny):
     bad = json.dumps({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [0]}]}).encode()
 
     async def go(fast: bool):
-        server = ModelServer(tiny_onnx, ServeSettings())
+        server = ModelServer(tiny_onnx, ServeConfig())
         app = build_app(server, fast_infer=fast)
         await server.start()
         try:

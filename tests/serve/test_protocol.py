@@ -135,7 +135,8 @@ def test_unknown_versions_are_404_and_deep_bodies_400(tiny_onnx):
     import asyncio
 
     pytest.importorskip("starlette")
-    from optkit.serve.app import ModelServer, ServeSettings, build_app
+    from optkit.serve.app import ModelServer, build_app
+    from optkit.types.serve_config import ServeConfig
     from tests.serve.test_app import _call
 
     good = _json_body("FP32", [0.0] * 64, (1, 1, 8, 8), "input")
@@ -143,7 +144,7 @@ def test_unknown_versions_are_404_and_deep_bodies_400(tiny_onnx):
     nan = _json_body("FP32", [0.0] * 63 + [float("nan")], (1, 1, 8, 8), "input")
 
     async def go(fast: bool):
-        server = ModelServer(tiny_onnx, ServeSettings())
+        server = ModelServer(tiny_onnx, ServeConfig())
         app = build_app(server, fast_infer=fast)
         await server.start()
         try:
