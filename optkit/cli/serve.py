@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from optkit.cli import options as o
-from optkit.cli.from_config import _bounds, _option, flag_name
+from optkit.cli.from_config import _bounds, _option
 from optkit.types.errors import UsageError
-from optkit.types.serve_config import POLICIES, BatchPolicy, ServeConfig, is_policy
+from optkit.types.serve_config import BatchPolicy, ServeConfig, is_policy
 
 Parse = Callable[[Any], Any]
 
@@ -52,14 +52,25 @@ def _unset_option(name: str, field: FieldInfo) -> tuple[inspect.Parameter, Optio
     for rule in field.metadata:
         info.min = getattr(rule, "ge", info.min)
         info.max = getattr(rule, "le", info.max)
-    if typing.get_origin(field.annotation) is list:  # batch sizes, read as every size list of these commands
-        info.metavar = "N"
-        parse = functools.partial(_size_list, option=flag_name("serve", name))
+    if name in READ:
+        parse, metavar = READ[name]
+        info.metavar = metavar or info.metavar
     return param.replace(default=None, annotation=Annotated[Optional[kind], info]), parse
 
 
-def _size_list(values: Sequence[str], option: str) -> list[int]:
-    return list(_sizes(values, option))
+def _preferred_batch(values: Sequence[str]) -> list[int]:
+    return list(_sizes(values, "--preferred-batch"))
+
+
+def _batch_policy(value: str) -> str:
+    if not is_policy(value):
+        raise UsageError(f"--batch-policy {value!r}: not a policy", hint="--batch-policy adaptive or --batch-policy delay")
+    return value
+
+
+# fields the command line reads its own way (with the messages it has always given), and their metavar
+READ: dict[str, tuple[Parse, Optional[str]]] = {"preferred_batch": (_preferred_batch, "N"),
+                                                "batch_policy": (_batch_policy, None)}
 
 
 def serve_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -125,12 +136,8 @@ def serve(
     if not Path(artifact).exists() and ":" not in artifact:
         raise UsageError(f"{artifact}: no such file", hint="Give an artifact optkit wrote, e.g. optkit-out/.../03_quantize.onnx")
     base = _serve_section(config) if config else ServeConfig()
-    given = given or {}
-    policy = given.get("batch_policy")
-    if policy is not None and policy not in POLICIES:
-        raise UsageError(f"--batch-policy {policy!r}: not a policy", hint="--batch-policy adaptive or --batch-policy delay")
     try:
-        settings = ServeConfig(**{**base.model_dump(exclude_unset=True), **given})
+        settings = ServeConfig(**{**base.model_dump(exclude_unset=True), **(given or {})})
     except ValidationError as exc:  # Typer checked each option's range; what is left is a combination
         where, message = _config_error(exc, "--")
         raise UsageError(f"{where.replace('_', '-')}: {message}", hint="optkit serve --help lists the options") from None

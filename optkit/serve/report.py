@@ -69,10 +69,8 @@ def write(output: Path, result: LoadtestResult) -> None:
 def show(result: LoadtestResult, recording: Recording | None, *, json_out: bool, output: Path | None) -> None:
     """The result on stdout: the JSON document, or the table and what was written."""
     if json_out:
-        doc = result.to_json()
-        if recording is not None:
-            doc["recorded_in"] = recording.sidecar
-        print(json.dumps(doc, indent=2))
+        recorded = {"recorded_in": recording.sidecar} if recording is not None else {}
+        print(json.dumps({**result.to_json(), **recorded}, indent=2))
     else:
         print(markdown(result), end="")
         if output is not None:

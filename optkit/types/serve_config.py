@@ -21,8 +21,7 @@ def is_policy(name: str) -> TypeGuard[BatchPolicy]:
 
 
 class ServeConfig(BaseModel):
-    """How ``optkit serve`` serves an artifact (``optkit loadtest`` writes the best one found as a ``serve:``
-    section)."""
+    """How ``optkit serve`` serves an artifact; ``optkit loadtest`` writes the best one found as a serve: section."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
@@ -30,8 +29,8 @@ class ServeConfig(BaseModel):
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10000, description="how long the oldest queued request may "
                                       "wait for others to join its batch")
     batch_policy: BatchPolicy = Field(
-        "adaptive", description="adaptive: a batch below max_batch waits only while requests are on their way in "
-                                "(the queue delay its bound); delay: always waits up to the queue delay, as Triton")
+        "adaptive", description="how a batch below the max batch waits - adaptive: only while requests are on their "
+                                "way in (the queue delay its bound); delay: always up to the queue delay, as Triton")
     preferred_batch: list[int] = Field([], description="batch sizes the batcher sends as soon as it has them")
     instances: int = Field(1, ge=1, le=64, description="model copies, each running batches in its own thread")
     threads: int = Field(1, ge=0, le=1024, description="intra-op threads per instance (0: the runtime's default)")
