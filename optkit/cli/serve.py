@@ -88,6 +88,7 @@ def serve_options(command: Callable[..., None]) -> Callable[..., None]:
     kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "given"]
     at = next(i for i, p in enumerate(kept) if p.name == "name")
     params = [*kept[:at], *(param for param, _ in made.values()), *kept[at:]]
+    # inspect's __signature__ protocol, which typeshed does not declare on functions
     generated.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     generated.__annotations__ = {p.name: p.annotation for p in params}
     return generated

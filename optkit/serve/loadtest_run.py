@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -14,8 +13,6 @@ from optkit.serve import report
 from optkit.serve.loadtest import Load, LoadPoint, LoadtestResult, check_url, fetch_json, requests_from, run_load
 from optkit.serve.sweep import SweepPlan, best_point, sweep
 from optkit.types.errors import UsageError
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
