@@ -286,10 +286,8 @@ def build_app(server: ModelServer, fast_infer: bool = True) -> ASGIApp:
         finally:
             await server.stop()
 
-    app = Starlette(routes=_routes(server), lifespan=lifespan)
-    app.add_exception_handler(404, _not_found)
-    app.add_exception_handler(405, _not_found)
-    app.add_exception_handler(Exception, _server_error)
+    app: ASGIApp = Starlette(routes=_routes(server), lifespan=lifespan,
+                             exception_handlers={404: _not_found, 405: _not_found, Exception: _server_error})
     if not fast_infer:
         return app
     hot = asgi_infer(server)

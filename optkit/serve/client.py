@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from types import ModuleType
 from typing import cast
 
 from optkit.types.errors import MissingDependencyError
 
 
-def _httptools():
+def _httptools() -> ModuleType:
     try:
         import httptools
     except ImportError:

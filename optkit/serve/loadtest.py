@@ -297,4 +297,5 @@ def fetch_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
     from urllib.request import urlopen
 
     with urlopen(url, timeout=timeout) as resp:  # loopback only (check_url)
-        return json.loads(resp.read())
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc

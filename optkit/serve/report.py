@@ -39,9 +39,9 @@ def markdown(result: LoadtestResult) -> str:
 def serve_yaml(best: LoadPoint) -> str:
     import yaml
 
+    section: str = yaml.safe_dump({"serve": best.setting()}, sort_keys=False)
     return f"# {MARK}: the highest throughput within the SLO ({best.throughput:.0f}/s, p99 {best.p99_ms} ms at " \
-           f"{best.concurrency or best.rate} {'clients' if best.mode == 'closed' else '/s'})\n" + \
-           yaml.safe_dump({"serve": best.setting()}, sort_keys=False)
+           f"{best.concurrency or best.rate} {'clients' if best.mode == 'closed' else '/s'})\n" + section
 
 
 def _best_setting(result: LoadtestResult) -> LoadPoint | None:
