@@ -15,6 +15,8 @@ from typing import Any
 
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path
 from optkit.types.errors import UsageError
+from optkit.types.ledger import RunReport
+from optkit.types.records import Latency
 
 REPORT = "report.json"
 _HINT = "Pass an artifact optkit wrote, or a folder 'optkit run' or 'optkit optimize' wrote (with its report.json)"
@@ -24,7 +26,7 @@ _HINT = "Pass an artifact optkit wrote, or a folder 'optkit run' or 'optkit opti
 class FolderLedger:
     kind: str                          # run | optimize
     final: Artifact | None             # the run's last artifact, or the winner's copy (None: no winner)
-    latency: list | None = None        # the run's interleaved figures, one entry list per ledger row
+    latency: list[list[Latency] | None] | None = None  # the run's interleaved figures, one list per ledger row
     summary: str | None = None         # optimize's table (Markdown, as the command prints it)
     report: dict[str, Any] | None = None
 
@@ -60,28 +62,25 @@ def _artifact(folder: Path, stored: Any, sha256: Any = None) -> Artifact | None:
     return None
 
 
-def _run(folder: Path, report: dict) -> FolderLedger:
+def _run(folder: Path, raw: dict[str, Any]) -> FolderLedger:
     from pydantic import ValidationError
 
-    from optkit.types.records import Latency
-
-    rows = [r for r in report["steps"] if isinstance(r, dict)]
+    try:
+        report = RunReport.model_validate(raw)
+    except ValidationError:
+        raise UsageError(f"{folder / REPORT} is not a report optkit wrote", hint=_HINT) from None
+    rows = report.steps
     if not rows:
-        raise UsageError(f"the run in {folder} finished no step ({report.get('status')})",
-                         hint=f"Its error: {report.get('error')}" if report.get("error") else _HINT)
-    final = _artifact(folder, rows[-1].get("artifact"), rows[-1].get("sha256"))
+        raise UsageError(f"the run in {folder} finished no step ({report.status})",
+                         hint=f"Its error: {report.error}" if report.error else _HINT)
+    final = _artifact(folder, rows[-1].artifact, rows[-1].sha256)
     if final is None:
         raise UsageError(f"the final artifact of the run in {folder} is gone or changed since its report",
                          hint="Run the recipe again (optkit run) to rebuild it")
-    latency: list | None = None
-    if [r.get("sha256") for r in rows] == [rec.sha256 for rec in final.chain()]:
-        try:
-            latency = [[Latency.model_validate(e).to_json() for e in r["latency_all"]]
-                       if r.get("timing") == "interleaved" and isinstance(r.get("latency_all"), list) else None
-                       for r in rows]
-        except ValidationError:
-            latency = None  # the sidecars' step-time figures, then
-    return FolderLedger("run", final, latency=latency, report=report)
+    latency: list[list[Latency] | None] | None = None
+    if [r.sha256 for r in rows] == [rec.sha256 for rec in final.chain()]:
+        latency = [r.latency_all if r.timing == "interleaved" else None for r in rows]
+    return FolderLedger("run", final, latency=latency, report=raw)
 
 
 def _optimize(folder: Path, report: dict) -> FolderLedger:
