@@ -24,6 +24,7 @@ from optkit.engine.run import tool_versions
 from optkit.report.ledger import human_size
 from optkit.report.run import environment
 from optkit.types.files import Staging, dumps_json
+from optkit.types.records import Accuracy
 
 
 def _row(o: Outcome) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def optimize_report(search: Search, model: str) -> dict[str, Any]:
         "second_pass_skipped": search.second_pass_skipped,
         "build_time_s": round(search.build_time_s, 2),
         "wall_time_s": round(search.wall_time_s, 2),
-        "environment": environment(0, tool_versions(all_backends=True)),
+        "environment": environment(0, tool_versions(all_backends=True)).to_json(),
         "executor": search.executor,
         "measured_on": sorted({f"{t.host} ({t.cpu})" if t.cpu else t.host
                                for t in search.timeline if t.kind == "measure"}),
@@ -189,11 +190,10 @@ def optimize_markdown(report: dict) -> str:
 def optimize_html(report: dict) -> str:
     """One self-contained page, styled as the run report (its CSS): the headline, the plot (dots numbered as the
     table, the winner ringed), the table, the environment."""
-    from optkit.report.html import CSS, plot_svg
+    from optkit.report.html import CSS, Dot, plot_svg
 
-    points = [{"index": i, "step": c["name"],
-               "latency": {"p50_ms": c["p50_ms"], "batch_size": report["batch_size"], "threads": report["threads"]},
-               "accuracy": c["metric"], "fidelity": {"cosine": c["cosine_vs_original"]}}
+    points = [Dot(i, c["name"], c["p50_ms"], report["batch_size"], report["threads"],
+                  Accuracy.model_validate(c["metric"]) if c["metric"] else None, c["cosine_vs_original"])
               for i, c in enumerate(report["candidates"], 1) if c["p50_ms"] is not None]
     winner = next((i for i, c in enumerate(report["candidates"], 1) if c["name"] == report["winner"]), None)
     head = "".join(f'<th class="{"l" if i in _TEXT_COLUMNS else ""}">{escape(h)}</th>' for i, h in enumerate(HEADERS))

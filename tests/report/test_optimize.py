@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from optkit.report.html import plot_svg
+from optkit.report.html import Dot, plot_svg
 from optkit.report.optimize import HEADERS, optimize_html, optimize_markdown
 from optkit.report.run import environment
+from optkit.types.records import Accuracy
 
 TOP1 = {"metric": "top1", "value": 0.9972, "samples": 360, "points": True, "higher_is_better": True}
 # crowded on purpose: three int8 candidates within 0.02 ms of each other at the same accuracy, the winner among them
@@ -32,7 +33,7 @@ def optimize_report(winner: str | None = WINNER) -> dict:
                          "p90_ms": 8.0, "not_timed": None},
             "candidates": candidates, "skipped": [{"name": "ort-fp16", "why": "no fast fp16 path"}],
             "facts": {}, "time_budget_s": 600.0, "build_time_s": 41.5, "wall_time_s": 52.3,
-            "environment": environment(0, {"onnx": "1"}), "executor": "local", "measured_on": [], "timeline": []}
+            "environment": environment(0, {"onnx": "1"}).to_json(), "executor": "local", "measured_on": [], "timeline": []}
 
 
 def test_the_tables_number_rows_as_the_plot_and_mark_the_winner_in_text():
@@ -86,8 +87,8 @@ def test_crowded_labels_sit_nearest_their_own_dots_or_are_joined_to_them():
     middle one), and the winner's, placed first, always beside its own ring."""
     from optkit.report.html import _distance, _overlaps
 
-    rows = [{"index": i, "step": name, "latency": {"p50_ms": p50, "batch_size": 1, "threads": 1},
-             "accuracy": {**TOP1, "value": acc}} for i, (name, p50, acc) in enumerate(CANDIDATES, 1)]
+    rows = [Dot(i, name, p50, 1, 1, Accuracy.model_validate({**TOP1, "value": acc}), None)
+            for i, (name, p50, acc) in enumerate(CANDIDATES, 1)]
     svg = plot_svg(rows, highlight=5)
     labels, dots = _boxes(svg)
     lines = set(re.findall(r'<line x1="[\d.]+" y1="[\d.]+" x2="[\d.]+" y2="[\d.]+" stroke="#8c959f" stroke-width="1" '
