@@ -351,6 +351,7 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
     import optkit.eval.measure as measure
     from optkit.engine.optimize_timing import _timed_pass
     from optkit.report.optimize import headline
+    from optkit.types.records import Latency
 
     fp32, original, cand = object(), object(), SimpleNamespace(artifact=object(), p50_ms=None)
 
@@ -358,7 +359,8 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
         if original in arts and not runs:
             raise RuntimeError("the factory needs a GPU")
         figures = {id(fp32): 2.0, id(original): 8.0, id(cand.artifact): 1.0}
-        return [[{"p50_ms": figures[id(a)], "p90_ms": figures[id(a)]}] for a in arts]
+        return [[Latency(batch_size=1, threads=1, p50_ms=figures[id(a)], p90_ms=figures[id(a)], p99_ms=figures[id(a)],
+                         throughput=1e3 / figures[id(a)])] for a in arts]
 
     monkeypatch.setattr(measure, "measure_side_by_side", side_by_side)
     search = SimpleNamespace(source=fp32, original=original, original_not_timed=None, prefix=[{"name": "export"}],
