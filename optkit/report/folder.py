@@ -85,20 +85,23 @@ def _run(folder: Path, raw: dict[str, Any]) -> FolderLedger:
     return FolderLedger("run", final, latency=latency, report=raw)
 
 
-def _optimize(folder: Path, report: dict) -> FolderLedger:
+def _optimize(folder: Path, raw: dict[str, Any]) -> FolderLedger:
     from optkit.report.optimize import BEST_SUFFIXES, optimize_markdown
+    from optkit.types.optimize_report import OptimizeReport
 
     try:
+        report = OptimizeReport.model_validate(raw)
         summary = optimize_markdown(report)
-    except (KeyError, TypeError, ValueError, AttributeError, StopIteration):
+    except ValueError:  # a ValidationError too
         raise UsageError(f"{folder / REPORT} is not an optimize report this optkit can read",
                          hint="Run optkit optimize again into that folder (a rerun rebuilds nothing)") from None
     final = None
-    if report.get("winner"):
-        best = report.get("best") if isinstance(report.get("best"), dict) else {}
-        stored = [best.get("artifact"), *(str(folder / f"best{s}") for s in BEST_SUFFIXES)]
-        final = next((a for a in (_artifact(folder, s, best.get("sha256")) for s in stored) if a is not None), None)
+    if report.winner:
+        best = report.best
+        stored = [best.artifact if best else None, *(str(folder / f"best{s}") for s in BEST_SUFFIXES)]
+        final = next((a for a in (_artifact(folder, s, best.sha256 if best else None) for s in stored)
+                      if a is not None), None)
         if final is None:
             raise UsageError(f"the winner's copy in {folder} (best.*) is gone or has no sidecar",
                              hint="Run optkit optimize again into that folder (a rerun rebuilds nothing)")
-    return FolderLedger("optimize", final, summary=summary, report=report)
+    return FolderLedger("optimize", final, summary=summary, report=raw)
