@@ -116,8 +116,8 @@ def _place_label(k: int, dots: list[tuple[float, float, float]], width: float,
     px, py, extent = dots[k]
     spots = []
     for n, (dx, dy) in enumerate(_OFFSETS):
-        dx = (dx / abs(dx)) * max(abs(dx), extent + 4)  # clear of the dot (and of the winner's ring)
-        left = px + dx if dx > 0 else px + dx - width
+        off = (dx / abs(dx)) * max(abs(dx), extent + 4)  # clear of the dot (and of the winner's ring)
+        left = px + off if off > 0 else px + off - width
         box = (left, py + dy - 11, left + width, py + dy + 3)
         if left < PAD_L or box[2] > W or box[1] < 0 or box[3] > H - PAD_B:  # clear of the axes' numbers
             continue
@@ -125,7 +125,7 @@ def _place_label(k: int, dots: list[tuple[float, float, float]], width: float,
             _overlaps(box, (x - r - 2, y - r - 2, x + r + 2, y + r + 2)) for x, y, r in dots)
         own = _distance(box, px, py) - extent  # from the edges: a label beside a ring is the ring's
         nearest = all(own < _distance(box, x, y) - r for j, (x, y, r) in enumerate(dots) if j != k)
-        spots.append((not (clear and nearest), not clear, n, box, px + dx, py + dy, "start" if dx > 0 else "end"))
+        spots.append((not (clear and nearest), not clear, n, box, px + off, py + dy, "start" if off > 0 else "end"))
     if not spots:
         return px + 10, py - 8, "start", (px + 10, py - 19, px + 10 + width, py - 5), False
     worse, _, n, box, x, y, anchor = min(spots, key=lambda s: s[:3])
@@ -174,7 +174,7 @@ def plot_svg(dots: list[Dot], highlight: int | None = None) -> str:
         parts.append(f'<path d="{"".join(path)}" fill="none" stroke="#cf222e" stroke-width="2" stroke-dasharray="6 4"/>')
     winner = next((i for i, (_, _, dot) in enumerate(points) if highlight is not None and dot.index == highlight), None)
     radius = [7 if i in front else 5 for i in range(len(points))]
-    spots = [(sx(x), sy(y), r + (6 if i == winner else 0)) for i, ((x, y, _), r) in enumerate(zip(points, radius))]
+    spots = [(sx(x), sy(y), float(r + (6 if i == winner else 0))) for i, ((x, y, _), r) in enumerate(zip(points, radius))]
     for i, ((x, y, row), (cx, cy, _), r) in enumerate(zip(points, spots, radius)):
         on = i in front
         if i == winner:

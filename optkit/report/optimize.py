@@ -223,10 +223,12 @@ def optimize_html(report: OptimizeReport) -> str:
 def best_recipe_text(search: Search) -> str:
     """best.yaml: the recipe that rebuilds the winner from MODEL with ``optkit run`` (into ``best/`` beside it)."""
     w = search.winner
+    if w is None:
+        raise ValueError("best.yaml is written only for a winner")
     header = (f"# Written by optkit optimize: the fastest candidate within budget ({w.name}: {w.candidate.what}).\n"
               f"# Rebuild it with: optkit run {{this file}}  (optimize ran it into best/: every step is in the cache;\n"
               f"# measure: is what the candidates were built with, and another value builds every step again)\n")
-    return header + yaml.safe_dump(search.recipe, sort_keys=False, default_flow_style=None)
+    return header + str(yaml.safe_dump(search.recipe, sort_keys=False, default_flow_style=None))
 
 
 BEST_SUFFIXES = (".onnx", ".xml")  # a winner's copy: best.onnx, or best.xml with best.bin beside it
@@ -240,8 +242,9 @@ def write_optimize_outputs(out_dir: Path, search: Search, model: str) -> Optimiz
     report = optimize_report(search, model)
     written: set[Path] = set()
     with Staging() as stage:
-        if search.winner:
-            winner = search.best or search.winner.artifact  # best.yaml's build (its ledger) when there is one
+        # best.yaml's build (its ledger) when there is one
+        winner = (search.best or search.winner.artifact) if search.winner else None
+        if winner is not None:
             dst = out_dir / f"best{winner.path.suffix}"
             copy = copy_artifact(winner, dst, stage)
             written = {*(out_dir / f"best{f.suffix}" for f in winner.files()), sidecar_path(dst)}
