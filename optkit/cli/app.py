@@ -19,7 +19,7 @@ from optkit.types.errors import OptkitError
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer, with click installed beside it
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 
 # Every command: where it lives, and the one line `optkit --help` shows for it. Commands are imported only when

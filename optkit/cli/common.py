@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from optkit.types.errors import UsageError
+
+if TYPE_CHECKING:  # the commands' start-up imports no pydantic model
+    from optkit.types.ledger import LedgerRow
+    from optkit.types.records import Latency
 
 
 def parse_batch_sizes(values: Sequence[str] | str) -> list[int]:
@@ -105,19 +109,20 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool, latency: list | None = None) -> None:
+def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool, latency: list[list[Latency] | None] | None = None
+                ) -> None:
     """The ledger; ``latency``: the run's interleaved timing of every row (else step-time figures)."""
     from optkit.report.ledger import ledger_rows
 
     rows = ledger_rows(artifact.chain(), latency)
     warn_slower(ui, rows)
     if as_json:
-        print_json({"steps": rows})
+        print_json({"steps": [r.to_json() for r in rows]})
     else:
         render_rows(ui, rows, artifact, markdown=markdown)
 
 
-def render_rows(ui, rows: list[dict], artifact, *, markdown: bool) -> None:
+def render_rows(ui, rows: list[LedgerRow], artifact, *, markdown: bool) -> None:
     from optkit.report.ledger import ledger_markdown, render_ledger
 
     if markdown:
@@ -126,8 +131,8 @@ def render_rows(ui, rows: list[dict], artifact, *, markdown: bool) -> None:
         render_ledger(ui.out, rows, title=f"optkit ledger: {artifact.path.name}")
 
 
-def warn_slower(ui, rows: list[dict]) -> None:
+def warn_slower(ui, rows: list[LedgerRow]) -> None:
     for row in rows:
-        if row.get("slower"):
-            ui.warn(f"{row['step']} ({Path(row['artifact']).name}) is SLOWER than its input: "
-                    f"{row['speedup_vs_parent']:.2f}x its speed at batch {row['latency']['batch_size']}")
+        if row.slower and row.latency:
+            ui.warn(f"{row.step} ({Path(row.artifact).name}) is SLOWER than its input: "
+                    f"{row.speedup_vs_parent:.2f}x its speed at batch {row.latency.batch_size}")

@@ -30,7 +30,7 @@ def compare(
     rows = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
                              Path(eval_data) if eval_data else None, ui, metric=metric, strict=strict)
     if json_out:
-        print_json({"artifacts": rows})
+        print_json({"artifacts": [r.to_json() for r in rows]})
     elif markdown:
         print(compare_markdown(rows), end="")
     else:

@@ -34,16 +34,17 @@ def debug(
     from optkit.types.ui import UI
     from optkit.eval.qdebug import debug_models, render_debug
 
+    target = None
     if output is not None:  # checked before the models run; only an earlier ranking is replaced
-        output = check_output_path(output, protected=[Path(float_model), Path(int8_model)], what="-o ranking",
+        target = check_output_path(output, protected=[Path(float_model), Path(int8_model)], what="-o ranking",
                                    owned=_earlier_ranking)
     result = debug_models(float_model, int8_model, data, samples=samples)
     result = {"optkit_debug": 1, **result}
     nodes = [n for g in result["groups"][:suggest] for n in g["nodes"]]
     result["exclude_snippet"] = "exclude: [" + ", ".join(nodes) + "]"
-    if output:
+    if target is not None:
         with Staging() as stage:
-            stage.write_text(output, dumps_json(result))
+            stage.write_text(target, dumps_json(result))
             stage.commit()
     if json_out:
         print_json(result)

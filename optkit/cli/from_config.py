@@ -109,6 +109,7 @@ def _option(step: str, name: str, field) -> tuple[inspect.Parameter, Optional[Ca
         default = flag.default
     helptext += _bounds(field)
     parse = flag.parse if flag else None
+    kind: Any  # the option's type for Typer: a class, a list[...] or an Optional[...]
     if base_origin is Literal:
         helptext += f" One of: {' | '.join(map(str, base_args))}."
         kind, metavar = str, None

@@ -77,7 +77,7 @@ def optimize(
             runner.close()
         report = write_optimize_outputs(out_dir, search, paths["model"])
     if json_out:
-        print_json(report)
+        print_json(report.to_json())
     else:
         print(optimize_markdown(report), end="")
     if search.winner is None:

@@ -34,6 +34,6 @@ def profile(
                               hf=o.hf_keys(task, text_data, image_data, max_length, seq_len, trust_remote_code))
     prof = result.profiles[0]
     if json_out:
-        print_json(prof)
+        print_json(prof.to_json())
     else:
         render_profile(ui.out, prof)

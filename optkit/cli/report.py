@@ -54,7 +54,8 @@ def _report_folder(folder: Path, json_out: bool, markdown: bool, strict: bool) -
         verify_digests(found.final, lambda text: ui.warn(escape(text)), strict=strict)
     if json_out:
         rows = ledger_rows(found.final.chain(), found.latency) if found.final else []
-        print_json({"optimize": found.report, "steps": rows} if found.kind == "optimize" else {"steps": rows})
+        steps = [r.to_json() for r in rows]
+        print_json({"optimize": found.report, "steps": steps} if found.kind == "optimize" else {"steps": steps})
         return
     if found.summary:
         print(found.summary)

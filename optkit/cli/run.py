@@ -80,7 +80,7 @@ def _finish(ui, loaded, done, json_out: bool, markdown: bool) -> None:
             errors.append(error)
             continue
         result, rows, gates = outcome.result, outcome.rows, outcome.gates
-        reports.append(outcome.report)
+        reports.append(outcome.report.to_json())
         warn_slower(ui, rows)
         if not json_out:
             if len(loaded) > 1:
@@ -91,7 +91,7 @@ def _finish(ui, loaded, done, json_out: bool, markdown: bool) -> None:
                 for prof in result.profiles:
                     render_profile(ui.out, prof)
             for gate in gates:
-                ui.info(f"{'[green]✓ gate[/]' if gate['passed'] else '[red]✗ GATE FAILED[/]'} {gate['text']}")
+                ui.info(f"{'[green]✓ gate[/]' if gate.passed else '[red]✗ GATE FAILED[/]'} {gate.text}")
             cached = f", {len(result.cached)} of {len(parsed.steps)} steps from the cache" if result.cached else ""
             if result.timing_reused_from:
                 cached += f", timings of {result.timing_reused_from}"
@@ -99,11 +99,11 @@ def _finish(ui, loaded, done, json_out: bool, markdown: bool) -> None:
                     f"({result.wall_time_s:.1f}s{cached})")
         if outcome.error:
             errors.append(outcome.error)
-        failed = [g for g in gates if not g["passed"]]
+        failed = [g for g in gates if not g.passed]
         if failed:
             gate_failures.append(GateError(
                 (f"{path.name}: " if len(loaded) > 1 else "") + f"{len(failed)} of {len(gates)} gate(s) failed: "
-                + "; ".join(g["text"] for g in failed),
+                + "; ".join(g.text for g in failed),
                 hint=f"Artifacts and reports are kept in {outcome.out_dir} for inspection"))
     if json_out:
         print_json(reports[0] if len(loaded) == 1 and reports else reports)

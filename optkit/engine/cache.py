@@ -22,6 +22,7 @@ from typing import Any
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file
+from optkit.types.ledger import Profile
 
 CACHE_VERSION = 1
 
@@ -134,7 +135,7 @@ def _json_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
+def lookup_profile(path: Path, key: str) -> tuple[Profile | None, str | None]:
     if not path.is_file():
         return None, None
     try:
@@ -143,10 +144,11 @@ def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
             return None, "inputs or options changed"
         if _json_sha256(raw["profile"]) != raw.get("sha256"):
             return None, "its content does not match the sha256 recorded when it was measured"
-        return raw["profile"], None
+        return Profile.model_validate(raw["profile"]), None
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         return None, f"unreadable ({type(exc).__name__})"
 
 
-def profile_entry(profile: dict, key: str) -> dict:
-    return {"cache_key": key, "sha256": _json_sha256(profile), "profile": profile}
+def profile_entry(profile: Profile, key: str) -> dict:
+    stored = profile.to_json()
+    return {"cache_key": key, "sha256": _json_sha256(stored), "profile": stored}

@@ -16,10 +16,10 @@ that was never taken.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from optkit.types.ledger import GateResult, LedgerRow
+from optkit.types.records import Latency
 
 KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "max_drift", "min_cosine")
 
@@ -50,100 +50,82 @@ class Gate(BaseModel):
 
     @property
     def limit(self) -> float:
-        return getattr(self, self.kind)
+        return float(getattr(self, self.kind))
 
 
-@dataclass
-class GateResult:
-    gate: str
-    step: str
-    baseline: str
-    measured: float | None
-    limit: float
-    passed: bool
-    text: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _row(rows: list[dict], name: str | None, outputs: dict[str, str]) -> dict | None:
+def _row(rows: list[LedgerRow], name: str | None, outputs: dict[str, str]) -> LedgerRow | None:
     """The row a gate names: the last one, a step's name, or a step's index in the recipe (``steps[N]``: the row of
     the artifact it wrote, found by path, since ledger rows also count the original and earlier runs' rows)."""
     if name is None:
         return rows[-1] if rows else None
-    hits = [r for r in rows if r["step"] == name or (name in outputs and r["artifact"] == outputs[name])]
+    hits = [r for r in rows if r.step == name or (name in outputs and r.artifact == outputs[name])]
     return hits[-1] if hits else None
 
 
-def _latency(row: dict, batch_size: int | None) -> dict | None:
-    entries = row.get("latency_all") or []
+def _latency(row: LedgerRow, batch_size: int | None) -> Latency | None:
     if batch_size is None:
-        return row.get("latency")
-    return next((e for e in entries if e["batch_size"] == batch_size), None)
+        return row.latency
+    return next((e for e in row.latency_all if e.batch_size == batch_size), None)
 
 
-def _measure(gate: Gate, judged: dict, base: dict) -> tuple[float | None, str]:
+def _measure(gate: Gate, judged: LedgerRow, base: LedgerRow) -> tuple[float | None, str]:
     kind = gate.kind
     if kind == "max_accuracy_drop":
-        a, b = judged.get("accuracy"), base.get("accuracy")
-        if not a or not b:
+        if not judged.accuracy or not base.accuracy:
             return None, "no task metric was measured (no labels and no --metric / metric:)"
-        from optkit.eval.task_metric import drop_of
-
-        return drop_of(b, a), ""
+        return judged.accuracy.drop_of(base.accuracy), ""
     if kind == "min_cosine":
-        fid = judged.get("fidelity")
-        if not fid:
+        if not judged.fidelity:
             return None, "cosine vs the original was not measured"
-        return fid["cosine"], ""
+        return judged.fidelity.cosine, ""
     if kind in ("min_speedup", "max_latency_ms"):
         lat = _latency(judged, gate.batch_size)
         if not lat:
             return None, f"latency at batch {gate.batch_size or 'default'} was not measured"
         if kind == "max_latency_ms":
-            return lat["p50_ms"], ""
-        ref = _latency(base, lat["batch_size"])
+            return lat.p50_ms, ""
+        ref = _latency(base, lat.batch_size)
         if not ref:
-            return None, f"the baseline has no latency at batch {lat['batch_size']}"
-        return ref["p50_ms"] / lat["p50_ms"], ""
+            return None, f"the baseline has no latency at batch {lat.batch_size}"
+        return ref.p50_ms / lat.p50_ms, ""
     if kind == "max_size_mb":
-        return judged["size_bytes"] / 1e6, ""
-    fid = judged.get("fidelity")
-    if not fid:
+        return judged.size_bytes / 1e6, ""
+    if not judged.fidelity:
         return None, "drift vs the original was not measured"
-    return fid["max_abs_diff"], ""
+    return judged.fidelity.max_abs_diff, ""
 
 
 _UNITS = {"max_accuracy_drop": " pt", "min_speedup": "x", "max_latency_ms": " ms", "max_size_mb": " MB", "max_drift": "",
           "min_cosine": ""}
 
 
-def evaluate(gates: list[Gate], rows: list[dict], outputs: dict[str, str] | None = None) -> list[GateResult]:
+def evaluate(gates: list[Gate], rows: list[LedgerRow], outputs: dict[str, str] | None = None) -> list[GateResult]:
     """``outputs``: each producing step's index in the recipe -> the path it wrote (gates may name a step by index)."""
-    results, outputs = [], outputs or {}
-    for gate in gates:
-        judged = _row(rows, gate.step, outputs)
-        base = _row(rows, gate.baseline, outputs) if gate.baseline != "original" else (rows[0] if rows else None)
-        label = f"{gate.kind} {gate.limit:.10g}" + (f" at batch {gate.batch_size}" if gate.batch_size else "")
-        if judged is None or base is None:
-            missing = gate.step if judged is None else gate.baseline
-            results.append(GateResult(label, str(gate.step), gate.baseline, None, gate.limit, False,
-                                      f"{label}: no step named '{missing}' in this run"))
-            continue
-        value, why = _measure(gate, judged, base)
-        unit = _UNITS[gate.kind]
-        if gate.kind == "max_accuracy_drop" and not (base.get("accuracy") or {}).get("points", True):
-            unit = ""  # a metric that is not a fraction (max_abs, a plugin's) drops in its own units
-        if value is None:
-            passed, text = False, f"{label} on {judged['step']}: cannot judge, {why}"
-        else:
-            slack = 1e-9 * max(1.0, abs(gate.limit))  # 100 * (0.99 - 0.985) is 0.5000000000000004
-            passed = value >= gate.limit - slack if gate.kind in ("min_speedup", "min_cosine") else value <= gate.limit + slack
-            vs = f" vs {base['step']}" if gate.kind in ("max_accuracy_drop", "min_speedup") else ""
-            # a cosine is shown to as many digits as the limit was written with, so a miss never reads as equal
-            digits = max(5, len(f"{gate.limit:.10g}".partition(".")[2]) + 1)
-            shown = {"max_drift": f"{value:.3g}", "min_cosine": f"{value:.{digits}f}"}.get(gate.kind, f"{value:.2f}")
-            text = f"{label} on {judged['step']}{vs}: measured {shown}{unit}, limit {gate.limit:.10g}{unit}"
-        results.append(GateResult(label, judged["step"], base["step"], value, gate.limit, passed, text))
-    return results
+    named = outputs or {}
+    return [_judge(gate, rows, named) for gate in gates]
+
+
+def _judge(gate: Gate, rows: list[LedgerRow], outputs: dict[str, str]) -> GateResult:
+    judged = _row(rows, gate.step, outputs)
+    base = _row(rows, gate.baseline, outputs) if gate.baseline != "original" else (rows[0] if rows else None)
+    label = f"{gate.kind} {gate.limit:.10g}" + (f" at batch {gate.batch_size}" if gate.batch_size else "")
+    if judged is None or base is None:
+        missing = gate.step if judged is None else gate.baseline
+        return GateResult(gate=label, step=str(gate.step), baseline=gate.baseline, measured=None, limit=gate.limit,
+                          passed=False, text=f"{label}: no step named '{missing}' in this run")
+    value, why = _measure(gate, judged, base)
+    unit = _UNITS[gate.kind]
+    if gate.kind == "max_accuracy_drop" and base.accuracy is not None and not base.accuracy.points:
+        unit = ""  # a metric that is not a fraction (max_abs, a plugin's) drops in its own units
+    if value is None:
+        passed, text = False, f"{label} on {judged.step}: cannot judge, {why}"
+    else:
+        slack = 1e-9 * max(1.0, abs(gate.limit))  # 100 * (0.99 - 0.985) is 0.5000000000000004
+        passed = value >= gate.limit - slack if gate.kind in ("min_speedup", "min_cosine") else value <= gate.limit + slack
+        vs = f" vs {base.step}" if gate.kind in ("max_accuracy_drop", "min_speedup") else ""
+        # a cosine is shown to as many digits as the limit was written with, so a miss never reads as equal
+        digits = max(5, len(f"{gate.limit:.10g}".partition(".")[2]) + 1)
+        shown = {"max_drift": f"{value:.3g}", "min_cosine": f"{value:.{digits}f}"}.get(gate.kind, f"{value:.2f}")
+        text = f"{label} on {judged.step}{vs}: measured {shown}{unit}, limit {gate.limit:.10g}{unit}"
+    return GateResult(gate=label, step=judged.step, baseline=base.step, measured=value, limit=gate.limit,
+                      passed=passed, text=text)

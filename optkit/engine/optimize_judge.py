@@ -64,14 +64,12 @@ def evaluation_verdict(artifact: "Artifact") -> Verdict:
     """The evaluation split's verdict, from the candidate's ledger (row 0: the original). The engine refuses a step
     whose product is degenerate on that split; the ledger's output statistics catch one it did not judge (a cache
     from before): NaN, or a spread of 0 where the original's output varies."""
-    from optkit.eval.task_metric import drop_of
-
     chain = artifact.chain()
     first, last = chain[0].measured, chain[-1].measured
     verdict = Verdict("evaluation", cosine=last.fidelity.cosine if last.fidelity else None,
                       degenerate=_collapsed(first.output_stats, last.output_stats))
     if first.accuracy and last.accuracy:
-        verdict.drop = drop_of(first.accuracy.to_json(), last.accuracy.to_json())
+        verdict.drop = last.accuracy.drop_of(first.accuracy)
         verdict.metric = last.accuracy.metric
     return verdict
 
@@ -136,13 +134,13 @@ class CalibrationJudge:
         data, metric, reference, base = self._prepare()
         outputs = outputs_on_data(artifact, data, self._state["settings"])
         fid = fidelity(outputs, reference)
-        verdict = Verdict("calibration", cosine=fid["cosine"] if fid else None,
+        verdict = Verdict("calibration", cosine=fid.cosine if fid else None,
                           degenerate=degenerate(outputs, reference, "the original's"))
         if verdict.degenerate is not None:  # whatever it would score: NaN or all-zero outputs can score anything
             return verdict
         value = metric_of(outputs, data, metric, reference)
         if base and value:
-            verdict.drop, verdict.metric = metric.drop(base["value"], value["value"]), value["metric"]
+            verdict.drop, verdict.metric = metric.drop(base.value, value.value), value.metric
         return verdict
 
 

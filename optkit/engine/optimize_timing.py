@@ -167,18 +167,18 @@ def _timed_pass(search: "Search", outcomes: list["Outcome"], data, settings, num
         search.original_not_timed = f"it could not be timed with the candidates ({first_line(exc)})"
         original = []
         lat = measure([search.source, *(o.artifact for o in outcomes)])
-    base = lat[0][0]["p50_ms"] if lat[0] else None
+    base = lat[0][0].p50_ms if lat[0] else None
     orig = (lat[1][0] if lat[1] else None) if original else None
     if number == 1 and base is not None:
-        search.baseline_p50_ms, search.baseline_p90_ms = base, lat[0][0]["p90_ms"]
+        search.baseline_p50_ms, search.baseline_p90_ms = base, lat[0][0].p90_ms
     if number == 1 and orig is not None:
-        search.original_p50_ms, search.original_p90_ms = orig["p50_ms"], orig["p90_ms"]
+        search.original_p50_ms, search.original_p90_ms = orig.p50_ms, orig.p90_ms
     elif number == 1 and original:
         search.original_not_timed = f"it does not run at batch {search.batch_size}"
-    vs_original = orig["p50_ms"] if orig is not None else (base if not search.prefix else None)
+    vs_original = orig.p50_ms if orig is not None else (base if not search.prefix else None)
     for o, entries in zip(outcomes, lat[1 + len(original):]):
         if entries:
-            o.p50_ms, o.p90_ms, o.timing_pass = entries[0]["p50_ms"], entries[0]["p90_ms"], number
+            o.p50_ms, o.p90_ms, o.timing_pass = entries[0].p50_ms, entries[0].p90_ms, number
             o.speedup = base / o.p50_ms if base else None
             o.speedup_vs_original = vs_original / o.p50_ms if vs_original else None
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path, write_sidecar_text
-from optkit.types.records import Fidelity, Metrics, ParentRef, StepRecord
+from optkit.types.ledger import Profile
+from optkit.types.records import Latency, Metrics, ParentRef, StepRecord
 from optkit.types.errors import StepError, UsageError
 from optkit.types.files import Staging, build_lock, scratch_root, sha256_file
 from optkit.engine.recipe import PlannedStep, Recipe, plan
@@ -53,13 +54,13 @@ def tool_versions(all_backends: bool = False) -> dict[str, str]:
 @dataclass
 class RunResult:
     final: Artifact | None
-    profiles: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[Profile] = field(default_factory=list)
     wall_time_s: float = 0.0
     cached: list[int] = field(default_factory=list)  # indices of steps reused from the cache
     written: list[Path] = field(default_factory=list)  # every file of every step's output (built or reused)
     # the ledger's latency: one interleaved pass over every row of the final chain at the end of the run
     # (None for a row whose artifact could not be opened again); the sidecars keep step-time figures
-    ledger_latency: list[list[dict[str, Any]] | None] | None = None
+    ledger_latency: list[list[Latency] | None] | None = None
     timing_reused_from: str | None = None  # when the ledger's figures were measured, if an earlier run's were reused
 
 
@@ -119,10 +120,10 @@ def _measured(run: EngineRun, artifact: Artifact, parent_outputs: dict | None,
     with ui.status(f"measuring {artifact.format} on {data.describe()}"), guard(f"measuring {artifact.path.name}"):
         m = measure(artifact, data, settings, reference=chain.reference, self_reference=original,
                     judge_outputs=judge_outputs)
-    metrics = Metrics.model_validate({
-        **m.metrics(), "output_stats": output_stats(m.outputs),
-        "fidelity": fidelity(m.outputs, chain.reference) if chain.reference is not None else None,
-        "fidelity_parent": fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None})
+    metrics = Metrics(
+        accuracy=m.accuracy, latency=m.latency, peak_memory_mb=m.peak_memory_mb, output_stats=output_stats(m.outputs),
+        fidelity=fidelity(m.outputs, chain.reference) if chain.reference is not None else None,
+        fidelity_parent=fidelity(m.outputs, parent_outputs) if parent_outputs is not None else None)
     return metrics, m.outputs, m.notes
 
 
@@ -135,7 +136,7 @@ def _measure_original(run: EngineRun) -> None:
     tensor_bytes = None  # what a torch model weighs is its tensors, not its files (a config-built one has none)
     if outputs is not None:
         chain.outputs = chain.reference = outputs
-        metrics.fidelity = Fidelity.model_validate(fidelity(outputs, outputs))
+        metrics.fidelity = fidelity(outputs, outputs)
         if art.format == "torch":
             from optkit.backends.torch import count_macs, load_module
 
@@ -205,7 +206,7 @@ def _run_producing(run: EngineRun, ps: PlannedStep, cache_key: str | None = None
     ui.info(f"[green]✓[/] {ps.step.name}: wrote {final} ({step_time:.1f}s)")
 
 
-def _run_measuring(run: EngineRun, ps: PlannedStep) -> dict:
+def _run_measuring(run: EngineRun, ps: PlannedStep) -> Profile:
     chain, data, settings, ui = run.chain, run.data, run.settings, run.ui
     with ui.status(f"{ps.step.name}: measuring {chain.artifact.path.name}"), guard(f"step '{ps.step.name}'"):
         result = ps.step.run(StepContext(ui=ui, data=data, settings=settings), chain.artifact, ps.config)
@@ -223,12 +224,12 @@ def _run_measuring(run: EngineRun, ps: PlannedStep) -> dict:
         reference = chain.reference
         if reference is None and not chain.artifact.lineage and chain.artifact.record is None:
             reference = outputs  # the model as given is its own reference (row 0 of a ledger)
-        profile["accuracy"] = metric_of(outputs, data, settings.metric, reference)
-        if profile["accuracy"] is None and reference is None:
+        profile.accuracy = metric_of(outputs, data, settings.metric, reference)
+        if profile.accuracy is None and reference is None:
             ui.warn(f"--metric {settings.metric.spec} compares with the original model's outputs, which are not "
                     f"beside {chain.artifact.path.name} any more: not measured")
-    profile["fidelity"] = fidelity(outputs, chain.reference) if chain.reference is not None and outputs else None
-    profile["task"] = chain.artifact.task
+    profile.fidelity = fidelity(outputs, chain.reference) if chain.reference is not None and outputs else None
+    profile.task = chain.artifact.task
     return profile
 
 

@@ -17,7 +17,7 @@ from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
 from optkit.types.artifact import Artifact, TensorSpec, open_artifact
 from optkit.types.errors import OptkitError
-from optkit.types.records import StepRecord
+from optkit.types.records import Latency, StepRecord
 from optkit.types.ui import UI
 
 
@@ -57,7 +57,7 @@ def reopen(record: StepRecord) -> Artifact | None:
 
 
 def time_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings,
-                 ui: UI) -> list[list[dict[str, Any]] | None]:
+                 ui: UI) -> list[list[Latency] | None]:
     """Every row of the final ledger timed again, together, in one interleaved round-robin pass: speedups
     between rows then compare latencies taken in the same seconds, true on a busy machine too."""
     from optkit.eval.measure import measure_side_by_side
@@ -73,7 +73,7 @@ def time_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, set
                 "their latency is the one measured when they were built")
     with ui.status(f"timing the ledger's {len(present)} artifacts interleaved"), guard("timing the ledger"):
         latency = measure_side_by_side([arts[i] for i in present], data, settings)
-    out: list[list[dict[str, Any]] | None] = [None] * len(chain)
+    out: list[list[Latency] | None] = [None] * len(chain)
     for i, lat in zip(present, latency):
         out[i] = lat
     return out
@@ -87,7 +87,7 @@ LEDGER_TIMING_VERSION = 1
 class LedgerTiming:
     """The ledger's latency rows, and when they were measured if they came from an earlier run."""
 
-    latency: list[list[dict[str, Any]] | None]
+    latency: list[list[Latency] | None]
     reused_from: str | None = None
 
 
@@ -117,7 +117,13 @@ def saved_ledger(path: Path, key: str) -> LedgerTiming | None:
     raw = keyed_entry(path, key)
     if raw is None or not isinstance(raw.get("latency"), list):
         return None
-    return LedgerTiming(latency=raw["latency"], reused_from=raw["measured_at"])
+    from pydantic import ValidationError
+
+    try:
+        latency = [[Latency.model_validate(e) for e in lat] if lat is not None else None for lat in raw["latency"]]
+    except (ValidationError, TypeError):
+        return None
+    return LedgerTiming(latency=latency, reused_from=raw["measured_at"])
 
 
 def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings, ui: UI,
@@ -136,7 +142,8 @@ def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, se
         try:
             from optkit.engine.cache import save_keyed
 
-            save_keyed(store, key, {"latency": latency})
+            save_keyed(store, key, {"latency": [[e.to_json() for e in lat] if lat is not None else None
+                                                for lat in latency]})
         except OSError as exc:  # the figures stand; only a rerun's shortcut is lost
             ui.warn(f"could not record the ledger timings for a rerun: {exc}")
     return LedgerTiming(latency=latency)

@@ -57,8 +57,9 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Met
 
     refuse_degenerate(parent_out, None, "the input model", users=True,
                       samples=data.path.name if data.path is not None else "synthetic inputs")
-    fid = fidelity(cand_out, parent_out) or {}
-    result: dict[str, Any] = {"cosine_vs_input": fid.get("cosine"), "max_abs_diff_vs_input": fid.get("max_abs_diff")}
+    fid = fidelity(cand_out, parent_out)
+    result: dict[str, Any] = {"cosine_vs_input": fid.cosine if fid else None,
+                              "max_abs_diff_vs_input": fid.max_abs_diff if fid else None}
     # judged before any metric, and fails whatever the metric says: NaN or all-zero outputs can score anything
     collapsed = degenerate(cand_out, parent_out, "the input's")
     limits, ok = [], collapsed is None
@@ -66,21 +67,22 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Met
         result["degenerate"] = collapsed
     before = metric_of(parent_out, data, metric, parent_out)
     after = metric_of(cand_out, data, metric, parent_out) if collapsed is None else None
-    if before and after:
-        drop = metric.drop(before["value"], after["value"])
+    if metric is not None and before and after:
+        drop = metric.drop(before.value, after.value)
         unit = f" {metric.unit}" if metric.unit else ""
-        result.update({"metric": after["metric"], "input_value": before["value"], "value": after["value"],
+        result.update({"metric": after.metric, "input_value": before.value, "value": after.value,
                        "drop": drop, "points": metric.points, "higher_is_better": metric.higher_is_better})
-        limits.append(f"{after['metric']} drop <= {max_drop:g}{unit}")
+        limits.append(f"{after.metric} drop <= {max_drop:g}{unit}")
         ok = drop <= max_drop + 1e-9 * max(1.0, max_drop)
-    elif before:  # degenerate: the metric that would have judged is named, not run on outputs that mean nothing
-        result.update({"metric": before["metric"], "input_value": before["value"], "points": metric.points,
+    elif metric is not None and before:
+        # degenerate: the metric that would have judged is named, not run on outputs that mean nothing
+        result.update({"metric": before.metric, "input_value": before.value, "points": metric.points,
                        "higher_is_better": metric.higher_is_better})
-        limits.append(f"{before['metric']} drop <= {max_drop:g}{' ' + metric.unit if metric.unit else ''}")
+        limits.append(f"{before.metric} drop <= {max_drop:g}{' ' + metric.unit if metric.unit else ''}")
     cos_limit = min_cosine if min_cosine is not None else (None if "metric" in result else DEFAULT_MIN_COSINE)
     if cos_limit is not None:
         limits.append(f"cosine >= {cos_limit:g}")
-        ok = ok and (fid.get("cosine", -1.0) >= cos_limit)
+        ok = ok and fid is not None and fid.cosine >= cos_limit
         result["min_cosine"] = cos_limit
     result.update({"limit": " and ".join(["outputs not degenerate", *limits] if collapsed else limits), "ok": ok})
     return Check.model_validate(result)

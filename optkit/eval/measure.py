@@ -6,7 +6,7 @@ with like: the same samples, the same batches, the same timing method (see ``tim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from optkit.eval.data import EvalData
 from optkit.eval.memory import PeakMemory, check_batch_memory
 from optkit.eval.task_metric import Metric
 from optkit.eval.timing import measure_interleaved, measure_latency, one_core
+from optkit.types.records import Accuracy, Latency
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,13 @@ class MeasureSettings:
 
 @dataclass
 class Measurement:
-    accuracy: dict[str, Any] | None
-    latency: list[dict[str, Any]]
+    """What ``measure`` took of one artifact; ``outputs``: every sample's outputs (for fidelity and statistics)."""
+
+    accuracy: Accuracy | None
+    latency: list[Latency]
     peak_memory_mb: float | None
     outputs: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
-
-    def metrics(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "latency": self.latency, "peak_memory_mb": self.peak_memory_mb}
 
 
 def usable_threads(threads: int, warn) -> int:
@@ -71,7 +71,7 @@ def outputs_on_data(artifact: Artifact, data: EvalData, settings: MeasureSetting
 
 
 def metric_of(outputs: dict[str, np.ndarray], data: EvalData, metric: Metric | None,
-              reference: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
+              reference: dict[str, np.ndarray] | None) -> Accuracy | None:
     """The task metric of ``outputs`` on ``data`` (``reference``: the outputs a reference metric compares with)."""
     if metric is None or not outputs:
         return None
@@ -101,7 +101,7 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
     ``judge_outputs``: called with the outputs before anything is timed (it raises to refuse degenerate ones)."""
     fixed = static_batch(artifact)
     notes: list[str] = []
-    latency: list[dict[str, Any]] = []
+    latency: list[Latency] = []
     runner_class(artifact.format).preload()
     with PeakMemory() as mem, one_core(settings.threads):
         with open_runner(artifact, settings.threads) as runner:
@@ -117,7 +117,7 @@ def measure(artifact: Artifact, data: EvalData, settings: MeasureSettings,
                 ran = max(ran, bs)
                 stats = measure_latency(cycling(runner, data.timing_feeds(bs, [artifact.inputs])), batch_size=bs,
                                         threads=settings.threads, budget_s=settings.budget_s)
-                latency.append(stats.to_dict())
+                latency.append(stats)
     accuracy = metric_of(outputs, data, settings.metric, outputs if self_reference else reference)
     return Measurement(accuracy=accuracy, latency=latency,
                        peak_memory_mb=mem.peak_mb, outputs=outputs, notes=notes)
@@ -148,11 +148,11 @@ def quick_p50s(artifacts: list[Artifact], data: EvalData, settings: MeasureSetti
     # others, which take any batch (a .tflite converted at batch 8 beside its torch model)
     batch = next((b for b in map(static_batch, artifacts) if b), 1)
     quick = dataclasses.replace(settings, batch_sizes=(batch,), budget_s=max(0.25, min(settings.budget_s, budget_s)))
-    return [lat[0]["p50_ms"] for lat in measure_side_by_side(artifacts, data, quick)]
+    return [lat[0].p50_ms for lat in measure_side_by_side(artifacts, data, quick)]
 
 
 def measure_side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSettings,
-                         on_batch=None) -> list[list[dict[str, Any]]]:
+                         on_batch=None) -> list[list[Latency]]:
     """Latency of several artifacts in one interleaved round-robin pass per batch size, so the load of
     the machine at that moment hits every one alike (compare's method; a ledger's latency columns).
 
@@ -163,13 +163,13 @@ def measure_side_by_side(artifacts: list[Artifact], data: EvalData, settings: Me
 
 
 def _side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSettings,
-                  on_batch) -> list[list[dict[str, Any]]]:
+                  on_batch) -> list[list[Latency]]:
     runners: list[Runner] = []
     try:
         for art in artifacts:
             runner_class(art.format).preload()
             runners.append(open_runner(art, settings.threads))
-        result: list[list[dict[str, Any]]] = [[] for _ in artifacts]
+        result: list[list[Latency]] = [[] for _ in artifacts]
         ran = 0
         for bs in settings.batch_sizes:
             idx = [i for i, art in enumerate(artifacts) if static_batch(art) in (None, bs)]
@@ -184,7 +184,7 @@ def _side_by_side(artifacts: list[Artifact], data: EvalData, settings: MeasureSe
             stats = measure_interleaved([cycling(runners[i], feeds) for i in idx], batch_size=bs,
                                         threads=settings.threads, budget_s=settings.budget_s)
             for i, st in zip(idx, stats):
-                result[i].append(st.to_dict())
+                result[i].append(st)
         return result
     finally:
         for runner in runners:

@@ -2,9 +2,11 @@
 detector every verdict calls first: a check that cannot fail is a bug."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Iterator
 
 import numpy as np
+
+from optkit.types.records import Fidelity, OutputStats
 
 CONSTANT_SPREAD = 1e-6  # an output whose spread across samples is below this share of the reference's is constant
 _CHUNK = 1 << 22  # elements per float64 block (32 MB): large outputs are compared a few samples at a time
@@ -20,7 +22,7 @@ def pairs(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> l
     return matched or [(k, out, ref) for (k, out), ref in zip(outputs.items(), reference.values())]
 
 
-def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float] | None:
+def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> Fidelity | None:
     """Max/mean absolute difference and per-sample cosine similarity, over every output both share.
 
     Outputs are matched by name, falling back to position when names differ (export may rename). A sample's
@@ -44,12 +46,8 @@ def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -
             abs_sum, count = abs_sum + float(diff.sum()), count + diff.size
             cosines.append(_cosines(a, b, same.all(axis=1)))
     cos_all = np.clip(np.concatenate(cosines), -1.0, 1.0) if cosines else np.ones(1)
-    return {
-        "max_abs_diff": max_abs,
-        "mean_abs_diff": abs_sum / max(count, 1),
-        "cosine": float(cos_all.mean()),
-        "min_cosine": float(cos_all.min()),
-    }
+    return Fidelity(max_abs_diff=max_abs, mean_abs_diff=abs_sum / max(count, 1), cosine=float(cos_all.mean()),
+                    min_cosine=float(cos_all.min()))
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,21 +139,23 @@ def degenerate(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] 
     return None
 
 
-def output_stats(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def output_stats(outputs: dict[str, np.ndarray]) -> list[OutputStats]:
     """Per output, as Polygraphy prints them: mean, std, min, max over every finite value, and how many samples
-    hold a NaN or infinity; a collapsed output (std 0, min = max = 0) shows in the ledger."""
+    hold a NaN or infinity; a collapsed output (std 0, min = max = 0) shows in the ledger. Only the figures an
+    output has are set (a string output has none; one without finite values no moments)."""
     stats = []
     for name, out in outputs.items():
         flat = _per_sample(out)
-        entry: dict[str, Any] = {"name": name, "shape": [int(d) for d in out.shape]}
+        shape = [int(d) for d in out.shape]
         if flat.dtype.kind in "biuf" and flat.size:
-            entry.update(_moments(flat))
-            entry["nonfinite_samples"] = int(nonfinite_samples(out).sum())
-        stats.append(entry)
+            stats.append(OutputStats(name=name, shape=shape, **_moments(flat),
+                                     nonfinite_samples=int(nonfinite_samples(out).sum())))
+        else:
+            stats.append(OutputStats(name=name, shape=shape))
     return stats
 
 
-def _blocks(flat: np.ndarray):
+def _blocks(flat: np.ndarray) -> Iterator[np.ndarray]:
     """The finite values of ``flat`` (samples x elements) as float64, a few samples at a time."""
     step = max(1, _CHUNK // max(1, flat.shape[1]))
     for start in range(0, len(flat), step):

@@ -29,11 +29,12 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from optkit.types.errors import UsageError, first_line
+from optkit.types.records import Accuracy, Fidelity
 
 DEFAULT_MIN_COSINE = 0.99
 
@@ -52,9 +53,9 @@ class Metric:
         return "pt" if self.points else ""
 
     def evaluate(self, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray], labels: np.ndarray | None,
-                 reference: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
-        """{"metric", "value", "samples", "higher_is_better", "points", "values"}; None when it cannot be judged
-        (no labels for a labelled metric, no reference outputs for a reference metric)."""
+                 reference: dict[str, np.ndarray] | None) -> Accuracy | None:
+        """The first value the metric returns, with every value it returned (``values``); None when it cannot be
+        judged (no labels for a labelled metric, no reference outputs for a reference metric)."""
         if not outputs or (self.needs_labels and labels is None):
             return None
         try:
@@ -72,9 +73,9 @@ class Metric:
             raise UsageError(f"metric '{self.spec}' returned {type(values).__name__} {str(values)[:80]}",
                              hint="Return a non-empty dict of name -> finite number, e.g. {'f1': 0.93}")
         name, value = next(iter(values.items()))
-        return {"metric": name, "value": float(value), "samples": len(next(iter(outputs.values()))),
-                "higher_is_better": self.higher_is_better, "points": self.points,
-                "values": {k: float(v) for k, v in values.items()}}
+        return Accuracy(metric=name, value=float(value), samples=len(next(iter(outputs.values()))),
+                        higher_is_better=self.higher_is_better, points=self.points,
+                        values={k: float(v) for k, v in values.items()})
 
     def drop(self, before: float, after: float) -> float:
         """How much worse ``after`` is than ``before`` (points for fractions; negative: better)."""
@@ -84,14 +85,6 @@ class Metric:
 
 class _NoReference(Exception):
     pass
-
-
-def drop_of(before: dict, after: dict) -> float:
-    """The drop between two recorded metric values (ledger rows, gates): same rules as ``Metric.drop``."""
-    diff = before["value"] - after["value"]
-    if not before.get("higher_is_better", True):
-        diff = -diff
-    return 100 * diff if before.get("points", True) else diff
 
 
 # ----------------------------------------------------------------------------- built-ins
@@ -117,7 +110,7 @@ def _top1(outputs: dict, batch: dict) -> dict:
     return {"top1": top1(logits, labels)}
 
 
-def _fidelity(name: str, outputs: dict, batch: dict) -> dict:
+def _fidelity(name: str, outputs: dict, batch: dict) -> Fidelity:
     from optkit.eval.metrics import fidelity
 
     fid = fidelity(outputs, _reference(batch))
@@ -129,12 +122,12 @@ def _fidelity(name: str, outputs: dict, batch: dict) -> dict:
 
 def _cosine(outputs: dict, batch: dict) -> dict:
     fid = _fidelity("cosine", outputs, batch)
-    return {"cosine": fid["cosine"], "min_cosine": fid["min_cosine"]}
+    return {"cosine": fid.cosine, "min_cosine": fid.min_cosine}
 
 
 def _max_abs(outputs: dict, batch: dict) -> dict:
     fid = _fidelity("max_abs", outputs, batch)
-    return {"max_abs": fid["max_abs_diff"], "mean_abs": fid["mean_abs_diff"]}
+    return {"max_abs": fid.max_abs_diff, "mean_abs": fid.mean_abs_diff}
 
 
 def ctc_greedy_decode(scores: np.ndarray, blank: int = 0) -> list[tuple[int, ...]]:

@@ -13,31 +13,26 @@ import contextlib
 import gc
 import os
 import time
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from optkit.types.records import Latency
 
-@dataclass(frozen=True)
-class LatencyStats:
-    batch_size: int
-    threads: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    throughput: float  # samples per second
-    iterations: int
-    budget_s: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _latency(samples_ns: list[int], *, batch_size: int, threads: int, budget_s: float) -> Latency:
+    """The figures of one model's timed calls (their durations in nanoseconds)."""
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    return Latency(
+        batch_size=batch_size, threads=threads,
+        p50_ms=float(np.percentile(ms, 50)), p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), min_ms=float(ms.min()),
+        throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms), budget_s=budget_s,
+    )
 
 
 def measure_latency(fn: Callable[[], Any], *, batch_size: int, threads: int, budget_s: float,
-                    min_iters: int = 5, max_iters: int = 100_000) -> LatencyStats:
+                    min_iters: int = 5, max_iters: int = 100_000) -> Latency:
     fn()  # first call: lazy allocations, kernel selection
     warm_deadline = time.perf_counter() + 0.2 * budget_s
     warm = 0
@@ -60,17 +55,11 @@ def measure_latency(fn: Callable[[], Any], *, batch_size: int, threads: int, bud
     finally:
         if gc_was_enabled:
             gc.enable()
-    ms = np.asarray(samples, dtype=np.float64) / 1e6
-    return LatencyStats(
-        batch_size=batch_size, threads=threads,
-        p50_ms=float(np.percentile(ms, 50)), p90_ms=float(np.percentile(ms, 90)),
-        p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), min_ms=float(ms.min()),
-        throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms), budget_s=budget_s,
-    )
+    return _latency(samples, batch_size=batch_size, threads=threads, budget_s=budget_s)
 
 
 def measure_interleaved(fns: list[Callable[[], Any]], *, batch_size: int, threads: int, budget_s: float,
-                        slice_s: float = 0.05) -> list[LatencyStats]:
+                        slice_s: float = 0.05) -> list[Latency]:
     """The same method for several models at once, round-robin, so machine noise hits all alike.
 
     Each round gives every function a slice of ``slice_s`` seconds (at least one call); rounds run
@@ -100,15 +89,7 @@ def measure_interleaved(fns: list[Callable[[], Any]], *, batch_size: int, thread
     finally:
         if gc_was_enabled:
             gc.enable()
-    stats = []
-    for s in samples:
-        ms = np.asarray(s, dtype=np.float64) / 1e6
-        stats.append(LatencyStats(
-            batch_size=batch_size, threads=threads, p50_ms=float(np.percentile(ms, 50)),
-            p90_ms=float(np.percentile(ms, 90)), p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()),
-            min_ms=float(ms.min()), throughput=float(batch_size * len(ms) / (ms.sum() / 1e3)), iterations=len(ms),
-            budget_s=budget_s))
-    return stats
+    return [_latency(s, batch_size=batch_size, threads=threads, budget_s=budget_s) for s in samples]
 
 
 def _current_core() -> int | None:

@@ -8,11 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 from optkit.types.errors import UsageError
-from optkit.report.ledger import _ms, _x, human_size, metric_value
+from optkit.types.ledger import CompareRow
+from optkit.report.ledger import _ms, _x, human_size, metric_text
 
 
 def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, budget_s: float,
-                      eval_path: Path | None, ui, metric: str | None = None, strict: bool = False) -> list[dict[str, Any]]:
+                      eval_path: Path | None, ui, metric: str | None = None, strict: bool = False) -> list[CompareRow]:
     """``metric``: the task metric (``--metric``); reference metrics compare with the first artifact. An artifact
     whose files do not match its sidecar's sha256 is warned about (``strict``: refused, before any measuring)."""
     from rich.markup import escape
@@ -41,23 +42,19 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     chosen = metric_for(chosen, arts[0].task, data)
     threads = usable_threads(threads, ui.warn)
     settings = MeasureSettings(batch_sizes=tuple(batch_sizes), threads=threads, budget_s=budget_s)
-    rows: list[dict[str, Any]] = []
+    rows: list[CompareRow] = []
+    outputs: list[dict[str, Any]] = []
     for art in arts:
-        outputs = outputs_on_data(art, data, settings)
-        reference = rows[0]["outputs"] if rows else outputs
-        rows.append({"artifact": str(art.path), "name": art.path.name, "format": art.format,
-                     "runtime": art.runtime, "size_bytes": art.size_bytes(), "outputs": outputs,
-                     "accuracy": metric_of(outputs, data, chosen, reference)})
-    base_out = rows[0].pop("outputs")
-    rows[0]["fidelity_vs_first"] = fidelity(base_out, base_out)
-    for row in rows[1:]:
-        row["fidelity_vs_first"] = fidelity(row.pop("outputs"), base_out)
+        outputs.append(outputs_on_data(art, data, settings))
+        rows.append(CompareRow(artifact=str(art.path), name=art.path.name, format=art.format, runtime=art.runtime,
+                               size_bytes=art.size_bytes(),
+                               accuracy=metric_of(outputs[-1], data, chosen, outputs[0]),
+                               fidelity_vs_first=fidelity(outputs[-1], outputs[0])))
     latency = measure_side_by_side(arts, data, settings, on_batch=lambda bs, n: ui.info(
         f"timing {n} artifacts interleaved at batch {bs} ({budget_s}s each)"))
     for row, lat in zip(rows, latency):
-        row["latency"] = lat
-    for row in rows:
-        row["speedup_vs_first"] = [b["p50_ms"] / r["p50_ms"] for b, r in zip(rows[0]["latency"], row["latency"])]
+        row.latency = lat
+        row.speedup_vs_first = [b.p50_ms / r.p50_ms for b, r in zip(latency[0], lat)]
     return rows
 
 
@@ -77,21 +74,19 @@ HEADERS = ["artifact", "format", "size", "metric", "cos vs first", "batch", "p50
            "speedup vs first", "max|Δ| vs first"]
 
 
-def _lines(rows: list[dict]) -> list[list[str]]:
+def _lines(rows: list[CompareRow]) -> list[list[str]]:
     out = []
     for row in rows:
-        for lat, speed in zip(row["latency"], row["speedup_vs_first"]):
-            fid = row["fidelity_vs_first"] or {}
-            acc = row["accuracy"]
-            out.append([row["name"], row["format"], human_size(row["size_bytes"]),
-                        f"{metric_value(acc)} {acc['metric']}" if acc else "—",
-                        f"{fid['cosine']:.5f}" if fid.get("cosine") is not None else "—", str(lat["batch_size"]),
-                        _ms(lat["p50_ms"]), _ms(lat["p90_ms"]), f"{lat['throughput']:.1f}", _x(speed),
-                        f"{fid.get('max_abs_diff', 0):.2e}"])
+        fid = row.fidelity_vs_first
+        for lat, speed in zip(row.latency, row.speedup_vs_first):
+            out.append([row.name, row.format, human_size(row.size_bytes), metric_text(row.accuracy),
+                        f"{fid.cosine:.5f}" if fid else "—", str(lat.batch_size),
+                        _ms(lat.p50_ms), _ms(lat.p90_ms), f"{lat.throughput:.1f}", _x(speed),
+                        f"{fid.max_abs_diff if fid else 0:.2e}"])
     return out
 
 
-def render_compare(console: Console, rows: list[dict]) -> None:
+def render_compare(console: Console, rows: list[CompareRow]) -> None:
     table = Table(title="optkit compare (latency measured interleaved)", header_style="bold")
     for i, h in enumerate(HEADERS):
         table.add_column(h, justify="left" if i < 2 else "right", no_wrap=True)
@@ -100,6 +95,6 @@ def render_compare(console: Console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def compare_markdown(rows: list[dict]) -> str:
+def compare_markdown(rows: list[CompareRow]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADERS))) + "|"]
     return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in _lines(rows)]) + "\n"

@@ -15,6 +15,8 @@ from typing import Any
 
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path
 from optkit.types.errors import UsageError
+from optkit.types.ledger import RunReport
+from optkit.types.records import Latency
 
 REPORT = "report.json"
 _HINT = "Pass an artifact optkit wrote, or a folder 'optkit run' or 'optkit optimize' wrote (with its report.json)"
@@ -24,7 +26,7 @@ _HINT = "Pass an artifact optkit wrote, or a folder 'optkit run' or 'optkit opti
 class FolderLedger:
     kind: str                          # run | optimize
     final: Artifact | None             # the run's last artifact, or the winner's copy (None: no winner)
-    latency: list | None = None        # the run's interleaved figures, one entry list per ledger row
+    latency: list[list[Latency] | None] | None = None  # the run's interleaved figures, one list per ledger row
     summary: str | None = None         # optimize's table (Markdown, as the command prints it)
     report: dict[str, Any] | None = None
 
@@ -60,44 +62,46 @@ def _artifact(folder: Path, stored: Any, sha256: Any = None) -> Artifact | None:
     return None
 
 
-def _run(folder: Path, report: dict) -> FolderLedger:
+def _run(folder: Path, raw: dict[str, Any]) -> FolderLedger:
+    """The run's final artifact, named by its last row (read only as far as that: a report whose final artifact is
+    gone says so); the interleaved figures through the report's records, where its rows are that chain's."""
     from pydantic import ValidationError
 
-    from optkit.types.records import Latency
-
-    rows = [r for r in report["steps"] if isinstance(r, dict)]
+    rows = [r for r in raw["steps"] if isinstance(r, dict)]
     if not rows:
-        raise UsageError(f"the run in {folder} finished no step ({report.get('status')})",
-                         hint=f"Its error: {report.get('error')}" if report.get("error") else _HINT)
+        raise UsageError(f"the run in {folder} finished no step ({raw.get('status')})",
+                         hint=f"Its error: {raw.get('error')}" if raw.get("error") else _HINT)
     final = _artifact(folder, rows[-1].get("artifact"), rows[-1].get("sha256"))
     if final is None:
         raise UsageError(f"the final artifact of the run in {folder} is gone or changed since its report",
                          hint="Run the recipe again (optkit run) to rebuild it")
-    latency: list | None = None
+    latency: list[list[Latency] | None] | None = None
     if [r.get("sha256") for r in rows] == [rec.sha256 for rec in final.chain()]:
         try:
-            latency = [[Latency.model_validate(e).to_json() for e in r["latency_all"]]
-                       if r.get("timing") == "interleaved" and isinstance(r.get("latency_all"), list) else None
-                       for r in rows]
+            report = RunReport.model_validate(raw)
+            latency = [r.latency_all if r.timing == "interleaved" else None for r in report.steps]
         except ValidationError:
             latency = None  # the sidecars' step-time figures, then
-    return FolderLedger("run", final, latency=latency, report=report)
+    return FolderLedger("run", final, latency=latency, report=raw)
 
 
-def _optimize(folder: Path, report: dict) -> FolderLedger:
+def _optimize(folder: Path, raw: dict[str, Any]) -> FolderLedger:
     from optkit.report.optimize import BEST_SUFFIXES, optimize_markdown
+    from optkit.types.optimize_report import OptimizeReport
 
     try:
+        report = OptimizeReport.model_validate(raw)
         summary = optimize_markdown(report)
-    except (KeyError, TypeError, ValueError, AttributeError, StopIteration):
+    except ValueError:  # a ValidationError too
         raise UsageError(f"{folder / REPORT} is not an optimize report this optkit can read",
                          hint="Run optkit optimize again into that folder (a rerun rebuilds nothing)") from None
     final = None
-    if report.get("winner"):
-        best = report.get("best") if isinstance(report.get("best"), dict) else {}
-        stored = [best.get("artifact"), *(str(folder / f"best{s}") for s in BEST_SUFFIXES)]
-        final = next((a for a in (_artifact(folder, s, best.get("sha256")) for s in stored) if a is not None), None)
+    if report.winner:
+        best = report.best
+        stored = [best.artifact if best else None, *(str(folder / f"best{s}") for s in BEST_SUFFIXES)]
+        final = next((a for a in (_artifact(folder, s, best.sha256 if best else None) for s in stored)
+                      if a is not None), None)
         if final is None:
             raise UsageError(f"the winner's copy in {folder} (best.*) is gone or has no sidecar",
                              hint="Run optkit optimize again into that folder (a rerun rebuilds nothing)")
-    return FolderLedger("optimize", final, summary=summary, report=report)
+    return FolderLedger("optimize", final, summary=summary, report=raw)

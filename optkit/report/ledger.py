@@ -6,12 +6,12 @@ for people, JSON (``{"steps": [...]}``) and Markdown for machines and pull reque
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from optkit.types.records import Latency, Metrics, StepRecord
+from optkit.types.ledger import LedgerRow, Profile
+from optkit.types.records import Accuracy, Latency, Metrics, OutputStats, Serving, StepRecord
 
 
 def _acc(rec: StepRecord) -> float | None:
@@ -31,62 +31,50 @@ def _speedup(lat: Latency | None, other: Metrics) -> float | None:
 
 
 SLOWER_STEPS = ("quantize", "compile")  # steps whose point is speed: slower than their input is flagged
-_LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")
+
+Timed = tuple[StepRecord, Metrics, str]
 
 
-def with_latency(chain: list[StepRecord], latency: list | None) -> list[tuple[StepRecord, Metrics, str]]:
+def with_latency(chain: list[StepRecord], latency: list[list[Latency] | None] | None) -> list[Timed]:
     """Each record with the metrics the ledger shows: latency replaced by ``latency`` (one entry list per row,
     from one interleaved pass) where given, and which timing that is."""
-    out = []
+    out: list[Timed] = []
     for i, rec in enumerate(chain):
         lat = latency[i] if latency is not None and i < len(latency) else None
         if lat:
-            metrics = rec.measured.model_copy(update={"latency": [Latency.model_validate(e) for e in lat]})
-            out.append((rec, metrics, "interleaved"))
+            out.append((rec, rec.measured.model_copy(update={"latency": list(lat)}), "interleaved"))
         else:
             out.append((rec, rec.measured, "step time"))
     return out
 
 
-def ledger_rows(chain: list[StepRecord], latency: list | None = None) -> list[dict[str, Any]]:
-    """Ledger rows (the JSON view of the chain) from the original model to the last artifact. ``latency``: the
-    run's interleaved timing of every row (``RunResult.ledger_latency``); without it, each row's step-time figures."""
+def ledger_rows(chain: list[StepRecord], latency: list[list[Latency] | None] | None = None) -> list[LedgerRow]:
+    """Ledger rows from the original model to the last artifact. ``latency``: the run's interleaved timing of every
+    row (``RunResult.ledger_latency``); without it, each row's step-time figures."""
     timed = with_latency(chain, latency)
-    rows: list[dict[str, Any]] = []
-    for i, (rec, metrics, timing) in enumerate(timed):
-        parent = timed[i - 1] if i else None
-        original = timed[0]
-        lat = metrics.latency_at()
-        acc, fid = metrics.accuracy, metrics.fidelity
-        row = {
-            "index": i, "step": rec.step, "artifact": rec.artifact, "format": rec.format,
-            "size_bytes": rec.size_bytes, "sha256": rec.sha256,
-            "accuracy": {"metric": acc.metric, "value": acc.value, "samples": acc.samples, "points": acc.points,
-                         "higher_is_better": acc.higher_is_better} if acc else None,
-            "accuracy_delta_vs_parent": _delta(_acc(rec), _acc(parent[0])) if parent else None,
-            "accuracy_delta_vs_original": _delta(_acc(rec), _acc(original[0])),
-            "latency": {k: getattr(lat, k) for k in _LATENCY_KEYS} if lat else None,
-            "latency_all": [e.to_json() for e in metrics.latency or []],
-            "speedup_vs_parent": _speedup(lat, parent[1]) if parent else None,
-            "speedup_vs_original": _speedup(lat, original[1]),
-            "fidelity": {k: getattr(fid, k) for k in ("max_abs_diff", "mean_abs_diff", "cosine", "min_cosine")} if fid else None,
-            "fidelity_vs_parent": metrics.fidelity_parent.to_json() if metrics.fidelity_parent else None,
-            "peak_memory_mb": metrics.peak_memory_mb,
-            "macs": metrics.macs,
-            "params": metrics.params,
-            "wall_time_s": rec.wall_time_s,
-            "summary": rec.summary,
-            "notes": list(rec.notes),
-            "timing": timing,
-            "serving": metrics.serving.to_json() if metrics.serving else None,
-            "output_stats": [o.to_json() for o in metrics.output_stats] if metrics.output_stats else None,
-        }
-        if parent and rec.step in SLOWER_STEPS and row["speedup_vs_parent"] is not None and row["speedup_vs_parent"] < 1.0:
-            row["slower"] = True
-            how = "interleaved" if timing == "interleaved" and parent[2] == "interleaved" else "at step time"
-            row["notes"].append(f"SLOWER than its input: {row['speedup_vs_parent']:.2f}x its speed (p50, measured {how})")
-        rows.append(row)
-    return rows
+    return [_row(i, timed[i], timed[i - 1] if i else None, timed[0]) for i in range(len(timed))]
+
+
+def _row(index: int, this: Timed, parent: Timed | None, original: Timed) -> LedgerRow:
+    rec, metrics, timing = this
+    lat = metrics.latency_at()
+    row = LedgerRow(
+        index=index, step=rec.step, artifact=rec.artifact, format=rec.format, size_bytes=rec.size_bytes,
+        sha256=rec.sha256, accuracy=metrics.accuracy,
+        accuracy_delta_vs_parent=_delta(_acc(rec), _acc(parent[0])) if parent else None,
+        accuracy_delta_vs_original=_delta(_acc(rec), _acc(original[0])),
+        latency=lat, latency_all=list(metrics.latency or []),
+        speedup_vs_parent=_speedup(lat, parent[1]) if parent else None,
+        speedup_vs_original=_speedup(lat, original[1]),
+        fidelity=metrics.fidelity, fidelity_vs_parent=metrics.fidelity_parent, peak_memory_mb=metrics.peak_memory_mb,
+        macs=metrics.macs, params=metrics.params, wall_time_s=rec.wall_time_s, summary=rec.summary,
+        notes=list(rec.notes), timing=timing, serving=metrics.serving, output_stats=metrics.output_stats or None)
+    speedup = row.speedup_vs_parent
+    if parent and rec.step in SLOWER_STEPS and speedup is not None and speedup < 1.0:
+        row.slower = True
+        how = "interleaved" if timing == "interleaved" and parent[2] == "interleaved" else "at step time"
+        row.notes.append(f"SLOWER than its input: {speedup:.2f}x its speed (p50, measured {how})")
+    return row
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -94,11 +82,12 @@ def ledger_rows(chain: list[StepRecord], latency: list | None = None) -> list[di
 def human_size(n: int | None) -> str:
     if n is None:
         return "—"
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def _pct(v: float | None) -> str:
@@ -111,11 +100,16 @@ def _pts(v: float | None, points: bool = True) -> str:
     return f"{100 * v:+.2f}" if points else f"{v:+.3g}"
 
 
-def metric_value(acc: dict | None) -> str:
+def metric_value(acc: Accuracy | None) -> str:
     """A task metric's value as people read it: a percentage for fractions, else the number."""
     if not acc:
         return "—"
-    return _pct(acc["value"]) if acc.get("points", True) else f"{acc['value']:.4g}"
+    return _pct(acc.value) if acc.points else f"{acc.value:.4g}"
+
+
+def metric_text(acc: Accuracy | None) -> str:
+    """'99.72% top1', or a dash when no task metric was measured."""
+    return f"{metric_value(acc)} {acc.metric}" if acc else "—"
 
 
 def _x(v: float | None) -> str:
@@ -138,18 +132,15 @@ def _count(v: int | None) -> str:
     return "—" if v is None else (f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k")
 
 
-def _cells(row: dict) -> list[str]:
-    lat = row["latency"] or {}
-    fid = row["fidelity"] or {}
-    acc = row["accuracy"]
-    points = acc.get("points", True) if acc else True
+def _cells(row: LedgerRow) -> list[str]:
+    lat, fid, acc = row.latency, row.fidelity, row.accuracy
+    points = acc.points if acc else True
     return [
-        str(row["index"]), row["step"], row["format"], human_size(row["size_bytes"]), _count(row.get("params")), _macs(row["macs"]),
-        f"{metric_value(acc)} {acc['metric']}" if acc else "—",
-        _pts(row["accuracy_delta_vs_parent"], points), _pts(row["accuracy_delta_vs_original"], points),
-        _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")),
-        _x(row["speedup_vs_parent"]) + (" SLOWER" if row.get("slower") else ""), _x(row["speedup_vs_original"]),
-        _g(fid.get("max_abs_diff")), _g(fid.get("cosine"), ".6f"), row["summary"],
+        str(row.index), row.step, row.format, human_size(row.size_bytes), _count(row.params), _macs(row.macs),
+        metric_text(acc), _pts(row.accuracy_delta_vs_parent, points), _pts(row.accuracy_delta_vs_original, points),
+        _ms(lat.p50_ms if lat else None), _ms(lat.p90_ms if lat else None),
+        _x(row.speedup_vs_parent) + (" SLOWER" if row.slower else ""), _x(row.speedup_vs_original),
+        _g(fid.max_abs_diff if fid else None), _g(fid.cosine if fid else None, ".6f"), row.summary,
     ]
 
 
@@ -157,49 +148,49 @@ HEADERS = ["#", "step", "format", "size", "params", "MACs", "accuracy", "Δ pare
            "p50 ms", "p90 ms", "× parent", "× orig", "max|Δ| orig", "cos orig", "what changed"]
 
 
-def _timing_caption(rows: list[dict]) -> str:
-    lat = next((r["latency"] for r in rows if r["latency"]), None)
-    if not lat:
+def _timing_caption(rows: list[LedgerRow]) -> str:
+    timed = [r for r in rows if r.latency]
+    if not timed or timed[0].latency is None:
         return "latency not measured"
-    timed = [r for r in rows if r["latency"]]
-    if all(r.get("timing") == "interleaved" for r in timed):
+    lat = timed[0].latency
+    if all(r.timing == "interleaved" for r in timed):
         how = f"latency from one interleaved round-robin pass over all {len(timed)} rows at the end of this run"
-    elif any(r.get("timing") == "interleaved" for r in timed):
+    elif any(r.timing == "interleaved" for r in timed):
         how = ("latency from one interleaved pass at the end of this run, except rows "
-               + ", ".join(str(r["index"]) for r in timed if r.get("timing") != "interleaved") + " (measured when built)")
+               + ", ".join(str(r.index) for r in timed if r.timing != "interleaved") + " (measured when built)")
     else:
         how = "latency as measured when each step ran (not side by side: 'optkit compare' times them together)"
     return (f"Δ: task-metric change (points for fractions; the metric's reference is the original model); ×: p50 speedup; max|Δ|, cos: outputs vs the original model's; "
-            f"{how}, at batch {lat['batch_size']}, {lat['threads'] or 'default'} thread(s)")
+            f"{how}, at batch {lat.batch_size}, {lat.threads or 'default'} thread(s)")
 
 
-def serving_text(serving: dict) -> str:
+def serving_text(serving: Serving) -> str:
     """One line for a row's serving figures (optkit loadtest ARTIFACT)."""
-    cfg = serving.get("config", {})
-    slo = f", p99 SLO {serving['slo_p99_ms']:g} ms" if serving.get("slo_p99_ms") is not None else ""
-    return (f"served {serving['throughput']:.0f} requests/s, p50 {serving['p50_ms']:.2f} ms, p99 {serving['p99_ms']:.2f} ms "
-            f"at {serving.get('concurrency')} clients (max batch {cfg.get('max_batch')}, queue delay "
+    cfg = serving.config
+    slo = f", p99 SLO {serving.slo_p99_ms:g} ms" if serving.slo_p99_ms is not None else ""
+    return (f"served {serving.throughput:.0f} requests/s, p50 {serving.p50_ms:.2f} ms, p99 {serving.p99_ms:.2f} ms "
+            f"at {serving.concurrency} clients (max batch {cfg.get('max_batch')}, queue delay "
             f"{cfg.get('max_queue_delay_ms')} ms {cfg.get('batch_policy', 'delay')}, {cfg.get('instances', 1)} x "
-            f"{cfg.get('threads', 1)} thread(s); best of {serving.get('settings_tried')} settings{slo}; "
-            f"{serving.get('cpu')}; {serving.get('measured_at')})")
+            f"{cfg.get('threads', 1)} thread(s); best of {serving.settings_tried} settings{slo}; "
+            f"{serving.cpu}; {serving.measured_at})")
 
 
-def stats_text(stats: list[dict]) -> str:
+def stats_text(stats: list[OutputStats]) -> str:
     """Each output's statistics on the evaluation data, as Polygraphy prints them, so a collapsed output shows:
     'logits mean 0.0123 std 1.05 min -3.2 max 4.1'."""
     parts = []
     for o in stats:
-        if o.get("mean") is None:
-            parts.append(f"{o['name']} (no finite values)" if o.get("nonfinite_samples") else o["name"])
+        if o.mean is None:
+            parts.append(f"{o.name} (no finite values)" if o.nonfinite_samples else o.name)
             continue
-        text = f"{o['name']} mean {o['mean']:.4g} std {o['std']:.4g} min {o['min']:.4g} max {o['max']:.4g}"
-        if o.get("nonfinite_samples"):
-            text += f", NaN/inf on {o['nonfinite_samples']} sample(s)"
+        text = f"{o.name} mean {o.mean:.4g} std {o.std:.4g} min {o.min:.4g} max {o.max:.4g}"
+        if o.nonfinite_samples:
+            text += f", NaN/inf on {o.nonfinite_samples} sample(s)"
         parts.append(text)
     return "; ".join(parts)
 
 
-def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledger") -> None:
+def render_ledger(console: Console, rows: list[LedgerRow], title: str = "optkit ledger") -> None:
     """The table, then one 'what changed' line per step (too long for a column)."""
     table = Table(title=title, caption=_timing_caption(rows), header_style="bold")
     for i, h in enumerate(HEADERS[:-1]):
@@ -208,43 +199,42 @@ def render_ledger(console: Console, rows: list[dict], title: str = "optkit ledge
         table.add_row(*_cells(row)[:-1])
     console.print(table)
     for row in rows:
-        if row["summary"]:
-            console.print(f"  {row['index']} {row['step']}: {row['summary']}", highlight=False)
-        if row.get("output_stats"):
-            console.print(f"[dim]    outputs: {stats_text(row['output_stats'])}[/]", highlight=False)
-        for note in row["notes"]:
+        if row.summary:
+            console.print(f"  {row.index} {row.step}: {row.summary}", highlight=False)
+        if row.output_stats:
+            console.print(f"[dim]    outputs: {stats_text(row.output_stats)}[/]", highlight=False)
+        for note in row.notes:
             console.print(f"[dim]    note: {note}[/]")
-        if row.get("serving"):
-            console.print(f"    {serving_text(row['serving'])}", highlight=False)
+        if row.serving:
+            console.print(f"    {serving_text(row.serving)}", highlight=False)
 
 
-def ledger_markdown(rows: list[dict]) -> str:
+def ledger_markdown(rows: list[LedgerRow]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---:" if i not in (1, 2, len(HEADERS) - 1) else "---" for i in range(len(HEADERS))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
-    served = [f"- {r['index']} {r['step']}: {serving_text(r['serving'])}" for r in rows if r.get("serving")]
+    served = [f"- {r.index} {r.step}: {serving_text(r.serving)}" for r in rows if r.serving]
     tail = ("\n\nServing (optkit loadtest):\n" + "\n".join(served)) if served else ""
-    stats = [f"- {r['index']} {r['step']}: {stats_text(r['output_stats'])}" for r in rows if r.get("output_stats")]
+    stats = [f"- {r.index} {r.step}: {stats_text(r.output_stats)}" for r in rows if r.output_stats]
     tail += ("\n\nOutputs on the evaluation data:\n" + "\n".join(stats)) if stats else ""
     return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._{tail}\n"
 
 
-def render_profile(console: Console, profile: dict) -> None:
-    acc = profile.get("accuracy")
-    fid = profile.get("fidelity")
-    console.print(f"[bold]{Path(profile['artifact']).name}[/] ({profile['format']}, {human_size(profile['size_bytes'])}"
-                  f", peak memory {_g(profile.get('peak_memory_mb'), '.1f')} MB)", highlight=False)
+def render_profile(console: Console, profile: Profile) -> None:
+    acc, fid = profile.accuracy, profile.fidelity
+    console.print(f"[bold]{Path(profile.artifact).name}[/] ({profile.format}, {human_size(profile.size_bytes)}"
+                  f", peak memory {_g(profile.peak_memory_mb, '.1f')} MB)", highlight=False)
     if acc:
-        console.print(f"  {acc['metric']}: {metric_value(acc)} on {acc['samples']} samples", highlight=False)
+        console.print(f"  {acc.metric}: {metric_value(acc)} on {acc.samples} samples", highlight=False)
     elif fid:
-        console.print(f"  drift vs original: max|Δ| {_g(fid['max_abs_diff'])}, cosine {fid['cosine']:.6f}", highlight=False)
+        console.print(f"  drift vs original: max|Δ| {_g(fid.max_abs_diff)}, cosine {fid.cosine:.6f}", highlight=False)
     else:
         console.print("  accuracy: not measured (no labels and no reference outputs)", highlight=False)
     table = Table(header_style="bold")
     for h in ("batch", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "throughput /s", "iterations"):
         table.add_column(h, justify="right")
-    for lat in profile.get("latency") or []:
-        table.add_row(str(lat["batch_size"]), str(lat["threads"]), _ms(lat["p50_ms"]), _ms(lat["p90_ms"]),
-                      _ms(lat["p99_ms"]), _ms(lat["mean_ms"]), f"{lat['throughput']:.1f}", str(lat["iterations"]))
+    for lat in profile.latency:
+        table.add_row(str(lat.batch_size), str(lat.threads), _ms(lat.p50_ms), _ms(lat.p90_ms),
+                      _ms(lat.p99_ms), _ms(lat.mean_ms), f"{lat.throughput:.1f}", str(lat.iterations))
     console.print(table)
-    for note in profile.get("notes") or []:
+    for note in profile.notes:
         console.print(f"[dim]note: {note}[/]")

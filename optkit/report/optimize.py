@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -24,31 +23,30 @@ from optkit.engine.run import tool_versions
 from optkit.report.ledger import human_size
 from optkit.report.run import environment
 from optkit.types.files import Staging, dumps_json
+from optkit.types.optimize_report import Best, Candidate, Fp32, OptimizeReport, Original, Skipped
 
 
-def _row(o: Outcome) -> dict[str, Any]:
+def _row(o: Outcome) -> Candidate:
     c = o.candidate
-    acc = o.record.measured.accuracy if o.record else None
-    return {
-        "name": c.name, "target": c.target, "precision": c.precision, "what": c.what, "status": o.status,
-        "why": o.why, "steps": o.recipe_steps(), "artifact": str(o.artifact.path) if o.artifact else None,
-        "metric": acc.to_json() if acc else None, "drop_vs_original": o.drop, "cosine_vs_original": o.cosine,
-        "calibration_drop": o.verdict("calibration").drop if o.verdict("calibration") else None,
-        "verdicts": [v.to_json() for v in o.verdicts],
-        "p50_ms": o.p50_ms, "p90_ms": o.p90_ms,
-        "speedup_vs_fp32": o.speedup, "speedup_vs_original": o.speedup_vs_original, "timing_pass": o.timing_pass,
-        "size_bytes": o.record.size_bytes if o.record else None, "seconds": round(o.seconds, 2), "cached": o.cached,
-    }
+    calibration = o.verdict("calibration")
+    return Candidate(
+        name=c.name, target=c.target, precision=c.precision, what=c.what, status=o.status, why=o.why,
+        steps=o.recipe_steps(), artifact=str(o.artifact.path) if o.artifact else None,
+        metric=o.record.measured.accuracy if o.record else None, drop_vs_original=o.drop,
+        cosine_vs_original=o.cosine, calibration_drop=calibration.drop if calibration else None,
+        verdicts=[v.to_json() for v in o.verdicts], p50_ms=o.p50_ms, p90_ms=o.p90_ms, speedup_vs_fp32=o.speedup,
+        speedup_vs_original=o.speedup_vs_original, timing_pass=o.timing_pass,
+        size_bytes=o.record.size_bytes if o.record else None, seconds=round(o.seconds, 2), cached=o.cached)
 
 
-def _original(search: Search, model: str) -> dict[str, Any]:
+def _original(search: Search, model: str) -> Original:
     if not search.prefix:  # MODEL is the fp32 ONNX model: the same figures
-        return {"artifact": model, "format": "onnx", "same_as_fp32": True, "p50_ms": search.baseline_p50_ms,
-                "p90_ms": search.baseline_p90_ms, "not_timed": None}
+        return Original(artifact=model, format="onnx", same_as_fp32=True, p50_ms=search.baseline_p50_ms,
+                        p90_ms=search.baseline_p90_ms, not_timed=None)
     fmt = search.original.format if search.original is not None else "torch"
     why = search.original_not_timed or (None if search.original_p50_ms is not None else "it was not in the timing pass")
-    return {"artifact": model, "format": fmt, "same_as_fp32": False, "p50_ms": search.original_p50_ms,
-            "p90_ms": search.original_p90_ms, "not_timed": why}
+    return Original(artifact=model, format=fmt, same_as_fp32=False, p50_ms=search.original_p50_ms,
+                    p90_ms=search.original_p90_ms, not_timed=why)
 
 
 def _judged_on(search: Search) -> str:
@@ -59,40 +57,35 @@ def _judged_on(search: Search) -> str:
     return f"the calibration split ({count}{search.calib_data}) and the evaluation split"
 
 
-def optimize_report(search: Search, model: str) -> dict[str, Any]:
-    base = search.baseline_p50_ms
-    return {
-        "model": model, "status": "passed" if search.winner else "no candidate within budget",
-        "winner": search.winner.name if search.winner else None,
-        "budget": {"max_drop": search.budget.max_drop, "min_cosine": search.budget.min_cosine},
-        "batch_size": search.batch_size, "threads": search.threads,
-        "timing": f"the fp32 model{', the original model' if search.original is not None else ''} and every "
-                  f"candidate within budget in one interleaved round-robin pass at batch "
-                  f"{search.batch_size}, then the finalists (within {FINALIST_SPAN}x of the fastest) again with the "
-                  f"fp32 model; each ratio comes from one pass"
-                  + (f" (timings reused from the pass measured at {search.timing_reused_from}: every candidate came "
-                     f"from the cache, same data, CPU and settings; --retime measures again)"
-                     if search.timing_reused_from else ""),
-        "timing_reused_from": search.timing_reused_from,
-        "judged_on": _judged_on(search),
-        "calibration_samples": search.calib_samples,
-        "fp32": {"artifact": str(search.source.path), "p50_ms": base, "p90_ms": search.baseline_p90_ms},
-        "original": _original(search, model),
-        "candidates": [_row(o) for o in search.outcomes],
-        "skipped": [{"name": s.name, "why": s.why} for s in search.skipped],
-        "facts": {"ops": len(search.facts.ops), "attention": search.facts.attention,
-                  "calibration_data": search.facts.calibration},
-        "time_budget_s": search.time_budget_s,
-        "timing_reserve_s": round(search.timing_reserve_s, 2),
-        "second_pass_skipped": search.second_pass_skipped,
-        "build_time_s": round(search.build_time_s, 2),
-        "wall_time_s": round(search.wall_time_s, 2),
-        "environment": environment(0, tool_versions(all_backends=True)),
-        "executor": search.executor,
-        "measured_on": sorted({f"{t.host} ({t.cpu})" if t.cpu else t.host
-                               for t in search.timeline if t.kind == "measure"}),
-        "timeline": [t.to_dict() for t in search.timeline],
-    }
+def _timing_text(search: Search) -> str:
+    return (f"the fp32 model{', the original model' if search.original is not None else ''} and every "
+            f"candidate within budget in one interleaved round-robin pass at batch "
+            f"{search.batch_size}, then the finalists (within {FINALIST_SPAN}x of the fastest) again with the "
+            f"fp32 model; each ratio comes from one pass"
+            + (f" (timings reused from the pass measured at {search.timing_reused_from}: every candidate came "
+               f"from the cache, same data, CPU and settings; --retime measures again)"
+               if search.timing_reused_from else ""))
+
+
+def optimize_report(search: Search, model: str) -> OptimizeReport:
+    return OptimizeReport(
+        model=model, status="passed" if search.winner else "no candidate within budget",
+        winner=search.winner.name if search.winner else None,
+        budget={"max_drop": search.budget.max_drop, "min_cosine": search.budget.min_cosine},
+        batch_size=search.batch_size, threads=search.threads, timing=_timing_text(search),
+        timing_reused_from=search.timing_reused_from, judged_on=_judged_on(search),
+        calibration_samples=search.calib_samples,
+        fp32=Fp32(artifact=str(search.source.path), p50_ms=search.baseline_p50_ms, p90_ms=search.baseline_p90_ms),
+        original=_original(search, model), candidates=[_row(o) for o in search.outcomes],
+        skipped=[Skipped(name=s.name, why=s.why) for s in search.skipped],
+        facts={"ops": len(search.facts.ops), "attention": search.facts.attention,
+               "calibration_data": search.facts.calibration},
+        time_budget_s=search.time_budget_s, timing_reserve_s=round(search.timing_reserve_s, 2),
+        second_pass_skipped=search.second_pass_skipped, build_time_s=round(search.build_time_s, 2),
+        wall_time_s=round(search.wall_time_s, 2), environment=environment(0, tool_versions(all_backends=True)),
+        executor=search.executor,
+        measured_on=sorted({f"{t.host} ({t.cpu})" if t.cpu else t.host for t in search.timeline if t.kind == "measure"}),
+        timeline=[t.to_dict() for t in search.timeline])
 
 
 def _x(v: float | None) -> str:
@@ -108,75 +101,77 @@ HEADERS = ["#", "candidate", "status", "drop (calib)", "drop (eval)", "cosine", 
 _TEXT_COLUMNS = (1, 2, len(HEADERS) - 1)
 
 
-def _title(report: dict) -> str:
-    return f"optkit optimize: {Path(report['model']).name} — winner: {report['winner'] or 'none'}"
+def _title(report: OptimizeReport) -> str:
+    return f"optkit optimize: {Path(report.model).name} — winner: {report.winner or 'none'}"
 
 
-def headline(report: dict) -> str:
+def headline(report: OptimizeReport) -> str:
     """The winner and its speed-ups, vs the fp32 ONNX model and vs the original model, from the same pass."""
-    if not report["winner"]:
+    w = report.candidate(report.winner)
+    if w is None:
         return "No candidate is within the budget: see each one's why below."
-    w = next(c for c in report["candidates"] if c["name"] == report["winner"])
-    orig = report.get("original") or {}
-    name = Path(report["model"]).name
-    if orig.get("same_as_fp32"):
-        vs = f"{_x(w['speedup_vs_fp32'])} the original model ({name}, the fp32 ONNX model itself)"
-    elif w.get("speedup_vs_original") is not None:
-        vs = (f"{_x(w['speedup_vs_fp32'])} the fp32 ONNX model and {_x(w['speedup_vs_original'])} the original "
-              f"{orig.get('format', 'torch')} model ({name})")
+    orig = report.original
+    name = Path(report.model).name
+    if orig is not None and orig.same_as_fp32:
+        vs = f"{_x(w.speedup_vs_fp32)} the original model ({name}, the fp32 ONNX model itself)"
+    elif w.speedup_vs_original is not None:
+        vs = (f"{_x(w.speedup_vs_fp32)} the fp32 ONNX model and {_x(w.speedup_vs_original)} the original "
+              f"{orig.format if orig else 'torch'} model ({name})")
     else:
-        return (f"{w['name']}: p50 {_f(w['p50_ms'], '.3f')} ms at batch {report['batch_size']}, "
-                f"{_x(w['speedup_vs_fp32'])} the fp32 ONNX model, timed in the same interleaved pass; original not "
-                f"timed" + (f" ({orig['not_timed']})." if orig.get("not_timed") else "."))
-    return (f"{w['name']}: p50 {_f(w['p50_ms'], '.3f')} ms at batch {report['batch_size']}, {vs}, "
+        return (f"{w.name}: p50 {_f(w.p50_ms, '.3f')} ms at batch {report.batch_size}, "
+                f"{_x(w.speedup_vs_fp32)} the fp32 ONNX model, timed in the same interleaved pass; original not "
+                f"timed" + (f" ({orig.not_timed})." if orig and orig.not_timed else "."))
+    return (f"{w.name}: p50 {_f(w.p50_ms, '.3f')} ms at batch {report.batch_size}, {vs}, "
             f"timed in the same interleaved pass.")
 
 
-def _facts(report: dict) -> list[str]:
-    """The summary's lines under the headline."""
-    cpu = report["environment"]["cpu"]
-    where = ""
-    if report.get("executor", "local") != "local":
-        where = (f"; built as {report['executor']} tasks, timed alone on "
-                 f"{', '.join(report.get('measured_on') or ['(timings reused)'])}")
-    orig = report.get("original") or {}
-    fp32 = f"fp32 p50 {_f(report['fp32']['p50_ms'], '.3f')} ms"
-    if orig and not orig.get("same_as_fp32"):
-        fp32 += (f", original p50 {_f(orig['p50_ms'], '.3f')} ms" if orig.get("p50_ms") is not None
-                 else ", original not timed")
-    stopped = [c["name"] for c in report["candidates"] if c["status"] == "stopped"]
-    short = [c["name"] for c in report["candidates"]
-             if c["status"] == "skipped" and "s left of the" in (c["why"] or "")]
+def _cut(report: OptimizeReport) -> str:
+    """What the time budget cut short, for the summary's time line."""
+    stopped = [c.name for c in report.candidates if c.status == "stopped"]
+    short = [c.name for c in report.candidates if c.status == "skipped" and "s left of the" in (c.why or "")]
     cut = "".join(f"; {label}: {', '.join(names)}" for label, names in
                   (("stopped at the time budget", stopped), ("skipped for lack of time", short)) if names)
-    reserve = report.get("timing_reserve_s") or 0
-    kept = f", the last {reserve:.0f}s of it kept for the final timing" if reserve >= 0.5 else ""
-    if report.get("second_pass_skipped"):
+    if report.second_pass_skipped:
         cut += "; the finalists' second timing pass did not fit in the budget: the first pass ranks"
+    return cut
+
+
+def _facts(report: OptimizeReport) -> list[str]:
+    """The summary's lines under the headline."""
+    env = report.environment
+    where = ""
+    if report.executor != "local":
+        where = (f"; built as {report.executor} tasks, timed alone on "
+                 f"{', '.join(report.measured_on or ['(timings reused)'])}")
+    orig = report.original
+    fp32 = f"fp32 p50 {_f(report.fp32.p50_ms, '.3f')} ms"
+    if orig and not orig.same_as_fp32:
+        fp32 += f", original p50 {_f(orig.p50_ms, '.3f')} ms" if orig.p50_ms is not None else ", original not timed"
+    reserve = report.timing_reserve_s or 0
+    kept = f", the last {reserve:.0f}s of it kept for the final timing" if reserve >= 0.5 else ""
     return [
-        f"Judged vs the original on {report['judged_on']}.",
-        f"Timing: {report['timing']}; {fp32}.",
-        f"Time: candidates built in {report['build_time_s']:.0f}s of the {report['time_budget_s']:.0f}s time "
-        f"budget (--time-budget{kept}), {report['wall_time_s']:.0f}s in all with the timing (measured){cut}.",
-        f"CPU {cpu.get('model')} ({', '.join(cpu.get('simd', []))}){where}.",
+        f"Judged vs the original on {report.judged_on}.",
+        f"Timing: {report.timing}; {fp32}.",
+        f"Time: candidates built in {report.build_time_s:.0f}s of the {report.time_budget_s:.0f}s time "
+        f"budget (--time-budget{kept}), {report.wall_time_s:.0f}s in all with the timing (measured){_cut(report)}.",
+        f"CPU {env.cpu_model} ({', '.join(env.simd)}){where}.",
     ]
 
 
-def _cells(report: dict) -> list[tuple[bool, list[str]]]:
+def _cells(report: OptimizeReport) -> list[tuple[bool, list[str]]]:
     """One row per candidate (built or not), then the ones skipped before building: what both tables show, numbered
     as the plot's dots; (is it the winner, cells)."""
-    rows = [(c["name"] == report["winner"],
-             [str(i), c["name"], c["status"], _f(c["calibration_drop"], ".3g"), _f(c["drop_vs_original"], ".3g"),
-              _f(c["cosine_vs_original"], ".5f"), _f(c["p50_ms"], ".3f"), _f(c["p90_ms"], ".3f"),
-              _x(c["speedup_vs_fp32"]), _x(c.get("speedup_vs_original")), human_size(c["size_bytes"]),
-              c["why"] or c["what"]])
-            for i, c in enumerate(report["candidates"], 1)]
+    rows = [(c.name == report.winner,
+             [str(i), c.name, c.status, _f(c.calibration_drop, ".3g"), _f(c.drop_vs_original, ".3g"),
+              _f(c.cosine_vs_original, ".5f"), _f(c.p50_ms, ".3f"), _f(c.p90_ms, ".3f"),
+              _x(c.speedup_vs_fp32), _x(c.speedup_vs_original), human_size(c.size_bytes), c.why or c.what])
+            for i, c in enumerate(report.candidates, 1)]
     first = len(rows) + 1
-    return rows + [(False, [str(i), s["name"], "not built", *["—"] * 8, s["why"]])
-                   for i, s in enumerate(report["skipped"], first)]
+    return rows + [(False, [str(i), s.name, "not built", *["—"] * 8, s.why])
+                   for i, s in enumerate(report.skipped, first)]
 
 
-def optimize_markdown(report: dict) -> str:
+def optimize_markdown(report: OptimizeReport) -> str:
     lines = [f"## {_title(report)}", "", f"**{headline(report)}**", "", *(f"- {f}" for f in _facts(report)), "",
              "| " + " | ".join(HEADERS) + " |",
              "|" + "|".join("---" if i in _TEXT_COLUMNS else "---:" for i in range(len(HEADERS))) + "|"]
@@ -186,16 +181,14 @@ def optimize_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def optimize_html(report: dict) -> str:
+def optimize_html(report: OptimizeReport) -> str:
     """One self-contained page, styled as the run report (its CSS): the headline, the plot (dots numbered as the
     table, the winner ringed), the table, the environment."""
-    from optkit.report.html import CSS, plot_svg
+    from optkit.report.html import CSS, Dot, plot_svg
 
-    points = [{"index": i, "step": c["name"],
-               "latency": {"p50_ms": c["p50_ms"], "batch_size": report["batch_size"], "threads": report["threads"]},
-               "accuracy": c["metric"], "fidelity": {"cosine": c["cosine_vs_original"]}}
-              for i, c in enumerate(report["candidates"], 1) if c["p50_ms"] is not None]
-    winner = next((i for i, c in enumerate(report["candidates"], 1) if c["name"] == report["winner"]), None)
+    points = [Dot(i, c.name, c.p50_ms, report.batch_size, report.threads, c.metric, c.cosine_vs_original)
+              for i, c in enumerate(report.candidates, 1) if c.p50_ms is not None]
+    winner = next((i for i, c in enumerate(report.candidates, 1) if c.name == report.winner), None)
     head = "".join(f'<th class="{"l" if i in _TEXT_COLUMNS else ""}">{escape(h)}</th>' for i, h in enumerate(HEADERS))
     body = []
     for won, row in _cells(report):
@@ -204,16 +197,16 @@ def optimize_html(report: dict) -> str:
             mark = '<span class="winner">winner</span>' if won and i == 1 else ""
             tds.append(f'<td class="{"l" if i in _TEXT_COLUMNS else ""}">{escape(cell)}{mark}</td>')
         body.append(("<tr class='best'>" if won else "<tr>") + "".join(tds) + "</tr>")
-    ok = report["winner"] is not None
-    env = report["environment"]
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items()))
+    ok = report.winner is not None
+    env = report.environment
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(env.versions.items()))
     title = escape(_title(report))
     facts = "".join(f"<li>{escape(f)}</li>" for f in _facts(report))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{CSS}</style></head><body>
 <h1>{title}</h1>
-<p><span class="status {'passed' if ok else 'failed'}">{escape(report['status'])}</span></p>
+<p><span class="status {'passed' if ok else 'failed'}">{escape(report.status)}</span></p>
 <p class="headline">{escape(headline(report))}</p>
 <ul class="facts muted">{facts}</ul>
 <h2>Accuracy vs latency</h2>
@@ -221,8 +214,8 @@ def optimize_html(report: dict) -> str:
 <h2>Candidates</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <h2>Environment</h2>
-<p class="muted">{escape(str(env['cpu'].get('model')))} — {env['cpu'].get('logical_cores')} logical cores,
-{escape(', '.join(env['cpu'].get('simd') or []))}; {escape(env['os'])}<br>{escape(versions)}</p>
+<p class="muted">{escape(env.cpu_model)} — {env.cores} logical cores,
+{escape(', '.join(env.simd))}; {escape(env.os)}<br>{escape(versions)}</p>
 </body></html>
 """
 
@@ -230,16 +223,18 @@ def optimize_html(report: dict) -> str:
 def best_recipe_text(search: Search) -> str:
     """best.yaml: the recipe that rebuilds the winner from MODEL with ``optkit run`` (into ``best/`` beside it)."""
     w = search.winner
+    if w is None:
+        raise ValueError("best.yaml is written only for a winner")
     header = (f"# Written by optkit optimize: the fastest candidate within budget ({w.name}: {w.candidate.what}).\n"
               f"# Rebuild it with: optkit run {{this file}}  (optimize ran it into best/: every step is in the cache;\n"
               f"# measure: is what the candidates were built with, and another value builds every step again)\n")
-    return header + yaml.safe_dump(search.recipe, sort_keys=False, default_flow_style=None)
+    return header + str(yaml.safe_dump(search.recipe, sort_keys=False, default_flow_style=None))
 
 
 BEST_SUFFIXES = (".onnx", ".xml")  # a winner's copy: best.onnx, or best.xml with best.bin beside it
 
 
-def write_optimize_outputs(out_dir: Path, search: Search, model: str) -> dict[str, Any]:
+def write_optimize_outputs(out_dir: Path, search: Search, model: str) -> OptimizeReport:
     """The reports, and for a winner its copy (with a sidecar of its own) and best.yaml, written together (staged,
     then renamed); a previous winner's copy in another format is removed."""
     from optkit.types.artifact import sidecar_path
@@ -247,15 +242,17 @@ def write_optimize_outputs(out_dir: Path, search: Search, model: str) -> dict[st
     report = optimize_report(search, model)
     written: set[Path] = set()
     with Staging() as stage:
-        if search.winner:
-            winner = search.best or search.winner.artifact  # best.yaml's build (its ledger) when there is one
+        # best.yaml's build (its ledger) when there is one
+        winner = (search.best or search.winner.artifact) if search.winner else None
+        if winner is not None:
             dst = out_dir / f"best{winner.path.suffix}"
             copy = copy_artifact(winner, dst, stage)
             written = {*(out_dir / f"best{f.suffix}" for f in winner.files()), sidecar_path(dst)}
-            report["best"] = {"artifact": str(dst), "recipe": str(out_dir / "best.yaml"),
-                              "run": str(search.best.path.parent) if search.best else None, "sha256": copy.record.sha256}
+            report.best = Best(artifact=str(dst), recipe=str(out_dir / "best.yaml"),
+                               run=str(search.best.path.parent) if search.best else None,
+                               sha256=copy.record.sha256 if copy.record else copy.digest())
             stage.write_text(out_dir / "best.yaml", best_recipe_text(search))
-        stage.write_text(out_dir / "report.json", dumps_json(report))
+        stage.write_text(out_dir / "report.json", dumps_json(report.to_json()))
         stage.write_text(out_dir / "report.md", optimize_markdown(report))
         stage.write_text(out_dir / "report.html", optimize_html(report))
         stage.commit()

@@ -14,48 +14,49 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from optkit.types.files import Staging, dumps_json, sha256_file
+from optkit.types.ledger import Environment, GateResult, LedgerRow, Profile, RunReport
 from optkit.types.machine import cpu_info
 from optkit.report.ledger import ledger_markdown
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "manifest.json")
 
 
-def environment(seed: int, versions: dict[str, str]) -> dict[str, Any]:
-    return {"cpu": cpu_info(), "os": platform.platform(), "python": platform.python_version(),
-            "versions": versions, "seed": seed}
+def environment(seed: int, versions: dict[str, str]) -> Environment:
+    return Environment(cpu=cpu_info(), os=platform.platform(), python=platform.python_version(), versions=versions,
+                       seed=seed)
 
 
-def build_report(*, recipe_path: Path, rows: list[dict], profiles: list[dict], gates: list[dict], cached: list[int],
-                 wall_time_s: float, env: dict, error: str | None = None) -> dict[str, Any]:
-    return {
-        "recipe": str(recipe_path), "recipe_sha256": sha256_file(recipe_path),
-        "status": "step failed" if error else ("gate failed" if any(not g["passed"] for g in gates) else "passed"),
-        "error": error, "steps": rows, "profiles": profiles, "gates": gates,
-        "cached_steps": cached, "wall_time_s": round(wall_time_s, 3), "environment": env,
-    }
+def build_report(*, recipe_path: Path, rows: list[LedgerRow], profiles: list[Profile], gates: list[GateResult],
+                 cached: list[int], wall_time_s: float, env: Environment, error: str | None = None,
+                 timing_measured_at: str | None = None, executor: dict[str, Any] | None = None) -> RunReport:
+    """``timing_measured_at``: when the ledger's reused figures were measured; ``executor``: a parallel run's."""
+    return RunReport(
+        recipe=str(recipe_path), recipe_sha256=sha256_file(recipe_path),
+        status="step failed" if error else ("gate failed" if any(not g.passed for g in gates) else "passed"),
+        error=error, steps=rows, profiles=profiles, gates=gates, cached_steps=cached,
+        wall_time_s=round(wall_time_s, 3), environment=env, timing_measured_at=timing_measured_at, executor=executor)
 
 
-def report_markdown(report: dict) -> str:
-    status = report["status"]
-    icon = {"passed": "✅", "gate failed": "❌", "step failed": "💥"}[status]
-    lines = [f"## optkit: {Path(report['recipe']).name} {icon} {status}", ""]
-    if report.get("error"):
-        lines += [f"**Error:** {report['error']}", ""]
-    if report["steps"]:
-        lines += [ledger_markdown(report["steps"])]
-    if report["gates"]:
+def report_markdown(report: RunReport) -> str:
+    icon = {"passed": "✅", "gate failed": "❌", "step failed": "💥"}[report.status]
+    lines = [f"## optkit: {Path(report.recipe).name} {icon} {report.status}", ""]
+    if report.error:
+        lines += [f"**Error:** {report.error}", ""]
+    if report.steps:
+        lines += [ledger_markdown(report.steps)]
+    if report.gates:
         lines += ["| gate | result |", "|---|---|"]
-        lines += [f"| {g['gate']} | {'✅' if g['passed'] else '❌'} {g['text']} |" for g in report["gates"]]
+        lines += [f"| {g.gate} | {'✅' if g.passed else '❌'} {g.text} |" for g in report.gates]
         lines.append("")
-    cpu = report["environment"]["cpu"]
-    cached = len(report["cached_steps"])
-    lines.append(f"_{cpu.get('model')} ({cpu.get('logical_cores')} cores; {', '.join(cpu.get('simd') or []) or 'no SIMD flags'}), "
-                 f"seed {report['environment']['seed']}, {report['wall_time_s']:.1f}s"
+    cached = len(report.cached_steps)
+    env = report.environment
+    lines.append(f"_{env.cpu_model} ({env.cores} cores; {', '.join(env.simd) or 'no SIMD flags'}), seed {env.seed}, "
+                 f"{report.wall_time_s:.1f}s"
                  + (f", {cached} step(s) from the cache" if cached else "")
-                 + (f", ledger timings measured at {report['timing_measured_at']}" if report.get("timing_measured_at")
+                 + (f", ledger timings measured at {report.timing_measured_at}" if report.timing_measured_at
                     else "") + "._\n")
     return "\n".join(lines)
 
@@ -76,19 +77,19 @@ def manifest(out_dir: Path, recipe_path: Path, versions: dict[str, str], written
             "versions": versions, "files": files}
 
 
-def write_outputs(out_dir: Path, report: dict, written: list[Path] = ()) -> list[Path]:
+def write_outputs(out_dir: Path, report: RunReport, written: Sequence[Path] = ()) -> list[Path]:
     """Write the three reports, then the manifest over the files the run wrote (``written``) and the reports."""
     from optkit.report.html import report_html
 
     md = report_markdown(report)
     with Staging() as stage:
-        stage.write_text(out_dir / "report.json", dumps_json(report))
+        stage.write_text(out_dir / "report.json", dumps_json(report.to_json()))
         stage.write_text(out_dir / "report.md", md)
         stage.write_text(out_dir / "report.html", report_html(report))
         stage.commit()
     with Staging() as stage:
         stage.write_text(out_dir / "manifest.json",
-                         dumps_json(manifest(out_dir, Path(report["recipe"]), report["environment"]["versions"],
+                         dumps_json(manifest(out_dir, Path(report.recipe), report.environment.versions,
                                              [*written, *(out_dir / name for name in REPORT_FILES[:3])])))
         stage.commit()
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -103,9 +104,9 @@ class RecipeOutcome:
     """A recipe run with its verdicts: what ``optkit run`` prints, every file already written."""
 
     result: Any                 # engine.run.RunResult
-    rows: list[dict]            # the ledger
-    gates: list[dict]           # judged gates (none when a step failed)
-    report: dict                # report.json's content
+    rows: list[LedgerRow]       # the ledger
+    gates: list[GateResult]     # judged gates (none when a step failed)
+    report: RunReport           # report.json's content
     paths: list[Path]           # reports and manifest written
     out_dir: Path
     error: Any = None           # the failed step's StepError, or None
@@ -134,15 +135,12 @@ def _judged(recipe, base: Path, recipe_path: Path, result, error, executor: dict
     out_dir = recipe.output_path(base)
     rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
     outputs = {str(ps.index): str(ps.output.resolve()) for ps in plan(recipe, base) if ps.output}
-    gates = [] if error else [g.to_dict() for g in evaluate(recipe.gates, rows, outputs)]
+    gates = [] if error else evaluate(recipe.gates, rows, outputs)
     report = build_report(recipe_path=recipe_path, rows=rows, profiles=result.profiles, gates=gates,
                           cached=result.cached, wall_time_s=result.wall_time_s,
                           env=environment(recipe.seed, tool_versions(all_backends=True)),
-                          error=error.one_line() if error else None)
-    if result.timing_reused_from:
-        report["timing_measured_at"] = result.timing_reused_from
-    if executor:
-        report["executor"] = executor
+                          error=error.one_line() if error else None,
+                          timing_measured_at=result.timing_reused_from, executor=executor)
     paths = write_outputs(out_dir, report, result.written)
     return RecipeOutcome(result, rows, gates, report, paths, out_dir, error)
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, model_validator
 
 from optkit.types.errors import UsageError
 from optkit.types.lazy import load_dotted
+from optkit.types.ledger import Profile
 from optkit.types.records import Details
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class StepContext:
 class StepResult:
     artifact: "Artifact | None" = None   # producing steps: the new artifact, at ctx.out_tmp
     details: Details = field(default_factory=Details)  # step-specific facts for the ledger (the step's Details)
-    profile: dict[str, Any] | None = None  # measuring steps
+    profile: Profile | None = None  # measuring steps
     outputs: dict[str, Any] | None = None  # measuring steps: the artifact's outputs on ctx.data
 
 

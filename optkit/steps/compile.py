@@ -359,7 +359,7 @@ class CompileStep(Step):
             idx = np.asarray(indices)
             ref = {k: v[idx] for k, v in reference.items()}
             labels = subset.labels[idx] if subset.labels is not None else None
-            value = metric.evaluate(outputs, {k: v[idx] for k, v in subset.inputs.items()}, labels, ref)["value"]
+            value = metric.evaluate(outputs, {k: v[idx] for k, v in subset.inputs.items()}, labels, ref).value
             return value if metric.higher_is_better else -value
 
         unit = f" {metric.unit}" if metric.unit else ""

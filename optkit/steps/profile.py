@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.types.artifact import Artifact
+from optkit.types.ledger import Profile
 from optkit.steps.base import Step, StepContext, StepResult
 
 
@@ -24,8 +25,7 @@ class ProfileStep(Step):
 
         sizes = tuple(config.batch_sizes or ctx.settings.batch_sizes)
         m = measure(artifact, ctx.data, ctx.settings, batch_sizes=sizes)
-        profile = {
-            "artifact": str(artifact.path), "format": artifact.format, "size_bytes": artifact.size_bytes(),
-            "sha256": artifact.digest(), "eval_data": ctx.data.reference(), **m.metrics(), "notes": m.notes,
-        }
+        profile = Profile(artifact=str(artifact.path), format=artifact.format, size_bytes=artifact.size_bytes(),
+                          sha256=artifact.digest(), eval_data=ctx.data.reference(), accuracy=m.accuracy,
+                          latency=m.latency, peak_memory_mb=m.peak_memory_mb, notes=m.notes)
         return StepResult(profile=profile, outputs=m.outputs)

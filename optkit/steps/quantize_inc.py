@@ -168,11 +168,11 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
             reference.update(outs)
         judged = metric.evaluate(outs, tune_data.inputs, tune_data.labels, reference)
         label = "fp32 baseline" if not trials else CONFIGS[len(trials) - 1][0] if len(trials) <= len(CONFIGS) else "?"
-        trials.append({"trial": len(trials), "config": label, "metric": judged["metric"], "value": judged["value"],
+        trials.append({"trial": len(trials), "config": label, "metric": judged.metric, "value": judged.value,
                        "seconds": round(time.perf_counter() - started, 1)})
-        ctx.ui.info(f"  inc trial {len(trials) - 1} ({label}): {judged['metric']} {judged['value']:.4f} on the "
+        ctx.ui.info(f"  inc trial {len(trials) - 1} ({label}): {judged.metric} {judged.value:.4f} on the "
                     f"{tuned_on} (ONNX Runtime)")
-        return judged["value"] if metric.higher_is_better else -judged["value"]
+        return judged.value if metric.higher_is_better else -judged.value
 
     configs = [StaticQuantConfig(**kwargs) for _, kwargs in CONFIGS[:config.inc_max_trials]]
     budget = config.accuracy_budget

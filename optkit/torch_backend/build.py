@@ -153,7 +153,7 @@ def build(entry: Path, frozen, inputs: GraphInputs, samples: list[dict[str, np.n
     final = done.result.final.path.resolve()
     record = {"artifact": str(final.relative_to(entry.resolve())), "inputs": inputs.names,
               "format": done.result.final.format, "build_s": round(time.perf_counter() - started, 2),
-              "steps": [r.get("step") for r in done.rows], "options": options.model_dump(mode="json")}
+              "steps": [r.step for r in done.rows], "options": options.model_dump(mode="json")}
     tmp = entry / f".{ENTRY}.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(entry / ENTRY)

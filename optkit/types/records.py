@@ -23,26 +23,36 @@ class Record(BaseModel):
 
 
 class Accuracy(Record):
-    """The task metric of an artifact on the evaluation data."""
+    """The task metric of an artifact on the evaluation data (``eval/task_metric.Metric.evaluate``; it also keeps
+    every value the metric returned, ``values``, as an extra key)."""
 
     metric: StrictStr
     value: float
     samples: int | None = None
-    points: bool = True  # a fraction, shown and budgeted in points
     higher_is_better: bool = True
+    points: bool = True  # a fraction, shown and budgeted in points
+
+    def drop_of(self, baseline: Accuracy) -> float:
+        """How much worse this value is than ``baseline``'s, by the baseline's rules (points for fractions;
+        negative: better). The drop ledger rows, gates and optimize's verdicts judge."""
+        diff = baseline.value - self.value
+        if not baseline.higher_is_better:
+            diff = -diff
+        return 100 * diff if baseline.points else diff
 
 
 class Latency(Record):
-    """One timing of an artifact at one batch size and thread count (``eval/timing.LatencyStats``)."""
+    """One timing of an artifact at one batch size and thread count (``eval/timing.measure_latency``): p50/p90/p99,
+    mean and min in milliseconds, throughput in samples per second over the timed calls."""
 
     batch_size: int
     threads: int
     p50_ms: float
     p90_ms: float
     p99_ms: float
-    throughput: float
     mean_ms: float | None = None
     min_ms: float | None = None
+    throughput: float  # samples per second
     iterations: int | None = None
     budget_s: float | None = None
 

@@ -18,7 +18,7 @@ QUICK = MeasureSettings(batch_sizes=(1,), budget_s=0.2)
 def test_side_by_side_timing_sees_a_known_ratio(fake_backend, tmp_path):
     fast, slow = fake_backend(tmp_path, "fast", cost_us=300), fake_backend(tmp_path, "slow", cost_us=900)
     lat_fast, lat_slow = measure_side_by_side([fast, slow], DATA, QUICK)
-    ratio = lat_slow[0]["p50_ms"] / lat_fast[0]["p50_ms"]
+    ratio = lat_slow[0].p50_ms / lat_fast[0].p50_ms
     assert 2.4 < ratio < 3.6  # 900 vs 300 us, interleaved
 
 
@@ -28,9 +28,9 @@ def test_measure_reports_the_metric_against_the_reference(fake_backend, tmp_path
     settings = MeasureSettings(batch_sizes=(1,), budget_s=0.05, metric=resolve_metric("max_abs", tmp_path))
     ref = measure(fake_backend(tmp_path, "ref"), DATA, settings, self_reference=True)
     off = measure(fake_backend(tmp_path, "off", scale=1.5), DATA, settings, reference=ref.outputs)
-    assert ref.accuracy["value"] == 0.0 and ref.accuracy["metric"] == "max_abs"
+    assert ref.accuracy.value == 0.0 and ref.accuracy.metric == "max_abs"
     expected = float(np.abs(DATA.inputs["x"] * 0.5).max())
-    assert abs(off.accuracy["value"] - expected) < 1e-5 and off.accuracy["higher_is_better"] is False
+    assert abs(off.accuracy.value - expected) < 1e-5 and off.accuracy.higher_is_better is False
 
 
 def test_the_ledger_timing_pass_uses_known_artifacts(fake_backend, tmp_path):
@@ -43,7 +43,7 @@ def test_the_ledger_timing_pass_uses_known_artifacts(fake_backend, tmp_path):
                                         size_bytes=art.size_bytes())) for i, art in enumerate(arts)]
     final = arts[-1].with_(lineage=[a.record for a in arts[:-1]])
     latency = time_ledger(final, {a.record.sha256: a for a in arts}, DATA, QUICK, UI(quiet=True))
-    p50 = [lat[0]["p50_ms"] for lat in latency]
+    p50 = [lat[0].p50_ms for lat in latency]
     assert p50[0] > p50[1] > p50[2] and 1.5 < p50[0] / p50[1] < 2.6
 
 

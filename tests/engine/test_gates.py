@@ -4,15 +4,22 @@ import pytest
 from pydantic import ValidationError
 
 from optkit.engine.gates import Gate, evaluate
+from optkit.types.ledger import LedgerRow
+
+
+def _lat(p50, batch):
+    return {"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "throughput": batch / p50, "batch_size": batch, "threads": 1}
 
 
 def _row(index, step, acc=None, p50=None, size=1_000_000, drift=None, batch=1):
-    return {"index": index, "step": step, "size_bytes": size,
-            "accuracy": {"metric": "top1", "value": acc} if acc is not None else None,
-            "latency": {"p50_ms": p50, "batch_size": batch, "threads": 1} if p50 else None,
-            "latency_all": [{"p50_ms": p50, "batch_size": batch, "threads": 1},
-                            {"p50_ms": 6 * p50, "batch_size": 8, "threads": 1}] if p50 else [],
-            "fidelity": {"max_abs_diff": drift} if drift is not None else None}
+    """A ledger row as report.json holds it (``LedgerRow.to_json``), read back."""
+    return LedgerRow.model_validate({
+        "index": index, "step": step, "artifact": f"/x/{step}.onnx", "format": "onnx", "size_bytes": size,
+        "sha256": step, "accuracy": {"metric": "top1", "value": acc} if acc is not None else None,
+        "latency": _lat(p50, batch) if p50 else None,
+        "latency_all": [_lat(p50, batch), _lat(6 * p50, 8)] if p50 else [],
+        "fidelity": {"max_abs_diff": drift, "mean_abs_diff": drift, "cosine": 1.0, "min_cosine": 1.0}
+        if drift is not None else None})
 
 
 ROWS = [_row(0, "original", 0.99, 8.0, 2_600_000, 0.0), _row(1, "export", 0.99, 4.0, 2_600_000, 1e-5),

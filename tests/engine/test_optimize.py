@@ -351,6 +351,9 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
     import optkit.eval.measure as measure
     from optkit.engine.optimize_timing import _timed_pass
     from optkit.report.optimize import headline
+    from optkit.types.optimize_report import Candidate, Original
+    from optkit.types.records import Latency
+    from tests.report.test_optimize import optimize_report
 
     fp32, original, cand = object(), object(), SimpleNamespace(artifact=object(), p50_ms=None)
 
@@ -358,7 +361,8 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
         if original in arts and not runs:
             raise RuntimeError("the factory needs a GPU")
         figures = {id(fp32): 2.0, id(original): 8.0, id(cand.artifact): 1.0}
-        return [[{"p50_ms": figures[id(a)], "p90_ms": figures[id(a)]}] for a in arts]
+        return [[Latency(batch_size=1, threads=1, p50_ms=figures[id(a)], p90_ms=figures[id(a)], p99_ms=figures[id(a)],
+                         throughput=1e3 / figures[id(a)])] for a in arts]
 
     monkeypatch.setattr(measure, "measure_side_by_side", side_by_side)
     search = SimpleNamespace(source=fp32, original=original, original_not_timed=None, prefix=[{"name": "export"}],
@@ -368,10 +372,10 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
     assert cand.p50_ms == 1.0 and cand.speedup == 2.0
     assert cand.speedup_vs_original == (8.0 if runs else None)
     assert (search.original_not_timed is None) is runs
-    report = {"winner": "c", "batch_size": 1, "model": "/m/tiny",
-              "candidates": [{"name": "c", "p50_ms": 1.0, "speedup_vs_fp32": 2.0,
-                              "speedup_vs_original": cand.speedup_vs_original}],
-              "original": {"format": "torch", "same_as_fp32": False, "not_timed": search.original_not_timed}}
+    report = optimize_report("c").model_copy(update={"model": "/m/tiny", "candidates": [Candidate(
+        name="c", target="ort-cpu", precision="int8", what="", status="built", p50_ms=1.0, speedup_vs_fp32=2.0,
+        speedup_vs_original=cand.speedup_vs_original)], "original": Original(
+        artifact="/m/tiny", format="torch", same_as_fp32=False, not_timed=search.original_not_timed)})
     text = headline(report)
     assert ("8.00x the original torch model" in text) is runs
     assert ("; original not timed (it could not be timed with the candidates" in text) is not runs
@@ -495,7 +499,7 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
     stopped = json.loads((fake_engine.out / "work" / opt.STOP_TIMES_FILE).read_text())
     assert [k.split(":")[0] for k in stopped] == ["ort-guard"]
     report = optimize_report(search, str(fake_engine.model))
-    assert report["time_budget_s"] == budget and 0 < report["build_time_s"] < report["wall_time_s"]
+    assert report.time_budget_s == budget and 0 < report.build_time_s < report.wall_time_s
     md = optimize_markdown(report)
     assert "stopped at the time budget: ort-guard" in md and "| stopped |" in md
     print(f"time budget {budget}s: builds {search.build_time_s:.1f}s, wall {search.wall_time_s:.1f}s "

@@ -14,15 +14,15 @@ def test_top1():
 def test_fidelity_identical_and_scaled():
     a = {"y": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)}
     same = fidelity(a, a)
-    assert same["max_abs_diff"] == 0 and same["cosine"] == pytest.approx(1.0)
+    assert same.max_abs_diff == 0 and same.cosine == pytest.approx(1.0)
     scaled = fidelity({"y": a["y"] * 2}, a)
-    assert scaled["max_abs_diff"] == pytest.approx(4.0) and scaled["cosine"] == pytest.approx(1.0)
+    assert scaled.max_abs_diff == pytest.approx(4.0) and scaled.cosine == pytest.approx(1.0)
     flipped = fidelity({"y": -a["y"]}, a)
-    assert flipped["min_cosine"] == pytest.approx(-1.0)
+    assert flipped.min_cosine == pytest.approx(-1.0)
 
 
 def test_fidelity_matches_by_position_when_names_differ():
-    assert fidelity({"out": np.ones((2, 2))}, {"logits": np.ones((2, 2))})["max_abs_diff"] == 0
+    assert fidelity({"out": np.ones((2, 2))}, {"logits": np.ones((2, 2))}).max_abs_diff == 0
 
 
 def test_mismatch_uses_atol_plus_rtol():

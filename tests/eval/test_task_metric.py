@@ -10,7 +10,8 @@ import pytest
 from optkit.types.errors import UsageError
 from optkit.eval.compare import accuracy_check, check_text, tolerance_error
 from optkit.eval.data import EvalData
-from optkit.eval.task_metric import ctc_greedy_decode, drop_of, resolve_metric
+from optkit.eval.task_metric import ctc_greedy_decode, resolve_metric
+from optkit.types.records import Accuracy
 
 
 def _one_hot(paths: list[list[int]], classes: int = 5) -> np.ndarray:
@@ -48,8 +49,8 @@ def test_ctc_blank_argument_is_used(tmp_path):
     out = _one_hot([[1, 1, 2, 1]])  # blank 0: (1, 2, 1, 2) vs (1, 2, 1); blank 2: (1, 1) vs (1, 1)
     default = resolve_metric("ctc_string_match", tmp_path)
     blank2 = resolve_metric("ctc_string_match:2", tmp_path)
-    assert default.evaluate({"y": out}, {}, None, {"y": ref})["value"] == 0.0
-    assert blank2.evaluate({"y": out}, {}, None, {"y": ref})["value"] == 1.0
+    assert default.evaluate({"y": out}, {}, None, {"y": ref}).value == 0.0
+    assert blank2.evaluate({"y": out}, {}, None, {"y": ref}).value == 1.0
     with pytest.raises(UsageError, match="blank index"):
         resolve_metric("ctc_string_match:x", tmp_path)
 
@@ -109,10 +110,10 @@ def test_mask_iou_default_and_threshold(tmp_path):
     ref = np.array([[[0.9, 0.9, 0.1, 0.1]], [[0.0, 0.0, 0.0, 0.0]]], np.float32)
     out = np.array([[[0.9, 0.4, 0.4, 0.1]], [[0.0, 0.0, 0.0, 0.0]]], np.float32)
     at_half = resolve_metric("mask_iou", tmp_path).evaluate({"m": out}, {}, None, {"m": ref})
-    assert at_half["metric"] == "mask_iou"
-    assert at_half["value"] == pytest.approx((1 / 2 + 1.0) / 2)  # both-empty masks count as identical
+    assert at_half.metric == "mask_iou"
+    assert at_half.value == pytest.approx((1 / 2 + 1.0) / 2)  # both-empty masks count as identical
     at_03 = resolve_metric("mask_iou:0.3", tmp_path).evaluate({"m": out}, {}, None, {"m": ref})
-    assert at_03["value"] == pytest.approx((2 / 3 + 1.0) / 2)  # {0,1} vs {0,1,2}
+    assert at_03.value == pytest.approx((2 / 3 + 1.0) / 2)  # {0,1} vs {0,1,2}
     for bad in ("mask_iou:abc", "mask_iou:nan", "mask_iou:inf"):
         with pytest.raises(UsageError):
             resolve_metric(bad, tmp_path)
@@ -125,13 +126,13 @@ def test_max_abs_is_lower_is_better_in_raw_units(tmp_path):
     assert not metric.higher_is_better and not metric.points and metric.unit == ""
     ref = {"y": np.zeros((2, 3), np.float32)}
     got = metric.evaluate({"y": np.array([[0, 0.25, 0], [0, 0, -0.5]], np.float32)}, {}, None, ref)
-    assert got["metric"] == "max_abs" and got["value"] == pytest.approx(0.5)
-    assert got["values"]["mean_abs"] == pytest.approx(0.75 / 6)
-    assert got["higher_is_better"] is False and got["points"] is False
+    assert got.metric == "max_abs" and got.value == pytest.approx(0.5)
+    assert got.values["mean_abs"] == pytest.approx(0.75 / 6)
+    assert got.higher_is_better is False and got.points is False
     assert metric.drop(0.0, 0.5) == pytest.approx(0.5)     # worse: the error grew, raw units (no x100)
     assert metric.drop(0.5, 0.25) == pytest.approx(-0.25)  # better
-    assert drop_of({"value": 0.0, "higher_is_better": False, "points": False},
-                   {"value": 0.5, "higher_is_better": False, "points": False}) == pytest.approx(0.5)
+    raw = {"metric": "max_abs", "higher_is_better": False, "points": False}
+    assert Accuracy(**raw, value=0.5).drop_of(Accuracy(**raw, value=0.0)) == pytest.approx(0.5)
 
     # inside a lossy step's check the reference is the input: its own max_abs is 0
     parent = {"y": np.ones((4, 3), np.float32)}
@@ -154,7 +155,7 @@ def test_top1_needs_labels_and_builtins_take_no_argument(tmp_path):
     assert top1.needs_labels
     logits = {"y": np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)}
     assert top1.evaluate(logits, {}, None, None) is None
-    assert top1.evaluate(logits, {}, np.array([1, 1]), None)["value"] == 0.5
+    assert top1.evaluate(logits, {}, np.array([1, 1]), None).value == 0.5
     with pytest.raises(UsageError, match="takes no argument"):
         resolve_metric("top1:3", tmp_path)
     assert resolve_metric(None, tmp_path) is None
@@ -164,20 +165,25 @@ def test_cosine_metric(tmp_path):
     metric = resolve_metric("cosine", tmp_path)
     ref = {"y": np.array([[1.0, 0.0], [0.0, 1.0]])}
     got = metric.evaluate({"y": np.array([[1.0, 1.0], [0.0, 2.0]])}, {}, None, ref)
-    assert got["metric"] == "cosine" and got["value"] == pytest.approx((2 ** -0.5 + 1) / 2)
-    assert got["values"]["min_cosine"] == pytest.approx(2 ** -0.5)
+    assert got.metric == "cosine" and got.value == pytest.approx((2 ** -0.5 + 1) / 2)
+    assert got.values["min_cosine"] == pytest.approx(2 ** -0.5)
 
 
 # ----------------------------------------------------------------------------- drops
 
 def test_drop_of_points_and_raw():
-    assert drop_of({"value": 0.9}, {"value": 0.85}) == pytest.approx(5.0)  # old ledger rows: fraction, higher better
-    assert drop_of({"value": 0.9, "points": True, "higher_is_better": True},
-                   {"value": 0.95, "points": True, "higher_is_better": True}) == pytest.approx(-5.0)
-    assert drop_of({"value": 10.0, "points": False, "higher_is_better": True},
-                   {"value": 7.5, "points": False, "higher_is_better": True}) == pytest.approx(2.5)
-    assert drop_of({"value": 0.2, "points": True, "higher_is_better": False},
-                   {"value": 0.3, "points": True, "higher_is_better": False}) == pytest.approx(10.0)
+    def acc(value: float, **flags: bool) -> Accuracy:
+        return Accuracy.model_validate({"metric": "m", "value": value, **flags})
+
+    assert acc(0.85).drop_of(acc(0.9)) == pytest.approx(5.0)  # old ledger rows: fraction, higher better
+    assert acc(0.95, points=True, higher_is_better=True).drop_of(
+        acc(0.9, points=True, higher_is_better=True)) == pytest.approx(-5.0)
+    assert acc(7.5, points=False, higher_is_better=True).drop_of(
+        acc(10.0, points=False, higher_is_better=True)) == pytest.approx(2.5)
+    assert acc(0.3, points=True, higher_is_better=False).drop_of(
+        acc(0.2, points=True, higher_is_better=False)) == pytest.approx(10.0)
+    # the baseline's rules decide (a ledger row of an older version may lack the flags: defaults)
+    assert acc(0.3).drop_of(acc(0.2, points=False, higher_is_better=False)) == pytest.approx(0.1)
 
 
 # ----------------------------------------------------------------------------- plugins
@@ -208,7 +214,7 @@ def test_plugin_relative_to_base_with_attributes_and_digest(tmp_path):
     assert not metric.higher_is_better and not metric.points and not metric.needs_labels
     assert len(metric.digest) == 64
     got = metric.evaluate({"y": np.full((3, 2), 0.5)}, {"x": np.zeros((3, 1))}, None, {"y": np.zeros((3, 2))})
-    assert got == {"metric": "wer", "value": 0.5, "samples": 3, "higher_is_better": False, "points": False,
+    assert got.to_json() == {"metric": "wer", "value": 0.5, "samples": 3, "higher_is_better": False, "points": False,
                    "values": {"wer": 0.5, "n": 3.0}}
     assert metric.drop(0.5, 0.75) == pytest.approx(0.25)
     # an absolute path ignores the base; an edited plugin has a new digest
@@ -225,7 +231,7 @@ def test_plugin_defaults_are_higher_is_better_points(tmp_path):
     ''')
     metric = resolve_metric("mymetric.py:score", tmp_path)
     assert metric.higher_is_better and metric.points
-    assert metric.evaluate({"y": __import__("numpy").ones((2, 2))}, {}, None, None)["value"] == 0.75
+    assert metric.evaluate({"y": __import__("numpy").ones((2, 2))}, {}, None, None).value == 0.75
     assert metric.drop(0.8, 0.75) == pytest.approx(5.0)
 
 
@@ -301,11 +307,13 @@ def test_tolerance_error_when_cosine_could_not_be_measured():
 
 def test_gates_judge_the_chosen_metric_and_cosine():
     from optkit.engine.gates import Gate, evaluate
+    from optkit.types.ledger import LedgerRow
 
     def row(i, step, value, cosine):
-        return {"index": i, "step": step, "size_bytes": 1, "latency": None, "latency_all": [],
-                "accuracy": {"metric": "max_abs", "value": value, "points": False, "higher_is_better": False},
-                "fidelity": {"max_abs_diff": value, "cosine": cosine}}
+        return LedgerRow.model_validate({
+            "index": i, "step": step, "artifact": f"/x/{step}.onnx", "format": "onnx", "size_bytes": 1, "sha256": step,
+            "accuracy": {"metric": "max_abs", "value": value, "points": False, "higher_is_better": False},
+            "fidelity": {"max_abs_diff": value, "mean_abs_diff": value, "cosine": cosine, "min_cosine": cosine}})
 
     rows = [row(0, "original", 0.0, 1.0), row(1, "quantize", 0.25, 0.995)]
     ok, too_tight, cos_ok, cos_bad = evaluate(
@@ -315,5 +323,5 @@ def test_gates_judge_the_chosen_metric_and_cosine():
     assert not too_tight.passed
     assert cos_ok.passed and "min_cosine 0.99 on quantize: measured 0.99500, limit 0.99" in cos_ok.text
     assert not cos_bad.passed
-    (unmeasured,) = evaluate([Gate(min_cosine=0.5)], [rows[0], {**rows[1], "fidelity": None}])
+    (unmeasured,) = evaluate([Gate(min_cosine=0.5)], [rows[0], rows[1].model_copy(update={"fidelity": None})])
     assert not unmeasured.passed and "cannot judge" in unmeasured.text

@@ -22,26 +22,26 @@ REF = {"y": RNG.standard_normal((6, 5)).astype(np.float32)}
 
 def test_an_all_zero_output_has_cosine_0_not_1():
     fid = fidelity({"y": REF["y"] * 0}, REF)
-    assert fid["cosine"] == 0.0 and fid["min_cosine"] == 0.0
-    assert fidelity(REF, {"y": REF["y"] * 0})["cosine"] == 0.0  # either side
+    assert fid.cosine == 0.0 and fid.min_cosine == 0.0
+    assert fidelity(REF, {"y": REF["y"] * 0}).cosine == 0.0  # either side
     zeros = {"y": np.zeros((3, 4))}
-    assert fidelity(zeros, zeros)["cosine"] == 1.0  # both zero: the same answer
+    assert fidelity(zeros, zeros).cosine == 1.0  # both zero: the same answer
 
 
 def test_one_zero_sample_pulls_the_mean_cosine_down():
     out = REF["y"].copy()
     out[2] = 0
     fid = fidelity({"y": out}, REF)
-    assert fid["min_cosine"] == 0.0 and fid["cosine"] == pytest.approx(5 / 6)
+    assert fid.min_cosine == 0.0 and fid.cosine == pytest.approx(5 / 6)
 
 
 def test_nan_is_never_close():
     out = REF["y"].copy()
     out[1, 3] = np.nan
     fid = fidelity({"y": out}, REF)
-    assert fid["max_abs_diff"] == np.inf and fid["min_cosine"] == 0.0 and fid["cosine"] == pytest.approx(5 / 6)
+    assert fid.max_abs_diff == np.inf and fid.min_cosine == 0.0 and fid.cosine == pytest.approx(5 / 6)
     same = fidelity({"y": out}, {"y": out.copy()})  # the same NaN on both sides: the same answer
-    assert same["cosine"] == 1.0 and same["max_abs_diff"] == 0.0
+    assert same.cosine == 1.0 and same.max_abs_diff == 0.0
 
 
 # ----------------------------------------------------------------------------------- degenerate (item 2)
@@ -84,13 +84,13 @@ def test_degenerate_handles_integer_bool_and_renamed_outputs():
 
 def test_output_stats_show_a_collapse():
     stats = output_stats({"y": REF["y"], "z": np.zeros((6, 2), np.float32)})
-    assert stats[0]["std"] > 0 and stats[0]["min"] < stats[0]["max"] and stats[0]["nonfinite_samples"] == 0
-    assert stats[1] == {"name": "z", "shape": [6, 2], "mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0,
+    assert stats[0].std > 0 and stats[0].min < stats[0].max and stats[0].nonfinite_samples == 0
+    assert stats[1].to_json() == {"name": "z", "shape": [6, 2], "mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0,
                         "nonfinite_samples": 0}
     out = REF["y"].copy()
     out[2, 1] = np.nan
     nan_stats = output_stats({"y": out})[0]
-    assert nan_stats["nonfinite_samples"] == 1 and np.isfinite(nan_stats["mean"])
+    assert nan_stats.nonfinite_samples == 1 and np.isfinite(nan_stats.mean)
 
 
 def test_the_ledger_prints_output_stats():
@@ -100,11 +100,11 @@ def test_the_ledger_prints_output_stats():
 
     from optkit.report.ledger import ledger_markdown, ledger_rows, render_ledger
 
-    stats = [OutputStats.model_validate(s) for s in output_stats({"logits": np.zeros((4, 3), np.float32)})]
+    stats = output_stats({"logits": np.zeros((4, 3), np.float32)})
     rec = StepRecord(step="original", artifact="m.onnx", format="onnx", sha256="0" * 64, size_bytes=1,
                      metrics=Metrics(output_stats=stats))
     rows = ledger_rows([rec])
-    assert rows[0]["output_stats"][0]["std"] == 0.0
+    assert rows[0].output_stats[0].std == 0.0 and rows[0].to_json()["output_stats"][0]["std"] == 0.0
     console = Console(file=StringIO(), width=200)
     render_ledger(console, rows)
     assert "outputs: logits mean 0 std 0 min 0 max 0" in console.file.getvalue()
@@ -205,7 +205,7 @@ def test_accuracy_check_fails_a_constant_output_that_scores_cosine_1():
     from optkit.eval.compare import accuracy_check, check_text, tolerance_error
 
     ref, flat = _offset_outputs()
-    assert fidelity(flat, ref)["cosine"] > 0.99999  # the fooled verdict: cosine alone passes it
+    assert fidelity(flat, ref).cosine > 0.99999  # the fooled verdict: cosine alone passes it
     check = accuracy_check(ref, flat, EvalData({"x": np.zeros((16, 8), np.float32)}, None), None, 1.0, None)
     assert not check.ok and check.degenerate == "output 'y' is the same on all 16 samples where the input's varies"
     assert check.limit == "outputs not degenerate and cosine >= 0.99"

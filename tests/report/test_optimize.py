@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
-from optkit.report.html import plot_svg
+from optkit.report.html import Dot, plot_svg
 from optkit.report.optimize import HEADERS, optimize_html, optimize_markdown
 from optkit.report.run import environment
+from optkit.types.optimize_report import OptimizeReport
+from optkit.types.records import Accuracy
 
 TOP1 = {"metric": "top1", "value": 0.9972, "samples": 360, "points": True, "higher_is_better": True}
 # crowded on purpose: three int8 candidates within 0.02 ms of each other at the same accuracy, the winner among them
@@ -15,15 +17,16 @@ CANDIDATES = [("ort-fp32", 1.40, 0.9972), ("ort-int8-static", 0.45, 0.9972), ("o
 WINNER = "openvino-int8"
 
 
-def optimize_report(winner: str | None = WINNER) -> dict:
-    """An optimize report.json as optkit writes it (optkit.report.optimize.optimize_report), without a search."""
+def optimize_report(winner: str | None = WINNER) -> OptimizeReport:
+    """An optimize report.json as optkit writes it (optkit.report.optimize.optimize_report), read back, without a
+    search."""
     candidates = [{"name": name, "target": "ort-cpu", "precision": "int8", "what": f"what {name} is",
                    "status": "built", "why": None, "steps": [], "artifact": f"/x/{name}.onnx",
                    "metric": {**TOP1, "value": acc}, "drop_vs_original": 0.0, "cosine_vs_original": 0.9999,
                    "calibration_drop": 0.0, "verdicts": [], "p50_ms": p50, "p90_ms": p50 * 1.2,
                    "speedup_vs_fp32": 1.41 / p50, "speedup_vs_original": 7.2 / p50, "timing_pass": 1,
                    "size_bytes": 700_000, "seconds": 3.0, "cached": False} for name, p50, acc in CANDIDATES]
-    return {"model": "/m/digits_cnn", "status": "passed" if winner else "no candidate within budget",
+    return OptimizeReport.model_validate({"model": "/m/digits_cnn", "status": "passed" if winner else "no candidate within budget",
             "winner": winner, "budget": {"max_drop": None, "min_cosine": None}, "batch_size": 1, "threads": 1,
             "timing": "one pass", "timing_reused_from": None,
             "judged_on": "the calibration split (its 200 samples, /m/calib.npz) and the evaluation split",
@@ -32,7 +35,7 @@ def optimize_report(winner: str | None = WINNER) -> dict:
                          "p90_ms": 8.0, "not_timed": None},
             "candidates": candidates, "skipped": [{"name": "ort-fp16", "why": "no fast fp16 path"}],
             "facts": {}, "time_budget_s": 600.0, "build_time_s": 41.5, "wall_time_s": 52.3,
-            "environment": environment(0, {"onnx": "1"}), "executor": "local", "measured_on": [], "timeline": []}
+            "environment": environment(0, {"onnx": "1"}).to_json(), "executor": "local", "measured_on": [], "timeline": []})
 
 
 def test_the_tables_number_rows_as_the_plot_and_mark_the_winner_in_text():
@@ -86,8 +89,8 @@ def test_crowded_labels_sit_nearest_their_own_dots_or_are_joined_to_them():
     middle one), and the winner's, placed first, always beside its own ring."""
     from optkit.report.html import _distance, _overlaps
 
-    rows = [{"index": i, "step": name, "latency": {"p50_ms": p50, "batch_size": 1, "threads": 1},
-             "accuracy": {**TOP1, "value": acc}} for i, (name, p50, acc) in enumerate(CANDIDATES, 1)]
+    rows = [Dot(i, name, p50, 1, 1, Accuracy.model_validate({**TOP1, "value": acc}), None)
+            for i, (name, p50, acc) in enumerate(CANDIDATES, 1)]
     svg = plot_svg(rows, highlight=5)
     labels, dots = _boxes(svg)
     lines = set(re.findall(r'<line x1="[\d.]+" y1="[\d.]+" x2="[\d.]+" y2="[\d.]+" stroke="#8c959f" stroke-width="1" '

@@ -10,6 +10,8 @@ import pytest
 
 from optkit.report.html import pareto_front, report_html
 from optkit.report.run import build_report, environment, report_markdown, write_outputs
+from optkit.types.ledger import GateResult, RunReport
+from optkit.types.records import Fidelity
 from tests.engine.test_gates import ROWS
 from tests.fakes import fake_engine  # noqa: F401 (fixture)
 
@@ -19,22 +21,21 @@ def test_pareto_front_keeps_rows_nothing_beats():
     assert pareto_front(points) == [2, 4, 1]  # (3.0, 98.0) loses to (2.0, 98.5); (8, 99) to (4, 99)
 
 
-def _report(tmp_path: Path, gates=None, error=None) -> dict:
+def _report(tmp_path: Path, gates=None, error=None) -> RunReport:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: m\nsteps: [export]\n")
-    rows = [dict(r, artifact=f"/x/{r['step']}.onnx", format="onnx", sha256="0" * 64, macs=None, params=None,
-                 accuracy_delta_vs_parent=None, accuracy_delta_vs_original=None, speedup_vs_parent=None,
-                 speedup_vs_original=None, fidelity={"max_abs_diff": 0.1, "cosine": 0.99, "mean_abs_diff": 0.01,
-                                                     "min_cosine": 0.9}, summary="<b>changed</b>", notes=[])
-            for r in ROWS]
+    fidelity = Fidelity(max_abs_diff=0.1, cosine=0.99, mean_abs_diff=0.01, min_cosine=0.9)
+    rows = [r.model_copy(update={"sha256": "0" * 64, "fidelity": fidelity, "summary": "<b>changed</b>"}) for r in ROWS]
     return build_report(recipe_path=recipe, rows=rows, profiles=[], gates=gates or [], cached=[1], wall_time_s=3.2,
                         env=environment(7, {"onnx": "1"}), error=error)
 
 
 def test_reports_are_self_contained_and_escaped(tmp_path):
-    gates = [{"gate": "min_speedup 9", "passed": False, "text": "min_speedup 9 on quantize: measured 4.00x, limit 9x"}]
+    gates = [GateResult(gate="min_speedup 9", step="quantize", baseline="original", measured=4.0, limit=9,
+                        passed=False, text="min_speedup 9 on quantize: measured 4.00x, limit 9x")]
     report = _report(tmp_path, gates)
-    assert report["status"] == "gate failed"
+    assert report.status == "gate failed"
+    assert RunReport.model_validate(report.to_json()).to_json() == report.to_json()  # read back as written
     html = report_html(report)
     assert html.count("<circle") >= 3 and "Pareto front" in html and "&lt;b&gt;changed" in html
     assert "<script" not in html and "<link" not in html
@@ -52,7 +53,7 @@ def test_reports_are_self_contained_and_escaped(tmp_path):
 
 def test_a_failed_step_still_reports(tmp_path):
     report = _report(tmp_path, error="step 'quantize' failed: boom")
-    assert report["status"] == "step failed"
+    assert report.status == "step failed"
     assert "boom" in report_html(report) and "💥" in report_markdown(report)
 
 

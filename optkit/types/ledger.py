@@ -1,0 +1,187 @@
+"""Typed records above the steps: a ledger row, a gate's verdict, a profile, a compared artifact and a run's report.
+
+Each is what ``report/`` renders and ``engine/gates.py`` judges, read by attribute. ``to_json`` writes the JSON
+earlier versions wrote as dicts (``--json``, ``report.json``): the same keys in the same order, so a script that
+reads them, or diffs two runs' output, sees no change. ``LedgerRow`` and ``RunReport`` read that JSON back
+(``optkit report DIR``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from optkit.types.records import Accuracy, Fidelity, Latency, OutputStats, Serving
+
+# the ledger's headline latency, and each entry of its latency_all, in the order the ledger has always written
+_HEADLINE_LATENCY = ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")
+_LATENCY_ENTRY = ("batch_size", "threads", "p50_ms", "p90_ms", "p99_ms", "throughput", "mean_ms", "min_ms",
+                  "iterations", "budget_s")
+_ACCURACY = ("metric", "value", "samples", "points", "higher_is_better")  # the ledger's: no per-metric values
+
+
+def ordered(record: BaseModel, keys: tuple[str, ...], *, rest: bool = True) -> dict[str, Any]:
+    """``record``'s JSON with ``keys`` first, in that order (every one, set or not), then its other set keys
+    (``rest``), as ``to_json`` writes them."""
+    dumped = record.model_dump(mode="json", exclude_unset=True)
+    out = {k: getattr(record, k, dumped.get(k)) for k in keys}
+    if rest:
+        out.update((k, v) for k, v in dumped.items() if k not in out)
+    return out
+
+
+class Row(BaseModel):
+    """A record that is a row of a JSON document: every field written, unknown keys kept on reading."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class LedgerRow(Row):
+    """One row of the ledger (``report/ledger.ledger_rows``): an artifact of the chain with what was measured,
+    against its parent and the original model. ``slower``: a speed step slower than its input (flagged)."""
+
+    index: int
+    step: str
+    artifact: str
+    format: str
+    size_bytes: int
+    sha256: str
+    accuracy: Accuracy | None = None
+    accuracy_delta_vs_parent: float | None = None
+    accuracy_delta_vs_original: float | None = None
+    latency: Latency | None = None  # the row's headline figure (batch and threads of the first entry)
+    latency_all: list[Latency] = []
+    speedup_vs_parent: float | None = None
+    speedup_vs_original: float | None = None
+    fidelity: Fidelity | None = None  # vs the original model
+    fidelity_vs_parent: Fidelity | None = None
+    peak_memory_mb: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    wall_time_s: float | None = None
+    summary: str = ""
+    notes: list[str] = []
+    timing: str = "step time"  # "interleaved": the run's one pass over every row; else as measured when built
+    serving: Serving | None = None
+    output_stats: list[OutputStats] | None = None
+    slower: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        out.update(
+            accuracy=ordered(self.accuracy, _ACCURACY, rest=False) if self.accuracy else None,
+            latency=ordered(self.latency, _HEADLINE_LATENCY, rest=False) if self.latency else None,
+            latency_all=[_entry(e) for e in self.latency_all],
+            fidelity=ordered(self.fidelity, tuple(Fidelity.model_fields), rest=False) if self.fidelity else None,
+            fidelity_vs_parent=self.fidelity_vs_parent.to_json() if self.fidelity_vs_parent else None,
+            serving=self.serving.to_json() if self.serving else None,
+            output_stats=[o.to_json() for o in self.output_stats] if self.output_stats else None)
+        if not self.slower:
+            del out["slower"]
+        return out
+
+
+def _entry(latency: Latency) -> dict[str, Any]:
+    """A latency_all entry: only the keys its record has set, in the ledger's order."""
+    dumped = latency.to_json()
+    return {**{k: dumped[k] for k in _LATENCY_ENTRY if k in dumped}, **dumped}
+
+
+class GateResult(Row):
+    """A gate judged on the ledger (``engine/gates.evaluate``): what it names, what was measured, and its verdict
+    in one line. ``measured`` is None when the figure was never taken (then it fails)."""
+
+    gate: str
+    step: str
+    baseline: str
+    measured: float | None
+    limit: float
+    passed: bool
+    text: str
+
+
+class Profile(Row):
+    """What the profile step measured of one artifact: accuracy (vs the original, as in the ledger), latency per
+    batch size, size and peak memory."""
+
+    artifact: str
+    format: str
+    size_bytes: int
+    sha256: str
+    eval_data: dict[str, Any] | None = None
+    accuracy: Accuracy | None = None
+    latency: list[Latency] = []
+    peak_memory_mb: float | None = None
+    notes: list[str] = []
+    fidelity: Fidelity | None = None
+    task: str | None = None
+
+
+class CompareRow(Row):
+    """One artifact of ``optkit compare``: accuracy, fidelity to the first artifact, latency per batch size from
+    one interleaved pass, and the speed-up over the first at each."""
+
+    artifact: str
+    name: str
+    format: str
+    runtime: dict[str, Any] | None = None
+    size_bytes: int
+    accuracy: Accuracy | None = None
+    fidelity_vs_first: Fidelity | None = None
+    latency: list[Latency] = []
+    speedup_vs_first: list[float] = []
+
+
+class Environment(Row):
+    """The machine and libraries a report's figures come from."""
+
+    cpu: dict[str, Any]  # types/machine.cpu_info(): model, logical_cores, simd, machine
+    os: str
+    python: str
+    versions: dict[str, str]
+    seed: int
+
+    @property
+    def cpu_model(self) -> str:
+        return str(self.cpu.get("model"))
+
+    @property
+    def cores(self) -> int | None:
+        cores = self.cpu.get("logical_cores")
+        return cores if isinstance(cores, int) else None
+
+    @property
+    def simd(self) -> list[str]:
+        return list(self.cpu.get("simd") or [])
+
+
+class RunReport(Row):
+    """``report.json`` of ``optkit run``: the ledger, the profiles, every gate's verdict, the environment, which
+    steps came from the cache, and the error if a step failed. ``timing_measured_at`` (the ledger's figures were
+    reused from that run) and ``executor`` (a parallel run's tasks) are written only when set."""
+
+    recipe: str
+    recipe_sha256: str
+    status: str  # passed | gate failed | step failed
+    error: str | None = None
+    steps: list[LedgerRow] = []
+    profiles: list[Profile] = []
+    gates: list[GateResult] = []
+    cached_steps: list[int] = []
+    wall_time_s: float
+    environment: Environment
+    timing_measured_at: str | None = None
+    executor: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"timing_measured_at", "executor"})
+        out.update(steps=[r.to_json() for r in self.steps], profiles=[p.to_json() for p in self.profiles],
+                   gates=[g.to_json() for g in self.gates])
+        if self.timing_measured_at:
+            out["timing_measured_at"] = self.timing_measured_at
+        if self.executor:
+            out["executor"] = self.executor
+        return out
