@@ -22,13 +22,15 @@ def compare(
 ) -> None:
     """Accuracy, p50/p90, throughput and size of several artifacts, timed round-robin so noise hits all alike."""
     from optkit.cli.common import measure_block, print_json
-    from optkit.report.compare import compare_artifacts, render_compare, compare_markdown
+    from optkit.engine.compare import compare_artifacts
+    from optkit.report.compare import compare_markdown, render_compare
     from optkit.types.ui import UI
 
     measure = measure_block(batch_sizes, threads, budget_s)
     ui = UI()
-    rows = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
-                             Path(eval_data) if eval_data else None, ui, metric=metric, strict=strict)
+    compared = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
+                                 Path(eval_data) if eval_data else None, ui, metric=metric, strict=strict)
+    rows = [row.to_json() for row in compared]
     if json_out:
         print_json({"artifacts": rows})
     elif markdown:

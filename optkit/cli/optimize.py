@@ -44,10 +44,11 @@ def optimize(
 ) -> None:
     """Build ONNX Runtime and OpenVINO candidates (fp32, int8 static/dynamic, NNCF), keep the fastest within budget."""
     from optkit.cli.common import parse_shapes, print_json
-    from optkit.engine.executor import make_executor
-    from optkit.engine.optimize import optimize as search_for
-    from optkit.engine.optimize import parse_duration
-    from optkit.engine.optimize_space import Budget
+    from optkit.engine.executors import make_executor
+    from optkit.optimize.model import OptimizeRun
+    from optkit.optimize.search import optimize as search_for
+    from optkit.optimize.search import parse_duration
+    from optkit.optimize.space import Budget
     from optkit.report.optimize import headline, optimize_markdown, write_optimize_outputs
     from optkit.types.errors import GateError, UsageError
     from optkit.types.files import expand_path, real_path, resolve_ref, run_output_dir
@@ -62,20 +63,20 @@ def optimize(
     def absolute(ref) -> str | None:  # paths written into best.yaml must not depend on where it is run from
         return resolve_ref(Path.cwd(), str(ref)) if ref else None
 
-    paths = {"model": absolute(model), "weights": absolute(weights), "eval_data": absolute(eval_data)}
+    model = absolute(model) or model  # '' stays '' (the search names it as a bad MODEL)
     hf = o.hf_keys(task, absolute(text_data), absolute(image_data), max_length, seq_len, trust_remote_code)
     with run_output_dir(out_dir, force=force, what="-o/--output"):
         runner = make_executor(executor, ray_address, ui)
         try:
-            search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
-                                budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
-                                time_budget_s=seconds, threads=threads, timing_budget_s=budget_s, retime=retime,
-                                calib_data=absolute(calib_data),
-                                eval_data=paths["eval_data"], weights=paths["weights"], hf=hf, executor=runner,
-                                input_shapes=parse_shapes(input_shape), export=config_extra or {})
+            search = search_for(OptimizeRun(
+                model, out_dir, ui, targets=wanted, metric=metric,
+                budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size, time_budget_s=seconds,
+                threads=threads, timing_budget_s=budget_s, retime=retime, calib_data=absolute(calib_data),
+                eval_data=absolute(eval_data), weights=absolute(weights), hf=hf, executor=runner,
+                input_shapes=parse_shapes(input_shape), export=config_extra or {}))
         finally:
             runner.close()
-        report = write_optimize_outputs(out_dir, search, paths["model"])
+        report = write_optimize_outputs(out_dir, search, model)
     if json_out:
         print_json(report)
     else:

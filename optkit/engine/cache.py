@@ -70,7 +70,7 @@ def step_key(*, step: str, options: dict[str, Any], parent: Artifact, settings: 
         "named_files": _named_files(options, base), "measure": settings, "seed": seed,
         "versions": versions, "optkit_source": optkit_source_digest(),
     }
-    return _json_sha256(facts)
+    return json_sha256(facts)
 
 
 def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]:
@@ -97,7 +97,7 @@ def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]
 def machine_facts() -> dict[str, Any]:
     """What any timing figure depends on besides the artifacts and data: the CPU (model, cores, flags), the
     library versions and optkit's own source. Part of every key under which figures are kept for reuse."""
-    from optkit.engine.run import tool_versions
+    from optkit.engine.versions import tool_versions
     from optkit.types.machine import cpu_flags, cpu_info
 
     cpu = cpu_info()
@@ -129,24 +129,24 @@ def save_keyed(path: Path, key: str, entry: dict[str, Any]) -> None:
     write_json(path, {**entry, "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
-def _json_sha256(obj: Any) -> str:
+def json_sha256(obj: Any) -> str:
     """Digest of a JSON-able value, independent of key order (what a JSON round trip preserves)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def lookup_profile(path: Path, key: str) -> tuple[dict | None, str | None]:
+def lookup_profile(path: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
     try:
         raw = json.loads(path.read_text())
         if raw.get("cache_key") != key:
             return None, "inputs or options changed"
-        if _json_sha256(raw["profile"]) != raw.get("sha256"):
+        if json_sha256(raw["profile"]) != raw.get("sha256"):
             return None, "its content does not match the sha256 recorded when it was measured"
         return raw["profile"], None
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         return None, f"unreadable ({type(exc).__name__})"
 
 
-def profile_entry(profile: dict, key: str) -> dict:
-    return {"cache_key": key, "sha256": _json_sha256(profile), "profile": profile}
+def profile_entry(profile: dict[str, Any], key: str) -> dict[str, Any]:
+    return {"cache_key": key, "sha256": json_sha256(profile), "profile": profile}

@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 from optkit.types.files import remove_stale_temp
 
 MEASURE_PREFIX = "optkit_measure:"
-EXECUTORS = ("local", "ray")
 TERM_GRACE_S = 3.0  # a stopped build's time to unwind after SIGTERM, before SIGKILL
 
 
@@ -65,12 +64,14 @@ class TaskRun:
 
 @dataclass
 class Job:
-    """A build: ``fn(*args)`` under ``name``, with the CPUs it needs."""
+    """A build: ``fn(*args)`` under ``name``, with the CPUs it needs. ``probe``: the build's answer when it can be
+    had at once in this process (a build the step cache serves whole), else None; an executor may try it first."""
 
     name: str
     fn: Callable[..., Any]
-    args: tuple
+    args: tuple[Any, ...]
     num_cpus: float = 1.0
+    probe: Callable[[], Any] | None = None
 
 
 class Stopped(Exception):
@@ -89,6 +90,10 @@ class Executor(Protocol):
     def builds(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
         """Run ``jobs``; yield each with its result as it finishes (an exception is yielded as the result)."""
 
+    def build(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
+        """Run one ``job`` by ``deadline`` (a ``time.perf_counter()`` value): its result, or its exception raised
+        here; ``Stopped`` when the deadline came first. ``cleanup``: the folders it writes into."""
+
     def measure(self, name: str, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0) -> Any:
         """Run one timing task alone on a measurement machine; its result."""
 
@@ -103,7 +108,7 @@ class LocalExecutor:
     def __init__(self) -> None:
         self.timeline: list[TaskRun] = []
 
-    def _timed(self, name: str, kind: str, fn: Callable[..., Any], args: tuple) -> Any:
+    def _timed(self, name: str, kind: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         start = time.time()
         try:
             return fn(*args)
@@ -120,6 +125,12 @@ class LocalExecutor:
 
     def measure(self, name: str, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0) -> Any:
         return self._timed(name, "measure", fn, args)
+
+    def build(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
+        """``job``'s probe answered here when it can (no process to start: a rerun would pay a second or more per
+        build), else ``build_until``."""
+        answer = job.probe() if job.probe is not None else None
+        return answer if answer is not None else self.build_until(job, deadline, cleanup)
 
     def build_until(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
         """``job`` in a child process, stopped at ``deadline`` (a ``time.perf_counter()`` value; None: never): its
@@ -281,18 +292,3 @@ class _Child:
         if self.proc.returncode is not None and self.proc.returncode < 0:  # killed: what is left of its group too
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def make_executor(kind: str, address: str | None = None, ui: Any = None) -> Executor:
-    """``local`` or ``ray`` (``address``: an existing cluster's, else a local one in this process)."""
-    from optkit.types.errors import UsageError
-
-    if kind == "local":
-        if address:
-            raise UsageError("--ray-address needs --executor ray", hint="Add --executor ray, or drop --ray-address")
-        return LocalExecutor()
-    if kind == "ray":
-        from optkit.engine.ray_executor import RayExecutor
-
-        return RayExecutor(address, ui=ui)
-    raise UsageError(f"--executor {kind!r}: unknown", hint=f"Use one of {', '.join(EXECUTORS)}")
