@@ -11,7 +11,7 @@ from optkit.cli import options as o
 
 def compare(
     artifacts: Annotated[list[str], typer.Argument(help="Artifacts to compare (the first is the baseline).")],
-    batch_sizes: o.BatchSizes = ("1",),
+    batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1,
     budget_s: o.Budget = 2.0,
     eval_data: o.EvalData = None,

@@ -6,7 +6,7 @@ generated from the export step's Config) go to the one export every candidate st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, cast
 
 import typer
 
@@ -20,7 +20,7 @@ EXPORT_OPTIONS = ("exporter", "opset", "dynamic_axes")
 def optimize(
     model: Annotated[str, typer.Argument(help="What export takes (sample-model folder, Hugging Face folder or hf:ORG/NAME, factory, TorchScript, .pt2) or an ONNX file.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder: best.yaml, the winner, reports, candidates/.")],
-    targets: Annotated[list[str], typer.Option("--targets", metavar="TARGET", help="Runtimes to search: ort-cpu, openvino-cpu (repeat or separate with commas).")] = ("ort-cpu", "openvino-cpu"),
+    targets: Annotated[list[str], typer.Option("--targets", metavar="TARGET", help="Runtimes to search: ort-cpu, openvino-cpu (repeat or separate with commas).")] = ["ort-cpu", "openvino-cpu"],
     metric: o.Metric = None,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", min=0, help="Largest drop of the task metric (points for fractions) the winner may have vs MODEL, the original model. Default: 1.")] = None,
     min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", min=-1, max=1, help="Smallest mean output cosine vs the original (default 0.99 when no task metric judges).")] = None,
@@ -64,7 +64,9 @@ def optimize(
         return resolve_ref(Path.cwd(), str(ref)) if ref else None
 
     model = absolute(model) or model  # '' stays '' (the search names it as a bad MODEL)
-    hf = o.hf_keys(task, absolute(text_data), absolute(image_data), max_length, seq_len, trust_remote_code)
+    # hf_keys writes the paths as text: the absolute ones, as they are (a Path would drop a folder's trailing '/')
+    hf = o.hf_keys(task, cast(Optional[Path], absolute(text_data)), cast(Optional[Path], absolute(image_data)),
+                   max_length, seq_len, trust_remote_code)
     with run_output_dir(out_dir, force=force, what="-o/--output"):
         runner = make_executor(executor, ray_address, ui)
         try:

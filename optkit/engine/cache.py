@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file
@@ -134,19 +136,27 @@ def json_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class ProfileEntry(BaseModel):
+    """``NN_profile.json``: a measuring step's result, its cache key and the digest of the result."""
+
+    cache_key: str | None = None
+    sha256: str | None = None
+    profile: dict[str, Any]
+
+
 def lookup_profile(path: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        raw = json.loads(path.read_text())
-        if raw.get("cache_key") != key:
-            return None, "inputs or options changed"
-        if json_sha256(raw["profile"]) != raw.get("sha256"):
-            return None, "its content does not match the sha256 recorded when it was measured"
-        return raw["profile"], None
-    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        entry = ProfileEntry.model_validate(json.loads(path.read_text()))
+    except (ValueError, OSError) as exc:  # ValidationError is a ValueError: not the shape profile_entry writes
         return None, f"unreadable ({type(exc).__name__})"
+    if entry.cache_key != key:
+        return None, "inputs or options changed"
+    if json_sha256(entry.profile) != entry.sha256:
+        return None, "its content does not match the sha256 recorded when it was measured"
+    return entry.profile, None
 
 
 def profile_entry(profile: dict[str, Any], key: str) -> dict[str, Any]:
-    return {"cache_key": key, "sha256": json_sha256(profile), "profile": profile}
+    return ProfileEntry(cache_key=key, sha256=json_sha256(profile), profile=profile).model_dump()

@@ -21,7 +21,7 @@ class ComparedArtifact:
     artifact: str
     name: str
     format: str
-    runtime: str | None
+    runtime: dict[str, Any]  # how the runtime must run it (compile's settings)
     size_bytes: int
     accuracy: dict[str, Any] | None
     fidelity_vs_first: dict[str, Any] | None = None

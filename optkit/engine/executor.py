@@ -36,13 +36,20 @@ def measure_resource(cpu_model: str | None = None) -> str:
     return MEASURE_PREFIX + (re.sub(r"[^A-Za-z0-9.-]+", "_", cpu_model).strip("_") or "unknown")
 
 
-def node_info() -> dict[str, Any]:
-    """The machine a task ran on, as the report names it."""
+@dataclass(frozen=True)
+class NodeInfo:
+    """The machine (and process) a task ran on, as the report names it."""
+
+    host: str
+    pid: int
+    cpu: str | None
+
+
+def node_info() -> NodeInfo:
     from optkit.types.machine import cpu_info
 
-    cpu = cpu_info()
-    return {"host": platform.node(), "pid": os.getpid(), "cpu": cpu.get("model"), "simd": cpu.get("simd") or [],
-            "cores": cpu.get("logical_cores")}
+    model = cpu_info().get("model")
+    return NodeInfo(platform.node(), os.getpid(), str(model) if model is not None else None)
 
 
 @dataclass
@@ -114,7 +121,7 @@ class LocalExecutor:
             return fn(*args)
         finally:
             self.timeline.append(TaskRun(name, kind, platform.node(), os.getpid(), start, time.time(),
-                                         cpu=node_info()["cpu"]))
+                                         cpu=node_info().cpu))
 
     def builds(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
         for job in jobs:
@@ -144,20 +151,33 @@ class LocalExecutor:
             for folder in cleanup:
                 remove_stale_temp(Path(folder))
             self.timeline.append(TaskRun(job.name, "build", platform.node(), child.pid or os.getpid(), child.start,
-                                         time.time(), cpu=node_info()["cpu"]))
+                                         time.time(), cpu=node_info().cpu))
 
     def close(self) -> None:
         pass
 
 
-def _registries() -> dict[str, dict[str, str]]:
-    """The plugin registries (dotted paths) as this process has them: one registered at run time (a test's fake
-    backend) is seen by a build's child process too."""
-    from optkit.backends import RUNNERS
-    from optkit.steps.base import STEPS
-    from optkit.types.artifact import OPENERS
+@dataclass(frozen=True)
+class _Payload:
+    """What a build's process reads from its stdin: the parent's import path, its plugin registries (dotted paths:
+    one registered at run time, a test's fake backend, is seen by the child too) and the pickled job."""
 
-    return {"steps": dict(STEPS), "runners": dict(RUNNERS), "openers": dict(OPENERS)}
+    path: list[str]
+    steps: dict[str, str]
+    runners: dict[str, str]
+    openers: dict[str, str]
+    job: bytes
+
+    @classmethod
+    def of(cls, job: Job) -> _Payload:
+        import pickle
+        import sys
+
+        from optkit.backends import RUNNERS
+        from optkit.steps.base import STEPS
+        from optkit.types.artifact import OPENERS
+
+        return cls(list(sys.path), dict(STEPS), dict(RUNNERS), dict(OPENERS), pickle.dumps((job.fn, job.args)))
 
 
 def child_entry(fd: int) -> None:
@@ -189,17 +209,16 @@ def child_entry(fd: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    payload = pickle.loads(sys.stdin.buffer.read())
-    sys.path[:] = payload["path"]  # the parent's: where its plugins (and a test's fakes) import from
+    payload: _Payload = pickle.loads(sys.stdin.buffer.read())
+    sys.path[:] = payload.path  # the parent's: where its plugins (and a test's fakes) import from
     from optkit.backends import RUNNERS
     from optkit.steps.base import STEPS
     from optkit.types.artifact import OPENERS
 
-    for registry, entries in ((STEPS, payload["steps"]), (RUNNERS, payload["runners"]),
-                              (OPENERS, payload["openers"])):
+    for registry, entries in ((STEPS, payload.steps), (RUNNERS, payload.runners), (OPENERS, payload.openers)):
         registry.update(entries)
     try:
-        fn, args = pickle.loads(payload["job"])
+        fn, args = pickle.loads(payload.job)
         outcome: tuple[str, Any] = ("ok", fn(*args))
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which judges it like any failed build
         outcome = ("error", exc)
@@ -227,7 +246,7 @@ class _Child:
         self.job, self.start, self.t0 = job, time.time(), time.perf_counter()
         self.answered = False
         read, write = os.pipe()
-        payload = pickle.dumps({"path": list(sys.path), **_registries(), "job": pickle.dumps((job.fn, job.args))})
+        payload = pickle.dumps(_Payload.of(job))
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", f"from optkit.engine.executor import child_entry; child_entry({write})"],

@@ -74,8 +74,8 @@ def _task(board: Any, key: str, name: str, kind: str, fn: Callable[..., Any], ar
         board.started.remote(key)
     info, start = node_info(), time.time()
     result = fn(*args)
-    return result, TaskRun(name, kind, info["host"], info["pid"], start, time.time(),
-                           ray.get_runtime_context().get_node_id(), info["cpu"])
+    return result, TaskRun(name, kind, info.host, info.pid, start, time.time(),
+                           ray.get_runtime_context().get_node_id(), info.cpu)
 
 
 class _Board:

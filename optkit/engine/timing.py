@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from optkit.engine.setup import guard
 from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
@@ -85,6 +87,13 @@ LEDGER_TIMING_FILE = "ledger_timing.json"
 LEDGER_TIMING_VERSION = 1
 
 
+class _SavedLedger(BaseModel):
+    """``ledger_timing.json`` as ``save_keyed`` stamps it."""
+
+    latency: LatencyRows
+    measured_at: str
+
+
 @dataclass(frozen=True)
 class LedgerTiming:
     """The ledger's latency rows, and when they were measured if they came from an earlier run."""
@@ -117,9 +126,11 @@ def saved_ledger(path: Path, key: str) -> LedgerTiming | None:
     from optkit.engine.cache import keyed_entry
 
     raw = keyed_entry(path, key)
-    if raw is None or not isinstance(raw.get("latency"), list):
+    try:
+        saved = _SavedLedger.model_validate(raw) if raw is not None else None
+    except ValidationError:  # not what ``timed_ledger`` writes: measured again
         return None
-    return LedgerTiming(latency=raw["latency"], reused_from=raw["measured_at"])
+    return LedgerTiming(latency=saved.latency, reused_from=saved.measured_at) if saved is not None else None
 
 
 def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings, ui: UI,
