@@ -14,7 +14,8 @@ import optkit
 from tests.conftest import FAST, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["types", "backends", "eval", "steps", "engine", "report", "serve", "cli | optkit.torch_backend"]  # bottom to top
+LAYERS = ["types", "backends", "eval", "steps", "engine", "optimize", "report", "serve",
+          "cli | optkit.torch_backend"]  # bottom to top
 
 
 def test_the_layers_contract_holds():

@@ -112,7 +112,7 @@ def print_json(obj: Any) -> None:
 def emit_ledger(ui, artifact, *, as_json: bool, markdown: bool, latency: list[list[Latency] | None] | None = None
                 ) -> None:
     """The ledger; ``latency``: the run's interleaved timing of every row (else step-time figures)."""
-    from optkit.report.ledger import ledger_rows
+    from optkit.types.ledger import ledger_rows
 
     rows = ledger_rows(artifact.chain(), latency)
     warn_slower(ui, rows)

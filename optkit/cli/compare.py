@@ -11,7 +11,7 @@ from optkit.cli import options as o
 
 def compare(
     artifacts: Annotated[list[str], typer.Argument(help="Artifacts to compare (the first is the baseline).")],
-    batch_sizes: o.BatchSizes = ("1",),
+    batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1,
     budget_s: o.Budget = 2.0,
     eval_data: o.EvalData = None,
@@ -22,13 +22,15 @@ def compare(
 ) -> None:
     """Accuracy, p50/p90, throughput and size of several artifacts, timed round-robin so noise hits all alike."""
     from optkit.cli.common import measure_block, print_json
-    from optkit.report.compare import compare_artifacts, render_compare, compare_markdown
+    from optkit.engine.compare import compare_artifacts
+    from optkit.report.compare import compare_markdown, render_compare
     from optkit.types.ui import UI
 
     measure = measure_block(batch_sizes, threads, budget_s)
     ui = UI()
-    rows = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
-                             Path(eval_data) if eval_data else None, ui, metric=metric, strict=strict)
+    compared = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
+                                 Path(eval_data) if eval_data else None, ui, metric=metric, strict=strict)
+    rows = compared
     if json_out:
         print_json({"artifacts": [r.to_json() for r in rows]})
     elif markdown:

@@ -6,7 +6,7 @@ generated from the export step's Config) go to the one export every candidate st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, cast
 
 import typer
 
@@ -20,7 +20,7 @@ EXPORT_OPTIONS = ("exporter", "opset", "dynamic_axes")
 def optimize(
     model: Annotated[str, typer.Argument(help="What export takes (sample-model folder, Hugging Face folder or hf:ORG/NAME, factory, TorchScript, .pt2) or an ONNX file.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder: best.yaml, the winner, reports, candidates/.")],
-    targets: Annotated[list[str], typer.Option("--targets", metavar="TARGET", help="Runtimes to search: ort-cpu, openvino-cpu (repeat or separate with commas).")] = ("ort-cpu", "openvino-cpu"),
+    targets: Annotated[list[str], typer.Option("--targets", metavar="TARGET", help="Runtimes to search: ort-cpu, openvino-cpu (repeat or separate with commas).")] = ["ort-cpu", "openvino-cpu"],
     metric: o.Metric = None,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", min=0, help="Largest drop of the task metric (points for fractions) the winner may have vs MODEL, the original model. Default: 1.")] = None,
     min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", min=-1, max=1, help="Smallest mean output cosine vs the original (default 0.99 when no task metric judges).")] = None,
@@ -44,10 +44,11 @@ def optimize(
 ) -> None:
     """Build ONNX Runtime and OpenVINO candidates (fp32, int8 static/dynamic, NNCF), keep the fastest within budget."""
     from optkit.cli.common import parse_shapes, print_json
-    from optkit.engine.executor import make_executor
-    from optkit.engine.optimize import optimize as search_for
-    from optkit.engine.optimize import parse_duration
-    from optkit.engine.optimize_space import Budget
+    from optkit.engine.executors import make_executor
+    from optkit.optimize.model import OptimizeRun
+    from optkit.optimize.search import optimize as search_for
+    from optkit.optimize.search import parse_duration
+    from optkit.optimize.space import Budget
     from optkit.report.optimize import headline, optimize_markdown, write_optimize_outputs
     from optkit.types.errors import GateError, UsageError
     from optkit.types.files import expand_path, real_path, resolve_ref, run_output_dir
@@ -62,20 +63,22 @@ def optimize(
     def absolute(ref) -> str | None:  # paths written into best.yaml must not depend on where it is run from
         return resolve_ref(Path.cwd(), str(ref)) if ref else None
 
-    paths = {"model": absolute(model), "weights": absolute(weights), "eval_data": absolute(eval_data)}
-    hf = o.hf_keys(task, absolute(text_data), absolute(image_data), max_length, seq_len, trust_remote_code)
+    model = absolute(model) or model  # '' stays '' (the search names it as a bad MODEL)
+    # hf_keys writes the paths as text: the absolute ones, as they are (a Path would drop a folder's trailing '/')
+    hf = o.hf_keys(task, cast(Optional[Path], absolute(text_data)), cast(Optional[Path], absolute(image_data)),
+                   max_length, seq_len, trust_remote_code)
     with run_output_dir(out_dir, force=force, what="-o/--output"):
         runner = make_executor(executor, ray_address, ui)
         try:
-            search = search_for(paths["model"], out_dir, ui, targets=wanted, metric=metric,
-                                budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size,
-                                time_budget_s=seconds, threads=threads, timing_budget_s=budget_s, retime=retime,
-                                calib_data=absolute(calib_data),
-                                eval_data=paths["eval_data"], weights=paths["weights"], hf=hf, executor=runner,
-                                input_shapes=parse_shapes(input_shape), export=config_extra or {})
+            search = search_for(OptimizeRun(
+                model, out_dir, ui, targets=wanted, metric=metric,
+                budget=Budget(max_drop=max_drop, min_cosine=min_cosine), batch_size=batch_size, time_budget_s=seconds,
+                threads=threads, timing_budget_s=budget_s, retime=retime, calib_data=absolute(calib_data),
+                eval_data=absolute(eval_data), weights=absolute(weights), hf=hf, executor=runner,
+                input_shapes=parse_shapes(input_shape), export=config_extra or {}))
         finally:
             runner.close()
-        report = write_optimize_outputs(out_dir, search, paths["model"])
+        report = write_optimize_outputs(out_dir, search, model)
     if json_out:
         print_json(report.to_json())
     else:

@@ -44,7 +44,7 @@ def _report_folder(folder: Path, json_out: bool, markdown: bool, strict: bool) -
 
     from optkit.cli.common import emit_ledger, print_json
     from optkit.report.folder import read_folder
-    from optkit.report.ledger import ledger_rows
+    from optkit.types.ledger import ledger_rows
     from optkit.types.integrity import verify_digests
     from optkit.types.ui import UI
 

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
 
 from optkit.cli import options as o
+
+if TYPE_CHECKING:
+    from optkit.engine.executor import Executor
+    from optkit.engine.outcome import RecipeOutcome
+    from optkit.engine.recipe import Recipe
+    from optkit.types.ledger import RunReport
+    from optkit.types.ui import UI
 
 
 def run(
@@ -26,9 +33,8 @@ def run(
 ) -> None:
     """Run recipes: every step measured, gates judged (exit 3 if one fails), reports and manifest in each output_dir."""
     from optkit.cli.common import print_json
-    from optkit.engine.executor import make_executor
+    from optkit.engine.executors import make_executor
     from optkit.engine.recipe import load_recipe, plan
-    from optkit.report.run import run_all_on, run_and_report
     from optkit.types.errors import UsageError
     from optkit.types.ui import UI
 
@@ -49,13 +55,12 @@ def run(
     runner = make_executor(executor, ray_address, ui)
     try:
         if runner.parallel:
-            done = run_all_on(runner, loaded, ui, use_cache=not no_cache, force=force, retime=retime)
+            done = _all_at_once(runner, loaded, ui, use_cache=not no_cache, force=force, retime=retime)
         else:
             done = []
             for parsed, base, path in loaded:
                 try:
-                    done.append(run_and_report(parsed, base, path, ui, use_cache=not no_cache, force=force,
-                                               retime=retime))
+                    done.append(_one(parsed, base, path, ui, use_cache=not no_cache, force=force, retime=retime))
                 except UsageError as exc:
                     if len(loaded) == 1:
                         raise
@@ -65,41 +70,67 @@ def run(
     _finish(ui, loaded, done, json_out, markdown)
 
 
-def _finish(ui, loaded, done, json_out: bool, markdown: bool) -> None:
+class _Written(NamedTuple):
+    """A recipe's outcome and what its report holds, as written into its output folder."""
+
+    outcome: RecipeOutcome
+    report: RunReport
+    paths: list[Path]
+
+
+def _one(recipe: Recipe, base: Path, path: Path, ui: UI, *, use_cache: bool, force: bool, retime: bool) -> _Written:
+    """One recipe run and judged (engine), its reports written (report), its output folder held throughout."""
+    from optkit.engine.outcome import run_and_judge
+    from optkit.report.run import write_run_report
+    from optkit.types.files import run_output_dir
+
+    with run_output_dir(recipe.output_path(base), force=force):
+        outcome = run_and_judge(recipe, base, ui, use_cache=use_cache, retime=retime)
+        return _Written(outcome, *write_run_report(outcome, path))
+
+
+def _all_at_once(executor: Executor, loaded: list[tuple[Recipe, Path, Path]], ui: UI, *, use_cache: bool,
+                 force: bool, retime: bool) -> list[_Written | Exception]:
+    """Every recipe on a parallel executor (engine), each one's reports written (report), every output folder held
+    for the whole run, as one run would."""
+    import contextlib
+
+    from optkit.engine.outcome import run_all_on
+    from optkit.report.run import write_run_report
+    from optkit.types.files import run_output_dir
+
+    with contextlib.ExitStack() as held:
+        for recipe, base, _ in loaded:
+            held.enter_context(run_output_dir(recipe.output_path(base), force=force))
+        outcomes = run_all_on(executor, loaded, ui, use_cache=use_cache, retime=retime)
+        return [got if isinstance(got, Exception) else _Written(got, *write_run_report(got, path))
+                for got, (_, _, path) in zip(outcomes, loaded)]
+
+
+def _finish(ui: UI, loaded: list[tuple[Recipe, Path, Path]], done: list[_Written | Exception], json_out: bool,
+            markdown: bool) -> None:
     """Print every recipe's ledger, gates and reports; then exit as the worst of them: a bad input (2), a failed
     step (1), a failed gate (3)."""
-    from optkit.cli.common import print_json, render_rows, warn_slower
-    from optkit.report.ledger import render_profile
+    from optkit.cli.common import print_json, warn_slower
     from optkit.types.errors import GateError, OptkitError
 
-    reports, errors, gate_failures = [], [], []
-    for (parsed, _, path), outcome in zip(loaded, done):
-        if isinstance(outcome, Exception):
-            error = outcome if isinstance(outcome, OptkitError) else OptkitError(str(outcome))
+    reports: list[dict[str, Any]] = []
+    errors: list[OptkitError] = []
+    gate_failures: list[GateError] = []
+    for (parsed, _, path), written in zip(loaded, done):
+        if isinstance(written, Exception):
+            error = written if isinstance(written, OptkitError) else OptkitError(str(written))
             ui.warn(f"{path.name}: {error.one_line()}")
             errors.append(error)
             continue
-        result, rows, gates = outcome.result, outcome.rows, outcome.gates
-        reports.append(outcome.report.to_json())
-        warn_slower(ui, rows)
+        outcome = written.outcome
+        reports.append(written.report.to_json())
+        warn_slower(ui, outcome.rows)
         if not json_out:
-            if len(loaded) > 1:
-                ui.info(f"[bold]{path.name}[/]")
-            if result.final:
-                render_rows(ui, rows, result.final, markdown=markdown)
-            if not markdown:
-                for prof in result.profiles:
-                    render_profile(ui.out, prof)
-            for gate in gates:
-                ui.info(f"{'[green]✓ gate[/]' if gate.passed else '[red]✗ GATE FAILED[/]'} {gate.text}")
-            cached = f", {len(result.cached)} of {len(parsed.steps)} steps from the cache" if result.cached else ""
-            if result.timing_reused_from:
-                cached += f", timings of {result.timing_reused_from}"
-            ui.info(f"reports: {', '.join(p.name for p in outcome.paths)} in {outcome.out_dir} "
-                    f"({result.wall_time_s:.1f}s{cached})")
+            _print(ui, written, path, len(loaded), markdown)
         if outcome.error:
             errors.append(outcome.error)
-        failed = [g for g in gates if not g.passed]
+        failed, gates = outcome.failed_gates, outcome.gates
         if failed:
             gate_failures.append(GateError(
                 (f"{path.name}: " if len(loaded) > 1 else "") + f"{len(failed)} of {len(gates)} gate(s) failed: "
@@ -111,3 +142,26 @@ def _finish(ui, loaded, done, json_out: bool, markdown: bool) -> None:
         raise min(errors, key=lambda e: e.exit_code != 2)  # a bad input first: exit 2
     if gate_failures:
         raise gate_failures[0]
+
+
+def _print(ui: UI, written: _Written, path: Path, recipes: int, markdown: bool) -> None:
+    """One recipe's ledger, profiles, gates and where its reports are."""
+    from optkit.cli.common import render_rows
+    from optkit.report.ledger import render_profile
+
+    outcome = written.outcome
+    result = outcome.result
+    if recipes > 1:
+        ui.info(f"[bold]{path.name}[/]")
+    if result.final:
+        render_rows(ui, outcome.rows, result.final, markdown=markdown)
+    if not markdown:
+        for prof in result.profiles:
+            render_profile(ui.out, prof)
+    for gate in outcome.gates:
+        ui.info(f"{'[green]✓ gate[/]' if gate.passed else '[red]✗ GATE FAILED[/]'} {gate.text}")
+    cached = f", {len(result.cached)} of {len(outcome.recipe.steps)} steps from the cache" if result.cached else ""
+    if result.timing_reused_from:
+        cached += f", timings of {result.timing_reused_from}"
+    ui.info(f"reports: {', '.join(p.name for p in written.paths)} in {outcome.out_dir} "
+            f"({result.wall_time_s:.1f}s{cached})")

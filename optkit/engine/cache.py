@@ -19,10 +19,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from optkit.types.ledger import Profile
 from optkit.types.artifact import Artifact, open_artifact, sidecar_path
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file
-from optkit.types.ledger import Profile
 
 CACHE_VERSION = 1
 
@@ -71,7 +73,7 @@ def step_key(*, step: str, options: dict[str, Any], parent: Artifact, settings: 
         "named_files": _named_files(options, base), "measure": settings, "seed": seed,
         "versions": versions, "optkit_source": optkit_source_digest(),
     }
-    return _json_sha256(facts)
+    return json_sha256(facts)
 
 
 def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]:
@@ -98,7 +100,7 @@ def lookup_artifact(final: Path, key: str) -> tuple[Artifact | None, str | None]
 def machine_facts() -> dict[str, Any]:
     """What any timing figure depends on besides the artifacts and data: the CPU (model, cores, flags), the
     library versions and optkit's own source. Part of every key under which figures are kept for reuse."""
-    from optkit.engine.run import tool_versions
+    from optkit.engine.versions import tool_versions
     from optkit.types.machine import cpu_flags, cpu_info
 
     cpu = cpu_info()
@@ -130,25 +132,33 @@ def save_keyed(path: Path, key: str, entry: dict[str, Any]) -> None:
     write_json(path, {**entry, "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
-def _json_sha256(obj: Any) -> str:
+def json_sha256(obj: Any) -> str:
     """Digest of a JSON-able value, independent of key order (what a JSON round trip preserves)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ProfileEntry(BaseModel):
+    """``NN_profile.json``: a measuring step's result, its cache key and the digest of the result."""
+
+    cache_key: str | None = None
+    sha256: str | None = None
+    profile: dict[str, Any]
 
 
 def lookup_profile(path: Path, key: str) -> tuple[Profile | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        raw = json.loads(path.read_text())
-        if raw.get("cache_key") != key:
+        entry = ProfileEntry.model_validate(json.loads(path.read_text()))
+        if entry.cache_key != key:
             return None, "inputs or options changed"
-        if _json_sha256(raw["profile"]) != raw.get("sha256"):
+        if json_sha256(entry.profile) != entry.sha256:
             return None, "its content does not match the sha256 recorded when it was measured"
-        return Profile.model_validate(raw["profile"]), None
-    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        return Profile.model_validate(entry.profile), None
+    except (ValueError, OSError) as exc:  # ValidationError is a ValueError: not the shape profile_entry writes
         return None, f"unreadable ({type(exc).__name__})"
 
 
-def profile_entry(profile: Profile, key: str) -> dict:
+def profile_entry(profile: Profile, key: str) -> dict[str, Any]:
     stored = profile.to_json()
-    return {"cache_key": key, "sha256": _json_sha256(stored), "profile": stored}
+    return ProfileEntry(cache_key=key, sha256=json_sha256(stored), profile=stored).model_dump()

@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 from optkit.types.files import remove_stale_temp
 
 MEASURE_PREFIX = "optkit_measure:"
-EXECUTORS = ("local", "ray")
 TERM_GRACE_S = 3.0  # a stopped build's time to unwind after SIGTERM, before SIGKILL
 
 
@@ -37,13 +36,20 @@ def measure_resource(cpu_model: str | None = None) -> str:
     return MEASURE_PREFIX + (re.sub(r"[^A-Za-z0-9.-]+", "_", cpu_model).strip("_") or "unknown")
 
 
-def node_info() -> dict[str, Any]:
-    """The machine a task ran on, as the report names it."""
+@dataclass(frozen=True)
+class NodeInfo:
+    """The machine (and process) a task ran on, as the report names it."""
+
+    host: str
+    pid: int
+    cpu: str | None
+
+
+def node_info() -> NodeInfo:
     from optkit.types.machine import cpu_info
 
-    cpu = cpu_info()
-    return {"host": platform.node(), "pid": os.getpid(), "cpu": cpu.get("model"), "simd": cpu.get("simd") or [],
-            "cores": cpu.get("logical_cores")}
+    model = cpu_info().get("model")
+    return NodeInfo(platform.node(), os.getpid(), str(model) if model is not None else None)
 
 
 @dataclass
@@ -65,12 +71,14 @@ class TaskRun:
 
 @dataclass
 class Job:
-    """A build: ``fn(*args)`` under ``name``, with the CPUs it needs."""
+    """A build: ``fn(*args)`` under ``name``, with the CPUs it needs. ``probe``: the build's answer when it can be
+    had at once in this process (a build the step cache serves whole), else None; an executor may try it first."""
 
     name: str
     fn: Callable[..., Any]
-    args: tuple
+    args: tuple[Any, ...]
     num_cpus: float = 1.0
+    probe: Callable[[], Any] | None = None
 
 
 class Stopped(Exception):
@@ -89,6 +97,10 @@ class Executor(Protocol):
     def builds(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
         """Run ``jobs``; yield each with its result as it finishes (an exception is yielded as the result)."""
 
+    def build(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
+        """Run one ``job`` by ``deadline`` (a ``time.perf_counter()`` value): its result, or its exception raised
+        here; ``Stopped`` when the deadline came first. ``cleanup``: the folders it writes into."""
+
     def measure(self, name: str, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0) -> Any:
         """Run one timing task alone on a measurement machine; its result."""
 
@@ -103,13 +115,13 @@ class LocalExecutor:
     def __init__(self) -> None:
         self.timeline: list[TaskRun] = []
 
-    def _timed(self, name: str, kind: str, fn: Callable[..., Any], args: tuple) -> Any:
+    def _timed(self, name: str, kind: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         start = time.time()
         try:
             return fn(*args)
         finally:
             self.timeline.append(TaskRun(name, kind, platform.node(), os.getpid(), start, time.time(),
-                                         cpu=node_info()["cpu"]))
+                                         cpu=node_info().cpu))
 
     def builds(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
         for job in jobs:
@@ -120,6 +132,12 @@ class LocalExecutor:
 
     def measure(self, name: str, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0) -> Any:
         return self._timed(name, "measure", fn, args)
+
+    def build(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
+        """``job``'s probe answered here when it can (no process to start: a rerun would pay a second or more per
+        build), else ``build_until``."""
+        answer = job.probe() if job.probe is not None else None
+        return answer if answer is not None else self.build_until(job, deadline, cleanup)
 
     def build_until(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
         """``job`` in a child process, stopped at ``deadline`` (a ``time.perf_counter()`` value; None: never): its
@@ -133,20 +151,33 @@ class LocalExecutor:
             for folder in cleanup:
                 remove_stale_temp(Path(folder))
             self.timeline.append(TaskRun(job.name, "build", platform.node(), child.pid or os.getpid(), child.start,
-                                         time.time(), cpu=node_info()["cpu"]))
+                                         time.time(), cpu=node_info().cpu))
 
     def close(self) -> None:
         pass
 
 
-def _registries() -> dict[str, dict[str, str]]:
-    """The plugin registries (dotted paths) as this process has them: one registered at run time (a test's fake
-    backend) is seen by a build's child process too."""
-    from optkit.backends import RUNNERS
-    from optkit.steps.base import STEPS
-    from optkit.types.artifact import OPENERS
+@dataclass(frozen=True)
+class _Payload:
+    """What a build's process reads from its stdin: the parent's import path, its plugin registries (dotted paths:
+    one registered at run time, a test's fake backend, is seen by the child too) and the pickled job."""
 
-    return {"steps": dict(STEPS), "runners": dict(RUNNERS), "openers": dict(OPENERS)}
+    path: list[str]
+    steps: dict[str, str]
+    runners: dict[str, str]
+    openers: dict[str, str]
+    job: bytes
+
+    @classmethod
+    def of(cls, job: Job) -> _Payload:
+        import pickle
+        import sys
+
+        from optkit.backends import RUNNERS
+        from optkit.steps.base import STEPS
+        from optkit.types.artifact import OPENERS
+
+        return cls(list(sys.path), dict(STEPS), dict(RUNNERS), dict(OPENERS), pickle.dumps((job.fn, job.args)))
 
 
 def child_entry(fd: int) -> None:
@@ -178,17 +209,16 @@ def child_entry(fd: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    payload = pickle.loads(sys.stdin.buffer.read())
-    sys.path[:] = payload["path"]  # the parent's: where its plugins (and a test's fakes) import from
+    payload: _Payload = pickle.loads(sys.stdin.buffer.read())
+    sys.path[:] = payload.path  # the parent's: where its plugins (and a test's fakes) import from
     from optkit.backends import RUNNERS
     from optkit.steps.base import STEPS
     from optkit.types.artifact import OPENERS
 
-    for registry, entries in ((STEPS, payload["steps"]), (RUNNERS, payload["runners"]),
-                              (OPENERS, payload["openers"])):
+    for registry, entries in ((STEPS, payload.steps), (RUNNERS, payload.runners), (OPENERS, payload.openers)):
         registry.update(entries)
     try:
-        fn, args = pickle.loads(payload["job"])
+        fn, args = pickle.loads(payload.job)
         outcome: tuple[str, Any] = ("ok", fn(*args))
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which judges it like any failed build
         outcome = ("error", exc)
@@ -216,7 +246,7 @@ class _Child:
         self.job, self.start, self.t0 = job, time.time(), time.perf_counter()
         self.answered = False
         read, write = os.pipe()
-        payload = pickle.dumps({"path": list(sys.path), **_registries(), "job": pickle.dumps((job.fn, job.args))})
+        payload = pickle.dumps(_Payload.of(job))
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", f"from optkit.engine.executor import child_entry; child_entry({write})"],
@@ -281,18 +311,3 @@ class _Child:
         if self.proc.returncode is not None and self.proc.returncode < 0:  # killed: what is left of its group too
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def make_executor(kind: str, address: str | None = None, ui: Any = None) -> Executor:
-    """``local`` or ``ray`` (``address``: an existing cluster's, else a local one in this process)."""
-    from optkit.types.errors import UsageError
-
-    if kind == "local":
-        if address:
-            raise UsageError("--ray-address needs --executor ray", hint="Add --executor ray, or drop --ray-address")
-        return LocalExecutor()
-    if kind == "ray":
-        from optkit.engine.ray_executor import RayExecutor
-
-        return RayExecutor(address, ui=ui)
-    raise UsageError(f"--executor {kind!r}: unknown", hint=f"Use one of {', '.join(EXECUTORS)}")

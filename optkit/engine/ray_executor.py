@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
 from optkit.engine.executor import MEASURE_PREFIX, Job, TaskRun, measure_resource, node_info
 from optkit.types.errors import MissingDependencyError, StepError, UsageError, first_line
+from optkit.types.ui import UI
 
 MAX_RETRIES = 3
+_Refs = dict[Any, tuple[str, str, Any]]  # a task's object ref -> (board key, build | measure, what it runs)
 OBJECT_STORE_BYTES = 256 * 2**20  # artifacts travel as files in the shared cache, not through the object store
 
 
-def require_ray():
+def require_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -42,10 +45,10 @@ def _cluster_messages_to_stderr() -> None:
         if getattr(original, "optkit", False):
             return
 
-        def to_stderr(data, ignore_prefix):
+        def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
             original({**data, "is_err": True}, ignore_prefix)
 
-        to_stderr.optkit = True
+        setattr(to_stderr, "optkit", True)
         worker.print_to_stdstream = to_stderr
     except (ImportError, AttributeError):
         pass
@@ -62,7 +65,8 @@ def start_local_cluster(num_cpus: int | None = None) -> None:
              object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.ERROR, log_to_driver=False)
 
 
-def _task(board, key: str, name: str, kind: str, fn: Callable[..., Any], args: tuple) -> tuple[Any, TaskRun]:
+def _task(board: Any, key: str, name: str, kind: str, fn: Callable[..., Any], args: tuple[Any, ...]
+          ) -> tuple[Any, TaskRun]:
     """What every task runs on its worker: tell the board it started, run ``fn``, say where and when."""
     import ray
 
@@ -70,8 +74,8 @@ def _task(board, key: str, name: str, kind: str, fn: Callable[..., Any], args: t
         board.started.remote(key)
     info, start = node_info(), time.time()
     result = fn(*args)
-    return result, TaskRun(name, kind, info["host"], info["pid"], start, time.time(),
-                           ray.get_runtime_context().get_node_id(), info["cpu"])
+    return result, TaskRun(name, kind, info.host, info.pid, start, time.time(),
+                           ray.get_runtime_context().get_node_id(), info.cpu)
 
 
 class _Board:
@@ -90,7 +94,7 @@ class _Board:
 class RayExecutor:
     name, parallel = "ray", True
 
-    def __init__(self, address: str | None = None, ui: Any = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, ui: UI | None = None, num_cpus: int | None = None) -> None:
         ray = require_ray()
         self.ui = ui
         self.owned = not ray.is_initialized()
@@ -116,7 +120,7 @@ class RayExecutor:
         self._done = 0  # tasks finished in this run, every wave together: the live count's "done"
         self._announced = False
 
-    def _measurement_nodes(self, ray) -> tuple[str, float]:
+    def _measurement_nodes(self, ray: Any) -> tuple[str, float]:
         """The measure resource for this machine's CPU model (or the cluster's only one) and the CPUs such a node
         has: a timing task takes them all."""
         wanted = measure_resource()
@@ -141,14 +145,15 @@ class RayExecutor:
             self.ui.warn(f"a node offers {resource} more than once: it could run two timing passes at once")
         return resource, min(r.get("CPU", 1.0) for r in tagged)
 
-    def _submit(self, name: str, kind: str, fn, args, **options) -> tuple[Any, str]:
+    def _submit(self, name: str, kind: str, fn: Callable[..., Any], args: tuple[Any, ...], **options: Any
+                ) -> tuple[Any, str]:
         self._counter += 1
         key = f"{kind}:{self._counter}:{name}"
         ref = self._remote.options(max_retries=MAX_RETRIES, retry_exceptions=False, name=f"optkit {kind} {name}",
                                    **options).remote(self._board, key, name, kind, fn, args)
         return ref, key
 
-    def _collect(self, refs: dict[Any, tuple[str, str, Any]]) -> Iterator[tuple[Any, Any]]:
+    def _collect(self, refs: _Refs) -> Iterator[tuple[Any, Any]]:
         """Yield (payload, result or exception) as tasks finish, keeping the live count up to date. The count is
         the run's: "done" goes on from the build wave through every timing pass, and "starting tasks" is said once."""
         import ray
@@ -169,7 +174,7 @@ class RayExecutor:
                     update(self._counts(refs, pending))
                     yield payload, result
 
-    def _counts(self, refs: dict, pending: list, started: set[str] | None = None) -> str:
+    def _counts(self, refs: _Refs, pending: list[Any], started: set[str] | None = None) -> str:
         if started is None:
             import ray
 
@@ -183,7 +188,7 @@ class RayExecutor:
         return (f"ray ({self.address}): {len(pending) - len(running)} queued · {building} building · "
                 f"{measuring} measuring · {self._done} done")
 
-    def _progress(self, refs: dict, pending: list):
+    def _progress(self, refs: _Refs, pending: list[Any]) -> ContextManager[Callable[[str], None]]:
         from contextlib import nullcontext
 
         if self.ui is None:
@@ -201,6 +206,14 @@ class RayExecutor:
                                     num_cpus=min(job.num_cpus, self.largest_node_cpus))
             refs[ref] = (key, "build", job)
         yield from self._collect(refs)
+
+    def build(self, job: Job, deadline: float | None, cleanup: Iterable[Path] = ()) -> Any:
+        """One build as a task; a running Ray task is not stopped, so the deadline only bounds what starts."""
+        for _, result in self.builds([job]):
+            if isinstance(result, Exception):
+                raise result
+            return result
+        raise StepError(f"{job.name}: its Ray task gave no result")
 
     def measure(self, name: str, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0) -> Any:
         ref, key = self._submit(name, "measure", fn, args, num_cpus=max(num_cpus, self.measure_cpus),

@@ -82,8 +82,8 @@ class Recipe(BaseModel):
     serve: ServeConfig | None = Field(None, description="how 'optkit serve --config' serves the artifact")
     _origin: str | None = PrivateAttr(None)      # the recipe file, for error messages
     _text: str | None = PrivateAttr(None)        # its text, for line and column of errors
-    _raw_steps: list | None = PrivateAttr(None)  # the steps as written (names for messages)
-    _planned: tuple | None = PrivateAttr(None)   # (what was planned, the plan): planned once per run
+    _raw_steps: list[Any] | None = PrivateAttr(None)  # the steps as written (names for messages)
+    _planned: tuple[tuple[str, str], list[PlannedStep]] | None = PrivateAttr(None)  # (what was planned, the plan)
 
     def output_path(self, base: Path) -> Path:
         """The run's output directory (relative to the recipe's folder unless absolute; ``~`` and ``$VAR`` expanded)."""
@@ -100,7 +100,7 @@ class Recipe(BaseModel):
         """Accept ``- profile``, ``- export: {opset: 18}`` and ``- {name: export, options: {...}}``."""
         if not isinstance(raw, list):
             return raw
-        out = []
+        out: list[Any] = []
         for item in raw:
             if isinstance(item, str):
                 out.append({"name": item})
@@ -122,25 +122,28 @@ class PlannedStep:
     output: Path | None
 
 
-def _loc(loc: tuple) -> str:
-    parts = []
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
     for p in loc:
         parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
     return "".join(parts) or "(top level)"
 
 
-def _allowed(loc: tuple, raw_steps: list | None) -> list[str]:
+def _allowed(loc: tuple[Any, ...], raw_steps: list[Any] | None) -> list[str]:
     """The keys allowed where an unknown key was found (for 'did you mean' and the list of choices)."""
     if loc[:1] == ("steps",) and len(loc) >= 4 and loc[2] == "options":
         name = _step_name(raw_steps, loc[1])
         if name in STEPS:
             return list(step_class(name).Config.model_fields)
-    models = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry, "serve": ServeConfig}
-    model = models.get(loc[0]) if len(loc) > 1 else Recipe
+    models: dict[str, type[BaseModel]] = {"measure": MeasureConfig, "gates": Gate, "steps": StepEntry,
+                                          "serve": ServeConfig}
+    model: type[BaseModel] | None = models.get(loc[0]) if len(loc) > 1 else Recipe
     return list(model.model_fields) if model else []
 
 
-def _step_name(raw_steps: list | None, index: Any) -> str | None:
+def _step_name(raw_steps: list[Any] | None, index: Any) -> str | None:
+    if raw_steps is None:
+        return None
     try:
         item = raw_steps[index]
     except (TypeError, IndexError, KeyError):
@@ -152,7 +155,7 @@ def _step_name(raw_steps: list | None, index: Any) -> str | None:
     return None
 
 
-def _where(origin: str | None, text: str | None, loc: tuple) -> str:
+def _where(origin: str | None, text: str | None, loc: tuple[Any, ...]) -> str:
     """``file:line:column`` of a key path when the recipe's text is known, else the file (or '')."""
     from optkit.engine.yaml_marks import locate
 
@@ -160,8 +163,8 @@ def _where(origin: str | None, text: str | None, loc: tuple) -> str:
     return f"{origin}:{mark[0]}:{mark[1]}" if mark else (origin or "")
 
 
-def validation_message(exc: ValidationError, origin: str, *, text: str | None = None, prefix: tuple = (),
-                       raw_steps: list | None = None) -> UsageError:
+def validation_message(exc: ValidationError, origin: str, *, text: str | None = None, prefix: tuple[Any, ...] = (),
+                       raw_steps: list[Any] | None = None) -> UsageError:
     """One line: where (file:line:column), what is wrong, and what is allowed."""
     err = exc.errors()[0]
     loc = (*prefix, *err["loc"])
@@ -180,7 +183,7 @@ def validation_message(exc: ValidationError, origin: str, *, text: str | None = 
     return UsageError(f"{at}: {where}: {err['msg']}", hint="Fix the recipe")
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``--set steps.quantize.method=entropy`` / ``--set measure.budget_s=0.2`` on the raw recipe (values are YAML)."""
     for item in overrides:
         key, sep, value_text = item.partition("=")
@@ -233,8 +236,8 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> tuple[Recipe,
     if not path.is_file():
         raise UsageError(f"recipe {path} does not exist", hint="Check the path")
     try:
-        text = read_text_capped(path, RECIPE_CAP, "recipe")
-        raw = load_yaml(text)
+        read = read_text_capped(path, RECIPE_CAP, "recipe")
+        raw = load_yaml(read)
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -242,6 +245,7 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> tuple[Recipe,
                          hint="Fix the YAML syntax") from exc
     if not isinstance(raw, dict):
         raise UsageError(f"{path} must be a YAML mapping with at least 'model' and 'steps'")
+    text: str | None = read
     if overrides:
         raw = apply_overrides(raw, overrides)
         text = None  # positions in the file no longer match
@@ -264,7 +268,7 @@ def plan(recipe: Recipe, base: Path) -> list[PlannedStep]:
     key = (str(base), recipe.model_dump_json())
     if recipe._planned is not None and recipe._planned[0] == key:
         return recipe._planned[1]
-    planned = []
+    planned: list[PlannedStep] = []
     origin, text, raw_steps = recipe._origin, recipe._text, recipe._raw_steps
     _check_input_paths(recipe, base)
     for i, entry in enumerate(recipe.steps):

@@ -25,16 +25,21 @@ def settings_of(recipe: Recipe) -> MeasureSettings:
     return MeasureSettings(batch_sizes=tuple(m.batch_sizes), threads=m.threads, budget_s=m.budget_s, enabled=m.enabled)
 
 
+def _resolved(base: Path, value: str) -> str:
+    """``resolve_ref`` of a path that is set (it gives None only for None)."""
+    return resolve(base, value) or value
+
+
 def open_source(recipe: Recipe, base: Path) -> Artifact:
     weights = resolve(base, recipe.weights)
-    artifact = open_artifact(resolve(base, recipe.model), weights=Path(weights) if weights else None,
+    artifact = open_artifact(_resolved(base, recipe.model), weights=Path(weights) if weights else None,
                              task=recipe.task, trust_remote_code=recipe.trust_remote_code)
     if recipe.text_data and recipe.image_data:
         raise UsageError("--text-data and --image-data were both given", hint="Give the one the model reads")
     if recipe.text_data or recipe.image_data:
         artifact = with_hf_data(artifact, recipe, base)
     if recipe.eval_data:
-        artifact = artifact.with_(data={**artifact.data, "eval": Path(resolve(base, recipe.eval_data)).resolve()})
+        artifact = artifact.with_(data={**artifact.data, "eval": Path(_resolved(base, recipe.eval_data)).resolve()})
     if recipe.input_shapes:
         known = {i.name: i for i in artifact.inputs}
         if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
@@ -99,18 +104,18 @@ def with_hf_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
                               "or --eval-data")
     folder = Path(src["folder"])
     first = next((s.output for s in recipe.steps if s.output), None)
-    out_folder = Path(resolve(base, first)).parent if first else recipe.output_path(base)
+    out_folder = Path(_resolved(base, first)).parent if first else recipe.output_path(base)
     config = read_config(folder)
     if recipe.image_data:
         from optkit.eval.image_data import prepare as prepare_images
 
-        made = prepare_images(Path(resolve(base, recipe.image_data)), folder, out_folder,
+        made = prepare_images(Path(_resolved(base, recipe.image_data)), folder, out_folder,
                               channels=int(config.get("num_channels", 3)), label2id=config.get("label2id"))
         key = "image_data"
     else:
         from optkit.eval.text_data import prepare
 
-        made = prepare(Path(resolve(base, recipe.text_data)), folder, out_folder,
+        made = prepare(Path(_resolved(base, str(recipe.text_data))), folder, out_folder,
                        input_names=[t.name for t in artifact.inputs], label2id=config.get("label2id"),
                        max_length=recipe.max_length, seq_len=recipe.seq_len, tokenizer_files=tokenizer_files(folder))
         key = "text_data"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from optkit.engine.setup import guard
 from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
@@ -19,6 +21,8 @@ from optkit.types.artifact import Artifact, TensorSpec, open_artifact
 from optkit.types.errors import OptkitError
 from optkit.types.records import Latency, StepRecord
 from optkit.types.ui import UI
+
+LatencyRows = list[list[Latency] | None]  # per ledger row: its latency entries (one per batch size), or None
 
 
 def speed_vs_input(step: str, parent: Artifact, new: Artifact, data: EvalData, settings: MeasureSettings,
@@ -57,7 +61,7 @@ def reopen(record: StepRecord) -> Artifact | None:
 
 
 def time_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings,
-                 ui: UI) -> list[list[Latency] | None]:
+                 ui: UI) -> LatencyRows:
     """Every row of the final ledger timed again, together, in one interleaved round-robin pass: speedups
     between rows then compare latencies taken in the same seconds, true on a busy machine too."""
     from optkit.eval.measure import measure_side_by_side
@@ -72,8 +76,8 @@ def time_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, set
         ui.warn(f"not timed with the others (file moved or changed since): {', '.join(missing)}; "
                 "their latency is the one measured when they were built")
     with ui.status(f"timing the ledger's {len(present)} artifacts interleaved"), guard("timing the ledger"):
-        latency = measure_side_by_side([arts[i] for i in present], data, settings)
-    out: list[list[Latency] | None] = [None] * len(chain)
+        latency = measure_side_by_side([a for a in arts if a is not None], data, settings)
+    out: LatencyRows = [None] * len(chain)
     for i, lat in zip(present, latency):
         out[i] = lat
     return out
@@ -83,11 +87,18 @@ LEDGER_TIMING_FILE = "ledger_timing.json"
 LEDGER_TIMING_VERSION = 1
 
 
+class _SavedLedger(BaseModel):
+    """``ledger_timing.json`` as ``save_keyed`` stamps it."""
+
+    latency: LatencyRows
+    measured_at: str
+
+
 @dataclass(frozen=True)
 class LedgerTiming:
     """The ledger's latency rows, and when they were measured if they came from an earlier run."""
 
-    latency: list[list[Latency] | None]
+    latency: LatencyRows
     reused_from: str | None = None
 
 
@@ -95,7 +106,7 @@ def ledger_key(final: Artifact, data: EvalData, settings: MeasureSettings) -> st
     """Digest of everything the ledger pass's figures depend on."""
     import hashlib
 
-    from optkit.engine.cache import _json_sha256, machine_facts
+    from optkit.engine.cache import json_sha256, machine_facts
 
     if data.sha256:
         data_digest = data.sha256
@@ -107,7 +118,7 @@ def ledger_key(final: Artifact, data: EvalData, settings: MeasureSettings) -> st
     facts = {"version": LEDGER_TIMING_VERSION, "rows": [rec.sha256 for rec in final.chain()], "data": data_digest,
              "batch_sizes": list(settings.batch_sizes), "threads": settings.threads, "budget_s": settings.budget_s,
              **machine_facts()}
-    return _json_sha256(facts)
+    return json_sha256(facts)
 
 
 def saved_ledger(path: Path, key: str) -> LedgerTiming | None:
@@ -115,30 +126,28 @@ def saved_ledger(path: Path, key: str) -> LedgerTiming | None:
     from optkit.engine.cache import keyed_entry
 
     raw = keyed_entry(path, key)
-    if raw is None or not isinstance(raw.get("latency"), list):
-        return None
-    from pydantic import ValidationError
-
     try:
-        latency = [[Latency.model_validate(e) for e in lat] if lat is not None else None for lat in raw["latency"]]
-    except (ValidationError, TypeError):
+        saved = _SavedLedger.model_validate(raw) if raw is not None else None
+    except ValidationError:  # not what ``timed_ledger`` writes: measured again
         return None
-    return LedgerTiming(latency=latency, reused_from=raw["measured_at"])
+    return LedgerTiming(latency=saved.latency, reused_from=saved.measured_at) if saved is not None else None
 
 
 def timed_ledger(final: Artifact, known: dict[str, Artifact], data: EvalData, settings: MeasureSettings, ui: UI,
                  *, store: Path | None = None, reuse: bool = False) -> LedgerTiming:
     """``time_ledger``, or with ``reuse`` the figures ``store`` kept from the last pass over the same rows, data,
     settings and machine. A fresh pass is kept in ``store`` for the next run."""
-    key = ledger_key(final, data, settings) if store is not None else None
-    if store is not None and reuse:
+    if store is None:
+        return LedgerTiming(latency=time_ledger(final, known, data, settings, ui))
+    key = ledger_key(final, data, settings)
+    if reuse:
         saved = saved_ledger(store, key)
         if saved is not None and len(saved.latency) == len(final.chain()):
             ui.info(f"every step came from the cache; reusing the ledger timings measured at {saved.reused_from} "
                     "on this CPU with the same artifacts, data and settings (--retime measures again)")
             return saved
     latency = time_ledger(final, known, data, settings, ui)
-    if store is not None and any(lat is not None for lat in latency):
+    if any(lat is not None for lat in latency):
         try:
             from optkit.engine.cache import save_keyed
 

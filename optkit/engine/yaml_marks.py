@@ -18,7 +18,7 @@ def _mapping_get(node: yaml.MappingNode, key: Any) -> tuple[yaml.Node, yaml.Node
     return None
 
 
-def locate(text: str, loc: tuple) -> tuple[int, int] | None:
+def locate(text: str, loc: tuple[Any, ...]) -> tuple[int, int] | None:
     """1-based (line, column) of the last element of ``loc`` in ``text``; None when it cannot be found."""
     from optkit.types.files import yaml_loader
 

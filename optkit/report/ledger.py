@@ -11,70 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from optkit.types.ledger import LedgerRow, Profile
-from optkit.types.records import Accuracy, Latency, Metrics, OutputStats, Serving, StepRecord
-
-
-def _acc(rec: StepRecord) -> float | None:
-    acc = rec.measured.accuracy
-    return acc.value if acc else None
-
-
-def _delta(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def _speedup(lat: Latency | None, other: Metrics) -> float | None:
-    if lat is None:
-        return None
-    base = other.latency_at(lat.batch_size, lat.threads)
-    return base.p50_ms / lat.p50_ms if base and lat.p50_ms > 0 else None
-
-
-SLOWER_STEPS = ("quantize", "compile")  # steps whose point is speed: slower than their input is flagged
-
-Timed = tuple[StepRecord, Metrics, str]
-
-
-def with_latency(chain: list[StepRecord], latency: list[list[Latency] | None] | None) -> list[Timed]:
-    """Each record with the metrics the ledger shows: latency replaced by ``latency`` (one entry list per row,
-    from one interleaved pass) where given, and which timing that is."""
-    out: list[Timed] = []
-    for i, rec in enumerate(chain):
-        lat = latency[i] if latency is not None and i < len(latency) else None
-        if lat:
-            out.append((rec, rec.measured.model_copy(update={"latency": list(lat)}), "interleaved"))
-        else:
-            out.append((rec, rec.measured, "step time"))
-    return out
-
-
-def ledger_rows(chain: list[StepRecord], latency: list[list[Latency] | None] | None = None) -> list[LedgerRow]:
-    """Ledger rows from the original model to the last artifact. ``latency``: the run's interleaved timing of every
-    row (``RunResult.ledger_latency``); without it, each row's step-time figures."""
-    timed = with_latency(chain, latency)
-    return [_row(i, timed[i], timed[i - 1] if i else None, timed[0]) for i in range(len(timed))]
-
-
-def _row(index: int, this: Timed, parent: Timed | None, original: Timed) -> LedgerRow:
-    rec, metrics, timing = this
-    lat = metrics.latency_at()
-    row = LedgerRow(
-        index=index, step=rec.step, artifact=rec.artifact, format=rec.format, size_bytes=rec.size_bytes,
-        sha256=rec.sha256, accuracy=metrics.accuracy,
-        accuracy_delta_vs_parent=_delta(_acc(rec), _acc(parent[0])) if parent else None,
-        accuracy_delta_vs_original=_delta(_acc(rec), _acc(original[0])),
-        latency=lat, latency_all=list(metrics.latency or []),
-        speedup_vs_parent=_speedup(lat, parent[1]) if parent else None,
-        speedup_vs_original=_speedup(lat, original[1]),
-        fidelity=metrics.fidelity, fidelity_vs_parent=metrics.fidelity_parent, peak_memory_mb=metrics.peak_memory_mb,
-        macs=metrics.macs, params=metrics.params, wall_time_s=rec.wall_time_s, summary=rec.summary,
-        notes=list(rec.notes), timing=timing, serving=metrics.serving, output_stats=metrics.output_stats or None)
-    speedup = row.speedup_vs_parent
-    if parent and rec.step in SLOWER_STEPS and speedup is not None and speedup < 1.0:
-        row.slower = True
-        how = "interleaved" if timing == "interleaved" and parent[2] == "interleaved" else "at step time"
-        row.notes.append(f"SLOWER than its input: {speedup:.2f}x its speed (p50, measured {how})")
-    return row
+from optkit.types.records import Accuracy, OutputStats, Serving
 
 
 # ----------------------------------------------------------------------------- formatting

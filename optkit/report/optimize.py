@@ -16,10 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from optkit.engine.optimize import Outcome, Search, copy_artifact
-from optkit.engine.optimize_judge import CALIB_SAMPLES
-from optkit.engine.optimize_timing import FINALIST_SPAN
-from optkit.engine.run import tool_versions
+from optkit.optimize.best import copy_artifact
+from optkit.optimize.judge import CALIB_SAMPLES
+from optkit.optimize.model import Outcome, Search
+from optkit.optimize.timing import FINALIST_SPAN
+from optkit.engine.versions import tool_versions
 from optkit.report.ledger import human_size
 from optkit.report.run import environment
 from optkit.types.files import Staging, dumps_json

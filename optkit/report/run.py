@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from optkit.types.files import Staging, dumps_json, sha256_file
 from optkit.types.ledger import Environment, GateResult, LedgerRow, Profile, RunReport
 from optkit.types.machine import cpu_info
 from optkit.report.ledger import ledger_markdown
+
+if TYPE_CHECKING:
+    from optkit.engine.outcome import RecipeOutcome
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "manifest.json")
 
@@ -99,96 +102,17 @@ def write_outputs(out_dir: Path, report: RunReport, written: Sequence[Path] = ()
     return [out_dir / name for name in REPORT_FILES]
 
 
-@dataclass
-class RecipeOutcome:
-    """A recipe run with its verdicts: what ``optkit run`` prints, every file already written."""
+def write_run_report(outcome: RecipeOutcome, recipe_path: Path) -> tuple[RunReport, list[Path]]:
+    """A judged run's report.json/md/html and manifest, written into its output folder (also when a step failed:
+    the report says which): the report and the files written."""
+    from optkit.engine.versions import tool_versions
 
-    result: Any                 # engine.run.RunResult
-    rows: list[LedgerRow]       # the ledger
-    gates: list[GateResult]     # judged gates (none when a step failed)
-    report: RunReport           # report.json's content
-    paths: list[Path]           # reports and manifest written
-    out_dir: Path
-    error: Any = None           # the failed step's StepError, or None
-
-
-def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool, force: bool,
-                   retime: bool = False) -> RecipeOutcome:
-    """Run a recipe, judge its gates on the ledger and write report.json/md/html and the manifest into its
-    output_dir, also when a step failed (the report says which); the caller only prints and exits."""
-    from optkit.engine.run import collect_run
-    from optkit.types.files import run_output_dir
-
-    out_dir = recipe.output_path(base)
-    with run_output_dir(out_dir, force=force):
-        result, error = collect_run(recipe, base, ui, use_cache=use_cache, retime=retime)
-        return _judged(recipe, base, recipe_path, result, error)
-
-
-def _judged(recipe, base: Path, recipe_path: Path, result, error, executor: dict | None = None) -> RecipeOutcome:
-    """Gates judged on a finished run's ledger; the reports and the manifest written."""
-    from optkit.engine.gates import evaluate
-    from optkit.engine.recipe import plan
-    from optkit.engine.run import tool_versions
-    from optkit.report.ledger import ledger_rows
-
-    out_dir = recipe.output_path(base)
-    rows = ledger_rows(result.final.chain(), result.ledger_latency) if result.final else []
-    outputs = {str(ps.index): str(ps.output.resolve()) for ps in plan(recipe, base) if ps.output}
-    gates = [] if error else evaluate(recipe.gates, rows, outputs)
-    report = build_report(recipe_path=recipe_path, rows=rows, profiles=result.profiles, gates=gates,
+    result, error = outcome.result, outcome.error
+    executor = None if outcome.executor is None else \
+        {"name": outcome.executor, "tasks": [t.to_dict() for t in outcome.tasks]}
+    report = build_report(recipe_path=recipe_path, rows=outcome.rows, profiles=result.profiles, gates=outcome.gates,
                           cached=result.cached, wall_time_s=result.wall_time_s,
-                          env=environment(recipe.seed, tool_versions(all_backends=True)),
+                          env=environment(outcome.recipe.seed, tool_versions(all_backends=True)),
                           error=error.one_line() if error else None,
                           timing_measured_at=result.timing_reused_from, executor=executor)
-    paths = write_outputs(out_dir, report, result.written)
-    return RecipeOutcome(result, rows, gates, report, paths, out_dir, error)
-
-
-def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache: bool,
-               force: bool, retime: bool = False) -> list[RecipeOutcome | Exception]:
-    """Several recipes on a parallel executor: every recipe's steps as one build task, all at once; then each
-    ledger's timing pass as a measurement task, one at a time; then each recipe's gates and reports, as
-    ``run_and_report`` writes them. A recipe whose build could not start (bad input) comes back as its error."""
-    import contextlib
-    import time
-
-    from optkit.engine.executor import Job
-    from optkit.engine.run import build_cpus, build_recipe, ledger_pass
-    from optkit.engine.timing import LEDGER_TIMING_FILE
-    from optkit.types.errors import OptkitError, StepError, first_line
-    from optkit.types.files import run_output_dir
-
-    names = [f"{i + 1}:{path.name}" for i, (_, _, path) in enumerate(recipes)]
-    started = time.perf_counter()
-    with contextlib.ExitStack() as held:
-        for recipe, base, _ in recipes:  # every output folder held for the whole run, as one run would
-            held.enter_context(run_output_dir(recipe.output_path(base), force=force))
-        jobs = [Job(name, build_recipe, (recipe, str(base), use_cache), num_cpus=build_cpus(recipe, base))
-                for name, (recipe, base, _) in zip(names, recipes)]
-        ui.info(f"{executor.name}: building {len(jobs)} recipe(s) as parallel tasks")
-        built = dict((job.name, got) for job, got in executor.builds(jobs))
-        outcomes: list[RecipeOutcome | Exception] = []
-        for name, (recipe, base, path) in zip(names, recipes):
-            got = built[name]
-            if isinstance(got, Exception):
-                outcomes.append(got)
-                continue
-            result, error = got
-            if error is None and result.final is not None:
-                try:
-                    reuse = use_cache and not retime and len(result.cached) == len(recipe.steps)
-                    timing = executor.measure(f"{name} ledger", ledger_pass, recipe, str(base), result.final, reuse,
-                                              num_cpus=max(1, recipe.measure.threads))
-                    if timing is not None:
-                        result.ledger_latency, result.timing_reused_from = timing.latency, timing.reused_from
-                        store = recipe.output_path(base) / LEDGER_TIMING_FILE
-                        if store.is_file():
-                            result.written.append(store)
-                except Exception as exc:  # noqa: BLE001 - the recipe's report says so; the others go on
-                    error = exc if isinstance(exc, OptkitError) else StepError(f"timing the ledger: {first_line(exc)}")
-            result.wall_time_s = time.perf_counter() - started
-            mine = [t.to_dict() for t in executor.timeline if t.name in (name, f"{name} ledger")]
-            outcomes.append(_judged(recipe, base, path, result, error,
-                                    executor={"name": executor.name, "tasks": mine}))
-    return outcomes
+    return report, write_outputs(outcome.out_dir, report, result.written)

@@ -29,7 +29,7 @@ def entry_key(digest: str, options: BackendOptions) -> str:
     import hashlib
 
     from optkit.engine.cache import optkit_source_digest
-    from optkit.engine.run import tool_versions
+    from optkit.engine.versions import tool_versions
     from optkit.types.files import sha256_file
 
     asked = {k: getattr(options, k) for k in _BUILD_ONLY}
@@ -110,7 +110,9 @@ def build(entry: Path, frozen, inputs: GraphInputs, samples: list[dict[str, np.n
     import yaml
 
     from optkit.engine.recipe import load_recipe
-    from optkit.report.run import run_and_report
+    from optkit.engine.outcome import run_and_judge
+    from optkit.report.run import write_run_report
+    from optkit.types.files import run_output_dir
     from optkit.types.errors import StepError
     from optkit.types.ui import UI, quiet_libraries
 
@@ -143,7 +145,9 @@ def build(entry: Path, frozen, inputs: GraphInputs, samples: list[dict[str, np.n
     ui = UI(quiet=not log.isEnabledFor(logging.DEBUG))
     threads = torch.get_num_threads()  # measuring sets it; dynamo guards on it (a change would recompile)
     try:
-        done = run_and_report(recipe, base, entry / "recipe.yaml", ui, use_cache=True, force=False)
+        with run_output_dir(recipe.output_path(base)):
+            done = run_and_judge(recipe, base, ui, use_cache=True)
+            write_run_report(done, entry / "recipe.yaml")
     finally:
         torch.set_num_threads(threads)
     if done.error:

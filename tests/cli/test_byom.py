@@ -28,12 +28,12 @@ def test_a_factory_without_shapes_is_told_its_own_input_names(tiny, tmp_path):
 
 
 def test_optimize_hands_the_export_options_to_the_search(monkeypatch, tmp_path):
-    import optkit.engine.optimize as engine
+    import optkit.optimize.search as engine
 
     seen: dict = {}
 
-    def record(model, out_dir, ui, **kwargs):
-        seen.update(kwargs)
+    def record(run):
+        seen.update(vars(run))
         raise _Sent
 
     monkeypatch.setattr(engine, "optimize", record)
@@ -48,7 +48,7 @@ def test_optimize_hands_the_export_options_to_the_search(monkeypatch, tmp_path):
 def test_optimize_a_factory_without_data(tiny, tmp_path, monkeypatch):
     """Seeded random inputs in DIR/work/synthetic_eval.npz, said so, judged by cosine; the export options reach the
     shared export and best.yaml, which rebuilds from the cache."""
-    import optkit.engine.optimize as engine
+    import optkit.optimize.search as engine
 
     real = engine.candidate_space
 

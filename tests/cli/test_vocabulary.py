@@ -50,12 +50,12 @@ def sent(monkeypatch):
 @pytest.fixture
 def searched(monkeypatch):
     """What ``optkit optimize`` hands to the search (the search itself is skipped)."""
-    import optkit.engine.optimize as engine
+    import optkit.optimize.search as engine
 
     seen: dict = {}
 
-    def record(model, out_dir, ui, **kwargs):
-        seen.update(model=model, **kwargs)
+    def record(run):
+        seen.update(vars(run))
         raise _Sent
 
     monkeypatch.setattr(engine, "optimize", record)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from optkit.engine.executor import Job, LocalExecutor, make_executor, measure_resource
+from optkit.engine.executor import Job, LocalExecutor, measure_resource
+from optkit.engine.executors import make_executor
 from optkit.types.errors import MissingDependencyError, UsageError
 from tests.conftest import run_cli
 

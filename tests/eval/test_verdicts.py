@@ -98,7 +98,8 @@ def test_the_ledger_prints_output_stats():
 
     from rich.console import Console
 
-    from optkit.report.ledger import ledger_markdown, ledger_rows, render_ledger
+    from optkit.report.ledger import ledger_markdown, render_ledger
+    from optkit.types.ledger import ledger_rows
 
     stats = output_stats({"logits": np.zeros((4, 3), np.float32)})
     rec = StepRecord(step="original", artifact="m.onnx", format="onnx", sha256="0" * 64, size_bytes=1,
@@ -263,9 +264,9 @@ def test_the_guard_ranks_a_degenerate_check_last():
 # -------------------------------------------------------------------------------------- optimize's judge
 
 def test_the_calibration_judge_rejects_an_all_zero_candidate(fake_backend, tmp_path):
-    from optkit.engine.optimize import Outcome
-    from optkit.engine.optimize_judge import CalibrationJudge, judge
-    from optkit.engine.optimize_space import Budget, CandidateRecipe
+    from optkit.optimize.model import Outcome
+    from optkit.optimize.judge import CalibrationJudge, judge
+    from optkit.optimize.space import Budget, CandidateRecipe
 
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=RNG.standard_normal((16, 4)).astype(np.float32))
@@ -290,9 +291,9 @@ def test_the_calibration_judge_rejects_an_all_zero_candidate(fake_backend, tmp_p
 
 
 def test_the_evaluation_verdict_reads_a_collapse_from_the_ledger(fake_backend, tmp_path):
-    from optkit.engine.optimize import Outcome
-    from optkit.engine.optimize_judge import evaluation_verdict, judge
-    from optkit.engine.optimize_space import Budget, CandidateRecipe
+    from optkit.optimize.model import Outcome
+    from optkit.optimize.judge import evaluation_verdict, judge
+    from optkit.optimize.space import Budget, CandidateRecipe
 
     art = fake_backend(tmp_path, "cand")
     varies = [OutputStats(name="y", shape=[16, 4], mean=0.1, std=1.0, min=-2.0, max=2.0)]

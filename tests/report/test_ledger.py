@@ -1,7 +1,8 @@
 """Ledger rows: latency from the run's interleaved pass when given, step-time otherwise; slower int8 flagged."""
 from __future__ import annotations
 
-from optkit.report.ledger import ledger_markdown, ledger_rows
+from optkit.report.ledger import ledger_markdown
+from optkit.types.ledger import ledger_rows
 from optkit.types.records import Latency, StepRecord
 
 

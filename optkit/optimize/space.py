@@ -116,7 +116,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                                      "ONNX Runtime fp32: fusions, offline graph optimization, the fastest session settings"))
         if facts.matmul_heavy or facts.attention:
             dynamic = {"mode": "dynamic", **lossy}
-            if int8_dot_product(facts.flags):
+            if int8_dot_product(set(facts.flags)):
                 dynamic["reduce_range"] = False  # VNNI/AMX: full-range weights do not saturate
             cands.append(CandidateRecipe("ort-int8-dynamic", "ort-cpu", "int8", [fuse, {"quantize": dynamic}],
                                          "ONNX Runtime dynamic int8 (weights int8, activations at run time)", simplicity=1))
@@ -124,7 +124,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
             skipped.append(Skipped("ort-int8-dynamic", "a conv net: dynamic int8 runs ConvInteger, several times "
                                                        "slower than fp32 on x86 CPUs"))
         if facts.calibration:
-            full = int8_dot_product(facts.flags)
+            full = int8_dot_product(set(facts.flags))
             static = {"mode": "static", **lossy, **calib}
             if full:  # no u8s8 saturation with VNNI/AMX: every conv int8 at full range
                 static.update({"skip_small_convs": 0, "reduce_range": False})
@@ -173,7 +173,7 @@ def candidate_space(facts: ModelFacts, targets: tuple[str, ...], budget: Budget,
                                                         "--calib-data)"))
             else:
                 skipped.append(Skipped("openvino-int8", "NNCF is not installed: pip install 'optkit[openvino]'"))
-            if native_bf16(facts.flags):
+            if native_bf16(set(facts.flags)):
                 cands.append(CandidateRecipe("openvino-bf16", "openvino-cpu", "bf16",
                                              [{"compile": {"target": "openvino-cpu", "precision": "bf16", **lossy_compile}}],
                                              "OpenVINO bf16 (native on this CPU)", simplicity=2))

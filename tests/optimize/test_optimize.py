@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from optkit.engine.optimize import NOISE, _choose, parse_duration
-from optkit.engine.optimize_space import Budget, ModelFacts, candidate_space
+from optkit.optimize.search import NOISE, _choose, parse_duration
+from optkit.optimize.space import Budget, ModelFacts, candidate_space
 from optkit.types.errors import UsageError
 from tests.conftest import invoke, sidecar
 from tests.fakes import fake_engine  # noqa: F401 (fixture)
@@ -74,7 +74,7 @@ def test_bf16_only_where_the_cpu_has_it(monkeypatch):
 
 
 def test_a_missing_runtime_is_skipped_naming_the_extra(monkeypatch):
-    import optkit.engine.optimize_space as space
+    import optkit.optimize.space as space
 
     monkeypatch.setattr(space, "_installed", lambda module: module != "openvino")
     cands, skipped = candidate_space(_facts(), ("openvino-cpu",), Budget())
@@ -137,7 +137,7 @@ def test_optimize_finds_a_winner_and_its_recipe_rebuilds_it(tiny_onnx, tmp_path)
 def test_the_winners_recipe_pins_what_was_chosen_by_timing_and_rebuilds_it(only, tiny_onnx, tmp_path, monkeypatch):
     """compile ort-cpu picks session settings by timing, which can differ between runs: best.yaml names the one
     chosen (ort_session), so `optkit run best.yaml` writes the same bytes."""
-    import optkit.engine.optimize as opt
+    import optkit.optimize.search as opt
 
     def just(facts, targets, budget, calib_data=None):
         cands, skipped = candidate_space(facts, targets, budget, calib_data)
@@ -160,7 +160,7 @@ def test_the_winners_recipe_pins_what_was_chosen_by_timing_and_rebuilds_it(only,
 
 @pytest.mark.slow
 def test_no_candidate_within_budget_exits_3_and_still_reports(tiny_onnx, tmp_path, monkeypatch):
-    import optkit.engine.optimize as opt
+    import optkit.optimize.search as opt
 
     def int8_only(facts, targets, budget, calib_data=None):  # one candidate that cannot keep cosine 1.0
         cands, skipped = candidate_space(facts, targets, budget, calib_data)
@@ -200,8 +200,9 @@ def test_timings_are_not_reused_when_what_they_depend_on_changed(tiny_onnx, tmp_
 @pytest.mark.slow
 def test_a_candidate_outside_the_budget_on_the_calibration_split_is_rejected_and_its_fallback_built(
         tiny_onnx, tmp_path, monkeypatch):
-    import optkit.engine.optimize as opt
-    from optkit.engine.optimize_judge import CalibrationJudge, Verdict
+    import optkit.optimize.search as opt
+    from optkit.optimize.judge import CalibrationJudge
+    from optkit.optimize.model import Verdict
 
     real = CalibrationJudge.verdict
     seen = []
@@ -236,7 +237,7 @@ def test_a_candidate_outside_the_budget_on_the_calibration_split_is_rejected_and
 
 @pytest.fixture(scope="module")
 def optimized(tiny, tmp_path_factory):
-    import optkit.engine.optimize as opt
+    import optkit.optimize.search as opt
 
     def fp32_only(facts, targets, budget, calib_data=None):
         cands, skipped = candidate_space(facts, targets, budget, calib_data)
@@ -300,7 +301,7 @@ def test_the_winners_copy_and_the_output_folders_print_their_ledgers(optimized):
 
 def test_a_copied_openvino_ir_keeps_its_bin_and_its_ledger(tiny_onnx, tmp_path):
     """Item 6 for a winner in OpenVINO IR: the .bin is copied beside the .xml and the sidecar's digest covers both."""
-    from optkit.engine.optimize import copy_artifact
+    from optkit.optimize.best import copy_artifact
     from optkit.types.artifact import open_artifact
     from optkit.types.files import Staging
 
@@ -349,7 +350,7 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
     """A PyTorch original joins the interleaved pass; when its runner fails the candidates are still timed and the
     report says 'original not timed' instead of a figure."""
     import optkit.eval.measure as measure
-    from optkit.engine.optimize_timing import _timed_pass
+    from optkit.optimize.timing import _timed_pass
     from optkit.report.optimize import headline
     from optkit.types.optimize_report import Candidate, Original
     from optkit.types.records import Latency
@@ -386,7 +387,7 @@ def test_the_original_is_timed_in_the_same_pass_or_said_not_to_be(runs, monkeypa
 
 
 def test_every_targets_primaries_are_built_before_any_fallback(monkeypatch):
-    import optkit.engine.optimize_space as space
+    import optkit.optimize.space as space
 
     monkeypatch.setattr(space, "_installed", lambda module: True)
     cands, _ = candidate_space(_facts(flags=VNNI | {"amx_bf16"}), ("ort-cpu", "openvino-cpu"), Budget())
@@ -403,7 +404,7 @@ def test_every_targets_primaries_are_built_before_any_fallback(monkeypatch):
 
 
 def test_a_candidate_with_too_little_time_left_is_skipped_saying_how_much_was_left():
-    from optkit.engine.optimize import _too_little
+    from optkit.optimize.clock import too_little as _too_little
 
     assert _too_little(30.0, "ort-int8-guarded", None, 600) is None
     assert _too_little(0.4, "ort-int8-guarded", None, 600) == \
@@ -447,9 +448,10 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
     from pathlib import Path
 
     import optkit.engine.executor as executor
-    import optkit.engine.optimize as opt
-    import optkit.engine.optimize_timing as timing
-    from optkit.engine.optimize_space import CandidateRecipe
+    import optkit.optimize.search as opt
+    import optkit.optimize.timing as timing
+    from optkit.optimize.model import OptimizeRun
+    from optkit.optimize.space import CandidateRecipe
     from optkit.report.optimize import optimize_markdown, optimize_report
     from optkit.steps.base import STEPS
     from optkit.types.artifact import open_artifact
@@ -461,7 +463,7 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
 
     def fp32(model, out_dir, common, *_):
         art = open_artifact(model)
-        return art.with_(data={**art.data, "eval": Path(common["eval_data"])}), [], None
+        return art.with_(data={**art.data, "eval": Path(common.eval_data)}), [], None
 
     cands = [  # as listed: one target's fallbacks before the other target's primary
         CandidateRecipe("ort-wrong", "ort-cpu", "fp32", [{"fake": {"scale": -1}}], "outside the accuracy budget"),
@@ -476,8 +478,8 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
     monkeypatch.setattr(opt, "_facts", lambda source, calib: _facts(calibration=False))
     monkeypatch.setattr(opt, "candidate_space", lambda facts, targets, budget, calib=None: (list(cands), []))
     budget, t0 = 8.0, time.time()
-    search = opt.optimize(str(fake_engine.model), fake_engine.out, UI(quiet=True), budget=Budget(max_drop=1),
-                          time_budget_s=budget, timing_budget_s=0.05, eval_data=str(fake_engine.data))
+    search = opt.optimize(OptimizeRun(str(fake_engine.model), fake_engine.out, UI(quiet=True), budget=Budget(max_drop=1),
+                                      time_budget_s=budget, timing_budget_s=0.05, eval_data=str(fake_engine.data)))
     wall = time.time() - t0
     by = {o.name: o for o in search.outcomes}
     assert [o.name for o in search.outcomes] == ["ort-wrong", "ov-fp32", "ort-guard", "ort-guard-2"]
@@ -512,7 +514,7 @@ def test_the_finalists_second_pass_runs_only_when_it_fits_in_the_budget(time_lef
     the first pass ranks, and the report says so."""
     import time
 
-    import optkit.engine.optimize_timing as timing
+    import optkit.optimize.timing as timing
     import optkit.engine.setup as setup
 
     passes = []
@@ -542,7 +544,7 @@ def test_the_finalists_second_pass_runs_only_when_it_fits_in_the_budget(time_lef
 
 def test_a_rerun_whose_candidates_are_all_cached_starts_no_build_process(optimized, monkeypatch):
     """A build process costs a second or more to start; a candidate the step cache serves whole is read in-process."""
-    import optkit.engine.optimize as opt
+    import optkit.optimize.search as opt
     from optkit.engine.executor import LocalExecutor
 
     def no_process(*args, **kwargs):

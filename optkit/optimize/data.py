@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from optkit.optimize.model import CandidateSettings
 from optkit.types.ui import UI
 
 SYNTHETIC = "synthetic_eval.npz"
 
 
-def synthetic_eval_data(model: str, out_dir: Path, common: dict[str, Any], ui: UI) -> str | None:
+def synthetic_eval_data(model: str, out_dir: Path, settings: CandidateSettings, ui: UI) -> str | None:
     """The path of seeded random evaluation inputs for MODEL when it has no evaluation data (no split beside it, no
     --eval-data, --text-data or --image-data); None when it has some."""
     import numpy as np
@@ -23,16 +24,17 @@ def synthetic_eval_data(model: str, out_dir: Path, common: dict[str, Any], ui: U
     from optkit.engine.setup import open_source
     from optkit.eval.data import synthetic
 
-    if any(common.get(key) for key in ("eval_data", "text_data", "image_data")):
+    if settings.eval_data or settings.text_data or settings.image_data:
         return None
-    recipe = Recipe.model_validate({**common, "model": model, "steps": ["profile"]})
+    recipe = Recipe.model_validate(settings.recipe(model, ["profile"]))
     artifact = open_source(recipe, Path.cwd())  # a model without input shapes stops here, naming its inputs
     if artifact.data.get("eval"):
         return None
     data = synthetic(artifact.inputs)
     path = out_dir / "work" / SYNTHETIC
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **data.inputs)  # the same bytes on every run: the candidates' cache keys hold
+    inputs: dict[str, Any] = dict(data.inputs)
+    np.savez(path, **inputs)  # the same bytes on every run: the candidates' cache keys hold
     arrays = ", ".join(f"{name} [{'x'.join(map(str, value.shape))} {value.dtype}]" for name, value in data.inputs.items())
     names = ", ".join(data.inputs)
     calib = "" if artifact.data.get("calib") else (
