@@ -25,96 +25,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
-
-from optkit.steps._quantize_modes import (FP16_KEEP_FP32, Candidate, calibration_data, quantize_dynamic,
-                                          quantize_fp16, quantize_static)
-from optkit.steps.base import BudgetSearchConfig, Step, StepContext, StepResult
-from optkit.steps.quantize_recipes import Int8Recipe
+from optkit.eval.calibration import calibration_data
+from optkit.steps.base import Step, StepContext, StepResult
+from optkit.steps.quantize.config import QuantizeConfig, QuantizeDetails
+from optkit.steps.quantize.modes import Candidate, ModeBuilder, evaluate
 from optkit.types.artifact import Artifact
-from optkit.types.records import Check, Details
 
-
-class QuantizeConfig(BudgetSearchConfig):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    mode: Literal["static", "dynamic", "fp16", "auto"] = Field("auto", description="quantization mode (auto: build the modes that apply, keep "
-                                                                   "the fastest within tolerance)")
-    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static calibration method")
-    percentile: float = Field(99.999, gt=0, le=100, description="percentile for --method percentile")
-    per_channel: bool = Field(True, description="weight scales per channel (default) or per tensor; per channel "
-                                                   "needs opset >= 13 (upgraded if needed)")
-    reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on x86")
-    calib_data: str | None = Field(None, description=".npz for calibration (default: the model's calib split)")
-    calib_from_eval: bool = Field(False, description="allow calibrating on the evaluation split (optimistic)")
-    calib_samples: int = Field(256, ge=1, description="calibration samples used at most")
-    calib_batch_size: int = Field(16, ge=1, description="calibration batch size")
-    exclude: list[str] = Field([], description="node names or op types kept in float")
-    skip_small_convs: int = Field(4, ge=0, description="static: convs with fewer input channels stay fp32 (0: off)")
-    keep_io_types: bool = Field(True, description="fp16: keep model inputs/outputs fp32")
-    fp16_keep_fp32_ops: list[str] = Field(FP16_KEEP_FP32, description="fp16: op types kept fp32")
-    max_drop: float = Field(1.0, ge=0, description="largest drop of the task metric (--metric; default top-1; points for "
-                            "fractions) vs the input model; past it the step fails (or the guard searches)")
-    guard: bool | None = Field(None, description="accuracy guard: when int8 misses --max-drop, int8 recipes then the most "
-                                                 "sensitive nodes go back to float until within it (static/dynamic); "
-                                                 "default: on when --max-drop is given")
-    guard_max_trials: int = Field(10, ge=1, description="accuracy guard: most re-quantizations tried")
-    guard_allow_slower: bool = Field(False, description="accuracy guard: keep a result that is not faster than the input "
-                                                        "(by default the guard fails rather than ship it)")
-    engine: Literal["ort", "inc"] = Field("ort", description="ort: ONNX Runtime on an ONNX model; inc: Intel Neural "
-                                          "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX "
-                                          "(pip install 'optkit[inc]')")
-    inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")
-    min_cosine: float | None = Field(None, ge=-1, le=1, description="fail below this mean cosine vs the input's outputs "
-                                     "(default: 0.99 when no task metric judges, else not checked)")
-
-    SEARCH: ClassVar[str] = "guard"
-
-    @property
-    def accuracy_budget(self) -> float:
-        """Task-metric points (raw units) the result may lose vs the input."""
-        return self.max_drop
-
-
-class QuantizeDetails(Details):
-    """What the chosen mode did (ORT static/dynamic/fp16 or neural-compressor), how it was judged and chosen."""
-
-    mode: Literal["static", "dynamic", "fp16"]
-    check: Check
-    format: str | None = None  # "QDQ"
-    engine: str | None = None  # "inc" for neural-compressor
-    method: str | None = None
-    per_channel: bool | None = None
-    reduce_range: bool | None = None
-    activations: str | None = None
-    weights: str | None = None
-    recipe: str | None = None  # the guard's int8 recipe
-    calib_source: str | None = None
-    calib_samples: int | None = None
-    calib_batch_size: int | None = None
-    skip_small_convs: int | None = None
-    excluded: list[str] | None = None
-    excluded_by_user: list[str] | None = None
-    excluded_small_convs: list[str] | None = None
-    exclude_not_found_after_preprocess: list[str] | None = None
-    preprocess: str | None = None
-    opset_upgraded: list[int] | None = None
-    nodes: dict[str, Any] | None = None  # compute nodes int8 / float and why (fp16: nodes kept fp32)
-    dynamic_convs: int | None = None
-    keep_io_types: bool | None = None
-    kept_fp32_ops: list[str] | None = None
-    tuned_on: str | None = None  # inc: the split autotune judged on, its trials and choice
-    inc_trials: list[dict[str, Any]] | None = None
-    chosen: str | None = None
-    quantize_linear_nodes: int | None = None
-    int8_weights: int | None = None  # inc: constant weights folded to int8
-    tolerable_loss: float | None = None
-    guard: dict[str, Any] | None = None  # --guard: recipes and trials, what went back to float, timings
-    auto: dict[str, Any] | None = None  # --mode auto: each candidate's check and p50, and why one was chosen
-
-
-# ----------------------------------------------------------------------------- the step
 
 # what `optkit quantize` offers when int8 misses its budget (every flag named here exists on the command)
 REMEDIES = ["keep sensitive nodes in float (--exclude NODE_OR_OP, or --guard to find them; "
@@ -137,60 +54,39 @@ class QuantizeStep(Step):
 
     def precheck(self, config: QuantizeConfig, source: Artifact, base: Path) -> None:
         if config.engine == "inc":
-            from optkit.steps.quantize_inc import check_config, require_inc
+            from optkit.steps.quantize.inc import check_config, require_inc
 
             check_config(config)
             require_inc()
 
     def run(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
-        from optkit.types.ui import quiet_libraries
         from optkit.eval.measure import static_batch
+        from optkit.types import onnx_io
         from optkit.types.files import scratch_dir
+        from optkit.types.ui import quiet_libraries
 
         if config.engine == "inc":
             return self._run_inc(ctx, artifact, config)
-
-        fixed = static_batch(artifact)
-        modes = [config.mode] if config.mode != "auto" else self._auto_modes(ctx, artifact, config)
-        if "static" not in modes:
-            for flag, value in (("--calib-data", config.calib_data), ("--calib-from-eval", config.calib_from_eval)):
-                if value:
-                    ctx.ui.warn(f"{flag} is ignored: --mode {'/'.join(modes)} does not calibrate")
-        if config.guard and modes == ["fp16"]:
-            ctx.ui.warn("the accuracy guard is ignored by --mode fp16 (no nodes to keep in float); --max-drop still "
-                        "judges it")
-        calib = calib_source = None
-        if "static" in modes:
-            calib, calib_source = calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
+        modes = [config.mode] if config.mode != "auto" else self._auto_modes(artifact, config)
+        self._warn_unused(ctx, config, modes)
+        calib, calib_source = (calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
+                               if "static" in modes else (None, None))
         parent_out = ctx.parent_outputs()
         candidates = []
         with quiet_libraries(), scratch_dir() as scratch:
             for mode in modes:
-                work = scratch / mode
-                work.mkdir()
-
-                def build(guarded: tuple[str, ...], recipe: Int8Recipe | None = None, mode=mode, work=work) -> Candidate:
-                    trial = work / f"trial{len(list(work.iterdir()))}"
-                    trial.mkdir()
-                    out_path = trial / "model.onnx"
-                    if mode == "static":
-                        details = quantize_static(artifact.path, out_path, trial, calib, config, fixed, guarded, recipe)
-                        details["calib_source"] = calib_source
-                    elif mode == "dynamic":
-                        details = quantize_dynamic(artifact.path, out_path, trial, config, guarded)
-                    else:
-                        details = quantize_fp16(artifact.path, out_path, config)
-                    return self._evaluate(ctx, artifact, out_path, details, parent_out, config)
-
+                (scratch / mode).mkdir()
+                build = ModeBuilder(ctx, artifact, config, mode, scratch / mode, parent_out, calib, calib_source,
+                                    static_batch(artifact))
                 with ctx.ui.status(f"quantize: {mode}"):
-                    cand = build(())
+                    cand = build((), None)
                 if config.guard and not cand.check.ok and mode != "fp16":
-                    from optkit.steps.quantize_guard import guard
+                    from optkit.steps.quantize.guard import guard
 
                     cand = guard(ctx, artifact, config, mode, cand, build, calib)
                 candidates.append(cand)
             input_p50 = self._time_auto(ctx, artifact, candidates) if config.mode == "auto" else None
-            chosen = self._choose(ctx, candidates, config, input_p50)
+            chosen = self._choose(candidates, config, input_p50)
             shutil.copyfile(chosen.path, ctx.out_tmp)
         details = QuantizeDetails.model_validate({**chosen.details, "check": chosen.check})
         if config.mode == "auto":
@@ -201,28 +97,37 @@ class QuantizeStep(Step):
         if details.mode == "dynamic" and details.dynamic_convs:
             ctx.ui.warn(f"dynamic int8 quantized {details.dynamic_convs} Conv node(s): ConvInteger is several times "
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
-        from optkit.types import onnx_io
-
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
+    @staticmethod
+    def _warn_unused(ctx: StepContext, config: QuantizeConfig, modes: list[str]) -> None:
+        """Options the chosen modes do not use, said once before anything is built."""
+        if "static" not in modes:
+            for flag, value in (("--calib-data", config.calib_data), ("--calib-from-eval", config.calib_from_eval)):
+                if value:
+                    ctx.ui.warn(f"{flag} is ignored: --mode {'/'.join(modes)} does not calibrate")
+        if config.guard and modes == ["fp16"]:
+            ctx.ui.warn("the accuracy guard is ignored by --mode fp16 (no nodes to keep in float); --max-drop still "
+                        "judges it")
+
     def _run_inc(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
+        from optkit.steps.quantize.inc import quantize_inc
         from optkit.types import onnx_io
         from optkit.types.files import scratch_dir
-        from optkit.steps.quantize_inc import quantize_inc
 
         with scratch_dir() as scratch:
             details = quantize_inc(ctx, artifact, config, ctx.out_tmp, scratch)
-        cand = self._evaluate(ctx, artifact, ctx.out_tmp, details, ctx.parent_outputs(), config)
+        cand = evaluate(ctx, artifact, ctx.out_tmp, details, ctx.parent_outputs(), config)
         if not cand.check.ok:
             from optkit.eval.compare import tolerance_error
 
             raise tolerance_error("static quantization", cand.check,
                                   ["quantize the exported ONNX with --engine ort instead (--guard keeps sensitive nodes in float)"])
-        details = QuantizeDetails.model_validate({**details, "check": cand.check})
-        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
+        result = QuantizeDetails.model_validate({**details, "check": cand.check})
+        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=result)
 
     @staticmethod
-    def _auto_modes(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> list[str]:
+    def _auto_modes(artifact: Artifact, config: QuantizeConfig) -> list[str]:
         from optkit.types import onnx_io
 
         ops = {n.op_type for n in onnx_io.load_model(artifact.path).graph.node}
@@ -232,17 +137,8 @@ class QuantizeStep(Step):
             modes.append("dynamic")
         return modes or ["dynamic"]
 
-    def _evaluate(self, ctx, artifact, path: Path, details: dict, parent_out: dict, config) -> Candidate:
-        from optkit.eval.compare import accuracy_check
-        from optkit.eval.measure import outputs_on_data
-
-        cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-        check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, ctx.settings.metric,
-                               config.accuracy_budget, config.min_cosine)
-        return Candidate(mode=details["mode"], path=path, details=details, check=check, artifact=cand)
-
     @staticmethod
-    def _time_auto(ctx, artifact: Artifact, candidates: list[Candidate]) -> float | None:
+    def _time_auto(ctx: StepContext, artifact: Artifact, candidates: list[Candidate]) -> float | None:
         """Batch-1 p50 of the input and every candidate within tolerance, in one interleaved pass (so the
         choice, and the verdict that it beats the input, hold on a busy machine); returns the input's."""
         from optkit.eval.measure import quick_p50s
@@ -257,7 +153,7 @@ class QuantizeStep(Step):
         return p50s[0]
 
     @staticmethod
-    def _choose(ctx, candidates: list[Candidate], config: QuantizeConfig, input_p50: float | None = None) -> Candidate:
+    def _choose(candidates: list[Candidate], config: QuantizeConfig, input_p50: float | None = None) -> Candidate:
         ok = [c for c in candidates if c.check.ok]
         if not ok:
             from optkit.eval.compare import tolerance_error

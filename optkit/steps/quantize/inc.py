@@ -130,7 +130,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
     from optkit.backends.torch import load_module
     from optkit.types.ui import quiet_libraries
     from optkit.eval.measure import outputs_on_data
-    from optkit.steps._quantize_modes import calibration_data
+    from optkit.eval.calibration import calibration_data
 
     calib, calib_source = calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
     metric = ctx.settings.metric
@@ -175,7 +175,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
         return judged["value"] if metric.higher_is_better else -judged["value"]
 
     configs = [StaticQuantConfig(**kwargs) for _, kwargs in CONFIGS[:config.inc_max_trials]]
-    budget = config.accuracy_budget
+    budget = config.max_drop
     with ctx.ui.status("quantize: neural-compressor autotune (PT2E)"), quiet_libraries():
         try:
             best = autotune(captured, TuningConfig(config_set=configs, tolerable_loss=budget / 100.0,
