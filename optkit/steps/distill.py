@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from optkit.types.artifact import Artifact, open_artifact
-from optkit.types.errors import UsageError
+from optkit.types.errors import StepError, UsageError
 from optkit.types.records import Details
 from optkit.types.files import resolve_ref as resolve
 from optkit.steps.base import Step, StepContext, StepResult
@@ -115,14 +115,17 @@ def _check_pair(teacher, student, example: tuple, student_art: Artifact) -> None
 
 def _narrow(teacher, example: tuple, config: DistillConfig, count) -> tuple:
     """(student, width): the teacher with channels removed by structured pruning, optionally re-initialised."""
-    from optkit.steps.prune import PruneConfig, prune_structured, search_ratio
+    from optkit.steps._pruning import ChannelPruning, prune_structured, search_ratio
 
     if config.student_macs is not None:
-        cfg = PruneConfig(target_macs=config.student_macs)
-        ratio, student, _ = search_ratio(teacher, example, cfg, count(teacher), count)
+        teacher_macs = count(teacher)
+        if teacher_macs is None:
+            raise StepError("cannot count the teacher's MACs, so --student-macs has nothing to aim at",
+                            hint="Give --student-width instead")
+        ratio, student, _ = search_ratio(teacher, example, ChannelPruning(), config.student_macs, teacher_macs, count)
     else:
         ratio = 1 - config.student_width
-        student = prune_structured(teacher, example, PruneConfig(ratio=ratio), ratio)
+        student = prune_structured(teacher, example, ChannelPruning(), ratio)
     if config.student_init == "random":
         torch = tr.torch_module()
         torch.manual_seed(config.seed)

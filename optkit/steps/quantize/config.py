@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
+from optkit.steps._budget import MAX_DROP_HELP
 from optkit.steps.base import BudgetSearchConfig
 from optkit.types.records import Check, Details
 
@@ -29,8 +30,7 @@ class QuantizeConfig(BudgetSearchConfig):
     skip_small_convs: int = Field(4, ge=0, description="static: convs with fewer input channels stay fp32 (0: off)")
     keep_io_types: bool = Field(True, description="fp16: keep model inputs/outputs fp32")
     fp16_keep_fp32_ops: list[str] = Field(FP16_KEEP_FP32, description="fp16: op types kept fp32")
-    max_drop: float = Field(1.0, ge=0, description="largest drop of the task metric (--metric; default top-1; points for "
-                            "fractions) vs the input model; past it the step fails (or the guard searches)")
+    max_drop: float = Field(1.0, ge=0, description=f"{MAX_DROP_HELP}; past it the step fails (or the guard searches)")
     guard: bool | None = Field(None, description="accuracy guard: when int8 misses --max-drop, int8 recipes then the most "
                                                  "sensitive nodes go back to float until within it (static/dynamic); "
                                                  "default: on when --max-drop is given")

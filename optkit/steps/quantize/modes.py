@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optkit.steps._budget import check_vs_input
 from optkit.steps._onnx_common import opset_of
 from optkit.steps.base import StepContext
 from optkit.steps.quantize.config import QuantizeConfig
@@ -120,12 +121,8 @@ class Candidate:
 def evaluate(ctx: StepContext, artifact: Artifact, path: Path, details: dict[str, Any],
              parent_out: dict[str, Any], config: QuantizeConfig) -> Candidate:
     """The quantized file at ``path`` as a candidate, judged against the step's input on the evaluation split."""
-    from optkit.eval.compare import accuracy_check
-    from optkit.eval.measure import outputs_on_data
-
     cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
-    check = accuracy_check(parent_out, outputs_on_data(cand, ctx.data, ctx.settings), ctx.data, ctx.settings.metric,
-                           config.max_drop, config.min_cosine)
+    check = check_vs_input(ctx, cand, config.max_drop, config.min_cosine, parent_out)
     return Candidate(mode=details["mode"], path=path, details=details, check=check, artifact=cand)
 
 
