@@ -21,13 +21,11 @@ MAX_DROP_HELP = ("largest drop of the task metric (--metric; default top-1; poin
 def check_vs_input(ctx: StepContext, product: Artifact, max_drop: float, min_cosine: float | None,
                    parent_out: dict[str, Any] | None = None) -> Check:
     """``product`` run on the evaluation split and judged against the step's input (``parent_out``: its outputs
-    there, default ``ctx.parent_outputs()``): the task metric's drop within ``max_drop``, and cosine where no
+    there, default ``ctx.input_outputs()``): the task metric's drop within ``max_drop``, and cosine where no
     task metric judges or ``min_cosine`` is given."""
     from optkit.eval.compare import accuracy_check
     from optkit.eval.measure import outputs_on_data
 
-    if parent_out is None:
-        assert ctx.parent_outputs is not None, "a producing step's context has its input's outputs"
-        parent_out = ctx.parent_outputs()
-    return accuracy_check(parent_out, outputs_on_data(product, ctx.data, ctx.settings), ctx.data, ctx.settings.metric,
+    parent = parent_out if parent_out is not None else ctx.input_outputs()
+    return accuracy_check(parent, outputs_on_data(product, ctx.data, ctx.settings), ctx.data, ctx.settings.metric,
                           max_drop, min_cosine)

@@ -122,7 +122,7 @@ def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_w
 
     from optkit.types.files import scratch_folder
 
-    dynamo_fused = _attention_fused(ctx.out_tmp)
+    dynamo_fused = _attention_fused(ctx.out_path)
     if dynamo_fused is None:
         return "dynamo", opset, None
     ts_opset = asked_opset or DEFAULT_OPSET["torchscript"]
@@ -136,7 +136,7 @@ def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_w
         choice = {"dynamo": {"attention_fused": dynamo_fused}, "torchscript": {"attention_fused": max(ts_fused, 0)},
                   "attention": eager}
         if ts_fused > dynamo_fused:
-            shutil.copyfile(alt, ctx.out_tmp)
+            shutil.copyfile(alt, ctx.out_path)
             choice.update(chosen="torchscript", why=f"its attention fuses ({ts_fused} Attention vs {dynamo_fused} from dynamo)")
             ctx.ui.info(f"  exporter auto: torchscript, whose graph fuses {ts_fused} attention block(s) "
                         f"(dynamo's: {dynamo_fused})")
@@ -194,17 +194,17 @@ class ExportStep(Step):
             # attention is the same computation on the same weights, as MatMul/Softmax, which ONNX Runtime fuses
             eager = f"{switched} Hugging Face module(s) exported with eager attention instead of sdpa (same weights)"
             ctx.ui.info(f"  exporter auto: {eager}")
-        export_with(exporter, ctx.out_tmp, opset)
+        export_with(exporter, ctx.out_path, opset)
         choice = None
         if config.exporter == "auto" and exporter == "dynamo":
             exporter, opset, choice = _choose_exporter_for_attention(ctx, eager, export_with, config.opset, opset)
 
-        exported = onnx_io.produced_artifact(ctx.out_tmp, "export", artifact.task)
+        exported = onnx_io.produced_artifact(ctx.out_path, "export", artifact.task)
         verification = _verify(ctx, artifact, exported, config, extra_axes, fixed_batch)
         details = ExportDetails(
             exporter=exporter, opset=opset, dynamic_batch=config.dynamic_batch,
             dynamic_axes={n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()},
-            exporter_choice=choice, nodes=onnx_io.node_count(onnx_io.load_model(ctx.out_tmp)),
+            exporter_choice=choice, nodes=onnx_io.node_count(onnx_io.load_model(ctx.out_path)),
             verification=verification, macs=count_macs(module, ctx.data.batch(1), names))
         return StepResult(artifact=exported, details=details)
 

@@ -84,7 +84,7 @@ def channel_changes(original, pruned) -> list[str]:
     before = dict(original.named_modules())
     changes = []
     for name, m in pruned.named_modules():
-        ref = before.get(name)
+        ref = before[name]  # a pruned deep copy: the same module names
         if isinstance(m, torch.nn.modules.conv._ConvNd) and m.out_channels != ref.out_channels:
             changes.append(f"{name} {ref.out_channels}->{m.out_channels}")
         elif isinstance(m, torch.nn.Linear) and m.out_features != ref.out_features:
@@ -187,6 +187,7 @@ class PruneStep(Step):
         if config.unstructured:
             pruned = copy.deepcopy(module)
             layers = _prunable(pruned, ignored_layers(pruned, example, config.channel_pruning()))
+            assert config.sparsity is not None, "PruneConfig._one_mode: unstructured takes sparsity"
             prune_unstructured(pruned, layers, config.sparsity)
         else:
             with ctx.ui.status("pruning channels (torch-pruning dependency graph)"):
@@ -195,6 +196,7 @@ class PruneStep(Step):
                     ratio, pruned, _ = search_ratio(module, example, options, config.target_macs, base_macs, count,
                                                     train, names)
                 else:
+                    assert config.ratio is not None, "PruneConfig._one_mode: a ratio or a MACs target"
                     ratio, pruned = config.ratio, prune_structured(module, example, options, config.ratio, train, names)
             details.ratio = round(ratio, 4)
             details.channels = channel_changes(module, pruned)
@@ -204,6 +206,7 @@ class PruneStep(Step):
         self._check_runs(pruned, example, artifact)
         details.val_top1_before_finetune = tr.top1_of(pruned, val)
         if config.finetune_epochs:
+            assert train is not None, "fine-tuning loaded its training split above"
             result = tr.fit(pruned, train, val, _label_loss(module, names), config, config.finetune_epochs, ctx.ui,
                             "fine-tuning")
             details.finetune = result.to_dict()
@@ -213,7 +216,7 @@ class PruneStep(Step):
                 setattr(details, key, value)
         details.macs, details.params = count(pruned), tr.param_count(pruned)
         details.macs_ratio = details.macs / base_macs if base_macs else None
-        out = tr.write_folder(pruned, artifact, ctx.out_tmp, ctx.out_final, structure_of(pruned, tr.factory_model(artifact)),
+        out = tr.write_folder(pruned, artifact, ctx.out_path, ctx.final_path, structure_of(pruned, tr.factory_model(artifact)),
                               name=f"{artifact.source.get('name') or artifact.path.stem}_pruned")
         self._check_accuracy(ctx, out, config)  # judged as written, like every lossy step's product
         return StepResult(artifact=out, details=details)
@@ -263,12 +266,12 @@ class PruneStep(Step):
         if details.macs_before and details.macs:
             macs = (f"MACs {details.macs_before / 1e6:.1f}M -> {details.macs / 1e6:.1f}M "
                     f"({details.macs / details.macs_before:.2f}x), params {details.params_before / 1e3:.0f}k -> "
-                    f"{details.params / 1e3:.0f}k")
-        if details.mode == "unstructured":
-            text = (f"unstructured: {100 * details.weights_sparsity:.1f}% of Conv/Linear weights zero "
-                    f"({100 * details.params_sparsity:.1f}% of all params); dense runtimes do not get faster; "
-                    f"compressed weights {details.compressed_weights_bytes / 1e3:.0f} kB vs "
-                    f"{details.raw_weights_bytes / 1e3:.0f} kB raw")
+                    f"{(details.params or 0) / 1e3:.0f}k")
+        if details.mode == "unstructured":  # an unstructured row sets every sparsity field
+            text = (f"unstructured: {100 * (details.weights_sparsity or 0):.1f}% of Conv/Linear weights zero "
+                    f"({100 * (details.params_sparsity or 0):.1f}% of all params); dense runtimes do not get faster; "
+                    f"compressed weights {(details.compressed_weights_bytes or 0) / 1e3:.0f} kB vs "
+                    f"{(details.raw_weights_bytes or 0) / 1e3:.0f} kB raw")
         else:
             text = f"structured, ratio {details.ratio}: {macs}"
         ft = details.finetune

@@ -67,11 +67,11 @@ class QuantizeStep(Step):
 
         if config.engine == "inc":
             return self._run_inc(ctx, artifact, config)
-        modes = [config.mode] if config.mode != "auto" else self._auto_modes(artifact, config)
+        modes: list[str] = [config.mode] if config.mode != "auto" else self._auto_modes(artifact, config)
         self._warn_unused(ctx, config, modes)
         calib, calib_source = (calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
                                if "static" in modes else (None, None))
-        parent_out = ctx.parent_outputs()
+        parent_out = ctx.input_outputs()
         candidates = []
         with quiet_libraries(), scratch_dir() as scratch:
             for mode in modes:
@@ -87,7 +87,7 @@ class QuantizeStep(Step):
                 candidates.append(cand)
             input_p50 = self._time_auto(ctx, artifact, candidates) if config.mode == "auto" else None
             chosen = self._choose(candidates, config, input_p50)
-            shutil.copyfile(chosen.path, ctx.out_tmp)
+            shutil.copyfile(chosen.path, ctx.out_path)
         details = QuantizeDetails.model_validate({**chosen.details, "check": chosen.check})
         if config.mode == "auto":
             details.auto = {"candidates": [{"mode": c.mode, "check": c.check.to_json(), "p50_ms": c.p50_ms}
@@ -97,7 +97,7 @@ class QuantizeStep(Step):
         if details.mode == "dynamic" and details.dynamic_convs:
             ctx.ui.warn(f"dynamic int8 quantized {details.dynamic_convs} Conv node(s): ConvInteger is several times "
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
-        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
+        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_path, "quantize", artifact.task), details=details)
 
     @staticmethod
     def _warn_unused(ctx: StepContext, config: QuantizeConfig, modes: list[str]) -> None:
@@ -116,15 +116,15 @@ class QuantizeStep(Step):
         from optkit.types.files import scratch_dir
 
         with scratch_dir() as scratch:
-            details = quantize_inc(ctx, artifact, config, ctx.out_tmp, scratch)
-        cand = evaluate(ctx, artifact, ctx.out_tmp, details, ctx.parent_outputs(), config)
+            details = quantize_inc(ctx, artifact, config, ctx.out_path, scratch)
+        cand = evaluate(ctx, artifact, ctx.out_path, details, ctx.input_outputs(), config)
         if not cand.check.ok:
             from optkit.eval.compare import tolerance_error
 
             raise tolerance_error("static quantization", cand.check,
                                   ["quantize the exported ONNX with --engine ort instead (--guard keeps sensitive nodes in float)"])
         result = QuantizeDetails.model_validate({**details, "check": cand.check})
-        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=result)
+        return StepResult(artifact=onnx_io.produced_artifact(ctx.out_path, "quantize", artifact.task), details=result)
 
     @staticmethod
     def _auto_modes(artifact: Artifact, config: QuantizeConfig) -> list[str]:
@@ -162,8 +162,9 @@ class QuantizeStep(Step):
                                   REMEDIES)
         if config.mode != "auto":
             return ok[0]
-        best = min(ok, key=lambda c: c.p50_ms)
-        if input_p50 is not None and best.p50_ms >= input_p50:
+        timed = {id(c): c.p50_ms for c in ok if c.p50_ms is not None}  # auto timed every one within tolerance
+        best = min(ok, key=lambda c: timed[id(c)])
+        if input_p50 is not None and timed[id(best)] >= input_p50:
             from optkit.types.errors import StepError
 
             tried = ", ".join(f"{c.mode} {c.p50_ms:.3f} ms" for c in ok)
@@ -191,7 +192,7 @@ class QuantizeStep(Step):
                          "other": "not quantized by ONNX Runtime"}
                 text += " (float: " + ", ".join(f"{n} {names.get(k, k)}" for k, n in float_by.items()) + ")"
             if details.engine == "inc":
-                trials = details.inc_trials
+                trials = details.inc_trials or []
                 text = (f"neural-compressor PT2E static int8 ({details.chosen}), {len(trials) - 1} trial(s) tuned on the "
                         f"{details.tuned_on}: " + ", ".join(f"{t['config']} {t['metric']} {t['value']:.4f}" for t in trials))
             elif details.mode == "static":

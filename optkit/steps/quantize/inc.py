@@ -167,6 +167,8 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
         if not trials:
             reference.update(outs)
         judged = metric.evaluate(outs, tune_data.inputs, tune_data.labels, reference)
+        if judged is None:  # labelled data, or a metric that needs none, was chosen above: not expected
+            raise StepError(f"--engine inc: {metric.spec} cannot judge the {tuned_on}", hint="Use --engine ort")
         label = "fp32 baseline" if not trials else CONFIGS[len(trials) - 1][0] if len(trials) <= len(CONFIGS) else "?"
         trials.append({"trial": len(trials), "config": label, "metric": judged["metric"], "value": judged["value"],
                        "seconds": round(time.perf_counter() - started, 1)})
