@@ -155,3 +155,15 @@ def test_openvino_int8_accuracy_control_recovers_the_budget(outlier_onnx, tmp_pa
     control = record["details"]["accuracy_control"]
     assert control["kept_float_compute_ops"] and len(control["kept_float_compute_ops"]) <= 2
     assert record["details"]["check"]["ok"] and "accuracy control" in record["summary"]
+
+
+def test_guard_facts_write_the_keys_earlier_versions_wrote():
+    """details.guard as the dict-based guard wrote it: a recipe's win, or the bisection's (which has groups)."""
+    from optkit.steps.quantize.guard import GuardFacts
+
+    shared = ["budget", "budget_text", "searched_on", "quantized_nodes_plain", "plain", "trials", "recipes"]
+    won = GuardFacts(1.0, "top1 drop <= 1 pt", "calibration split", 4, {}, input_p50_ms=1.0, recipe="r", p50_ms={})
+    assert list(won.to_json()) == [*shared, "input_p50_ms", "recipe", "kept_float", "p50_ms"]
+    bisected = GuardFacts(1.0, "top1 drop <= 1 pt", "calibration split", 4, {}, groups=[], p50_ms={})
+    assert list(bisected.to_json()) == [*shared, "groups", "kept_float", "recipe", "kept_float_fraction", "best_trial",
+                                        "p50_ms"]
