@@ -7,9 +7,11 @@ evaluation split. The old key ``max_accuracy_drop`` is still read (``base.Budget
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.steps.base import StepContext
     from optkit.types.artifact import Artifact
     from optkit.types.records import Check
@@ -19,7 +21,7 @@ MAX_DROP_HELP = ("largest drop of the task metric (--metric; default top-1; poin
 
 
 def check_vs_input(ctx: StepContext, product: Artifact, max_drop: float, min_cosine: float | None,
-                   parent_out: dict[str, Any] | None = None) -> Check:
+                   parent_out: dict[str, np.ndarray] | None = None) -> Check:
     """``product`` run on the evaluation split and judged against the step's input (``parent_out``: its outputs
     there, default ``ctx.input_outputs()``): the task metric's drop within ``max_drop``, and cosine where no
     task metric judges or ``min_cosine`` is given."""

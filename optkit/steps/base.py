@@ -13,6 +13,8 @@ from optkit.types.lazy import load_dotted
 from optkit.types.records import Details as DetailsRecord
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.types.artifact import Artifact
     from optkit.types.ui import UI
     from optkit.eval.data import EvalData
@@ -39,7 +41,7 @@ class StepContext:
     settings: "MeasureSettings"
     out_tmp: Path | None = None    # where a producing step writes its artifact
     out_final: Path | None = None  # where it will be renamed to once measured
-    parent_outputs: Callable[[], dict[str, Any]] | None = None  # the input artifact's outputs on ctx.data (cached)
+    parent_outputs: Callable[[], dict[str, np.ndarray]] | None = None  # the input artifact's outputs on ctx.data (cached)
     base: Path = field(default_factory=Path.cwd)  # relative paths in step options resolve here (the recipe's folder)
     companion: Callable[[str], Path] | None = None  # staged path for a file beside the output, e.g. ".bin"
 
@@ -58,7 +60,7 @@ class StepContext:
             raise RuntimeError("a measuring step's context has no output path")
         return self.out_final
 
-    def input_outputs(self) -> dict[str, Any]:
+    def input_outputs(self) -> dict[str, np.ndarray]:
         """The input artifact's outputs on ``data`` (computed once, by the engine)."""
         if self.parent_outputs is None:
             raise RuntimeError("a measuring step's context has no input outputs")
@@ -70,7 +72,7 @@ class StepResult:
     artifact: "Artifact | None" = None   # producing steps: the new artifact, at ctx.out_tmp
     details: DetailsRecord = field(default_factory=DetailsRecord)  # step-specific facts for the ledger (the step's Details)
     profile: dict[str, Any] | None = None  # measuring steps
-    outputs: dict[str, Any] | None = None  # measuring steps: the artifact's outputs on ctx.data
+    outputs: dict[str, np.ndarray] | None = None  # measuring steps: the artifact's outputs on ctx.data
 
 
 class Step:

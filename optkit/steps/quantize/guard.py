@@ -32,6 +32,8 @@ from optkit.types.errors import StepError
 from optkit.types.records import Check
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.eval.data import EvalData
 
 Build = Callable[[tuple[str, ...], "Int8Recipe | None"], Candidate]  # (nodes kept float, recipe) -> a judged candidate
@@ -76,7 +78,7 @@ class GuardSearch:
     mode: str
     build: Build
     data: EvalData
-    parent: dict[str, Any]
+    parent: dict[str, np.ndarray]
     float_model: Path
     quantized: list[str]
     plain_check: Check
@@ -196,7 +198,8 @@ def _start(ctx: StepContext, artifact: Artifact, config: QuantizeConfig, mode: s
     return GuardSearch(ctx, artifact, config, mode, build, data, parent, float_model, quantized, plain_check, facts)
 
 
-def _judge(ctx: StepContext, config: QuantizeConfig, data: EvalData, parent: dict[str, Any], cand: Candidate) -> Check:
+def _judge(ctx: StepContext, config: QuantizeConfig, data: EvalData, parent: dict[str, np.ndarray],
+           cand: Candidate) -> Check:
     from optkit.eval.compare import accuracy_check
     from optkit.eval.measure import outputs_on_data
 

@@ -22,6 +22,7 @@ from typing import Any
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError, UsageError
 from optkit.steps.base import StepContext
+from optkit.steps.quantize.config import QuantizeConfig
 
 CONFIGS = [  # (label, StaticQuantConfig kwargs), tried in this order
     ("s8s8 minmax", {"act_sym": True, "act_dtype": "int8", "act_algo": "minmax"}),
@@ -54,7 +55,7 @@ def require_inc() -> None:
             os.environ.pop("LOGLEVEL", None)
 
 
-def check_config(config) -> None:
+def check_config(config: QuantizeConfig) -> None:
     if config.mode not in ("static", "auto"):
         raise UsageError(f"--engine inc does not take --mode {config.mode}",
                          hint="Use --mode static (torch's ONNX exporter cannot convert INC's dynamic int8), "
@@ -120,7 +121,8 @@ def fold_weight_quantization(path: Path) -> int:
     return folded
 
 
-def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, scratch: Path) -> dict[str, Any]:
+def quantize_inc(ctx: StepContext, artifact: Artifact, config: QuantizeConfig, out_path: Path,
+                 scratch: Path) -> dict[str, Any]:
     require_inc()
     check_config(config)
     import torch

@@ -18,6 +18,8 @@ from optkit.types.errors import UsageError
 from optkit.types.records import Check
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.eval.data import EvalData
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention")
@@ -119,7 +121,7 @@ class Candidate:
 
 
 def evaluate(ctx: StepContext, artifact: Artifact, path: Path, details: dict[str, Any],
-             parent_out: dict[str, Any], config: QuantizeConfig) -> Candidate:
+             parent_out: dict[str, np.ndarray], config: QuantizeConfig) -> Candidate:
     """The quantized file at ``path`` as a candidate, judged against the step's input on the evaluation split."""
     cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
     check = check_vs_input(ctx, cand, config.max_drop, config.min_cosine, parent_out)
@@ -136,7 +138,7 @@ class ModeBuilder:
     config: QuantizeConfig
     mode: str
     work: Path
-    parent_out: dict[str, Any]
+    parent_out: dict[str, np.ndarray]
     calib: EvalData | None = None  # static only
     calib_source: str | None = None
     fixed_batch: int | None = None
