@@ -40,7 +40,7 @@ def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, h
     from optkit.types import onnx_io
     from optkit.eval.compare import verify_outputs
 
-    out = onnx_io.produced_artifact(ctx.out_tmp, what, parent.task)
+    out = onnx_io.produced_artifact(ctx.out_path, what, parent.task)
     check = verify_outputs(parent, out, ctx.data, atol=config.atol, rtol=config.rtol, batch_sizes=[1, 8],
                            threads=ctx.settings.threads, what=what, hint=hint)
     return out, check

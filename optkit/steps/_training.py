@@ -169,18 +169,18 @@ def _check_classes(module, *splits: EvalData | None) -> None:
     from optkit.backends.torch import flatten_outputs
     from optkit.eval.data import check_labels_fit
 
-    labelled = [d for d in splits if d is not None and d.labels is not None]
+    labelled = [(d, d.labels) for d in splits if d is not None and d.labels is not None]
     if not labelled:
         return
     with torch.no_grad():
-        first = labelled[0]
+        first = labelled[0][0]
         sample = [torch.from_numpy(np.asarray(first.inputs[k][:1], dtype=np.float32)) for k in first.inputs]
         was_training = module.training
         module.eval()
         classes = flatten_outputs(module(*sample))[0].reshape(1, -1).shape[1]
         module.train(was_training)
-    for d in labelled:
-        check_labels_fit(d.labels, classes, str(d.path))
+    for d, labels in labelled:
+        check_labels_fit(labels, classes, str(d.path))
 
 
 def fit(module, train: EvalData, val: EvalData | None, loss_fn: LossFn, options: TrainOptions, epochs: int,

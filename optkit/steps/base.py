@@ -11,9 +11,11 @@ from pydantic import BaseModel, model_validator
 from optkit.types.errors import UsageError
 from optkit.types.lazy import load_dotted
 from optkit.types.ledger import Profile
-from optkit.types.records import Details
+from optkit.types.records import Details as DetailsRecord
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.types.artifact import Artifact
     from optkit.types.ui import UI
     from optkit.eval.data import EvalData
@@ -40,54 +42,79 @@ class StepContext:
     settings: "MeasureSettings"
     out_tmp: Path | None = None    # where a producing step writes its artifact
     out_final: Path | None = None  # where it will be renamed to once measured
-    parent_outputs: Callable[[], dict[str, Any]] | None = None  # the input artifact's outputs on ctx.data (cached)
+    parent_outputs: Callable[[], dict[str, np.ndarray]] | None = None  # the input artifact's outputs on ctx.data (cached)
     base: Path = field(default_factory=Path.cwd)  # relative paths in step options resolve here (the recipe's folder)
     companion: Callable[[str], Path] | None = None  # staged path for a file beside the output, e.g. ".bin"
+
+    # A producing step always gets the three above (a measuring one none): these say so to the type checker.
+    @property
+    def out_path(self) -> Path:
+        """``out_tmp``: where a producing step writes its artifact."""
+        if self.out_tmp is None:
+            raise RuntimeError("a measuring step's context has no output path")
+        return self.out_tmp
+
+    @property
+    def final_path(self) -> Path:
+        """``out_final``: where the engine renames the artifact to once it is measured."""
+        if self.out_final is None:
+            raise RuntimeError("a measuring step's context has no output path")
+        return self.out_final
+
+    def input_outputs(self) -> dict[str, np.ndarray]:
+        """The input artifact's outputs on ``data`` (computed once, by the engine)."""
+        if self.parent_outputs is None:
+            raise RuntimeError("a measuring step's context has no input outputs")
+        return self.parent_outputs()
 
 
 @dataclass
 class StepResult:
     artifact: "Artifact | None" = None   # producing steps: the new artifact, at ctx.out_tmp
-    details: Details = field(default_factory=Details)  # step-specific facts for the ledger (the step's Details)
+    details: DetailsRecord = field(default_factory=DetailsRecord)  # step-specific facts for the ledger (the step's Details)
     profile: Profile | None = None  # measuring steps
-    outputs: dict[str, Any] | None = None  # measuring steps: the artifact's outputs on ctx.data
+    outputs: dict[str, np.ndarray] | None = None  # measuring steps: the artifact's outputs on ctx.data
 
 
 class Step:
+    """A step. Its methods take ``config`` as an instance of its own ``Config`` (the engine validates every step's
+    options with it before anything runs) and ``describe`` its own ``Details``, so a subclass names those
+    classes: typed ``Any`` here, as a registry of classes with one Config each cannot say it to the type checker."""
+
     name: ClassVar[str]
     summary: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]]
     produces: ClassVar[str | None] = None  # output format; None for steps that only measure
     suffix: ClassVar[str] = ""
     Config: ClassVar[type[BaseModel]]
-    Details: ClassVar[type[Details]] = Details  # what the step records (a record's JSON reads back with it)
+    Details: ClassVar[type[DetailsRecord]] = DetailsRecord  # what the step records (a record's JSON reads back with it)
     for_speed: ClassVar[bool] = False  # its point is speed: an output slower than its input is flagged
     build_cpus: ClassVar[int] = 1  # CPUs a build of this step keeps busy: what a Ray build task asks for
 
-    def run(self, ctx: StepContext, artifact: "Artifact", config: BaseModel) -> StepResult:
+    def run(self, ctx: StepContext, artifact: "Artifact", config: Any) -> StepResult:
         raise NotImplementedError
 
-    def precheck(self, config: BaseModel, source: "Artifact", base: Path) -> None:
+    def precheck(self, config: Any, source: "Artifact", base: Path) -> None:
         """Check inputs the options name (data files, other models) against the recipe's source model,
         before anything runs or is measured; raise UsageError. Most steps need nothing here."""
 
     @classmethod
-    def input_formats(cls, config: BaseModel) -> tuple[str, ...]:
+    def input_formats(cls, config: Any) -> tuple[str, ...]:
         """Formats this step takes with ``config`` (quantize's engine decides); default: ``accepts``."""
         return cls.accepts
 
     @classmethod
-    def output_format(cls, config: BaseModel) -> tuple[str | None, str]:
+    def output_format(cls, config: Any) -> tuple[str | None, str]:
         """(format, file suffix) this step produces with ``config``; compile overrides it per target."""
         return cls.produces, cls.suffix
 
     @classmethod
-    def num_cpus(cls, config: BaseModel) -> int:
+    def num_cpus(cls, config: Any) -> int:
         """CPUs a build of this step with ``config`` keeps busy (training steps more than one)."""
         return cls.build_cpus
 
     @staticmethod
-    def describe(details: Details) -> str:
+    def describe(details: Any) -> str:
         """One line for the ledger's 'what changed' column."""
         return ""
 

@@ -210,7 +210,7 @@ class CompileStep(Step):
                     if value:
                         ctx.ui.warn(f"{flag} is ignored: the input is already quantized (QDQ), so nothing is calibrated")
             else:
-                from optkit.steps._quantize_modes import calibration_data
+                from optkit.eval.calibration import calibration_data
 
                 calib, source = calibration_data(ctx, artifact, config.calib_data)
                 from optkit.eval.measure import static_batch
@@ -317,7 +317,7 @@ class CompileStep(Step):
                             channels_last: bool) -> list[dict]:
         """Calibration feeds keyed by the .tflite signature's input names (args_0, ...), whole batches of 8 (or
         the fixed batch), NHWC where the model takes it."""
-        from optkit.steps._quantize_modes import calibration_data
+        from optkit.eval.calibration import calibration_data
 
         calib, source = calibration_data(ctx, artifact, config.calib_data)
         per = details["batch"] if isinstance(details["batch"], int) else 8

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from optkit.types.artifact import Artifact, open_artifact
-from optkit.types.errors import UsageError
+from optkit.types.errors import StepError, UsageError
 from optkit.types.records import Details
 from optkit.types.files import resolve_ref as resolve
 from optkit.steps.base import Step, StepContext, StepResult
@@ -115,14 +115,18 @@ def _check_pair(teacher, student, example: tuple, student_art: Artifact) -> None
 
 def _narrow(teacher, example: tuple, config: DistillConfig, count) -> tuple:
     """(student, width): the teacher with channels removed by structured pruning, optionally re-initialised."""
-    from optkit.steps.prune import PruneConfig, prune_structured, search_ratio
+    from optkit.steps._pruning import ChannelPruning, prune_structured, search_ratio
 
     if config.student_macs is not None:
-        cfg = PruneConfig(target_macs=config.student_macs)
-        ratio, student, _ = search_ratio(teacher, example, cfg, count(teacher), count)
+        teacher_macs = count(teacher)
+        if teacher_macs is None:
+            raise StepError("cannot count the teacher's MACs, so --student-macs has nothing to aim at",
+                            hint="Give --student-width instead")
+        ratio, student, _ = search_ratio(teacher, example, ChannelPruning(), config.student_macs, teacher_macs, count)
     else:
+        assert config.student_width is not None, "a derived student has a width or a MACs target"
         ratio = 1 - config.student_width
-        student = prune_structured(teacher, example, PruneConfig(ratio=ratio), ratio)
+        student = prune_structured(teacher, example, ChannelPruning(), ratio)
     if config.student_init == "random":
         torch = tr.torch_module()
         torch.manual_seed(config.seed)
@@ -139,7 +143,9 @@ class _Features:
 
     def __init__(self, teacher, student, example: tuple) -> None:
         torch = tr.torch_module()
-        self.t, self.s, self.hooks = {}, {}, []
+        self.t: dict[str, Any] = {}
+        self.s: dict[str, Any] = {}
+        self.hooks: list[Any] = []
         t_children, s_children = dict(teacher.named_children()), dict(student.named_children())
         shapes_t, shapes_s = self._shapes(teacher, t_children, example), self._shapes(student, s_children, example)
         self.pairs, self.proj = [], torch.nn.ModuleDict()
@@ -167,7 +173,8 @@ class _Features:
     @staticmethod
     def _shapes(model, children: dict, example: tuple) -> dict[str, tuple]:
         torch = tr.torch_module()
-        shapes, hooks = {}, []
+        shapes: dict[str, tuple[int, ...]] = {}
+        hooks = []
         for name, child in children.items():
             hooks.append(child.register_forward_hook(
                 lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape)) if hasattr(out, "shape") else None))
@@ -312,7 +319,7 @@ class DistillStep(Step):
             temperature=config.temperature, alpha=config.alpha,
             feature_pairs=features.pairs if features else [], training=result.to_dict())
         like = teacher_art if width is not None else student_art  # whose factory builds the student
-        out = tr.write_folder(student, like, ctx.out_tmp, ctx.out_final, structure_of(student, tr.factory_model(like)),
+        out = tr.write_folder(student, like, ctx.out_path, ctx.final_path, structure_of(student, tr.factory_model(like)),
                               name=f"{like.source.get('name') or like.path.stem}_distilled", data=artifact.data)
         return StepResult(artifact=out, details=details)
 
@@ -321,7 +328,7 @@ class DistillStep(Step):
         text = f"student {details.student}"
         if details.macs and details.teacher_macs:
             text += (f": MACs {details.macs / 1e6:.1f}M vs teacher {details.teacher_macs / 1e6:.1f}M "
-                     f"({details.macs / details.teacher_macs:.2f}x), params {details.params / 1e3:.0f}k")
+                     f"({details.macs / details.teacher_macs:.2f}x), params {(details.params or 0) / 1e3:.0f}k")
         tr_ = details.training
         mode = f"T={details.temperature}, alpha={details.alpha}" if details.alpha > 0 else "labels only (no teacher)"
         text += f"; {mode}; {tr_['epochs_run']} epochs, kept epoch {tr_['best_epoch']}"

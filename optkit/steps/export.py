@@ -7,6 +7,8 @@ step and nothing is written.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -120,7 +122,7 @@ def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_w
 
     from optkit.types.files import scratch_folder
 
-    dynamo_fused = _attention_fused(ctx.out_tmp)
+    dynamo_fused = _attention_fused(ctx.out_path)
     if dynamo_fused is None:
         return "dynamo", opset, None
     ts_opset = asked_opset or DEFAULT_OPSET["torchscript"]
@@ -134,7 +136,7 @@ def _choose_exporter_for_attention(ctx: StepContext, eager: str | None, export_w
         choice = {"dynamo": {"attention_fused": dynamo_fused}, "torchscript": {"attention_fused": max(ts_fused, 0)},
                   "attention": eager}
         if ts_fused > dynamo_fused:
-            shutil.copyfile(alt, ctx.out_tmp)
+            shutil.copyfile(alt, ctx.out_path)
             choice.update(chosen="torchscript", why=f"its attention fuses ({ts_fused} Attention vs {dynamo_fused} from dynamo)")
             ctx.ui.info(f"  exporter auto: torchscript, whose graph fuses {ts_fused} attention block(s) "
                         f"(dynamo's: {dynamo_fused})")
@@ -169,61 +171,22 @@ class ExportStep(Step):
     Details = ExportDetails
 
     def run(self, ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
-        from optkit.backends.torch import count_macs, flatten_outputs, load_module, output_names
+        from optkit.backends.torch import count_macs, load_module
+        from optkit.types import onnx_io
         from optkit.types.lazy import require
 
-        torch = require("torch", "export")
+        require("torch", "export")  # named for this step before the model's own loading asks for it
         module = load_module(artifact)
         names = [i.name for i in artifact.inputs]
         fixed_batch = artifact.inputs[0].shape[0] if isinstance(artifact.inputs[0].shape[0], int) else None
-        example_bs = 2 if config.dynamic_batch else (fixed_batch or 1)
-        example = ctx.data.batch(example_bs)
-        args = tuple(torch.from_numpy(example[n]) for n in names)
-        try:
-            with torch.inference_mode():
-                reference = flatten_outputs(module(*args))
-        except Exception as exc:
-            shapes = ", ".join(f"{n}:{'x'.join(map(str, example[n].shape))}" for n in names)
-            raise UsageError(f"input shape {shapes} does not fit the model ({first_line(exc)})",
-                             hint="Pass the right --input-shape NAME:DIMS or evaluation data of the right shape") from exc
-        outputs = output_names(artifact, len(reference))
-
-        exporter = config.exporter
-        if exporter == "auto":
-            exporter = "torchscript" if isinstance(module, torch.jit.ScriptModule) else "dynamo"
-        if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
-            raise UsageError("the dynamo exporter cannot export a TorchScript model", hint="Use --exporter torchscript")
-        opset = config.opset or DEFAULT_OPSET[exporter]
-        if exporter == "dynamo" and opset < 18:
-            raise UsageError(f"the dynamo exporter needs opset >= 18 (asked: {opset})",
-                             hint="Pass --opset 18 or higher, or --exporter torchscript")
-
+        args, outputs = _example(module, ctx, artifact, 2 if config.dynamic_batch else (fixed_batch or 1))
+        exporter, opset = _exporter_and_opset(module, config)
         extra_axes = dynamic_axes_for(artifact, config)
         axes_text = "".join(f", {n}[{d}] {label}" for n, dims in extra_axes.items() for d, label in dims.items())
         ctx.ui.info(f"  exporting with the {exporter} exporter, opset {opset}, "
                     f"{'dynamic' if config.dynamic_batch else 'static'} batch{axes_text}")
         per_input = {n: {**({0: "batch"} if config.dynamic_batch else {}), **extra_axes.get(n, {})} for n in names}
-        def export_with(which: str, path, version: int) -> None:
-            try:
-                with quiet_libraries():
-                    if which == "dynamo":
-                        dims: dict[str, object] = {}  # one Dim per label: inputs that share a label share the size
-                        dynamic = tuple({d: dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 16))
-                                         for d, label in per_input[n].items()} or None for n in names)
-                        torch.onnx.export(module, args, str(path), dynamo=True, input_names=names,
-                                          output_names=outputs, dynamic_shapes=dynamic if any(dynamic) else None,
-                                          opset_version=version, external_data=False, optimize=True, verify=False)
-                    else:
-                        axes = {n: per_input[n] for n in names if per_input[n]}
-                        if config.dynamic_batch:
-                            axes.update({o: {0: "batch"} for o in outputs})
-                        torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
-                                          output_names=outputs, dynamic_axes=axes or None, opset_version=version,
-                                          do_constant_folding=True)
-            except Exception as exc:
-                other = "torchscript" if which == "dynamo" else "dynamo"
-                raise StepError(f"torch.onnx ({which}) could not export the model: {first_line(exc)}",
-                                hint=f"Try --exporter {other}") from exc
+        export_with = _Export(module, args, names, outputs, per_input, config.dynamic_batch)
 
         eager = None
         if config.exporter == "auto" and (switched := _eager_attention(module)):
@@ -231,35 +194,18 @@ class ExportStep(Step):
             # attention is the same computation on the same weights, as MatMul/Softmax, which ONNX Runtime fuses
             eager = f"{switched} Hugging Face module(s) exported with eager attention instead of sdpa (same weights)"
             ctx.ui.info(f"  exporter auto: {eager}")
-        export_with(exporter, ctx.out_tmp, opset)
+        export_with(exporter, ctx.out_path, opset)
         choice = None
         if config.exporter == "auto" and exporter == "dynamo":
             exporter, opset, choice = _choose_exporter_for_attention(ctx, eager, export_with, config.opset, opset)
 
-        from optkit.types import onnx_io
-
-        exported = onnx_io.produced_artifact(ctx.out_tmp, "export", artifact.task)
-        from optkit.eval.compare import verify_outputs
-
-        verification = verify_outputs(
-            artifact, exported, ctx.data, atol=config.atol, rtol=config.rtol,
-            batch_sizes=config.verify_batch_sizes if config.dynamic_batch else [fixed_batch or 1],
-            threads=ctx.settings.threads, what="ONNX",
-            hint="Try the other --exporter, or loosen --atol/--rtol if this drift is acceptable")
-        if extra_axes:  # a second size of every dynamic axis, e.g. half the sequence length
-            shorter = _shorter(ctx.data, extra_axes)
-            second = verify_outputs(
-                artifact, exported, shorter, atol=config.atol, rtol=config.rtol, batch_sizes=[1], threads=ctx.settings.threads,
-                what=f"ONNX (at {', '.join(f'{n}:' + 'x'.join(map(str, a.shape[1:])) for n, a in shorter.inputs.items())})",
-                hint="The export may have baked in a size: try the other --exporter, or drop that --dynamic-axis")
-            verification.dynamic_axes_checked = {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()}
-            verification.max_abs_diff = max(verification.max_abs_diff, second.max_abs_diff)
-        model_proto = onnx_io.load_model(ctx.out_tmp)
+        exported = onnx_io.produced_artifact(ctx.out_path, "export", artifact.task)
+        verification = _verify(ctx, artifact, exported, config, extra_axes, fixed_batch)
         details = ExportDetails(
             exporter=exporter, opset=opset, dynamic_batch=config.dynamic_batch,
             dynamic_axes={n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()},
-            exporter_choice=choice, nodes=onnx_io.node_count(model_proto), verification=verification,
-            macs=count_macs(module, ctx.data.batch(1), names))
+            exporter_choice=choice, nodes=onnx_io.node_count(onnx_io.load_model(ctx.out_path)),
+            verification=verification, macs=count_macs(module, ctx.data.batch(1), names))
         return StepResult(artifact=exported, details=details)
 
     @staticmethod
@@ -272,3 +218,102 @@ class ExportStep(Step):
         return (f"{details.exporter}{why} opset {details.opset}, {details.nodes} nodes{dynamic}; vs torch at batch "
                 f"{','.join(map(str, check.batch_sizes))}{' and a second size of each axis' if axes else ''}: "
                 f"max|Δ| {check.max_abs_diff:.1e}")
+
+
+
+def _example(module: Any, ctx: StepContext, artifact: Artifact, batch: int) -> tuple[tuple[Any, ...], list[str]]:
+    """(the example arguments the exporter traces with, the output names): the model run once on ``batch``
+    evaluation samples, which also proves the input shapes fit (else exit 2)."""
+    from optkit.backends.torch import flatten_outputs, output_names
+    from optkit.types.lazy import require
+
+    torch = require("torch", "export")
+    names = [i.name for i in artifact.inputs]
+    example = ctx.data.batch(batch)
+    args = tuple(torch.from_numpy(example[n]) for n in names)
+    try:
+        with torch.inference_mode():
+            reference = flatten_outputs(module(*args))
+    except Exception as exc:
+        shapes = ", ".join(f"{n}:{'x'.join(map(str, example[n].shape))}" for n in names)
+        raise UsageError(f"input shape {shapes} does not fit the model ({first_line(exc)})",
+                         hint="Pass the right --input-shape NAME:DIMS or evaluation data of the right shape") from exc
+    return args, output_names(artifact, len(reference))
+
+
+def _exporter_and_opset(module: Any, config: ExportConfig) -> tuple[str, int]:
+    """The exporter ``auto`` means for this model (TorchScript for a TorchScript model), and its opset."""
+    from optkit.types.lazy import require
+
+    torch = require("torch", "export")
+    exporter = config.exporter
+    if exporter == "auto":
+        exporter = "torchscript" if isinstance(module, torch.jit.ScriptModule) else "dynamo"
+    if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+        raise UsageError("the dynamo exporter cannot export a TorchScript model", hint="Use --exporter torchscript")
+    opset = config.opset or DEFAULT_OPSET[exporter]
+    if exporter == "dynamo" and opset < 18:
+        raise UsageError(f"the dynamo exporter needs opset >= 18 (asked: {opset})",
+                         hint="Pass --opset 18 or higher, or --exporter torchscript")
+    return exporter, opset
+
+
+@dataclass
+class _Export:
+    """One model exported by either exporter with the same names and dynamic dimensions: ``auto`` may export it
+    twice to compare (``_choose_exporter_for_attention``). ``per_input``: {input: {dim: label}}."""
+
+    module: Any
+    args: tuple[Any, ...]
+    names: list[str]
+    outputs: list[str]
+    per_input: dict[str, dict[int, str]]
+    dynamic_batch: bool
+
+    def __call__(self, which: str, path: Path, version: int) -> None:
+        from optkit.types.lazy import require
+
+        torch = require("torch", "export")
+        names, outputs = self.names, self.outputs
+        try:
+            with quiet_libraries():
+                if which == "dynamo":
+                    dims: dict[str, object] = {}  # one Dim per label: inputs that share a label share the size
+                    dynamic = tuple({d: dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 16))
+                                     for d, label in self.per_input[n].items()} or None for n in names)
+                    torch.onnx.export(self.module, self.args, str(path), dynamo=True, input_names=names,
+                                      output_names=outputs, dynamic_shapes=dynamic if any(dynamic) else None,
+                                      opset_version=version, external_data=False, optimize=True, verify=False)
+                else:
+                    axes = {n: self.per_input[n] for n in names if self.per_input[n]}
+                    if self.dynamic_batch:
+                        axes.update({o: {0: "batch"} for o in outputs})
+                    torch.onnx.export(self.module, self.args, str(path), dynamo=False, input_names=names,
+                                      output_names=outputs, dynamic_axes=axes or None, opset_version=version,
+                                      do_constant_folding=True)
+        except Exception as exc:
+            other = "torchscript" if which == "dynamo" else "dynamo"
+            raise StepError(f"torch.onnx ({which}) could not export the model: {first_line(exc)}",
+                            hint=f"Try --exporter {other}") from exc
+
+
+def _verify(ctx: StepContext, artifact: Artifact, exported: Artifact, config: ExportConfig,
+            extra_axes: dict[str, dict[int, str]], fixed_batch: int | None) -> Verification:
+    """The ONNX model against the torch model at each batch size, then at a second size of every dynamic axis
+    (e.g. half the sequence length); any output past the tolerance fails the step."""
+    from optkit.eval.compare import verify_outputs
+
+    verification = verify_outputs(
+        artifact, exported, ctx.data, atol=config.atol, rtol=config.rtol,
+        batch_sizes=config.verify_batch_sizes if config.dynamic_batch else [fixed_batch or 1],
+        threads=ctx.settings.threads, what="ONNX",
+        hint="Try the other --exporter, or loosen --atol/--rtol if this drift is acceptable")
+    if extra_axes:
+        shorter = _shorter(ctx.data, extra_axes)
+        second = verify_outputs(
+            artifact, exported, shorter, atol=config.atol, rtol=config.rtol, batch_sizes=[1], threads=ctx.settings.threads,
+            what=f"ONNX (at {', '.join(f'{n}:' + 'x'.join(map(str, a.shape[1:])) for n, a in shorter.inputs.items())})",
+            hint="The export may have baked in a size: try the other --exporter, or drop that --dynamic-axis")
+        verification.dynamic_axes_checked = {n: {str(d): label for d, label in dims.items()} for n, dims in extra_axes.items()}
+        verification.max_abs_diff = max(verification.max_abs_diff, second.max_abs_diff)
+    return verification

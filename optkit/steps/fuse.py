@@ -164,13 +164,13 @@ class FuseStep(Step):
                 details.transformer = {**params, "optimizer_fused": stats, "skip_layer_norm": skip_info}
             staged = tmp / "stage.onnx"
             save_model(model, staged)
-            ort_offline(staged, ctx.out_tmp, config.level, ctx.settings.threads)
+            ort_offline(staged, ctx.out_path, config.level, ctx.settings.threads)
         if config.level == "all":
             ctx.ui.warn("fuse --level all writes layout transforms for this CPU's instruction set: the file is "
                         "hardware-specific (use extended for a portable ONNX Runtime model)")
             details.hardware_specific = True
         out, check = finish(ctx, artifact, config, "fused", hint="Try a lower --level or --transformer off, and report it")
-        after = op_counts(onnx_io.load_model(ctx.out_tmp))
+        after = op_counts(onnx_io.load_model(ctx.out_path))
         if details.transformer is not None:  # what the fused graph holds, after any split
             details.transformer["fused"] = {op: after[op] for op in (
                 "Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization",
@@ -183,8 +183,8 @@ class FuseStep(Step):
             # nothing fused and nothing removed: the rewrite is no better than its input, so the input is the output
             import shutil
 
-            shutil.copyfile(artifact.path, ctx.out_tmp)
-            out = onnx_io.produced_artifact(ctx.out_tmp, "fused", artifact.task)
+            shutil.copyfile(artifact.path, ctx.out_path)
+            out = onnx_io.produced_artifact(ctx.out_path, "fused", artifact.task)
             details.kept_input, details.ops_after, details.nodes_after = True, before, details.nodes_before
             details.conv_bn_folded, details.opset_upgraded = 0, None
             ctx.ui.info(f"fuse: no fusion reduced the graph ({details.nodes_before} -> {sum(after.values())} nodes): "

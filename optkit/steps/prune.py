@@ -19,8 +19,6 @@ shapes in optkit.yaml) that ``export`` accepts and that reloads without pickle.
 from __future__ import annotations
 
 import copy
-import fnmatch
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,13 +26,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from optkit.types.artifact import Artifact
-from optkit.types.errors import StepError, UsageError
+from optkit.types.errors import StepError
 from optkit.types.records import Details
 from optkit.types.lazy import require
-from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
 from optkit.steps import _training as tr
-
-ATTENTION_NAMES = ("query", "key", "value", "q_proj", "k_proj", "v_proj", "qkv", "in_proj", "out_proj", "out", "o_proj")
+from optkit.steps._budget import MAX_DROP_HELP, check_vs_input
+from optkit.steps._pruning import ChannelPruning, ignored_layers, prune_structured, search_ratio
+from optkit.steps.base import Step, StepContext, StepResult, renamed_keys
 
 
 class PruneConfig(tr.TrainOptions):
@@ -49,8 +47,8 @@ class PruneConfig(tr.TrainOptions):
     unstructured: bool = Field(False, description="unstructured global magnitude pruning instead (no speedup on dense runtimes)")
     sparsity: float | None = Field(None, gt=0, lt=1, description="unstructured: fraction of Conv/Linear weights set to zero")
     finetune_epochs: int = Field(0, ge=0, le=1000, description="recovery fine-tuning epochs after pruning")
-    max_drop: float | None = Field(None, ge=0, description="largest top-1 drop (points) vs the input model; past it the "
-                                                       "step fails (default: not checked)")
+    max_drop: float | None = Field(None, ge=0, description=f"{MAX_DROP_HELP}; past it the step fails (default: not "
+                                                           "checked)")
 
     RENAMED: ClassVar[dict[str, str]] = {"max_accuracy_drop": "max_drop"}
 
@@ -73,120 +71,20 @@ class PruneConfig(tr.TrainOptions):
                 raise ValueError("give exactly one of ratio (e.g. 0.3) or target_macs (e.g. 0.5)")
         return self
 
-
-# ----------------------------------------------------------------------------- structure helpers
-
-def output_layers(module, example: tuple) -> list:
-    """Conv/Linear modules whose output *is* a model output (pruning them would change the output shape)."""
-    torch = tr.torch_module()
-    from optkit.backends.torch import flatten_outputs
-
-    produced: dict[int, Any] = {}
-    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
-             for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
-    try:
-        with torch.no_grad():
-            outs = flatten_outputs(module(*example))
-    finally:
-        for h in hooks:
-            h.remove()
-    return [produced[id(o)] for o in outs if id(o) in produced]
+    def channel_pruning(self) -> ChannelPruning:
+        return ChannelPruning(importance=self.importance, global_pruning=self.global_pruning,
+                              max_layer_ratio=self.max_layer_ratio, round_to=self.round_to, ignore=tuple(self.ignore),
+                              prune_attention=self.prune_attention)
 
 
-def attention_projections(module) -> list:
-    """Linear layers inside attention blocks (a module with a heads attribute and q/k/v-like children)."""
-    torch = tr.torch_module()
-    found = []
-    for m in module.modules():
-        if not any(isinstance(getattr(m, a, None), int) for a in ("heads", "num_heads", "n_heads")):
-            continue
-        found += [c for n, c in m.named_children() if isinstance(c, torch.nn.Linear) and n in ATTENTION_NAMES]
-        found += [c for c in m.modules() if isinstance(c, torch.nn.MultiheadAttention)]
-    return found
-
-
-def ignored_layers(module, example: tuple, config: PruneConfig) -> list:
-    named = dict(module.named_modules())
-    chosen = output_layers(module, example)
-    if not config.prune_attention:
-        chosen += attention_projections(module)
-    for pattern in config.ignore:
-        hits = [m for n, m in named.items() if n and fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            raise UsageError(f"--ignore '{pattern}' matches no module of the model",
-                             hint=f"Module names look like: {', '.join(list(n for n in named if n)[:6])}")
-        chosen += hits
-    return chosen
-
-
-def _importance(name: str):
-    tp = require("torch_pruning", "structured pruning")
-    if name == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
-
-
-def _taylor_gradients(model, train, example_names: list[str], batches: int = 4, batch_size: int = 64) -> None:
-    torch = tr.torch_module()
-    from optkit.backends.torch import flatten_outputs
-
-    if train is None or train.labels is None:
-        raise UsageError("taylor importance needs labelled training data", hint="Pass --train-data FILE.npz with labels, or use --importance l2")
-    model.zero_grad()
-    for b in range(batches):
-        feed = train.batch(batch_size, b * batch_size)
-        out = flatten_outputs(model(*[torch.from_numpy(feed[n].astype("float32")) for n in example_names]))[0]
-        idx = (torch.arange(batch_size) + b * batch_size) % len(train)
-        torch.nn.functional.cross_entropy(out, torch.from_numpy(train.labels[idx.numpy()].astype("int64"))).backward()
-
-
-def prune_structured(module, example: tuple, config: PruneConfig, ratio: float, train=None, names=None):
-    """A pruned deep copy of ``module`` (torch-pruning BasePruner, one shot)."""
-    tp = require("torch_pruning", "structured pruning")
-    model = copy.deepcopy(module).eval()
-    ignored = ignored_layers(model, example, config)
-    with warnings.catch_warnings():  # e.g. "unwrapped parameters detected": handled by torch-pruning's default
-        warnings.simplefilter("ignore")
-        pruner = tp.pruner.BasePruner(
-            model, example_inputs=example if len(example) > 1 else example[0], importance=_importance(config.importance),
-            global_pruning=config.global_pruning, pruning_ratio=ratio, max_pruning_ratio=config.max_layer_ratio,
-            ignored_layers=ignored, round_to=config.round_to if config.round_to > 1 else None,
-        )
-    if config.importance == "taylor":
-        _taylor_gradients(model, train, names)
-    pruner.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
-
-
-def search_ratio(module, example: tuple, config: PruneConfig, base_macs: int, count, train=None, names=None):
-    """Smallest ratio whose pruned model has <= target_macs x the MACs (bisection; MACs fall with the ratio)."""
-    target = config.target_macs * base_macs
-    lo, hi, best = 0.0, min(0.95, config.max_layer_ratio), None
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        candidate = prune_structured(module, example, config, mid, train, names)
-        macs = count(candidate)
-        if macs <= target:
-            hi, best = mid, (mid, candidate, macs)
-        else:
-            lo = mid
-    if best is None:
-        candidate = prune_structured(module, example, config, hi, train, names)
-        macs = count(candidate)
-        if macs > target:
-            raise StepError(f"cannot reach {config.target_macs:.2f}x MACs: the most pruning allowed leaves "
-                            f"{macs / base_macs:.2f}x", hint="Raise --target-macs, raise max_layer_ratio or --ignore fewer layers")
-        best = (hi, candidate, macs)
-    return best
-
+# ----------------------------------------------------------------------------- structured
 
 def channel_changes(original, pruned) -> list[str]:
     torch = tr.torch_module()
     before = dict(original.named_modules())
     changes = []
     for name, m in pruned.named_modules():
-        ref = before.get(name)
+        ref = before[name]  # a pruned deep copy: the same module names
         if isinstance(m, torch.nn.modules.conv._ConvNd) and m.out_channels != ref.out_channels:
             changes.append(f"{name} {ref.out_channels}->{m.out_channels}")
         elif isinstance(m, torch.nn.Linear) and m.out_features != ref.out_features:
@@ -229,6 +127,8 @@ def sparsity_facts(module, layers: list) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the step
+
+REMEDY = "Prune less, fine-tune longer (--finetune-epochs) or distill"
 
 class PruneDetails(Details):
     mode: Literal["structured", "unstructured"]
@@ -286,14 +186,18 @@ class PruneStep(Step):
                                macs_before=base_macs, params_before=base_params)
         if config.unstructured:
             pruned = copy.deepcopy(module)
-            layers = _prunable(pruned, ignored_layers(pruned, example, config))
+            layers = _prunable(pruned, ignored_layers(pruned, example, config.channel_pruning()))
+            assert config.sparsity is not None, "PruneConfig._one_mode: unstructured takes sparsity"
             prune_unstructured(pruned, layers, config.sparsity)
         else:
             with ctx.ui.status("pruning channels (torch-pruning dependency graph)"):
+                options = config.channel_pruning()
                 if config.target_macs is not None:
-                    ratio, pruned, _ = search_ratio(module, example, config, base_macs, count, train, names)
+                    ratio, pruned, _ = search_ratio(module, example, options, config.target_macs, base_macs, count,
+                                                    train, names)
                 else:
-                    ratio, pruned = config.ratio, prune_structured(module, example, config, config.ratio, train, names)
+                    assert config.ratio is not None, "PruneConfig._one_mode: a ratio or a MACs target"
+                    ratio, pruned = config.ratio, prune_structured(module, example, options, config.ratio, train, names)
             details.ratio = round(ratio, 4)
             details.channels = channel_changes(module, pruned)
             if not details.channels:
@@ -302,6 +206,7 @@ class PruneStep(Step):
         self._check_runs(pruned, example, artifact)
         details.val_top1_before_finetune = tr.top1_of(pruned, val)
         if config.finetune_epochs:
+            assert train is not None, "fine-tuning loaded its training split above"
             result = tr.fit(pruned, train, val, _label_loss(module, names), config, config.finetune_epochs, ctx.ui,
                             "fine-tuning")
             details.finetune = result.to_dict()
@@ -311,9 +216,9 @@ class PruneStep(Step):
                 setattr(details, key, value)
         details.macs, details.params = count(pruned), tr.param_count(pruned)
         details.macs_ratio = details.macs / base_macs if base_macs else None
-        self._check_accuracy(module, pruned, ctx, config)
-        out = tr.write_folder(pruned, artifact, ctx.out_tmp, ctx.out_final, structure_of(pruned, tr.factory_model(artifact)),
+        out = tr.write_folder(pruned, artifact, ctx.out_path, ctx.final_path, structure_of(pruned, tr.factory_model(artifact)),
                               name=f"{artifact.source.get('name') or artifact.path.stem}_pruned")
+        self._check_accuracy(ctx, out, config)  # judged as written, like every lossy step's product
         return StepResult(artifact=out, details=details)
 
     @staticmethod
@@ -334,14 +239,26 @@ class PruneStep(Step):
             raise StepError(f"pruning changed the output shape ({got} vs {want})", hint="--ignore the output layers")
 
     @staticmethod
-    def _check_accuracy(original, pruned, ctx: StepContext, config: PruneConfig) -> None:
+    def _check_accuracy(ctx: StepContext, out: Artifact, config: PruneConfig) -> None:
+        """``--max-drop``: the task metric's drop vs the input (``_budget.check_vs_input``, as quantize and compile
+        judge). Without a task metric (no labels, no --metric) nothing judges it: said, not replaced by cosine
+        (pruning before fine-tuning moves outputs far by design)."""
         if config.max_drop is None:
             return
-        before, after = tr.top1_of(original, ctx.data), tr.top1_of(pruned, ctx.data)
-        if before is not None and after is not None and 100 * (before - after) > config.max_drop:
-            raise StepError(f"pruned top-1 {100 * after:.2f}% is {100 * (before - after):.2f} points below the input's "
-                            f"{100 * before:.2f}% (--max-drop {config.max_drop:g})",
-                            hint="Prune less, fine-tune longer (--finetune-epochs) or distill")
+        if ctx.settings.metric is None:
+            ctx.ui.warn(f"--max-drop {config.max_drop:g} is a budget on the task metric, and there is none (no labels, "
+                        "no --metric): the pruned model is not checked against it")
+            return
+        check = check_vs_input(ctx, out, config.max_drop, None)
+        if check.ok:
+            return
+        if check.metric == "top1" and check.drop is not None:  # the words prune has always used for top-1
+            before, after = check.input_value or 0.0, check.value or 0.0
+            raise StepError(f"pruned top-1 {100 * after:.2f}% is {check.drop:.2f} points below the input's "
+                            f"{100 * before:.2f}% (--max-drop {config.max_drop:g})", hint=REMEDY)
+        from optkit.eval.compare import tolerance_error
+
+        raise tolerance_error("pruning", check, [REMEDY[:1].lower() + REMEDY[1:]])
 
     @staticmethod
     def describe(details: PruneDetails) -> str:
@@ -349,12 +266,12 @@ class PruneStep(Step):
         if details.macs_before and details.macs:
             macs = (f"MACs {details.macs_before / 1e6:.1f}M -> {details.macs / 1e6:.1f}M "
                     f"({details.macs / details.macs_before:.2f}x), params {details.params_before / 1e3:.0f}k -> "
-                    f"{details.params / 1e3:.0f}k")
-        if details.mode == "unstructured":
-            text = (f"unstructured: {100 * details.weights_sparsity:.1f}% of Conv/Linear weights zero "
-                    f"({100 * details.params_sparsity:.1f}% of all params); dense runtimes do not get faster; "
-                    f"compressed weights {details.compressed_weights_bytes / 1e3:.0f} kB vs "
-                    f"{details.raw_weights_bytes / 1e3:.0f} kB raw")
+                    f"{(details.params or 0) / 1e3:.0f}k")
+        if details.mode == "unstructured":  # an unstructured row sets every sparsity field
+            text = (f"unstructured: {100 * (details.weights_sparsity or 0):.1f}% of Conv/Linear weights zero "
+                    f"({100 * (details.params_sparsity or 0):.1f}% of all params); dense runtimes do not get faster; "
+                    f"compressed weights {(details.compressed_weights_bytes or 0) / 1e3:.0f} kB vs "
+                    f"{(details.raw_weights_bytes or 0) / 1e3:.0f} kB raw")
         else:
             text = f"structured, ratio {details.ratio}: {macs}"
         ft = details.finetune

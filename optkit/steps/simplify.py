@@ -79,7 +79,7 @@ class SimplifyStep(Step):
             simplified = model
             ctx.ui.warn(f"simplify: {config.engine}'s graph would no longer fuse its attention in ONNX Runtime "
                         f"({lost[1]} of {lost[0]} Attention blocks): the input is kept as it is")
-        save_model(simplified, ctx.out_tmp)
+        save_model(simplified, ctx.out_path)
         out, check = finish(ctx, artifact, config, "simplified",
                             hint=f"Report it, and use the other --engine ({'onnxsim' if config.engine == 'onnxslim' else 'onnxslim'})")
         after = op_counts(simplified)

@@ -98,7 +98,7 @@ def given_calibration(path: Path, inputs: GraphInputs, first: dict[str, np.ndarr
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, *(), **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
 
 
 def build(entry: Path, frozen, inputs: GraphInputs, samples: list[dict[str, np.ndarray]],

@@ -23,7 +23,9 @@ class BackendOptions(BaseModel):
     calib_calls: int = Field(16, ge=1, le=4096, description="int8 without calib_data: real calls run eagerly and "
                                                            "recorded as calibration data before the build")
     metric: str | None = Field(None, description="task metric of the int8 budget (default: cosine to eager)")
-    max_drop: float = Field(1.0, ge=0, description="int8: allowed drop of the metric in the build's quantize step")
+    max_drop: float = Field(1.0, ge=0, description="int8: largest drop of the task metric (metric; points for "
+                            "fractions) vs the traced subgraph, held by the build's quantize step (compile's on "
+                            "openvino-cpu)")
     min_cosine: float = Field(0.99, ge=-1, le=1, description="int8: first-call check, cosine of every output to eager")
     atol: float = Field(1e-4, ge=0, description="fp32: first-call check, absolute tolerance to eager")
     rtol: float = Field(1e-3, ge=0, description="fp32: first-call check, relative tolerance to eager")

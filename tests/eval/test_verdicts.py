@@ -243,7 +243,7 @@ def test_accuracy_check_refuses_an_input_model_with_nan_as_bad_input():
 
 
 def test_the_guard_warns_of_no_task_metric_only_when_there_is_none():
-    from optkit.steps.quantize_guard import budget_warning
+    from optkit.steps.quantize.guard import budget_warning
 
     judged = Check(ok=False, limit="top1 drop <= 0.5 pt", metric="top1", input_value=0.9, value=0.8, drop=10.0)
     assert budget_warning(0.5, judged) is None  # the typed check was read like a dict: it always warned
@@ -254,7 +254,7 @@ def test_the_guard_warns_of_no_task_metric_only_when_there_is_none():
 
 
 def test_the_guard_ranks_a_degenerate_check_last():
-    from optkit.steps.quantize_guard import _badness
+    from optkit.steps.quantize.guard import _badness
 
     collapsed = Check(ok=False, limit="x", cosine_vs_input=1.0, min_cosine=0.99, degenerate="output 'y' is ...")
     poor = Check(ok=False, limit="x", cosine_vs_input=0.5, min_cosine=0.99)

@@ -155,3 +155,39 @@ def test_training_data_that_does_not_fit_exits_2(tiny_res, tmp_path):
         assert result.returncode == 2, result.stderr
         assert "training data" in result.stderr and message in result.stderr and "Traceback" not in result.stderr
         assert not out.exists() and not (tmp_path / "p.optkit.json").exists()
+
+
+def test_distill_narrows_with_prunes_defaults():
+    """distill derives its student with ChannelPruning's defaults: they are prune's own."""
+    from optkit.steps._pruning import ChannelPruning
+    from optkit.steps.prune import PruneConfig
+
+    assert PruneConfig(ratio=0.5).channel_pruning() == ChannelPruning()
+
+
+def test_max_drop_is_the_task_metric_drop_vs_the_input(tiny_res, tmp_path):
+    """One budget for every lossy step: --max-drop judges the task metric (--metric picks it) of the pruned model
+    against its input, as quantize and compile do, and a miss writes nothing."""
+    out = tmp_path / "pruned"
+    args = ["prune", str(tiny_res["folder"]), "-o", str(out), "--ratio", "0.75", "--round-to", "1", *FAST]
+    cosine = invoke(*args, "--metric", "cosine", "--max-drop", "0")
+    assert cosine.exit_code == 1, cosine.output
+    assert "pruning is outside tolerance: cosine fell" in cosine.output and "limit cosine drop <= 0 pt" in cosine.output
+    assert not out.exists()
+    assert invoke(*args, "--metric", "cosine", "--max-drop", "10").exit_code == 0
+
+
+def test_a_top1_budget_miss_reads_as_it_always_has(monkeypatch):
+    from types import SimpleNamespace
+
+    from optkit.steps import prune
+    from optkit.types.errors import StepError
+    from optkit.types.records import Check
+
+    missed = Check(ok=False, limit="top1 drop <= 0.5 pt", metric="top1", input_value=0.99, value=0.95, drop=4.0)
+    monkeypatch.setattr(prune, "check_vs_input", lambda *_: missed)
+    ctx = SimpleNamespace(settings=SimpleNamespace(metric="top1"))
+    with pytest.raises(StepError) as failed:
+        prune.PruneStep._check_accuracy(ctx, None, prune.PruneConfig(ratio=0.5, max_drop=0.5))
+    assert failed.value.message == "pruned top-1 95.00% is 4.00 points below the input's 99.00% (--max-drop 0.5)"
+    assert failed.value.hint == "Prune less, fine-tune longer (--finetune-epochs) or distill"

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from optkit.steps.quantize_guard import quantized_nodes
+from optkit.steps.quantize.guard import quantized_nodes
 from tests.conftest import FAST, invoke, run_cli, sidecar
 
 PLAIN = ["--mode", "static", "--per-tensor", "--max-accuracy-drop", "0.5"]
@@ -95,10 +95,11 @@ def test_a_budget_met_only_with_most_nodes_in_float_is_refused():
     from types import SimpleNamespace
 
     from optkit.types.errors import StepError
-    from optkit.steps.quantize_guard import _refuse_a_float_model
+    from optkit.steps.quantize.guard import GuardFacts, _refuse_a_float_model
 
     config = SimpleNamespace(max_drop=0.5, guard_allow_slower=True)
-    facts = {"trials": [{"text": "top-1 drop 0.10 pt"}]}
+    facts = GuardFacts(budget=0.5, budget_text="top1 drop <= 0.5 pt", searched_on="calibration split",
+                       quantized_nodes_plain=10, plain={}, trials=[{"text": "top-1 drop 0.10 pt"}])
     with pytest.raises(StepError, match="not an int8 model") as failed:
         _refuse_a_float_model(None, None, config, "static", SimpleNamespace(details={}), kept=[f"n{i}" for i in range(6)],
                               quantized=[f"n{i}" for i in range(10)], facts=facts)
@@ -154,3 +155,15 @@ def test_openvino_int8_accuracy_control_recovers_the_budget(outlier_onnx, tmp_pa
     control = record["details"]["accuracy_control"]
     assert control["kept_float_compute_ops"] and len(control["kept_float_compute_ops"]) <= 2
     assert record["details"]["check"]["ok"] and "accuracy control" in record["summary"]
+
+
+def test_guard_facts_write_the_keys_earlier_versions_wrote():
+    """details.guard as the dict-based guard wrote it: a recipe's win, or the bisection's (which has groups)."""
+    from optkit.steps.quantize.guard import GuardFacts
+
+    shared = ["budget", "budget_text", "searched_on", "quantized_nodes_plain", "plain", "trials", "recipes"]
+    won = GuardFacts(1.0, "top1 drop <= 1 pt", "calibration split", 4, {}, input_p50_ms=1.0, recipe="r", p50_ms={})
+    assert list(won.to_json()) == [*shared, "input_p50_ms", "recipe", "kept_float", "p50_ms"]
+    bisected = GuardFacts(1.0, "top1 drop <= 1 pt", "calibration split", 4, {}, groups=[], p50_ms={})
+    assert list(bisected.to_json()) == [*shared, "groups", "kept_float", "recipe", "kept_float_fraction", "best_trial",
+                                        "p50_ms"]

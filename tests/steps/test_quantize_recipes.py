@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optkit.steps.quantize_recipes import RECIPES, applicable, group_nodes, smooth_quant_unavailable
+from optkit.steps.quantize.recipes import RECIPES, applicable, group_nodes, smooth_quant_unavailable
 
 
 def _attention_block(path) -> None:
@@ -84,8 +84,8 @@ def test_smooth_quant_is_reported_unavailable_without_the_onnx_adaptor():
                                   "symmetric activations"])
 def test_each_recipe_builds_a_valid_model_with_its_nodes_float(tmp_path, name):
     from optkit.eval.data import EvalData
-    from optkit.steps._quantize_modes import quantize_static
-    from optkit.steps.quantize import QuantizeConfig
+    from optkit.steps.quantize.modes import quantize_static
+    from optkit.steps.quantize.config import QuantizeConfig
 
     _attention_block(tmp_path / "a.onnx")
     recipe = next(r for r in RECIPES if r.name == name)

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from optkit.types.errors import UsageError
 from optkit.eval.data import EvalData
-from optkit.steps._quantize_modes import _stride, _StridedReader, resolve_exclude, small_convs
+from optkit.steps.quantize.modes import _stride, _StridedReader, resolve_exclude, small_convs
 
 
 def test_reader_streams_batches_in_strides():

@@ -1,5 +1,6 @@
 """ONNX Runtime quantization for the quantize step: graph facts (compute nodes, exclusions, thin convs),
-calibration data in strides, and the three modes (static QDQ, dynamic, fp16) with their node counts."""
+calibration data fed in strides, the three modes (static QDQ, dynamic, fp16) with their node counts, and the
+candidates they build, each judged against the step's input."""
 from __future__ import annotations
 
 import math
@@ -7,20 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optkit.steps._budget import check_vs_input
 from optkit.steps._onnx_common import opset_of
 from optkit.steps.base import StepContext
-from optkit.steps.quantize_recipes import Int8Recipe, group_nodes
+from optkit.steps.quantize.config import QuantizeConfig
+from optkit.steps.quantize.recipes import Int8Recipe, group_nodes
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
 from optkit.types.records import Check
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from optkit.eval.data import EvalData
-    from optkit.steps.quantize import QuantizeConfig
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention")
-FP16_KEEP_FP32 = ["Softmax", "LayerNormalization", "SkipLayerNormalization", "ReduceMean", "Pow", "Sqrt",
-                  "Exp", "Log", "Erf", "Range"]
 
 
 # ----------------------------------------------------------------------------- graph facts
@@ -104,25 +106,6 @@ def _stride(batches: int, most: int = 4) -> int:
     return max(d for d in range(1, min(most, batches) + 1) if batches % d == 0)
 
 
-def calibration_data(ctx: StepContext, artifact: Artifact, calib_data: str | None = None,
-                     calib_from_eval: bool = False) -> tuple[EvalData, str]:
-    """The split to calibrate on: ``calib_data`` (relative to the recipe), else the model's calibration split,
-    else - only when asked - the evaluation split (said so: figures are optimistic)."""
-    from optkit.eval.data import load_npz
-
-    if calib_data:
-        path = ctx.base / calib_data  # an absolute calib_data stays as it is
-        return load_npz(path, artifact.inputs), f"calib data {path.name}"
-    if artifact.data.get("calib"):
-        return load_npz(artifact.data["calib"], artifact.inputs), "the model's calibration split"
-    if calib_from_eval and not ctx.data.synthetic:
-        ctx.ui.warn("calibrating on the EVALUATION split (asked with calib_from_eval): accuracy figures are optimistic")
-        return ctx.data, "the EVALUATION split (no calibration data; accuracy is optimistic)"
-    raise UsageError(f"static quantization needs calibration data, and {artifact.path.name} records no calibration split",
-                     hint="Pass --calib-data FILE.npz (arrays named after the model inputs), or --calib-from-eval "
-                          "to calibrate on the evaluation split (optimistic accuracy), or use --mode dynamic")
-
-
 @dataclass
 class Candidate:
     """A quantized model built while choosing (a mode, a guard trial): its file, the mode's facts, its accuracy
@@ -135,6 +118,45 @@ class Candidate:
     artifact: Artifact
     p50_ms: float | None = None
     why: str | None = None  # auto: why it was chosen
+
+
+def evaluate(ctx: StepContext, artifact: Artifact, path: Path, details: dict[str, Any],
+             parent_out: dict[str, np.ndarray], config: QuantizeConfig) -> Candidate:
+    """The quantized file at ``path`` as a candidate, judged against the step's input on the evaluation split."""
+    cand = Artifact(path=path, format="onnx", task=artifact.task, inputs=artifact.inputs, outputs=artifact.outputs)
+    check = check_vs_input(ctx, cand, config.max_drop, config.min_cosine, parent_out)
+    return Candidate(mode=details["mode"], path=path, details=details, check=check, artifact=cand)
+
+
+@dataclass
+class ModeBuilder:
+    """Builds one mode's candidates - the plain one, then the guard's recipes and trials - each in a folder of its
+    own under ``work``, each judged against the input. ``guarded``: nodes kept float; ``recipe``: an int8 recipe."""
+
+    ctx: StepContext
+    artifact: Artifact
+    config: QuantizeConfig
+    mode: str
+    work: Path
+    parent_out: dict[str, np.ndarray]
+    calib: EvalData | None = None  # static only
+    calib_source: str | None = None
+    fixed_batch: int | None = None
+
+    def __call__(self, guarded: tuple[str, ...], recipe: Int8Recipe | None) -> Candidate:
+        trial = self.work / f"trial{len(list(self.work.iterdir()))}"
+        trial.mkdir()
+        out_path = trial / "model.onnx"
+        src, config = self.artifact.path, self.config
+        if self.mode == "static":
+            assert self.calib is not None, "static quantization is built with its calibration data"
+            details = quantize_static(src, out_path, trial, self.calib, config, self.fixed_batch, guarded, recipe)
+            details["calib_source"] = self.calib_source
+        elif self.mode == "dynamic":
+            details = quantize_dynamic(src, out_path, trial, config, guarded)
+        else:
+            details = quantize_fp16(src, out_path, config)
+        return evaluate(self.ctx, self.artifact, out_path, details, self.parent_out, config)
 
 
 # ----------------------------------------------------------------------------- the modes

@@ -22,6 +22,7 @@ from typing import Any
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError, UsageError
 from optkit.steps.base import StepContext
+from optkit.steps.quantize.config import QuantizeConfig
 
 CONFIGS = [  # (label, StaticQuantConfig kwargs), tried in this order
     ("s8s8 minmax", {"act_sym": True, "act_dtype": "int8", "act_algo": "minmax"}),
@@ -54,7 +55,7 @@ def require_inc() -> None:
             os.environ.pop("LOGLEVEL", None)
 
 
-def check_config(config) -> None:
+def check_config(config: QuantizeConfig) -> None:
     if config.mode not in ("static", "auto"):
         raise UsageError(f"--engine inc does not take --mode {config.mode}",
                          hint="Use --mode static (torch's ONNX exporter cannot convert INC's dynamic int8), "
@@ -120,7 +121,8 @@ def fold_weight_quantization(path: Path) -> int:
     return folded
 
 
-def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, scratch: Path) -> dict[str, Any]:
+def quantize_inc(ctx: StepContext, artifact: Artifact, config: QuantizeConfig, out_path: Path,
+                 scratch: Path) -> dict[str, Any]:
     require_inc()
     check_config(config)
     import torch
@@ -130,7 +132,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
     from optkit.backends.torch import load_module
     from optkit.types.ui import quiet_libraries
     from optkit.eval.measure import outputs_on_data
-    from optkit.steps._quantize_modes import calibration_data
+    from optkit.eval.calibration import calibration_data
 
     calib, calib_source = calibration_data(ctx, artifact, config.calib_data, config.calib_from_eval)
     metric = ctx.settings.metric
@@ -167,6 +169,8 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
         if not trials:
             reference.update(outs)
         judged = metric.evaluate(outs, tune_data.inputs, tune_data.labels, reference)
+        if judged is None:  # labelled data, or a metric that needs none, was chosen above: not expected
+            raise StepError(f"--engine inc: {metric.spec} cannot judge the {tuned_on}", hint="Use --engine ort")
         label = "fp32 baseline" if not trials else CONFIGS[len(trials) - 1][0] if len(trials) <= len(CONFIGS) else "?"
         trials.append({"trial": len(trials), "config": label, "metric": judged.metric, "value": judged.value,
                        "seconds": round(time.perf_counter() - started, 1)})
@@ -175,7 +179,7 @@ def quantize_inc(ctx: StepContext, artifact: Artifact, config, out_path: Path, s
         return judged.value if metric.higher_is_better else -judged.value
 
     configs = [StaticQuantConfig(**kwargs) for _, kwargs in CONFIGS[:config.inc_max_trials]]
-    budget = config.accuracy_budget
+    budget = config.max_drop
     with ctx.ui.status("quantize: neural-compressor autotune (PT2E)"), quiet_libraries():
         try:
             best = autotune(captured, TuningConfig(config_set=configs, tolerable_loss=budget / 100.0,
