@@ -108,7 +108,7 @@ def _from_bin(auto, folder: Path, weights: Path, kwargs: dict[str, Any]):
 
     from safetensors.torch import save_file
 
-    from optkit.backends.torch import load_state_dict
+    from optkit.backends.torch_factory import load_state_dict
     from optkit.types.files import scratch_folder
 
     state = load_state_dict(weights)  # refuses anything but tensors

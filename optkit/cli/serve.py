@@ -30,7 +30,7 @@ def _serve_section(path: Path):
     from pydantic import ValidationError
 
     from optkit.engine.recipe import ServeSection
-    from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
+    from optkit.types.textio import RECIPE_CAP, load_yaml, read_text_capped
 
     try:
         raw = load_yaml(read_text_capped(path, RECIPE_CAP, "--config"))  # nesting and size limited, as recipes

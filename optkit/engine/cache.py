@@ -19,7 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from optkit.types.artifact import Artifact, open_artifact, sidecar_path
+from optkit.types.artifact import Artifact, sidecar_path
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file
 

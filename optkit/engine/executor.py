@@ -142,11 +142,10 @@ class LocalExecutor:
 def _registries() -> dict[str, dict[str, str]]:
     """The plugin registries (dotted paths) as this process has them: one registered at run time (a test's fake
     backend) is seen by a build's child process too."""
-    from optkit.backends import RUNNERS
+    from optkit.backends import BACKENDS
     from optkit.steps.base import STEPS
-    from optkit.types.artifact import OPENERS
 
-    return {"steps": dict(STEPS), "runners": dict(RUNNERS), "openers": dict(OPENERS)}
+    return {"steps": dict(STEPS), "backends": dict(BACKENDS)}
 
 
 def child_entry(fd: int) -> None:
@@ -180,12 +179,10 @@ def child_entry(fd: int) -> None:
     threading.Thread(target=orphaned, daemon=True).start()
     payload = pickle.loads(sys.stdin.buffer.read())
     sys.path[:] = payload["path"]  # the parent's: where its plugins (and a test's fakes) import from
-    from optkit.backends import RUNNERS
+    from optkit.backends import BACKENDS
     from optkit.steps.base import STEPS
-    from optkit.types.artifact import OPENERS
 
-    for registry, entries in ((STEPS, payload["steps"]), (RUNNERS, payload["runners"]),
-                              (OPENERS, payload["openers"])):
+    for registry, entries in ((STEPS, payload["steps"]), (BACKENDS, payload["backends"])):
         registry.update(entries)
     try:
         fn, args = pickle.loads(payload["job"])

@@ -88,7 +88,7 @@ class Outcome:
     def recipe_steps(self) -> list[dict[str, Any]]:
         """The candidate's steps with every choice its build made by timing pinned, so a recipe of them rebuilds
         this very artifact: compile ort-cpu's session settings."""
-        from optkit.steps.compile import ort_session_name
+        from optkit.backends.onnxruntime import ort_session_name
 
         chosen = self.record.details.get("chosen") if self.record and self.record.step == "compile" else None
         steps = []
@@ -239,7 +239,7 @@ def build_candidate(model: str, out: str, steps: list[dict], common: dict[str, A
 
 def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
     from optkit.steps._transformer import has_attention
-    from optkit.types import onnx_io
+    from optkit.backends import onnx_io
     from optkit.types.machine import cpu_flags
 
     model = onnx_io.load_model(source.path)
@@ -313,7 +313,7 @@ def _rebuild_winner(search: Search, out_dir: Path, ui: UI) -> Artifact | None:
     best.yaml`` then builds what is missing itself."""
     from optkit.engine.recipe import Recipe, plan
     from optkit.engine.run import collect_run
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
 
     folder = out_dir / BEST_DIR
     error: Exception | None
@@ -339,7 +339,7 @@ def _seed(final: Artifact, produced: list) -> None:
     """Copy the winner's chain to the outputs best.yaml's producing steps get (its last rows are those steps), up to
     the first step whose name or options differ from what was built: that one and the rest are built by the run."""
     from optkit.engine.cache import lookup_artifact
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     chain = final.chain()
     if len(chain) <= len(produced):
@@ -367,7 +367,8 @@ def copy_artifact(artifact: Artifact, dst: Path, stage: "Staging", moved: dict[s
     import shutil
 
     from optkit.engine.run import REFERENCE_SUFFIX
-    from optkit.types.artifact import sidecar_path, write_sidecar_text
+    from optkit.types.artifact import sidecar_path
+    from optkit.types.sidecar import write_sidecar_text
 
     if artifact.record is None or artifact.path.is_dir():
         raise UsageError(f"{artifact.path} is not a file optkit wrote: it cannot be copied with its ledger")
@@ -403,7 +404,7 @@ def _fp32_onnx(model: str, out_dir: Path, common: dict, ui: UI, quiet: UI,
                export: dict[str, Any]) -> tuple[Artifact, list[dict], Artifact | None]:
     """The fp32 ONNX model every candidate starts from: MODEL itself, or its export (cached); and MODEL when it is
     not that model (a PyTorch model, timed beside the candidates so the speed-up vs the original is measured)."""
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     source = open_artifact(model, weights=Path(common["weights"]) if common["weights"] else None,
                            task=common.get("task"), trust_remote_code=bool(common.get("trust_remote_code")))
@@ -513,7 +514,7 @@ def _land(search: Search, outcome: Outcome, job: Job, got: dict[str, Any], ui: U
           calibration: CalibrationJudge | None) -> None:
     """A build's answer (``build_candidate``'s, from its process or task): the artifact reopened from the step
     cache and checked against its sidecar, then judged."""
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     final, error = None, got["error"]
     if error is None:

@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from optkit.types.artifact import Artifact, open_artifact, sidecar_path, write_sidecar_text
+from optkit.types.artifact import Artifact, sidecar_path
+from optkit.backends.opening import open_artifact
+from optkit.types.sidecar import write_sidecar_text
 from optkit.types.records import Fidelity, Metrics, ParentRef, StepRecord
 from optkit.types.errors import StepError, UsageError
-from optkit.types.files import Staging, build_lock, scratch_root, sha256_file
+from optkit.types.files import Staging, scratch_root, sha256_file
+from optkit.types.runfolder import build_lock
 from optkit.engine.recipe import PlannedStep, Recipe, plan
 from optkit.steps.base import StepContext
 from optkit.types.ui import UI

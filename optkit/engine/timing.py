@@ -15,7 +15,8 @@ from typing import Any
 from optkit.engine.setup import guard
 from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
-from optkit.types.artifact import Artifact, TensorSpec, open_artifact
+from optkit.types.artifact import Artifact, TensorSpec
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import OptkitError
 from optkit.types.records import StepRecord
 from optkit.types.ui import UI

@@ -18,8 +18,8 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     from rich.markup import escape
 
     from optkit.engine.setup import probe
-    from optkit.types.artifact import open_artifact
-    from optkit.types.integrity import verify_digests
+    from optkit.backends.opening import open_artifact
+    from optkit.backends.integrity import verify_digests
     from optkit.eval.data import load_npz
     from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data, usable_threads
     from optkit.eval.metrics import fidelity

@@ -116,7 +116,7 @@ def run_and_report(recipe, base: Path, recipe_path: Path, ui, *, use_cache: bool
     """Run a recipe, judge its gates on the ledger and write report.json/md/html and the manifest into its
     output_dir, also when a step failed (the report says which); the caller only prints and exits."""
     from optkit.engine.run import collect_run
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
 
     out_dir = recipe.output_path(base)
     with run_output_dir(out_dir, force=force):
@@ -159,7 +159,7 @@ def run_all_on(executor, recipes: list[tuple[Any, Path, Path]], ui, *, use_cache
     from optkit.engine.run import build_cpus, build_recipe, ledger_pass
     from optkit.engine.timing import LEDGER_TIMING_FILE
     from optkit.types.errors import OptkitError, StepError, first_line
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
 
     names = [f"{i + 1}:{path.name}" for i, (_, _, path) in enumerate(recipes)]
     started = time.perf_counter()

@@ -20,7 +20,7 @@ def _data(eval_data: Path | None, artifact: str | None) -> dict | None:
 
     path = eval_data
     if path is None and artifact is not None:
-        from optkit.types.artifact import open_artifact
+        from optkit.backends.opening import open_artifact
 
         path = open_artifact(artifact).data.get("eval")
     if path is None:
@@ -74,7 +74,8 @@ def _record(artifact_path: str, best: LoadPoint, points: list[LoadPoint], slo: f
     """The best setting into the artifact's sidecar, where ``optkit report`` shows it; None without a sidecar."""
     import datetime
 
-    from optkit.types.artifact import open_artifact, record_serving
+    from optkit.backends.opening import open_artifact
+    from optkit.types.sidecar import record_serving
     from optkit.types.records import Serving
 
     artifact = open_artifact(artifact_path)

@@ -87,7 +87,7 @@ def _shorter(data, axes: dict[str, dict[int, str]]):
 
 def _attention_fused(path) -> int | None:
     """Attention nodes ONNX Runtime's transformer optimizer makes of an exported graph (None: it has no attention)."""
-    from optkit.types import onnx_io
+    from optkit.backends import onnx_io
     from optkit.steps._transformer import has_attention, optimize_transformer
 
     model = onnx_io.load_model(path)
@@ -236,7 +236,7 @@ class ExportStep(Step):
         if config.exporter == "auto" and exporter == "dynamo":
             exporter, opset, choice = _choose_exporter_for_attention(ctx, eager, export_with, config.opset, opset)
 
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
 
         exported = onnx_io.produced_artifact(ctx.out_tmp, "export", artifact.task)
         from optkit.eval.compare import verify_outputs

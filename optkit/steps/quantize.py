@@ -201,12 +201,12 @@ class QuantizeStep(Step):
         if details.mode == "dynamic" and details.dynamic_convs:
             ctx.ui.warn(f"dynamic int8 quantized {details.dynamic_convs} Conv node(s): ConvInteger is several times "
                         "slower than fp32 on x86 CPUs; use --mode static for conv nets (see the measured speedup)")
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
 
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_tmp, "quantize", artifact.task), details=details)
 
     def _run_inc(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
         from optkit.types.files import scratch_dir
         from optkit.steps.quantize_inc import quantize_inc
 
@@ -223,7 +223,7 @@ class QuantizeStep(Step):
 
     @staticmethod
     def _auto_modes(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> list[str]:
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
 
         ops = {n.op_type for n in onnx_io.load_model(artifact.path).graph.node}
         has_calib = bool(config.calib_data or artifact.data.get("calib") or config.calib_from_eval)
