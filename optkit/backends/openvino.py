@@ -115,7 +115,8 @@ def _quantize_with_accuracy_control(nncf, model, dataset, feeds: list[Feed], con
     scores: list[float] = []
 
     def validate(compiled, items) -> float:
-        indices, chunks = [], {}
+        indices: list[int] = []
+        chunks: dict[int, list[np.ndarray]] = {}
         for index, feed in items:  # NNCF ranks layers on subsets: the score is told which samples it sees
             indices.append(index)
             result = compiled(feed)

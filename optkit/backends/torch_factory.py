@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from optkit.types.errors import UsageError, first_line
 from optkit.types.lazy import require
@@ -44,8 +44,8 @@ def _no_process_exit() -> Iterator[None]:
     optkit with that code having written nothing: ``os._exit`` raises instead while user code runs."""
     real = os._exit
 
-    def refuse(code: int = 0) -> None:
-        raise _FactoryExit(code)
+    def refuse(status: int = 0) -> NoReturn:
+        raise _FactoryExit(status)
 
     os._exit = refuse
     try:
@@ -75,6 +75,9 @@ def import_factory(ref: str) -> Callable[[], Any]:
             # because torch.export / PT2E quantizers resolve classes through it
             name = f"optkit_user_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
             spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:  # only for a name that is not a Python source file
+                raise UsageError(f"cannot import factory '{ref}': {path.name} is not a Python module",
+                                 hint="Name a .py file")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.steps.base import BudgetSearchConfig, Step, StepContext, StepResult
 from optkit.types.artifact import Artifact
@@ -21,7 +21,7 @@ from optkit.types.errors import UsageError
 from optkit.types.records import Check, Details, Verification
 
 if TYPE_CHECKING:
-    from optkit.backends.compiling import AccuracyControl, Calibration, CompileRequest
+    from optkit.backends.compiling import AccuracyControl, Calibration, CompileRequest, CompileTarget
     from optkit.eval.data import EvalData
 
 TARGETS = {  # target -> (output format, suffix, precisions)
@@ -106,16 +106,17 @@ class CompileStep(Step):
     for_speed = True
 
     @classmethod
-    def input_formats(cls, config: CompileConfig) -> tuple[str, ...]:
-        return ("torch",) if config.target == "tflite" else cls.accepts
+    def input_formats(cls, config: BaseModel) -> tuple[str, ...]:
+        return ("torch",) if _config(config).target == "tflite" else cls.accepts
 
     @classmethod
-    def output_format(cls, config: CompileConfig) -> tuple[str, str]:
-        fmt, suffix, _ = TARGETS[config.target]
+    def output_format(cls, config: BaseModel) -> tuple[str, str]:
+        fmt, suffix, _ = TARGETS[_config(config).target]
         return fmt, suffix
 
-    def precheck(self, config: CompileConfig, source: Artifact, base: Path) -> None:
+    def precheck(self, config: BaseModel, source: Artifact, base: Path) -> None:
         """The precision and the runtime are checked before any step of the chain runs."""
+        config = _config(config)
         _, _, precisions = TARGETS[config.target]
         if config.precision not in precisions:
             raise UsageError(f"--target {config.target} does not take --precision {config.precision}",
@@ -123,10 +124,11 @@ class CompileStep(Step):
                                   + (" (int8 for ONNX Runtime: run 'optkit quantize' first)" if config.target == "ort-cpu" else ""))
         _target(config).require()
 
-    def run(self, ctx: StepContext, artifact: Artifact, config: CompileConfig) -> StepResult:
+    def run(self, ctx: StepContext, artifact: Artifact, config: BaseModel) -> StepResult:
         from optkit.backends import backend
         from optkit.backends.onnx_io import int8_kind
 
+        config = _config(config)
         self.precheck(config, artifact, ctx.base)
         if config.precision != "int8" and config.calib_data:
             ctx.ui.warn(f"--calib-data is ignored: only --precision int8 calibrates (this is {config.precision})")
@@ -155,6 +157,7 @@ class CompileStep(Step):
             return verify_outputs(parent, out, ctx.data, atol=config.atol, rtol=config.rtol, batch_sizes=[1, 8],
                                   threads=ctx.settings.threads, what=f"compiled ({config.target})",
                                   hint="Report it; loosen --atol/--rtol only if this drift is acceptable")
+        assert ctx.parent_outputs is not None  # the engine gives a producing step its input's outputs
         check = accuracy_check(ctx.parent_outputs(), outputs_on_data(out, ctx.data, ctx.settings), ctx.data,
                                ctx.settings.metric, config.accuracy_budget, config.min_cosine)
         if not check.ok:
@@ -189,8 +192,15 @@ class CompileStep(Step):
         return text
 
 
-def _target(config: CompileConfig) -> Any:
-    """The backend's build of ``config.target`` (a ``backends.compiling.CompileTarget``)."""
+def _config(config: BaseModel) -> CompileConfig:
+    """The step's own Config (``Step`` methods take any; the engine validated this one against ``Config``)."""
+    if not isinstance(config, CompileConfig):
+        raise TypeError(f"compile was given a {type(config).__name__}, not a CompileConfig")
+    return config
+
+
+def _target(config: CompileConfig) -> "CompileTarget":
+    """The backend's build of ``config.target``."""
     from optkit.backends import backend
 
     return backend(TARGETS[config.target][0]).compile_targets[config.target]
@@ -254,6 +264,7 @@ def _accuracy_control(ctx: StepContext, artifact: Artifact, calib: "EvalData", n
     from optkit.eval.task_metric import resolve_metric
 
     metric = ctx.settings.metric or resolve_metric("cosine", ctx.base)
+    assert metric is not None  # "cosine" is built in
     subset = EvalData(inputs={k: v[:n] for k, v in calib.inputs.items()},
                       labels=calib.labels[:n] if calib.labels is not None else None)
     if metric.needs_labels and subset.labels is None:
@@ -266,7 +277,9 @@ def _accuracy_control(ctx: StepContext, artifact: Artifact, calib: "EvalData", n
         idx = np.asarray(indices)
         ref = {k: v[idx] for k, v in reference.items()}
         labels = subset.labels[idx] if subset.labels is not None else None
-        value = float(metric.evaluate(outputs, {k: v[idx] for k, v in subset.inputs.items()}, labels, ref)["value"])
+        judged = metric.evaluate(outputs, {k: v[idx] for k, v in subset.inputs.items()}, labels, ref)
+        assert judged is not None  # labels and reference outputs are both given
+        value = float(judged["value"])
         return value if metric.higher_is_better else -value
 
     unit = f" {metric.unit}" if metric.unit else ""

@@ -278,7 +278,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_temp(folder: Path) -> list[Path]:
     """Remove temporary files and scratch folders a killed optkit process left in ``folder``."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:

@@ -27,7 +27,7 @@ def _shown(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def check_path_text(value: str | os.PathLike, what: str) -> str:
+def check_path_text(value: str | os.PathLike[str], what: str) -> str:
     """Refuse a path no one could type or see: a NUL byte (the OS cannot even look it up) or another control
     character (a newline in a file name). ``what`` names the option or recipe key."""
     text = os.fspath(value)
@@ -39,7 +39,7 @@ def check_path_text(value: str | os.PathLike, what: str) -> str:
     return text
 
 
-def expand_path(value: str | os.PathLike, what: str) -> str:
+def expand_path(value: str | os.PathLike[str], what: str) -> str:
     """A path as the user meant it: ``~`` and ``$VAR`` / ``${VAR}`` expanded, in a recipe and in a (quoted) option
     alike. An unset variable or an unknown ``~user`` is refused instead of becoming a folder literally named so."""
     text = check_path_text(value, what)
@@ -56,12 +56,12 @@ def expand_path(value: str | os.PathLike, what: str) -> str:
     return os.path.expandvars(expanded)
 
 
-def _link_loop(path: str | os.PathLike, what: str) -> UsageError:
+def _link_loop(path: str | os.PathLike[str], what: str) -> UsageError:
     return UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
                       hint="Fix or remove the link, or choose another path")
 
 
-def real_path(path: str | os.PathLike, what: str) -> Path:
+def real_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` resolved (links followed); a symbolic link loop on the way is a UsageError naming ``what``."""
     try:
         return Path(path).resolve()
@@ -71,7 +71,7 @@ def real_path(path: str | os.PathLike, what: str) -> Path:
         raise _link_loop(path, what) from None
 
 
-def check_reachable(path: str | os.PathLike, what: str) -> None:
+def check_reachable(path: str | os.PathLike[str], what: str) -> None:
     """A symbolic link loop in an input path is named as one (os.stat raises ELOOP), not taken for a missing file."""
     try:
         os.stat(path)

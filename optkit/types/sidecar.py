@@ -61,7 +61,7 @@ def checked_runtime(raw: dict[str, Any] | None) -> dict[str, Any]:
                          hint="Re-create the artifact with 'optkit compile'") from None
 
 
-def validation_text(exc: ValidationError, prefix: tuple = ()) -> str:
+def validation_text(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     err = exc.errors()[0]
     where = ".".join(map(str, (*prefix, *err["loc"])))
     if err["type"] == "extra_forbidden":

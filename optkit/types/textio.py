@@ -12,7 +12,7 @@ YAML_MAX_DEPTH = 64       # nesting of a recipe or spec: far beyond any real one
 YAML_MAX_VALUES = 1_000_000  # values of a recipe or spec with its aliases expanded
 
 
-def read_text_capped(path: str | os.PathLike, cap: int, what: str) -> str:
+def read_text_capped(path: str | os.PathLike[str], cap: int, what: str) -> str:
     """The text of a user's file, refused (UsageError, exit 2) when it is over ``cap`` bytes: a recipe, spec or
     sidecar that large is not one, and reading it whole would only exhaust memory. ``what`` names it."""
     path = Path(path)
