@@ -39,7 +39,7 @@ from optkit.backends import runner_class  # noqa: E402
 from optkit.eval.data import load_npz  # noqa: E402
 from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data  # noqa: E402
 from optkit.eval.task_metric import resolve_metric  # noqa: E402
-from optkit.types.artifact import open_artifact  # noqa: E402
+from optkit.backends.opening import open_artifact  # noqa: E402
 from optkit.types.machine import cpu_flags, int8_dot_product  # noqa: E402
 
 MAX_DROP = 1.0  # points: optimize's default --max-drop, the budget every row is judged on here

@@ -49,7 +49,7 @@ from optkit.report.run import cpu_info  # noqa: E402
 def sample_model(name: str, work: Path):
     """(module, inputs of 8 samples, calibration .npz) of a bundled sample model."""
     from optkit.backends.torch import load_module
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     folder = ROOT / "sample_models" / name
     module = load_module(open_artifact(folder)).eval()

@@ -24,7 +24,7 @@ def _as_numpy(value: Any) -> np.ndarray:
 class Deployed:
     def __init__(self, path: str | Path, threads: int = 0) -> None:
         from optkit.backends import open_runner
-        from optkit.types.artifact import open_artifact
+        from optkit.backends.opening import open_artifact
 
         self.artifact = open_artifact(path)
         self.runner = open_runner(self.artifact, threads)

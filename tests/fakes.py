@@ -4,7 +4,7 @@ measuring, timing, caching, gates and reports can be tested fast and without tor
 A fake artifact is a JSON file ``NAME.fake.json`` holding ``{"scale": s, "cost_us": c}``: its one input
 ``x`` is ``batch x 4``, its one output ``y`` is ``x * scale``, and each call busy-waits ``c`` microseconds
 (a model of known speed). With the ``fake_engine`` fixture such a file is a MODEL like any other
-(``open_artifact`` recognises it through ``OPENERS``), the ``fake`` step turns one into another (faster,
+(``open_artifact`` recognises it through its ``Backend`` in ``BACKENDS``), the ``fake`` step turns one into another (faster,
 slower, less accurate, or failing, as its options say; ``fake_export`` is the same under another name) and
 ``profile`` measures one, so whole recipes run through the real engine, cache, gates and reports.
 """
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.backends import RUNNERS, Runner
+from optkit.backends import BACKENDS, Backend, Runner
 from optkit.steps.base import STEPS, Step, StepContext, StepResult
 from optkit.steps.profile import ProfileStep
-from optkit.types.artifact import OPENERS, Artifact, TensorSpec
+from optkit.types.artifact import Artifact, TensorSpec
 
 SUFFIX = ".fake.json"
 INPUTS = [TensorSpec("x", ("batch", 4), "float32")]
@@ -47,8 +47,12 @@ class FakeRunner(Runner):
 
 
 def open_fake(path: Path) -> Artifact:
-    """``open_artifact``'s reader for ``*.fake.json`` files (registered in ``OPENERS``)."""
+    """``open_artifact``'s reader for ``*.fake.json`` files (``FAKE_BACKEND.open``)."""
     return Artifact(path=Path(path), format="fake", inputs=list(INPUTS), outputs=list(OUTPUTS))
+
+
+FAKE_BACKEND = Backend(format="fake", runner=FakeRunner, recognises=lambda path: path.name.endswith(SUFFIX),
+                       open=open_fake)
 
 
 def fake_artifact(folder: Path, name: str, *, scale: float = 1.0, cost_us: float = 200.0) -> Artifact:
@@ -126,7 +130,7 @@ class FakeQuantizeStep(FakeStep):
 
 
 # (registry, key, dotted path): what the fixture sets for one test and ``register`` for a subprocess's life
-REGISTRATIONS = [(RUNNERS, "fake", "tests.fakes:FakeRunner"), (OPENERS, SUFFIX, "tests.fakes:open_fake"),
+REGISTRATIONS = [(BACKENDS, "fake", "tests.fakes:FAKE_BACKEND"),
                  (STEPS, "fake", "tests.fakes:FakeStep"), (STEPS, "fake_export", "tests.fakes:FakeExportStep")]
 PROFILE_ACCEPTS = (*ProfileStep.accepts, "fake")  # the real profile step measures fake models too
 
@@ -140,8 +144,8 @@ def register() -> None:
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    """Registers the fake runner for this test (RUNNERS maps a format to a dotted path)."""
-    monkeypatch.setitem(RUNNERS, "fake", "tests.fakes:FakeRunner")
+    """Registers the fake backend for this test (BACKENDS maps a format to its descriptor's dotted path)."""
+    monkeypatch.setitem(BACKENDS, "fake", "tests.fakes:FAKE_BACKEND")
     return fake_artifact
 
 

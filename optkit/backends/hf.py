@@ -46,7 +46,9 @@ def _pool(hidden, mask, config: dict[str, Any]):
 def _wrapper(model, task: str, input_names: list[str], modules: list[dict[str, Any]]):
     torch = require("torch", "Hugging Face models")
 
-    class HFTask(torch.nn.Module):
+    module_base: Any = torch.nn.Module
+
+    class HFTask(module_base):
         """Positional tensors in ``input_names`` order -> the task's one output."""
 
         def __init__(self) -> None:
@@ -75,7 +77,7 @@ def _wrapper(model, task: str, input_names: list[str], modules: list[dict[str, A
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in input_names]
-    HFTask.forward.__signature__ = inspect.Signature(params)
+    setattr(HFTask.forward, "__signature__", inspect.Signature(params))
     return HFTask()
 
 
@@ -108,7 +110,7 @@ def _from_bin(auto, folder: Path, weights: Path, kwargs: dict[str, Any]):
 
     from safetensors.torch import save_file
 
-    from optkit.backends.torch import load_state_dict
+    from optkit.backends.torch_factory import load_state_dict
     from optkit.types.files import scratch_folder
 
     state = load_state_dict(weights)  # refuses anything but tensors

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from optkit.backends import Runner
-from optkit.types.artifact import Artifact, TensorSpec
+from optkit.backends import Backend, Runner
+from optkit.backends.compiling import Calibration, Compiled, CompileFacts, CompileRequest, CompileTarget, Feed
+from optkit.types.artifact import Artifact, TensorSpec, sidecar_path
 from optkit.types.errors import MissingDependencyError, UsageError
 
 EXTRA = "pip install 'optkit[tflite]'"
@@ -311,3 +312,75 @@ def model_summary(path: Path) -> dict[str, Any]:
     return {"ops": dict(sorted(ops.items())), "tensor_dtypes": dict(sorted(dtypes.items())),
             "input_dtypes": [np.dtype(d["dtype"]).name for _, d in ins],
             "output_dtypes": [np.dtype(d["dtype"]).name for _, d in outs]}
+
+
+def open_tflite(path: Path) -> Artifact:
+    """A .tflite file: one optkit wrote keeps its record's tensor names (the model's own, from the sidecar); any
+    other is named by its signature."""
+    inputs, outputs = ([], []) if sidecar_path(path).is_file() else read_io_specs(path)
+    return Artifact(path=path, format="tflite", inputs=inputs, outputs=outputs)
+
+
+def _signature_feeds(calibration: Calibration, source: Artifact, channels_last: bool) -> list[Feed]:
+    """Calibration feeds keyed by the .tflite signature's input names (args_0, ...), NHWC where the model takes it."""
+    feeds = []
+    for batch in calibration.feeds:
+        feed = {}
+        for k, spec in enumerate(source.inputs):
+            value = batch[spec.name]
+            feed[f"args_{k}"] = value.transpose(0, 2, 3, 1).copy() if channels_last and value.ndim == 4 else value
+        feeds.append(feed)
+    return feeds
+
+
+def compile_tflite(request: CompileRequest) -> Compiled:
+    """tflite: the torch model converted by litert-torch (fp32), then quantized by ai-edge-quantizer (fp16 weights,
+    int8-dynamic, or int8 calibrated on whole batches of 8 - or of the fixed batch)."""
+    import torch
+
+    from optkit.backends.torch import load_module
+    from optkit.types.files import scratch_dir
+
+    source, ui, precision = request.source, request.ui, request.precision
+    if request.example is None:
+        raise ValueError("converting to .tflite needs an example batch")
+    module = load_module(source)
+    dynamic = source.inputs[0].dynamic_batch if source.inputs else True
+    example = request.example(2 if dynamic else int(source.inputs[0].shape[0]))
+    args = tuple(torch.from_numpy(example[spec.name]) for spec in source.inputs)
+    channels_last = request.options.layout == "nhwc"
+    with scratch_dir() as scratch:  # the float .tflite that quantization starts from
+        float_path = request.out if precision == "fp32" else scratch / "float.tflite"
+        with ui.status("LiteRT: converting with litert-torch"):
+            details = convert_torch(module, args, float_path, dynamic_batch=dynamic, channels_last=channels_last,
+                                    fixed_batch=request.options.fixed_batch)
+        if details.get("dynamic_batch_failed"):
+            ui.warn(f"litert-torch could not convert a dynamic batch ({details['dynamic_batch_failed'][:120]}); "
+                    f"the .tflite takes batch {details['batch']} only (--fixed-batch N for another size)")
+        if precision != "fp32":
+            calib = None
+            if precision == "int8":
+                if request.calibration is None:
+                    raise ValueError("int8 .tflite needs calibration data")
+                per = details["batch"] if isinstance(details["batch"], int) else 8
+                calibration = request.calibration(per)
+                calib = _signature_feeds(calibration, source, channels_last)
+                details["calibration"] = f"{len(calibration.feeds) * per} samples of {calibration.source}"
+            with ui.status(f"LiteRT: quantizing ({precision}) with ai-edge-quantizer"):
+                details.update(quantize(float_path, request.out, precision, calib))
+    batch = details["batch"]
+    inputs, outputs = source.inputs, source.outputs
+    if isinstance(batch, int):
+        inputs, outputs = [s.at_batch(batch) for s in inputs], [s.at_batch(batch) for s in outputs]
+    summary = model_summary(request.out)
+    details.update({"tflite_ops": summary["ops"], "tflite_io_dtypes": {"inputs": summary["input_dtypes"],
+                                                                       "outputs": summary["output_dtypes"]}})
+    out = Artifact(path=request.out, format="tflite", task=source.task, inputs=inputs, outputs=outputs,
+                   runtime={"layout": request.options.layout, "delegate": "xnnpack"})
+    return Compiled(out, CompileFacts(tflite=details))
+
+
+BACKEND = Backend(format="tflite", runner=LiteRTRunner, recognises=lambda path: path.suffix.lower() == ".tflite",
+                  open=open_tflite,
+                  compile_targets={"tflite": CompileTarget(
+                      compile_tflite, require=lambda: require_litert("--target tflite", converter=True))})

@@ -1,4 +1,10 @@
-"""ONNX Runtime backend (CPU execution provider)."""
+"""ONNX Runtime backend: the CPU and CUDA execution providers, and the ort-cpu / ort-cuda compile targets.
+
+ort-cpu   the graph-optimized ONNX model plus the session settings that measured fastest on this machine (a small
+          grid: optimization level, memory pattern, thread spinning; the default settings are a candidate, so the
+          result is never slower than its input), or the pinned ones.
+ort-cuda  ONNX Runtime with the CUDA execution provider (fp32, or fp16 with float32 I/O).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from optkit.backends import Runner
-from optkit.types.artifact import Artifact, checked_runtime
+from optkit.backends import Backend, Runner
+from optkit.backends.compiling import Compiled, CompileFacts, CompileRequest, CompileTarget
+from optkit.backends.onnx_io import looks_like_onnx, open_onnx, produced_artifact
+from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
 from optkit.types.lazy import require
+from optkit.types.sidecar import checked_runtime
 
-
+ORT_SESSIONS: dict[str, dict[str, Any]] = {  # compile --ort-session NAME; the first is ONNX Runtime's default
+    "default": {"graph_optimization_level": "all"},
+    "extended": {"graph_optimization_level": "extended"},
+    "no-mem-pattern": {"graph_optimization_level": "all", "enable_mem_pattern": False},
+    "no-spinning": {"graph_optimization_level": "all", "allow_spinning": False},
+}
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
 
@@ -21,11 +35,12 @@ def session_options(threads: int, tuned: dict[str, Any] | None = None, **overrid
 
     ``tuned`` (from a sidecar) holds only the settings compile records - graph_optimization_level
     (disabled|basic|extended|all), enable_mem_pattern, enable_cpu_mem_arena, allow_spinning - with their
-    types (``types.artifact.OrtSessionSettings``); anything else is a UsageError naming the key, never a
+    types (``types.sidecar.OrtSessionSettings``); anything else is a UsageError naming the key, never a
     setattr (optimized_model_filepath would write a file anywhere). ``overrides`` are optkit's own code's.
     """
-    from optkit.types.artifact import OrtSessionSettings, validation_text
     from pydantic import ValidationError
+
+    from optkit.types.sidecar import OrtSessionSettings, validation_text
 
     ort = require("onnxruntime", "running ONNX models")
     try:
@@ -108,3 +123,68 @@ def ort_offline(src: Path, dst: Path, level: str, threads: int) -> None:
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     so = session_options(threads, graph_optimization_level=levels[level], optimized_model_filepath=str(dst))
     ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def ort_session_name(settings: dict[str, Any]) -> str | None:
+    """The name of recorded session settings (a record's ``chosen``), to pin them in a recipe."""
+    return next((name for name, value in ORT_SESSIONS.items() if value == settings), None)
+
+
+def compile_cpu(request: CompileRequest) -> Compiled:
+    """ort-cpu: the session settings pinned, or each of ``ORT_SESSIONS`` timed side by side and the fastest kept;
+    the graph optimized offline at its level."""
+    source = request.source
+    pinned = request.options.ort_session
+    trials: list[dict[str, Any]] | None = None
+    if pinned is not None:
+        best: dict[str, Any] = {"session": pinned}
+    else:
+        if request.time_candidates is None:
+            raise ValueError("tuning ort-cpu session settings needs a way to time them (time_candidates)")
+        grid = list(ORT_SESSIONS.values())
+        candidates = [Artifact(path=source.path, format="onnx", inputs=source.inputs, outputs=source.outputs,
+                               runtime={"session": settings}) for settings in grid]
+        p50s = request.time_candidates(candidates)
+        trials = [{"session": settings, "p50_ms": p50} for settings, p50 in zip(grid, p50s)]
+        best = min(trials, key=lambda t: t["p50_ms"])
+    ort_offline(source.path, request.out, best["session"]["graph_optimization_level"], request.threads)
+    out = produced_artifact(request.out, "compile", source.task).with_(
+        runtime={"session": best["session"], "providers": ["CPUExecutionProvider"]})
+    return Compiled(out, CompileFacts(tuning=trials, chosen=best["session"],
+                                      hardware_specific=best["session"]["graph_optimization_level"] == "all"))
+
+
+def compile_cuda(request: CompileRequest) -> Compiled:
+    """ort-cuda: the model as it is (fp32), or converted to fp16 with float32 inputs and outputs."""
+    import onnx
+
+    model = onnx.load(str(request.source.path))
+    if request.precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        model = convert_float_to_float16(model, keep_io_types=True)
+        OnnxModel(model).topological_sort()
+    onnx.save_model(model, str(request.out))
+    out = produced_artifact(request.out, "compile", request.source.task).with_(
+        runtime={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
+    return Compiled(out)
+
+
+def require_cuda() -> None:
+    """onnxruntime-gpu with the CUDA provider, and an NVIDIA GPU, or a one-line error naming what is missing."""
+    import onnxruntime as ort
+
+    from optkit.backends.tensorrt import nvidia_gpu_present
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        gpu = "an NVIDIA GPU is present" if nvidia_gpu_present() else "and no NVIDIA GPU was found either"
+        raise UsageError(f"--target ort-cuda needs onnxruntime-gpu, which is not installed ({gpu})",
+                         hint="On a machine with an NVIDIA GPU: pip install 'optkit[tensorrt]' (brings onnxruntime-gpu)")
+    if not nvidia_gpu_present():
+        raise UsageError("--target ort-cuda needs an NVIDIA GPU and none was found", hint="Run it on a GPU machine")
+
+
+BACKEND = Backend(format="onnx", runner=OrtRunner, recognises=looks_like_onnx, open=open_onnx,
+                  compile_targets={"ort-cpu": CompileTarget(compile_cpu, require=lambda: None),
+                                   "ort-cuda": CompileTarget(compile_cuda, require=require_cuda)})

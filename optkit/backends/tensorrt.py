@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from optkit.backends import Runner
+from optkit.backends import Backend, Runner
+from optkit.backends.compiling import Compiled, CompileFacts, CompileRequest, CompileTarget
 from optkit.types.artifact import Artifact, TensorSpec
 from optkit.types.errors import MissingDependencyError, StepError, UsageError
 
@@ -159,3 +160,23 @@ class TensorRTRunner(Runner):
         self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
         return {n: t.float().cpu().numpy() for n, t in outputs.items()}
+
+
+def compile_engine(request: CompileRequest) -> Compiled:
+    """tensorrt: one engine with one optimization profile; int8 only from an explicitly quantized (QDQ) model."""
+    from optkit.backends.onnx_io import is_qdq
+
+    source = request.source
+    if request.precision == "int8" and not is_qdq(source.path):
+        raise UsageError("TensorRT int8 needs an explicitly quantized (QDQ) model",
+                         hint="Run 'optkit quantize --mode static' first, then compile the QDQ model")
+    profiles = profile_shapes(source.inputs, request.options.shapes)
+    facts = build_engine(source.path, request.out, precision=request.precision, profiles=profiles,
+                         workspace_gb=request.options.workspace_gb)
+    out = Artifact(path=request.out, format="tensorrt", task=source.task, inputs=source.inputs,
+                   outputs=source.outputs, runtime={"device": "cuda"})
+    return Compiled(out, CompileFacts.model_validate(facts))
+
+
+BACKEND = Backend(format="tensorrt", runner=TensorRTRunner,
+                  compile_targets={"tensorrt": CompileTarget(compile_engine, require=require_tensorrt)})

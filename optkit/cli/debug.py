@@ -30,7 +30,8 @@ def debug(
 ) -> None:
     """Rank layers by quantization error (SQNR, cosine; activations and weights) and print an exclude: snippet."""
     from optkit.cli.common import print_json
-    from optkit.types.files import Staging, check_output_path, dumps_json
+    from optkit.types.files import Staging, dumps_json
+    from optkit.backends.ownership import check_output_path
     from optkit.types.ui import UI
     from optkit.eval.qdebug import debug_models, render_debug
 

@@ -51,7 +51,8 @@ def optimize(
     from optkit.optimize.space import Budget
     from optkit.report.optimize import headline, optimize_markdown, write_optimize_outputs
     from optkit.types.errors import GateError, UsageError
-    from optkit.types.files import expand_path, real_path, resolve_ref, run_output_dir
+    from optkit.types.paths import expand_path, real_path, resolve_ref
+    from optkit.types.runfolder import run_output_dir
     from optkit.types.ui import UI
 
     if not output.strip():

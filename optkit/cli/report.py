@@ -22,9 +22,10 @@ def report(
 
     from optkit.cli.common import emit_ledger
     from optkit.report.folder import is_output_folder
-    from optkit.types.artifact import open_artifact, sidecar_path
+    from optkit.backends.opening import open_artifact
+    from optkit.types.artifact import sidecar_path
     from optkit.types.errors import UsageError
-    from optkit.types.integrity import verify_digests
+    from optkit.backends.integrity import verify_digests
     from optkit.types.ui import UI
 
     if is_output_folder(Path(artifact)):
@@ -45,7 +46,7 @@ def _report_folder(folder: Path, json_out: bool, markdown: bool, strict: bool) -
     from optkit.cli.common import emit_ledger, print_json
     from optkit.report.folder import read_folder
     from optkit.types.ledger import ledger_rows
-    from optkit.types.integrity import verify_digests
+    from optkit.backends.integrity import verify_digests
     from optkit.types.ui import UI
 
     found = read_folder(folder)

@@ -82,7 +82,7 @@ def _one(recipe: Recipe, base: Path, path: Path, ui: UI, *, use_cache: bool, for
     """One recipe run and judged (engine), its reports written (report), its output folder held throughout."""
     from optkit.engine.outcome import run_and_judge
     from optkit.report.run import write_run_report
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
 
     with run_output_dir(recipe.output_path(base), force=force):
         outcome = run_and_judge(recipe, base, ui, use_cache=use_cache, retime=retime)
@@ -97,7 +97,7 @@ def _all_at_once(executor: Executor, loaded: list[tuple[Recipe, Path, Path]], ui
 
     from optkit.engine.outcome import run_all_on
     from optkit.report.run import write_run_report
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
 
     with contextlib.ExitStack() as held:
         for recipe, base, _ in loaded:

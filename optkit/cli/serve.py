@@ -104,7 +104,7 @@ def _serve_section(path: Path) -> ServeConfig:
     """The ``serve:`` section of a YAML file, validated (unknown keys and bad values named)."""
     import yaml
 
-    from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
+    from optkit.types.textio import RECIPE_CAP, load_yaml, read_text_capped
 
     try:
         raw = load_yaml(read_text_capped(path, RECIPE_CAP, "--config"))  # nesting and size limited, as recipes

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from optkit.types.ledger import Profile
-from optkit.types.artifact import Artifact, open_artifact, sidecar_path
+from optkit.types.artifact import Artifact, sidecar_path
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import UsageError
 from optkit.types.files import sha256_file
 

@@ -22,8 +22,8 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     from optkit.eval.measure import MeasureSettings, measure_side_by_side, metric_of, outputs_on_data, usable_threads
     from optkit.eval.metrics import fidelity
     from optkit.eval.task_metric import metric_for, resolve_metric
-    from optkit.types.artifact import open_artifact
-    from optkit.types.integrity import verify_digests
+    from optkit.backends.opening import open_artifact
+    from optkit.backends.integrity import verify_digests
 
     if len(refs) < 2:
         raise UsageError("compare needs at least two artifacts", hint="Give the baseline first, then the others")

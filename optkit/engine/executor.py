@@ -164,8 +164,7 @@ class _Payload:
 
     path: list[str]
     steps: dict[str, str]
-    runners: dict[str, str]
-    openers: dict[str, str]
+    backends: dict[str, str]
     job: bytes
 
     @classmethod
@@ -173,11 +172,10 @@ class _Payload:
         import pickle
         import sys
 
-        from optkit.backends import RUNNERS
+        from optkit.backends import BACKENDS
         from optkit.steps.base import STEPS
-        from optkit.types.artifact import OPENERS
 
-        return cls(list(sys.path), dict(STEPS), dict(RUNNERS), dict(OPENERS), pickle.dumps((job.fn, job.args)))
+        return cls(list(sys.path), dict(STEPS), dict(BACKENDS), pickle.dumps((job.fn, job.args)))
 
 
 def child_entry(fd: int) -> None:
@@ -211,11 +209,10 @@ def child_entry(fd: int) -> None:
     threading.Thread(target=orphaned, daemon=True).start()
     payload: _Payload = pickle.loads(sys.stdin.buffer.read())
     sys.path[:] = payload.path  # the parent's: where its plugins (and a test's fakes) import from
-    from optkit.backends import RUNNERS
+    from optkit.backends import BACKENDS
     from optkit.steps.base import STEPS
-    from optkit.types.artifact import OPENERS
 
-    for registry, entries in ((STEPS, payload.steps), (RUNNERS, payload.runners), (OPENERS, payload.openers)):
+    for registry, entries in ((STEPS, payload.steps), (BACKENDS, payload.backends)):
         registry.update(entries)
     try:
         fn, args = pickle.loads(payload.job)

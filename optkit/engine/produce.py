@@ -23,7 +23,9 @@ from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings, Measurement, measure, outputs_on_data
 from optkit.eval.metrics import fidelity, output_stats
 from optkit.steps.base import StepContext
-from optkit.types.artifact import Artifact, open_artifact, sidecar_path, write_sidecar_text
+from optkit.types.artifact import Artifact, sidecar_path
+from optkit.backends.opening import open_artifact
+from optkit.types.sidecar import write_sidecar_text
 from optkit.types.errors import StepError
 from optkit.types.files import Staging, scratch_root, sha256_file
 from optkit.types.ledger import Profile

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from optkit.types.errors import UsageError
-from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
+from optkit.types.textio import RECIPE_CAP, load_yaml, read_text_capped
 from optkit.types.serve_config import ServeConfig
 from optkit.engine.gates import Gate
 from optkit.steps.base import STEPS, Step, step_class
@@ -87,7 +87,7 @@ class Recipe(BaseModel):
 
     def output_path(self, base: Path) -> Path:
         """The run's output directory (relative to the recipe's folder unless absolute; ``~`` and ``$VAR`` expanded)."""
-        from optkit.types.files import expand_path, real_path
+        from optkit.types.paths import expand_path, real_path
 
         at = _where(self._origin, self._text, ("output_dir",))
         what = f"{at}: output_dir" if at else "output_dir"
@@ -305,7 +305,7 @@ INPUT_PATHS = {"model": "MODEL", "weights": "--weights", "eval_data": "--eval-da
 def _check_input_paths(recipe: Recipe, base: Path) -> None:
     """Every input path as ``resolve_ref`` will read it: no NUL byte or control character, no unset $VAR, no
     symbolic link loop (each named by its key, or by its option for a command's one-step recipe)."""
-    from optkit.types.files import resolve_ref
+    from optkit.types.paths import resolve_ref
 
     for key, flag in INPUT_PATHS.items():
         value = getattr(recipe, key)
@@ -318,7 +318,7 @@ def _output_of(recipe: Recipe, base: Path, i: int, entry: StepEntry, fmt: str, s
     """Where step ``i`` writes: its ``output`` (``-o``) with ``~``/``$VAR`` expanded, else OUTPUT_DIR/NN_STEP.SUFFIX.
     Refused before any work: a path of control characters or an unset variable, a link (writing would replace what
     it points at), a link loop, and a trailing '/' (a folder) where the step writes one file."""
-    from optkit.types.files import expand_path, real_path, refuse_link
+    from optkit.types.paths import expand_path, real_path, refuse_link
 
     if entry.output:
         at = _where(recipe._origin, recipe._text, ("steps", i, "output"))

@@ -20,7 +20,7 @@ from optkit.engine.versions import tool_versions
 from optkit.eval.task_metric import resolve_metric
 from optkit.types.artifact import Artifact, sidecar_path
 from optkit.types.errors import StepError, UsageError
-from optkit.types.files import build_lock
+from optkit.types.runfolder import build_lock
 from optkit.types.ledger import Profile
 from optkit.types.ui import UI
 

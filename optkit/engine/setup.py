@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -13,9 +13,11 @@ from optkit.engine.recipe import PlannedStep, Recipe
 from optkit.eval.data import EvalData, load_npz, specs_from_data, synthetic
 from optkit.eval.measure import MeasureSettings
 from optkit.eval.task_metric import Metric
-from optkit.types.artifact import Artifact, TensorSpec, open_artifact, optkit_wrote, sidecar_path
+from optkit.types.artifact import Artifact, TensorSpec, sidecar_path
+from optkit.backends.opening import open_artifact
+from optkit.backends.ownership import optkit_wrote
 from optkit.types.errors import OptkitError, StepError, UsageError, first_line
-from optkit.types.files import resolve_ref as resolve
+from optkit.types.paths import resolve_ref as resolve
 from optkit.types.files import sha256_file
 from optkit.types.ui import UI
 
@@ -90,7 +92,7 @@ def with_hf_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
     """A Hugging Face model with its ``text_data`` tokenized (or its ``image_data`` preprocessed) into eval and
     calib splits (``optkit-data/`` beside the run's first output); the source records the data, the tokenizer or
     processor files and their digests."""
-    from optkit.types.hf import TEXT_TASKS, read_config, tokenizer_files
+    from optkit.backends.hf_folder import TEXT_TASKS, read_config, tokenizer_files
 
     src = artifact.source
     option, wanted = ("--image-data", "image classifier") if recipe.image_data else ("--text-data", "text model")
@@ -128,7 +130,8 @@ def check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui
     """Every output path is checked before any work: never the input model's files, the data, the
     recipe, a device, a directory, or a file optkit did not write. Stale temp files a killed run left
     in an output folder are removed."""
-    from optkit.types.files import check_output_path, remove_stale_temp
+    from optkit.backends.ownership import check_output_path
+    from optkit.types.files import remove_stale_temp
 
     protected = [*source.files(), source.path, sidecar_path(source.path), *source.data.values()]
     if source.reference:
@@ -144,9 +147,14 @@ def check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui
                           folder_output=fmt == "torch", what=f"{ps.step.name} output")
         if fmt == "openvino":  # the IR's weights file beside it is written too
             check_output_path(ps.output.with_suffix(".bin"), protected=protected, protected_dirs=protected_dirs,
-                              what=f"{ps.step.name} weights", owned=lambda _p, xml=ps.output: optkit_wrote(xml))
+                              what=f"{ps.step.name} weights", owned=_weights_of(ps.output))
         for stale in remove_stale_temp(ps.output.parent):
             ui.warn(f"removed {stale.name}, left in {stale.parent} by an optkit process that was killed")
+
+
+def _weights_of(xml: Path) -> Callable[[Path], bool]:
+    """An IR's .bin is optkit's when the .xml beside it is (the sidecar records both)."""
+    return lambda _bin: optkit_wrote(xml)
 
 
 def checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artifact, ui: UI) -> MeasureSettings:
@@ -166,7 +174,7 @@ def checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artifa
 
 def import_factory_first(artifact: Artifact) -> None:
     if artifact.source.get("kind") == "factory":
-        from optkit.backends.torch import import_factory
+        from optkit.backends.torch_factory import import_factory
 
         import_factory(artifact.source["factory"])  # an import error is the first thing to report
 

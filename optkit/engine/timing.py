@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 from optkit.engine.setup import guard
 from optkit.eval.data import EvalData
 from optkit.eval.measure import MeasureSettings
-from optkit.types.artifact import Artifact, TensorSpec, open_artifact
+from optkit.types.artifact import Artifact, TensorSpec
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import OptkitError
 from optkit.types.records import Latency, StepRecord
 from optkit.types.ui import UI

@@ -20,7 +20,7 @@ def _mapping_get(node: yaml.MappingNode, key: Any) -> tuple[yaml.Node, yaml.Node
 
 def locate(text: str, loc: tuple[Any, ...]) -> tuple[int, int] | None:
     """1-based (line, column) of the last element of ``loc`` in ``text``; None when it cannot be found."""
-    from optkit.types.files import yaml_loader
+    from optkit.types.textio import yaml_loader
 
     try:
         node = yaml.compose(text, Loader=yaml_loader())  # nesting limited, as when the recipe was read

@@ -285,7 +285,7 @@ def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, sampl
     """``optkit debug``: rank the int8 model's layers against its float model on calibration samples."""
     import onnx
 
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
     from optkit.types.errors import UsageError
     from optkit.eval.data import load_npz
     from optkit.backends.onnxruntime import preprocess_for_quantization

@@ -36,7 +36,7 @@ def rebuild_winner(recipe_keys: dict[str, Any], winner: Outcome, out_dir: Path, 
     best.yaml`` then builds what is missing itself."""
     from optkit.engine.recipe import Recipe, plan
     from optkit.engine.run import collect_run
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
 
     folder = out_dir / BEST_DIR
     built = winner.built
@@ -68,7 +68,7 @@ def _seed(final: Artifact, produced: list[PlannedStep]) -> None:
     """Copy the winner's chain to the outputs best.yaml's producing steps get (its last rows are those steps), up to
     the first step whose name or options differ from what was built: that one and the rest are built by the run."""
     from optkit.engine.cache import lookup_artifact
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     chain = final.chain()
     if len(chain) <= len(produced):
@@ -96,7 +96,8 @@ def copy_artifact(artifact: Artifact, dst: Path, stage: Staging, moved: dict[str
     already copied (old path -> new), whose rows then name their copies; the reference outputs follow the copy
     when they sit beside ``artifact`` (as a run's first step writes them)."""
     from optkit.engine.produce import REFERENCE_SUFFIX
-    from optkit.types.artifact import sidecar_path, write_sidecar_text
+    from optkit.types.artifact import sidecar_path
+    from optkit.types.sidecar import write_sidecar_text
 
     if artifact.record is None or artifact.path.is_dir():
         raise UsageError(f"{artifact.path} is not a file optkit wrote: it cannot be copied with its ledger")

@@ -140,7 +140,7 @@ class Builder:
     def land(self, outcome: Outcome, job: Job, got: BuildOutcome) -> None:
         """A build's answer, from its process or task: the artifact reopened from the step cache and checked
         against its sidecar, then judged."""
-        from optkit.types.artifact import open_artifact
+        from optkit.backends.opening import open_artifact
 
         final, error = None, got.error
         if error is None:

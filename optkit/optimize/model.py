@@ -187,7 +187,7 @@ class Outcome:
     def recipe_steps(self) -> list[dict[str, Any]]:
         """The candidate's steps with every choice its build made by timing pinned, so a recipe of them rebuilds
         this very artifact: compile ort-cpu's session settings."""
-        from optkit.steps.compile import ort_session_name
+        from optkit.backends.onnxruntime import ort_session_name
 
         chosen = self.record.details.get("chosen") if self.record and self.record.step == "compile" else None
         steps = []

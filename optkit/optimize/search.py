@@ -54,7 +54,7 @@ def parse_duration(text: str) -> float:
 
 def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
     from optkit.steps._transformer import has_attention
-    from optkit.types import onnx_io
+    from optkit.backends import onnx_io
     from optkit.types.machine import cpu_flags
 
     model = onnx_io.load_model(source.path)
@@ -114,7 +114,7 @@ def _fp32_onnx(model: str, out_dir: Path, settings: CandidateSettings, ui: UI, q
     """The fp32 ONNX model every candidate starts from: MODEL itself, or its export (cached); and MODEL when it is
     not that model (a PyTorch model, timed beside the candidates so the speed-up vs the original is measured)."""
     from optkit.engine.run import collect_run
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     source = open_artifact(model, weights=Path(settings.weights) if settings.weights else None,
                            task=settings.task, trust_remote_code=bool(settings.trust_remote_code))

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optkit.types.artifact import Artifact, open_artifact, sidecar_path
+from optkit.types.artifact import Artifact, sidecar_path
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import UsageError
 from optkit.types.ledger import RunReport
 from optkit.types.records import Latency

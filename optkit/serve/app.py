@@ -38,7 +38,7 @@ class ModelServer:
 
     def __init__(self, artifact_path: str | Path, config: ServeConfig, name: str | None = None) -> None:
         from optkit.backends import open_runner
-        from optkit.types.artifact import open_artifact
+        from optkit.backends.opening import open_artifact
 
         self.artifact = open_artifact(artifact_path)
         self.config = config

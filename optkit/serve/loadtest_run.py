@@ -41,7 +41,7 @@ class LoadtestRun:
 def _data(eval_data: Path | None, artifact: str | None) -> dict[str, np.ndarray] | None:
     path = eval_data
     if path is None and artifact is not None:
-        from optkit.types.artifact import open_artifact
+        from optkit.backends.opening import open_artifact
 
         path = open_artifact(artifact).data.get("eval")
     if path is None:
@@ -96,7 +96,8 @@ def measure(run: LoadtestRun) -> LoadtestResult:
 
 def record_best(run: LoadtestRun, result: LoadtestResult, best: LoadPoint) -> str | None:
     """The best setting into the artifact's sidecar, where ``optkit report`` shows it; None without a sidecar."""
-    from optkit.types.artifact import open_artifact, record_serving
+    from optkit.backends.opening import open_artifact
+    from optkit.types.sidecar import record_serving
     from optkit.types.records import Serving
 
     artifact = open_artifact(run.target)

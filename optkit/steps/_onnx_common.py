@@ -37,7 +37,7 @@ def save_model(model, path: Path) -> None:
 
 def finish(ctx: StepContext, parent: Artifact, config: ExactConfig, what: str, hint: str) -> tuple[Artifact, Verification]:
     """Check the written file, read its specs, and compare it with its parent on evaluation data."""
-    from optkit.types import onnx_io
+    from optkit.backends import onnx_io
     from optkit.eval.compare import verify_outputs
 
     out = onnx_io.produced_artifact(ctx.out_path, what, parent.task)

@@ -273,7 +273,7 @@ def factory_model_check(art: Artifact) -> None:
 
 def factory_model(art: Artifact):
     """The architecture as ``art``'s factory builds it (untrained): what pruned shapes are recorded against."""
-    from optkit.backends.torch import import_factory
+    from optkit.backends.torch_factory import import_factory
 
     factory_model_check(art)
     return import_factory(art.source["factory"])()
@@ -288,7 +288,7 @@ def write_folder(module, like: Artifact, out_dir: Path, final_dir: Path, structu
     attributes in optkit.yaml's ``structure`` (see ``backends.torch.apply_structure``).
     """
     torch = torch_module()
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     source = like.source
     out_dir.mkdir(parents=True, exist_ok=False)

@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from optkit.types.artifact import Artifact, open_artifact
+from optkit.types.artifact import Artifact
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import StepError, UsageError
 from optkit.types.records import Details
-from optkit.types.files import resolve_ref as resolve
+from optkit.types.paths import resolve_ref as resolve
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps import _training as tr
 

@@ -89,7 +89,7 @@ def _shorter(data, axes: dict[str, dict[int, str]]):
 
 def _attention_fused(path) -> int | None:
     """Attention nodes ONNX Runtime's transformer optimizer makes of an exported graph (None: it has no attention)."""
-    from optkit.types import onnx_io
+    from optkit.backends import onnx_io
     from optkit.steps._transformer import has_attention, optimize_transformer
 
     model = onnx_io.load_model(path)
@@ -172,7 +172,7 @@ class ExportStep(Step):
 
     def run(self, ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
         from optkit.backends.torch import count_macs, load_module
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
         from optkit.types.lazy import require
 
         require("torch", "export")  # named for this step before the model's own loading asks for it

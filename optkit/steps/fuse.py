@@ -147,7 +147,7 @@ class FuseStep(Step):
 
     def run(self, ctx: StepContext, artifact: Artifact, config: FuseConfig) -> StepResult:
         from optkit.backends.onnxruntime import ort_offline
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
         from optkit.types.files import scratch_dir
         from optkit.types.ui import quiet_libraries
 

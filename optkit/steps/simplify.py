@@ -67,7 +67,7 @@ class SimplifyStep(Step):
     Details = SimplifyDetails
 
     def run(self, ctx: StepContext, artifact: Artifact, config: SimplifyConfig) -> StepResult:
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
         from optkit.types.ui import quiet_libraries
 
         model = onnx_io.load_model(artifact.path)

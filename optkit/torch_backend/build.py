@@ -112,7 +112,7 @@ def build(entry: Path, frozen, inputs: GraphInputs, samples: list[dict[str, np.n
     from optkit.engine.recipe import load_recipe
     from optkit.engine.outcome import run_and_judge
     from optkit.report.run import write_run_report
-    from optkit.types.files import run_output_dir
+    from optkit.types.runfolder import run_output_dir
     from optkit.types.errors import StepError
     from optkit.types.ui import UI, quiet_libraries
 

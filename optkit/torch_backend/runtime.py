@@ -179,7 +179,7 @@ class CompiledGraph:
 
     def _open_and_check(self, args):
         from optkit.backends import open_runner
-        from optkit.types.artifact import open_artifact
+        from optkit.backends.opening import open_artifact
 
         try:
             artifact = open_artifact(self.entry / self.record["artifact"])

@@ -1,7 +1,8 @@
-"""File helpers: content digests and all-or-nothing writes.
+"""File helpers: content digests, all-or-nothing writes, temporary and scratch names.
 
 A step never leaves a half-written artifact: everything it writes goes to temporary names in the
-destination folder and is renamed into place only once every file is complete and verified.
+destination folder and is renamed into place only once every file is complete and verified. Checking
+an output path before the work is ``types/paths.py``; a run's output folder, ``types/runfolder.py``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import stat
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from optkit.types.errors import UsageError
 
@@ -28,7 +29,6 @@ _TEMP_RE = re.compile(r"^\.(?:.+\.(?:tmp|old)|optkit-scratch)-(?P<pid>\d+)-(?P<t
 # which machine made a temporary name: in a cache folder shared by several machines (a Ray cluster), a pid is only
 # checked on the machine it belongs to
 _HOST = hashlib.sha256(platform.node().encode()).hexdigest()[:6]
-BUILD_LOCK = ".optkit-build.lock"
 _SCRATCH_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("optkit_scratch_root", default=None)
 
 
@@ -82,7 +82,7 @@ class Staging:
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
         self._created_dirs: list[Path] = []
-        self._expected: dict[Path, tuple | None] = {}  # final -> what stood there when it was checked (None: nothing)
+        self._expected: dict[Path, _FileState | None] = {}  # final -> what stood there when it was checked (None: nothing)
         self._committed = False
 
     def __enter__(self) -> "Staging":
@@ -183,17 +183,24 @@ def _tag() -> str:
     return f"{os.getpid()}-{_HOST}{uuid.uuid4().hex[:8]}"
 
 
+_FileState = tuple[int, ...]  # what stands at a path: its type, device, inode (and for a file, size and times)
 # What each output path held when ``check_output_path`` accepted it (None: nothing), taken by the ``Staging`` that
 # writes it, so a file that appears there during the run (or a change to optkit's own previous output) is seen at
 # commit instead of replaced.
-_CHECKED: dict[str, tuple | None] = {}
+_CHECKED: dict[str, _FileState | None] = {}
 
 
 def _key(path: Path) -> str:
     return os.path.abspath(path)
 
 
-def _state(path: Path) -> tuple | None:
+def remember_checked(final: Path) -> None:
+    """Note what stands at ``final`` now (an output path just checked): the ``Staging`` that writes it refuses to
+    publish over anything else found there at commit."""
+    _CHECKED[_key(final)] = _state(final)
+
+
+def _state(path: Path) -> _FileState | None:
     """What stands at ``path`` (not following a link): None when nothing; a file by its inode, size and times; a
     folder (a model folder optkit wrote) by its inode only, as importing its model.py adds __pycache__ to it."""
     try:
@@ -271,7 +278,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_temp(folder: Path) -> list[Path]:
     """Remove temporary files and scratch folders a killed optkit process left in ``folder``."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
@@ -314,257 +321,6 @@ def scratch_folder() -> Iterator[Path]:
             yield Path(tmp)
 
 
-# ----------------------------------------------------------------------------- paths as the user wrote them
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_VAR = re.compile(r"\$(?:\{(?P<braced>[^}]*)\}|(?P<name>\w+))")
-PATH_RULES = "optkit expands ~ and $VAR in paths, in recipes and options alike"
-
-
-def _shown(text: str) -> str:
-    """``text`` with control characters written as escapes: an error stays one readable line."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
-
-
-def check_path_text(value: str | os.PathLike, what: str) -> str:
-    """Refuse a path no one could type or see: a NUL byte (the OS cannot even look it up) or another control
-    character (a newline in a file name). ``what`` names the option or recipe key."""
-    text = os.fspath(value)
-    bad = _CONTROL.search(text)
-    if bad:
-        kind = "a NUL byte" if bad.group() == "\0" else f"a control character ({_shown(bad.group())})"
-        raise UsageError(f"{what}: the path '{_shown(text)}' contains {kind}",
-                         hint="Give a path of printable characters")
-    return text
-
-
-def expand_path(value: str | os.PathLike, what: str) -> str:
-    """A path as the user meant it: ``~`` and ``$VAR`` / ``${VAR}`` expanded, in a recipe and in a (quoted) option
-    alike. An unset variable or an unknown ``~user`` is refused instead of becoming a folder literally named so."""
-    text = check_path_text(value, what)
-    for m in _VAR.finditer(text):
-        name = m["braced"] if m["braced"] is not None else m["name"]
-        if name not in os.environ:
-            raise UsageError(f"{what}: the path '{text}' names the environment variable ${name}, which is not set",
-                             hint=f"Set {name}, or write the path out ({PATH_RULES})")
-    expanded = os.path.expanduser(text) if text.startswith("~") else text
-    if expanded.startswith("~"):
-        user = expanded[1:].split("/", 1)[0]
-        raise UsageError(f"{what}: the path '{text}' starts with ~{user}, but there is no such user",
-                         hint=f"Write the path out ({PATH_RULES})")
-    return os.path.expandvars(expanded)
-
-
-def _link_loop(path: str | os.PathLike, what: str) -> UsageError:
-    return UsageError(f"{what}: {path} is, or goes through, a symbolic link loop",
-                      hint="Fix or remove the link, or choose another path")
-
-
-def real_path(path: str | os.PathLike, what: str) -> Path:
-    """``path`` resolved (links followed); a symbolic link loop on the way is a UsageError naming ``what``."""
-    try:
-        return Path(path).resolve()
-    except (RuntimeError, OSError) as exc:  # Python before 3.13 raises RuntimeError for a loop
-        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
-            raise
-        raise _link_loop(path, what) from None
-
-
-def check_reachable(path: str | os.PathLike, what: str) -> None:
-    """A symbolic link loop in an input path is named as one (os.stat raises ELOOP), not taken for a missing file."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _link_loop(path, what) from None
-
-
-def refuse_link(path: Path, what: str) -> None:
-    """An output path that is a symbolic link is refused: replacing it would write into whatever it points at."""
-    if path.is_symlink():
-        raise UsageError(f"{what} {path} is a symbolic link; optkit never writes through a link",
-                         hint="Give the real path, or remove the link")
-
-
-# ----------------------------------------------------------------------------- where optkit may write
-
-def is_inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def check_output_path(path: str | Path, *, protected: Iterable[Path] = (), protected_dirs: Iterable[Path] = (),
-                      folder_output: bool = False, what: str = "output", owned=None) -> Path:
-    """Refuse, before any work, an output path optkit must not write: the empty path, a device or other
-    special file, the input model's files (or anything already in its folder), a directory where a file
-    goes (or a file where a folder goes), a file or folder optkit did not write (no sidecar beside it;
-    ``owned(path)`` decides instead for outputs that have none), or a place that cannot be written.
-    Returns the resolved path."""
-    from optkit.types.artifact import optkit_wrote, sidecar_path
-
-    if str(path).strip() == "":
-        raise UsageError(f"the {what} path is empty", hint="Give a file name, e.g. -o model.onnx")
-    check_path_text(path, f"the {what}")
-    raw = Path(path)
-    final = real_path(raw, f"the {what}")
-    refuse_link(raw, f"the {what}")
-    if any(final == Path(p).resolve() for p in protected) or any(
-            is_inside(final, Path(d).resolve()) and final.exists() for d in protected_dirs):
-        raise UsageError(f"the {what} {raw} is a file of the input model; optkit never overwrites its input",
-                         hint="Choose another output path")
-    if final.exists():
-        mode = os.stat(final).st_mode
-        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            raise UsageError(f"the {what} {raw} is a device or special file, not a regular file",
-                             hint="Choose a regular file path")
-        if stat.S_ISDIR(mode) and not folder_output:
-            raise UsageError(f"the {what} {raw} is an existing directory", hint="Give a file path inside it, e.g. -o DIR/model.onnx")
-        if stat.S_ISREG(mode) and folder_output:
-            raise UsageError(f"the {what} {raw} is an existing file, but this step writes a model folder",
-                             hint="Choose a folder path that does not exist yet")
-        if not (owned(final) if owned is not None else optkit_wrote(final)):
-            # a sidecar makes it optkit's only if it parses as one and records this file's sha256 (not a '{}')
-            why = "" if owned is not None else (f" (no {sidecar_path(final).name} beside it)" if not sidecar_path(final).exists()
-                                                else f" ({sidecar_path(final).name} beside it does not record its sha256)")
-            raise UsageError(f"the {what} {raw} exists and optkit did not write it{why}; optkit never overwrites "
-                             "other files", hint="Delete or move it, or choose another output path")
-    parent = final.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"cannot create the {what} {raw}: {parent} is a file, not a folder", hint="Choose another output path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write the {what} {raw}: {parent} is not writable", hint="Choose a writable folder")
-    _CHECKED[_key(final)] = _state(final)  # its Staging refuses to publish over anything else found there at commit
-    return final
-
-
-# ----------------------------------------------------------------------------- a run's output folder
-
-RUN_MARKER = ".optkit-run"  # in every output_dir optkit created; a folder without it (or a manifest) is the user's
-MANIFEST = "manifest.json"
-_LEGACY_MANIFEST_KEYS = {"recipe", "recipe_sha256", "versions", "files"}
-
-
-def written_by_optkit(out_dir: Path) -> bool:
-    """Whether ``out_dir`` is a run's output folder: optkit's marker is in it, or (a folder from before the marker)
-    its manifest.json parses as optkit's and every file it lists is there with the sha256 it recorded. A
-    manifest.json of the user's own never makes a folder optkit's."""
-    out_dir = Path(out_dir)
-    if (out_dir / RUN_MARKER).is_file():
-        return True
-    try:
-        manifest = json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not files or not (
-            manifest.get("optkit_manifest") or _LEGACY_MANIFEST_KEYS <= set(manifest)):
-        return False
-    for rel, entry in files.items():
-        path = out_dir / str(rel)
-        if not isinstance(entry, dict) or ".." in Path(str(rel)).parts or not path.is_file() or path.is_symlink():
-            return False
-        try:
-            if sha256_file(path) != entry.get("sha256"):
-                return False
-        except OSError:
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def run_output_dir(out_dir: Path, *, force: bool = False, what: str = "output_dir") -> Iterator[None]:
-    """Hold ``out_dir`` for one ``optkit run``: refuse a non-empty folder of the user's (no marker, no
-    manifest) unless ``force``; create it with the marker; lock it, so a second run into it exits 2
-    naming the holder's pid. A folder this created is removed again if the run ends before writing
-    anything into it (e.g. a bad input found after the check)."""
-    check_path_text(out_dir, what)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{what} {out_dir} is a file, not a folder", hint="Set it to a folder path")
-    created = not out_dir.exists()
-    if created:
-        check_output_path(out_dir, folder_output=True, what=what)
-        out_dir.mkdir(parents=True)
-    else:
-        ours = written_by_optkit(out_dir)
-        if not ours and any(out_dir.iterdir()) and not force:
-            raise UsageError(f"{what} {out_dir} already holds files optkit did not write",
-                             hint="Choose an empty or new output_dir, or pass --force to write into it anyway")
-        if not ours and not any(out_dir.iterdir()):
-            created = True  # an empty folder becomes optkit's
-    if created:
-        (out_dir / RUN_MARKER).write_text("written by optkit: this folder holds optkit's outputs\n")
-    try:
-        with _locked(out_dir / ".optkit.lock", out_dir):
-            yield
-    except BaseException:
-        if created and {p.name for p in out_dir.iterdir()} <= {RUN_MARKER, ".optkit.lock", BUILD_LOCK}:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path, what: Path) -> Iterator[None]:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise UsageError(f"another optkit run (pid {holder}) is writing to {what}",
-                             hint="Wait for it to finish, or choose another output_dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
-def build_lock(folder: Path) -> Iterator[None]:
-    """Held while a step builds into ``folder``: a second builder (another worker of a cluster sharing the cache
-    folder) waits, then finds the first one's result in the cache instead of writing the same files beside it."""
-    import fcntl
-
-    folder = Path(folder)
-    created = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-        if created and [p.name for p in folder.iterdir()] == [BUILD_LOCK]:  # nothing was built: leave no folder
-            with contextlib.suppress(OSError):
-                (folder / BUILD_LOCK).unlink()
-                for made in created:
-                    made.rmdir()
-
-
-def resolve_ref(base: Path, value: str | None, what: str = "path") -> str | None:
-    """A recipe path relative to the recipe's folder, ``~`` and ``$VAR`` expanded and a link loop refused
-    (``expand_path``, ``check_reachable``; ``what`` names the key in errors); ``pkg.module:fn`` references stay."""
-    if value is None:
-        return None
-    if value.startswith("hf:"):  # a Hugging Face model id, resolved through the hub's cache
-        return value
-    value = expand_path(value, what)
-    target, sep, attr = value.rpartition(":")
-    if sep and target.endswith(".py"):
-        target = target if Path(target).is_absolute() else str(base / target)
-        check_reachable(target, what)
-        return f"{target}:{attr}"
-    if sep and target and "/" not in target and not Path(value).exists():
-        return value
-    path = value if Path(value).is_absolute() else str(base / value)
-    check_reachable(path, what)
-    return path
-
-
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
     """A temporary folder for a step's intermediate files, inside the run's output folder when the engine set
@@ -572,70 +328,3 @@ def scratch_dir() -> Iterator[Path]:
     directory is left alone (it is process-wide): every tool is given paths inside this folder."""
     with scratch_folder() as tmp:
         yield tmp
-
-
-# ------------------------------------------------------------------------------ user text files, capped
-
-RECIPE_CAP = 1 << 20      # a recipe or a model spec (optkit.yaml): 1 MiB
-YAML_MAX_DEPTH = 64       # nesting of a recipe or spec: far beyond any real one, far below Python's recursion limit
-YAML_MAX_VALUES = 1_000_000  # values of a recipe or spec with its aliases expanded
-
-
-def read_text_capped(path: str | os.PathLike, cap: int, what: str) -> str:
-    """The text of a user's file, refused (UsageError, exit 2) when it is over ``cap`` bytes: a recipe, spec or
-    sidecar that large is not one, and reading it whole would only exhaust memory. ``what`` names it."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        data = fh.read(cap + 1)
-    if len(data) > cap:
-        size = path.stat().st_size
-        raise UsageError(f"{what} {path} is {size:,} bytes; optkit reads at most {cap:,} ({cap >> 20} MiB)",
-                         hint=f"Is {path.name} the right file?")
-    return data.decode()
-
-
-def yaml_loader():
-    """A safe YAML loader class that refuses nesting deeper than ``YAML_MAX_DEPTH`` with a YAML error (PyYAML's
-    composer recurses per level: 100,000 nested brackets would end in a RecursionError)."""
-    global _DepthLimitedLoader
-    if _DepthLimitedLoader is None:
-        import yaml
-
-        class DepthLimitedLoader(yaml.SafeLoader):
-            _depth = 0
-
-            def compose_node(self, parent, index):
-                self._depth += 1
-                try:
-                    if self._depth > YAML_MAX_DEPTH:
-                        event = self.peek_event()
-                        raise yaml.composer.ComposerError(
-                            None, None, f"nested more than {YAML_MAX_DEPTH} levels deep", event.start_mark)
-                    node = super().compose_node(parent, index)
-                finally:
-                    self._depth -= 1
-                # values once aliases are expanded (what validating walks): '&a [x, x]' nested ten levels of
-                # '[*a, *a, ...]' is a few lines of YAML and billions of values
-                sizes = self.__dict__.setdefault("_sizes", {})
-                if id(node) not in sizes:
-                    children = (node.value if isinstance(node, yaml.SequenceNode) else
-                                [n for kv in node.value for n in kv] if isinstance(node, yaml.MappingNode) else [])
-                    sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
-                    if sizes[id(node)] > YAML_MAX_VALUES:
-                        raise yaml.composer.ComposerError(
-                            None, None, f"expands to more than {YAML_MAX_VALUES:,} values (through aliases)",
-                            node.start_mark)
-                return node
-
-        _DepthLimitedLoader = DepthLimitedLoader
-    return _DepthLimitedLoader
-
-
-_DepthLimitedLoader = None
-
-
-def load_yaml(text: str):
-    """``yaml.safe_load`` with the nesting limit of ``yaml_loader`` (raises ``yaml.YAMLError``)."""
-    import yaml
-
-    return yaml.load(text, Loader=yaml_loader())  # a SafeLoader subclass: no arbitrary objects

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 from optkit.types.errors import MissingDependencyError
 
@@ -29,7 +30,7 @@ KNOWN = {
 }
 
 
-def load_dotted(target: str):
+def load_dotted(target: str) -> Any:
     """The object a registry entry ``"package.module:name"`` names, imported now (registries of steps, runners
     and spec readers name their code this way so nothing heavy is imported before it is used)."""
     module, _, attr = target.partition(":")

@@ -38,7 +38,7 @@ class UI:
     def progress(self, text: str) -> Iterator[Callable[[str], None]]:
         """A status line the caller updates (``update(text)``); off a terminal, each new text is one line."""
         if self.quiet or not self.err.is_terminal:
-            last = [None]
+            last: list[str | None] = [None]
 
             def say(new: str) -> None:
                 if new != last[0] and not self.quiet:
@@ -53,7 +53,7 @@ class UI:
 
 
 @contextlib.contextmanager
-def quiet_libraries():
+def quiet_libraries() -> Iterator[None]:
     """Exporters and graph tools print progress to stdout and warnings to stderr: keep optkit's output clean."""
     loggers = [logging.getLogger(n) for n in (
         "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnxruntime", "onnxslim", "nncf", "openvino", "")]  # "": the root logger (ORT quantization logs there)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from optkit.backends.torch import load_module
-from optkit.types.artifact import open_artifact
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import UsageError
 from tests.hf_models import bert_folder, sentence_folder, sentences
 

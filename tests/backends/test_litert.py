@@ -19,7 +19,8 @@ if not all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert
     pytest.skip("the LiteRT extra is not installed (pip install 'optkit[tflite]')", allow_module_level=True)
 
 from optkit.backends import litert  # noqa: E402
-from optkit.types.artifact import Artifact, TensorSpec, open_artifact  # noqa: E402
+from optkit.types.artifact import Artifact, TensorSpec  # noqa: E402
+from optkit.backends.opening import open_artifact
 from tests.conftest import invoke  # noqa: E402
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from optkit.backends import open_runner, runner_class
-from optkit.types.artifact import open_artifact
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import UsageError
 
 

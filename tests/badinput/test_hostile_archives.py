@@ -46,7 +46,7 @@ def test_profile_refuses_a_hostile_pt2_too(hostile_pt2, tiny, tmp_path, variant)
 
 
 def test_a_pt2_over_the_size_cap_is_refused_unread(tiny_pt2, tiny, tmp_path, monkeypatch):
-    import optkit.backends.torch as torch_backend
+    import optkit.backends.pt2 as torch_backend
 
     monkeypatch.setattr(torch_backend, "PT2_MAX_BYTES", 4096)  # tiny.pt2 is some 10 KiB: over this cap
     check_case(["export", tiny_pt2, "--eval-data", tiny["eval"], "-o", tmp_path / "out" / "m.onnx", *B], 2,

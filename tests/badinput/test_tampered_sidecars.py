@@ -204,7 +204,7 @@ def test_files_a_sidecar_names_are_confined(genuine_chain, tmp_path, make, needl
 
 
 def test_an_oversized_sidecar_is_not_read(genuine_chain, tmp_path):
-    from optkit.types.artifact import MAX_SIDECAR_BYTES
+    from optkit.types.sidecar import MAX_SIDECAR_BYTES
 
     model = copy_chain(genuine_chain, tmp_path / "m")
     with open(_sidecar(model), "r+b") as fh:

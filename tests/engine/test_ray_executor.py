@@ -239,7 +239,7 @@ def test_optimize_on_ray_survives_a_killed_worker_and_finds_what_the_local_execu
     assert "timed alone on" in (tmp_path / "ray" / "report.md").read_text()
     for c in on_ray["candidates"]:  # every artifact whole: its files match its sidecar, nothing half-written
         if c["status"] == "built":
-            from optkit.types.artifact import open_artifact
+            from optkit.backends.opening import open_artifact
 
             art = open_artifact(c["artifact"])
             assert art.digest() == art.record.sha256
@@ -301,7 +301,7 @@ def test_two_builders_of_one_step_share_it_without_corrupting_it(tiny, tmp_path)
     assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
     reports = [json.loads(o[0]) for o in outs]
     assert sorted(len(r["cached_steps"]) for r in reports) == [0, 1]  # one built, the other waited and reused it
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     art = open_artifact(shared)
     assert art.digest() == art.record.sha256

@@ -152,7 +152,7 @@ def _gemm(path: Path, weights: np.ndarray, scale: float = 1.0) -> Path:
 @pytest.fixture
 def tiny_weights_models(tmp_path):
     """A random-weight model whose outputs are ~1e-9, its exact copy, one 1.5x off, and one that outputs zeros."""
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     w = np.random.default_rng(1).standard_normal((8, 4)) * 1e-9
     return {name: open_artifact(_gemm(tmp_path / f"{name}.onnx", w, scale))
@@ -182,7 +182,7 @@ def test_verify_outputs_refuses_nan_from_the_reference_as_bad_input(tmp_path):
     import onnx
     from onnx import TensorProto as T, helper as h
 
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     graph = h.make_graph([h.make_node("Log", ["x"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 8])],
                          [h.make_tensor_value_info("y", T.FLOAT, ["batch", 8])])

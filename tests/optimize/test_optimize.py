@@ -274,7 +274,7 @@ def test_the_winners_copy_and_the_output_folders_print_their_ledgers(optimized):
     """Item 6: best.onnx has a sidecar of its own (its paths the copy's, its digest the copy's bytes), so `optkit
     report DIR/best.onnx` prints the ledger; so does `optkit report DIR` (the candidates' table, then the winner's
     ledger) and `optkit report DIR/best` (a run folder: its final artifact's ledger, with the run's timings)."""
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     out = optimized.out
     best = open_artifact(out / "best.onnx")
@@ -302,7 +302,7 @@ def test_the_winners_copy_and_the_output_folders_print_their_ledgers(optimized):
 def test_a_copied_openvino_ir_keeps_its_bin_and_its_ledger(tiny_onnx, tmp_path):
     """Item 6 for a winner in OpenVINO IR: the .bin is copied beside the .xml and the sidecar's digest covers both."""
     from optkit.optimize.best import copy_artifact
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
     from optkit.types.files import Staging
 
     ir = tmp_path / "ir" / "model.xml"
@@ -454,7 +454,7 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
     from optkit.optimize.space import CandidateRecipe
     from optkit.report.optimize import optimize_markdown, optimize_report
     from optkit.steps.base import STEPS
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
     from optkit.types.ui import UI
 
     monkeypatch.setitem(STEPS, "fake_slow", "tests.fakes:FakeSlowStep")

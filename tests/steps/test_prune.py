@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from optkit.backends.torch import load_module
-from optkit.types.artifact import open_artifact
+from optkit.backends.opening import open_artifact
 from tests.conftest import FAST, invoke, run_cli, sidecar
 
 NO_MEASURE = ["--no-measure"]

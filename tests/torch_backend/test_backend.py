@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def sample(name: str):
     from optkit.backends.torch import load_module
-    from optkit.types.artifact import open_artifact
+    from optkit.backends.opening import open_artifact
 
     module = load_module(open_artifact(ROOT / "sample_models" / name)).eval()
     with np.load(ROOT / "sample_models" / name / "eval.npz") as data:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optkit.types.artifact import open_artifact, parse_input_shape
+from optkit.backends.opening import open_artifact
+from optkit.types.artifact import parse_input_shape
 from optkit.types.errors import UsageError
 
 

@@ -57,7 +57,7 @@ def test_sha256(tmp_path):
 
 def test_output_checks_refuse_what_optkit_did_not_write(tmp_path):
     from optkit.types.errors import UsageError
-    from optkit.types.files import check_output_path
+    from optkit.backends.ownership import check_output_path
 
     weights = tmp_path / "model" / "weights.pt"
     weights.parent.mkdir()
@@ -81,7 +81,7 @@ def test_output_checks_refuse_what_optkit_did_not_write(tmp_path):
 
 def test_unwritable_folder_is_refused_before_work(tmp_path, monkeypatch):
     from optkit.types.errors import UsageError
-    from optkit.types.files import check_output_path
+    from optkit.backends.ownership import check_output_path
 
     monkeypatch.setattr(os, "access", lambda *a, **k: False)  # as root, chmod cannot make a folder read-only
     with pytest.raises(UsageError, match="not writable"):
@@ -119,7 +119,7 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
 
 def test_run_output_dir_refuses_a_users_folder_and_locks(tmp_path):
     from optkit.types.errors import UsageError
-    from optkit.types.files import RUN_MARKER, run_output_dir
+    from optkit.types.runfolder import RUN_MARKER, run_output_dir
 
     users = tmp_path / "users"
     users.mkdir()
@@ -137,7 +137,7 @@ def test_run_output_dir_refuses_a_users_folder_and_locks(tmp_path):
     with run_output_dir(fresh):
         assert (fresh / RUN_MARKER).is_file()
         other = subprocess.run(
-            [sys.executable, "-c", "import sys; from optkit.types.files import run_output_dir\n"
+            [sys.executable, "-c", "import sys; from optkit.types.runfolder import run_output_dir\n"
              f"with run_output_dir({str(fresh)!r}): pass"], capture_output=True, text=True)
         assert other.returncode != 0 and f"pid {os.getpid()}" in other.stderr
     with pytest.raises(UsageError):  # a run that fails before writing anything takes its new folder away again
@@ -196,7 +196,7 @@ def test_commit_keeps_a_folder_that_appeared(tmp_path):
 def test_what_the_output_check_saw_is_what_commit_expects(tmp_path):
     """The window runs from check_output_path (before any work), not only from staging."""
     from optkit.types.errors import UsageError
-    from optkit.types.files import check_output_path
+    from optkit.backends.ownership import check_output_path
 
     model = tmp_path / "m.onnx"
     check_output_path(model)  # nothing there yet
@@ -229,7 +229,7 @@ def test_publish_new_never_replaces(tmp_path, monkeypatch, renameat2):
 
 def test_expand_path(tmp_path, monkeypatch):
     from optkit.types.errors import UsageError
-    from optkit.types.files import expand_path
+    from optkit.types.paths import expand_path
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("OPTKIT_T_OUT", "/data/out")
@@ -249,7 +249,8 @@ def test_expand_path(tmp_path, monkeypatch):
 
 def test_link_loops_and_links_at_the_output_are_refused(tmp_path):
     from optkit.types.errors import UsageError
-    from optkit.types.files import check_output_path, real_path
+    from optkit.backends.ownership import check_output_path
+    from optkit.types.paths import real_path
 
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     ours = tmp_path / "ours.onnx"
@@ -269,7 +270,7 @@ def test_link_loops_and_links_at_the_output_are_refused(tmp_path):
 def test_a_folder_is_optkits_by_its_marker_or_a_true_manifest_only(tmp_path):
     import json
 
-    from optkit.types.files import RUN_MARKER, written_by_optkit
+    from optkit.types.runfolder import RUN_MARKER, written_by_optkit
 
     folder = tmp_path / "out"
     folder.mkdir()

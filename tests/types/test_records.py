@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from optkit.steps.base import step_class
-from optkit.types.artifact import SIDECAR_VERSION, _check_sidecar
+from optkit.types.sidecar import SIDECAR_VERSION, check_sidecar as _check_sidecar
 from optkit.types.records import Check, Metrics, StepRecord
 
 OLD = json.loads((Path(__file__).parent / "data" / "sidecar_v1_74f9a62.json").read_text())

@@ -11,18 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optkit.types import artifact as art_mod
-from optkit.types.artifact import (
-    SidecarRefused,
-    checked_runtime,
-    checked_sidecar_file,
-    open_artifact,
-    optkit_wrote,
-    sidecar_path,
-)
+from optkit.types import sidecar as art_mod
+from optkit.types.sidecar import SidecarRefused, checked_runtime, checked_sidecar_file
+from optkit.backends.opening import open_artifact
+from optkit.backends.ownership import optkit_wrote
+from optkit.types.artifact import sidecar_path
 from optkit.types.errors import UsageError
-from optkit.types.files import RUN_MARKER, sha256_file
-from optkit.types.integrity import check_digests, verify_digests
+from optkit.types.runfolder import RUN_MARKER
+from optkit.types.files import sha256_file
+from optkit.backends.integrity import check_digests, verify_digests
 
 
 def _copy(tiny_onnx: Path, folder: Path) -> Path:
@@ -37,7 +34,7 @@ def _copy(tiny_onnx: Path, folder: Path) -> Path:
 
 def test_every_runtime_setting_compile_writes_is_accepted():
     from optkit.backends.openvino import PRECISION_HINT
-    from optkit.steps.compile import ORT_SESSIONS
+    from optkit.backends.onnxruntime import ORT_SESSIONS
 
     for session in ORT_SESSIONS.values():
         runtime = {"session": session, "providers": ["CPUExecutionProvider"]}

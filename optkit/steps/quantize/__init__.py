@@ -61,7 +61,7 @@ class QuantizeStep(Step):
 
     def run(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
         from optkit.eval.measure import static_batch
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
         from optkit.types.files import scratch_dir
         from optkit.types.ui import quiet_libraries
 
@@ -112,7 +112,7 @@ class QuantizeStep(Step):
 
     def _run_inc(self, ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
         from optkit.steps.quantize.inc import quantize_inc
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
         from optkit.types.files import scratch_dir
 
         with scratch_dir() as scratch:
@@ -128,7 +128,7 @@ class QuantizeStep(Step):
 
     @staticmethod
     def _auto_modes(artifact: Artifact, config: QuantizeConfig) -> list[str]:
-        from optkit.types import onnx_io
+        from optkit.backends import onnx_io
 
         ops = {n.op_type for n in onnx_io.load_model(artifact.path).graph.node}
         has_calib = bool(config.calib_data or artifact.data.get("calib") or config.calib_from_eval)

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from optkit.types.errors import UsageError
-from optkit.types.files import RECIPE_CAP, load_yaml, read_text_capped
+from optkit.types.textio import RECIPE_CAP, load_yaml, read_text_capped
 
 SPEC_FILE = "optkit.yaml"
 

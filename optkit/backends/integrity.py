@@ -16,14 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from optkit.types.artifact import (
-    Artifact,
-    recorded_files,
-    regular_files_digest,
-    sidecar_path,
-)
+from optkit.backends.ownership import recorded_files
+from optkit.types.artifact import Artifact, sidecar_path
 from optkit.types.errors import OptkitError, UsageError
 from optkit.types.records import StepRecord
+from optkit.types.sidecar import regular_files_digest
 
 
 @dataclass(frozen=True)

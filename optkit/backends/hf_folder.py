@@ -165,6 +165,7 @@ def hf_specs(source: dict[str, Any], config: dict[str, Any]) -> tuple[list[tuple
     """(inputs, outputs) as (name, shape, dtype): token inputs dynamic in batch and sequence (``token_type_ids``
     where the model has segment embeddings), the task's one output."""
     task = source["task"]
+    inputs: list[tuple[str, tuple[int | str, ...], str]]
     if task == "image-classification":
         channels, size = int(config.get("num_channels", 3)), config.get("image_size", 224)
         h, w = (size, size) if isinstance(size, int) else tuple(size)

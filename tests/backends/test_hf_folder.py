@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from optkit.types.artifact import open_artifact
+from optkit.backends.opening import open_artifact
 from optkit.types.errors import UsageError
-from optkit.types.hf import detect_task, hf_source, resolve_hub, weight_files
+from optkit.backends.hf_folder import detect_task, hf_source, resolve_hub, weight_files
 from tests.hf_models import bert_folder, sentence_folder
 
 

@@ -79,3 +79,33 @@ def read_io_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 def node_count(model) -> int:
     return len(model.graph.node)
+
+
+def int8_kind(path: Path) -> str | None:
+    """How an ONNX model is already quantized: 'QDQ' (static), 'dynamic' (integer ops), or None (float)."""
+    ops = {n.op_type for n in load_model(path, external_data=False).graph.node}
+    if "QuantizeLinear" in ops:
+        return "QDQ"
+    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}:
+        return "dynamic"
+    return None
+
+
+def is_qdq(path: Path) -> bool:
+    return int8_kind(path) == "QDQ"
+
+
+def looks_like_onnx(path: Path) -> bool:
+    """An ONNX file: named .onnx, or starting as a ModelProto does (field 1, ir_version, a varint: byte 0x08)."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    if path.suffix.lower() in (".pt", ".pth", ".pt2", ".npz", ".tflite"):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x08"
+
+
+def open_onnx(path: Path) -> Artifact:
+    inputs, outputs = read_io_specs(path)
+    return Artifact(path=path, format="onnx", inputs=inputs, outputs=outputs)
