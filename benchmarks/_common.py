@@ -36,11 +36,11 @@ def print_checks(checks: list[tuple[str, bool, str]], title: str = "acceptance")
 def print_machine() -> None:
     """The CPU every figure below was measured on: model, cores, and the SIMD flags that decide int8 speed."""
     sys.path.insert(0, str(ROOT))
-    from optkit.report.run import cpu_info
+    from optkit.types.machine import cpu_info
 
     cpu = cpu_info()
-    print(f"# CPU: {cpu.get('model')} ({cpu.get('logical_cores')} logical cores); SIMD: "
-          f"{', '.join(cpu.get('simd') or []) or 'none of avx2/avx512f/avx512_vnni/avx512_bf16/amx'}")
+    print(f"# CPU: {cpu.model} ({cpu.logical_cores} logical cores); SIMD: "
+          f"{', '.join(cpu.simd or []) or 'none of avx2/avx512f/avx512_vnni/avx512_bf16/amx'}")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -253,7 +253,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="optkit_torch_backend_"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # inductor's cold compile is cold too
-    vnni = "avx512_vnni" in (cpu_info().get("simd") or [])
+    vnni = "avx512_vnni" in (cpu_info().simd or [])
     checks = []
     for name in args.models:
         model, inputs, calib = encoder_model(work) if name == "encoder" else sample_model(name, work)

@@ -92,3 +92,74 @@ def test_ruff_finds_nothing():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "optkit", "tests", "benchmarks"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def test_the_type_checker_finds_nothing(tmp_path):
+    """mypy over the package ([tool.mypy]): strict where the records flow (types, engine, optimize, report), so a
+    result read by a key that does not exist, or a record passed where a dict was, fails here and not in a run."""
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-1000:]
+
+
+def _python_files() -> list[Path]:
+    return sorted((ROOT / "optkit").rglob("*.py"))
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+    """A module owns one idea and a function does one thing: past these sizes both stopped doing so here before."""
+    import ast
+
+    long_modules, long_functions = [], []
+    for path in _python_files():
+        text = path.read_text()
+        name = str(path.relative_to(ROOT))
+        if text.count("\n") > 400:
+            long_modules.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f"{name}:{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long_modules == [] and long_functions == [], "\n".join(long_modules + long_functions)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports_of(path: Path, module: str, known: set[str]) -> set[str]:
+    """The optkit modules ``path`` imports anywhere in its text (lazy imports inside functions too)."""
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n in known}
+    return found - {module}
+
+
+def test_no_import_circle_inside_a_package():
+    """Modules of one package that import each other (at any depth, lazily or not) are one idea cut in two or a
+    record in the wrong place: each package's import graph is acyclic."""
+    import graphlib
+
+    files = {_module_name(p): p for p in _python_files()}
+    graph = {m: _imports_of(p, m, set(files)) for m, p in files.items()}
+    circles = []
+    for package in {m.rpartition(".")[0] for m in files}:
+        inside = {m: {d for d in deps if d.rpartition(".")[0] == package} for m, deps in graph.items()
+                  if m.rpartition(".")[0] == package}
+        try:
+            graphlib.TopologicalSorter(inside).prepare()
+        except graphlib.CycleError as err:
+            circles.append(" -> ".join(err.args[1]))
+    assert circles == [], "\n".join(circles)

@@ -105,7 +105,7 @@ def machine_facts() -> dict[str, Any]:
     from optkit.types.machine import cpu_flags, cpu_info
 
     cpu = cpu_info()
-    return {"cpu": [cpu.get("model"), cpu.get("logical_cores"), cpu.get("simd"), sorted(cpu_flags())],
+    return {"cpu": [cpu.model, cpu.logical_cores, cpu.simd, sorted(cpu_flags())],
             "versions": tool_versions(all_backends=True), "optkit_source": optkit_source_digest()}
 
 

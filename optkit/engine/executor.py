@@ -32,7 +32,7 @@ def measure_resource(cpu_model: str | None = None) -> str:
     if cpu_model is None:
         from optkit.types.machine import cpu_info
 
-        cpu_model = str(cpu_info().get("model") or "unknown")
+        cpu_model = cpu_info().model
     return MEASURE_PREFIX + (re.sub(r"[^A-Za-z0-9.-]+", "_", cpu_model).strip("_") or "unknown")
 
 
@@ -48,8 +48,7 @@ class NodeInfo:
 def node_info() -> NodeInfo:
     from optkit.types.machine import cpu_info
 
-    model = cpu_info().get("model")
-    return NodeInfo(platform.node(), os.getpid(), str(model) if model is not None else None)
+    return NodeInfo(platform.node(), os.getpid(), cpu_info().model)
 
 
 @dataclass

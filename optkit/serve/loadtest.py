@@ -22,6 +22,7 @@ from optkit.types.errors import UsageError
 from optkit.types.serve_config import ServeConfig
 
 if TYPE_CHECKING:
+    from optkit.types.records import CpuInfo
     from optkit.serve.client import Pool
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -74,18 +75,18 @@ class LoadtestResult:
     points: list[LoadPoint]
     best: LoadPoint | None  # the highest throughput within the SLO (without errors)
     slo_p99_ms: float | None
-    cpu: dict[str, Any]  # types.machine.cpu_info: the machine the figures were measured on
+    cpu: CpuInfo  # the machine the figures were measured on
 
     @property
     def cpu_text(self) -> str:
-        return f"{self.cpu.get('model')}, {self.cpu.get('logical_cores')} cores, {' '.join(self.cpu.get('simd') or [])}"
+        return self.cpu.text
 
     @property
     def settings_tried(self) -> int:
         return len({tuple(p.setting().items()) for p in self.points})
 
     def to_json(self) -> dict[str, Any]:
-        return {"written_by": "optkit loadtest", "target": self.target, "cpu": self.cpu, "slo_p99_ms": self.slo_p99_ms,
+        return {"written_by": "optkit loadtest", "target": self.target, "cpu": self.cpu.to_json(), "slo_p99_ms": self.slo_p99_ms,
                 "points": [p.to_dict() for p in self.points], "best": self.best.to_dict() if self.best else None}
 
 

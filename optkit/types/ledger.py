@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from optkit.types.records import Accuracy, Fidelity, Latency, Metrics, OutputStats, Serving, StepRecord
+from optkit.types.records import Accuracy, CpuInfo, Fidelity, Latency, Metrics, OutputStats, Serving, StepRecord
 
 # the ledger's headline latency, and each entry of its latency_all, in the order the ledger has always written
 _HEADLINE_LATENCY = ("p50_ms", "p90_ms", "p99_ms", "throughput", "batch_size", "threads")
@@ -138,7 +138,7 @@ class CompareRow(Row):
 class Environment(Row):
     """The machine and libraries a report's figures come from."""
 
-    cpu: dict[str, Any]  # types/machine.cpu_info(): model, logical_cores, simd, machine
+    cpu: CpuInfo
     os: str
     python: str
     versions: dict[str, str]
@@ -146,16 +146,15 @@ class Environment(Row):
 
     @property
     def cpu_model(self) -> str:
-        return str(self.cpu.get("model"))
+        return self.cpu.model
 
     @property
     def cores(self) -> int | None:
-        cores = self.cpu.get("logical_cores")
-        return cores if isinstance(cores, int) else None
+        return self.cpu.logical_cores
 
     @property
     def simd(self) -> list[str]:
-        return list(self.cpu.get("simd") or [])
+        return list(self.cpu.simd or [])
 
 
 class RunReport(Row):

@@ -5,7 +5,10 @@ import os
 import platform
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optkit.types.records import CpuInfo
 
 # the flags that change which precision is fast: int8 dot products (VNNI, AMX), native bf16 and fp16
 SIMD_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16",
@@ -37,13 +40,14 @@ def native_bf16(flags: set[str]) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def cpu_info() -> dict[str, Any]:
+def cpu_info() -> CpuInfo:
     """The CPU the figures were measured on: model name, cores, and the SIMD flags that decide int8 speed."""
-    info: dict[str, Any] = {"machine": platform.machine(), "logical_cores": os.cpu_count()}
+    from optkit.types.records import CpuInfo
+
     fields = _cpuinfo()
     if fields is None:
-        info["model"] = platform.processor() or "unknown"
-        return info
-    info["model"] = fields.get("model name", platform.processor() or "unknown")
-    info["simd"] = sorted(cpu_flags() & SIMD_FLAGS)
-    return info
+        return CpuInfo(machine=platform.machine(), logical_cores=os.cpu_count(),
+                       model=platform.processor() or "unknown")
+    return CpuInfo(machine=platform.machine(), logical_cores=os.cpu_count(),
+                   model=fields.get("model name", platform.processor() or "unknown"),
+                   simd=sorted(cpu_flags() & SIMD_FLAGS))

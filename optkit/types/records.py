@@ -66,6 +66,21 @@ class Fidelity(Record):
     min_cosine: float
 
 
+class CpuInfo(Record):
+    """The CPU figures are measured on (``types/machine.cpu_info``): model name, cores, and the SIMD flags that decide
+    int8/bf16 speed (absent where /proc/cpuinfo could not be read)."""
+
+    machine: str
+    logical_cores: int | None = None
+    model: str = "unknown"
+    simd: list[str] | None = None
+
+    @property
+    def text(self) -> str:
+        """``MODEL, N cores, FLAGS``: how every figure's machine is named."""
+        return f"{self.model}, {self.logical_cores} cores, {' '.join(self.simd or [])}"
+
+
 class Serving(Record):
     """The best serving setting ``optkit loadtest ARTIFACT`` measured for an artifact: the highest throughput whose
     p99 met the SLO, under closed-loop load from a client on the same machine."""

@@ -190,7 +190,7 @@ def test_timings_are_not_reused_when_what_they_depend_on_changed(tiny_onnx, tmp_
     same = json.loads(invoke(*args, "--budget-s", "0.06").stdout)
     assert same["timing_reused_from"] and all(c["cached"] for c in same["candidates"] if c["status"] == "built")
     real = machine.cpu_info
-    monkeypatch.setattr(machine, "cpu_info", lambda: {**real(), "model": "another CPU"})
+    monkeypatch.setattr(machine, "cpu_info", lambda: real().model_copy(update={"model": "another CPU"}))
     other_cpu = json.loads(invoke(*args, "--budget-s", "0.06").stdout)
     assert other_cpu["timing_reused_from"] is None
     (out / "work" / "timing.json").write_text("{not json")
