@@ -126,7 +126,7 @@ def _run_with_outputs(model_path: Path, names: list[str], data: EvalData, sample
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def _fake_quant(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+def _fake_quant(x: np.ndarray, scale: np.ndarray | np.float64, zero_point: np.ndarray) -> np.ndarray:
     info = np.iinfo(zero_point.dtype)
     q = np.clip(np.round(x / scale) + zero_point.astype(np.float64), info.min, info.max)
     return (q - zero_point.astype(np.float64)) * scale
@@ -215,9 +215,9 @@ def rank_dynamic(float_path: Path, data: EvalData | None = None, scratch: Path |
             if x is None or x.ndim < 2:
                 continue
             lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-            scale = (hi - lo) / 255 if hi > lo else 1.0
-            zp = np.array(np.clip(np.round(-lo / scale), 0, 255), dtype=np.uint8)
-            median, worst = channel_sqnr_db(x, _fake_quant(x, np.float64(scale), zp))
+            act_scale = (hi - lo) / 255 if hi > lo else 1.0
+            zp = np.array(np.clip(np.round(-lo / act_scale), 0, 255), dtype=np.uint8)
+            median, worst = channel_sqnr_db(x, _fake_quant(x, np.float64(act_scale), zp))
             entries.append({"tensor": node.input[0], "kind": "activation", "sqnr_db": median,
                             "worst_channel_sqnr_db": worst, "nodes": [node.name]})
     return sorted(entries, key=lambda e: (e["sqnr_db"], e["tensor"]))
