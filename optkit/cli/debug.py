@@ -39,19 +39,16 @@ def debug(
     if output is not None:  # checked before the models run; only an earlier ranking is replaced
         target = check_output_path(output, protected=[Path(float_model), Path(int8_model)], what="-o ranking",
                                    owned=_earlier_ranking)
-    result = debug_models(float_model, int8_model, data, samples=samples)
-    result = {"optkit_debug": 1, **result}
-    nodes = [n for g in result["groups"][:suggest] for n in g["nodes"]]
-    result["exclude_snippet"] = "exclude: [" + ", ".join(nodes) + "]"
+    ranking = debug_models(float_model, int8_model, data, samples=samples)
     if target is not None:
         with Staging() as stage:
-            stage.write_text(target, dumps_json(result))
+            stage.write_text(target, dumps_json(ranking.to_json(suggest)))
             stage.commit()
     if json_out:
-        print_json(result)
+        print_json(ranking.to_json(suggest))
         return
     ui = UI()
-    render_debug(ui.out, result, top)
+    render_debug(ui.out, ranking, top)
     ui.out.print(f"\n# keep the {suggest} worst group(s) in float: paste into the recipe's quantize options",
                  highlight=False)
-    ui.out.print(result["exclude_snippet"], highlight=False, markup=False)
+    ui.out.print(ranking.exclude_snippet(suggest), highlight=False, markup=False)

@@ -16,7 +16,7 @@ def export(
     task: o.Task = None, text_data: o.TextData = None, image_data: o.ImageData = None,
     max_length: o.MaxLength = 128, seq_len: o.SeqLen = None,
     trust_remote_code: o.TrustRemoteCode = False,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:

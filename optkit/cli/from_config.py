@@ -10,6 +10,9 @@ is reachable from the command line, the recipe and ``--set`` without touching th
 A list option takes its values repeated or comma-separated (``--exclude Conv --exclude Gemm`` or
 ``--exclude Conv,Gemm``). A key a Config renamed (its ``RENAMED``) stays a hidden flag that says it is
 deprecated, once, and still works.
+
+``option_for`` and ``unset_option_for`` make one field's option for commands that wire their options themselves
+(``optkit serve``'s come from ``types/serve_config.ServeConfig``).
 """
 from __future__ import annotations
 
@@ -18,11 +21,14 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, NamedTuple, Optional
 
 import typer
+from pydantic.fields import FieldInfo
 
 from optkit.cli.options import split_values
+
+Parse = Callable[[Any], Any]  # a command-line value -> the config value
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class Flag:
 
     spelling: str  # '--yes/--no' for a bool; the singular, repeatable flag for a list
     note: str = ""  # what the command line adds to the field's description
-    parse: Optional[Callable[[Any], Any]] = None  # command-line value -> config value
+    parse: Optional[Parse] = None  # command-line value -> config value
     default: Any = None  # command-line default of a field a recipe must give (None: the field's own)
     unset: bool = False  # send the value only when given (the Config tells a given value from its default)
 
@@ -62,7 +68,14 @@ def flag_name(step: str, field: str) -> str:
     return flag.spelling.split("/")[0] if flag else "--" + field.replace("_", "-")
 
 
-def _bounds(field) -> str:
+class ConfigOption(NamedTuple):
+    """One Config field as a command-line option."""
+
+    param: inspect.Parameter  # what Typer reads: the name, the type and typer.Option(...) in its annotation
+    parse: Optional[Parse]  # what turns the command-line value into the config value (None: taken as given)
+
+
+def _bounds(field: FieldInfo) -> str:
     """' In (0, 1).' for a field bounded on both sides."""
     low = high = None
     for rule in field.metadata:
@@ -86,7 +99,7 @@ def _sentence(text: str) -> str:
     return (text if keep else text[:1].upper() + text[1:]).rstrip(".") + "."
 
 
-def _list_parser(flag: str, item: type, then: Optional[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+def _list_parser(flag: str, item: type, then: Optional[Parse]) -> Parse:
     """A list option's values, repeated or comma-separated, as a list of ``item`` (then ``then``, a Flag's parse)."""
     def parse(values: list[str]) -> Any:
         items = split_values(values, flag, item)
@@ -94,8 +107,9 @@ def _list_parser(flag: str, item: type, then: Optional[Callable[[Any], Any]]) ->
     return parse
 
 
-def _option(step: str, name: str, field) -> tuple[inspect.Parameter, Optional[Callable[[Any], Any]]]:
-    """The option for one Config field, and what turns its command-line value into the config value."""
+def option_for(step: str, name: str, field: FieldInfo) -> ConfigOption:
+    """The option for one field of ``step``'s Config (``step`` picks its ``FLAGS``): spelling, type, default and help
+    from the field, bounds said in the help."""
     flag = flag_of(step, name)
     spelling = flag.spelling if flag else "--" + name.replace("_", "-")
     annotation = field.annotation
@@ -117,7 +131,7 @@ def _option(step: str, name: str, field) -> tuple[inspect.Parameter, Optional[Ca
         item = base_args[0] if base_args else str
         kind, metavar = list[str], "VALUE"  # ints too: '1,8' is split before it is converted
         helptext += " Repeat or separate with commas for more."
-        default = None if not default else [str(v) for v in default]
+        default = [str(v) for v in default] if isinstance(default, (list, tuple)) and default else None
         parse = _list_parser(spelling, item, parse)
     elif base is bool:
         kind, metavar = bool, None
@@ -134,8 +148,26 @@ def _option(step: str, name: str, field) -> tuple[inspect.Parameter, Optional[Ca
     if optional or default is None:
         kind = Optional[kind]
     option = typer.Option(spelling, help=helptext, metavar=metavar)
-    return (inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]),
-            parse)
+    return ConfigOption(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                          annotation=Annotated[kind, option]), parse)
+
+
+def unset_option_for(step: str, name: str, field: FieldInfo) -> ConfigOption:
+    """``field``'s option left unset (None) unless given, so that values from elsewhere (a config file) stand where
+    the command line says nothing: its default is said in the help, its bounds are Typer's range check (which
+    Typer's help shows)."""
+    param, parse = option_for(step, name, field)
+    kind, info = typing.get_args(param.annotation)
+    info.help = info.help.replace(_bounds(field), "")
+    default = field.get_default()
+    if isinstance(default, bool):
+        info.help += f" Default: {'on' if default else 'off'}."
+    elif default not in (None, []):
+        info.help += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
+    for rule in field.metadata:
+        info.min = getattr(rule, "ge", info.min)
+        info.max = getattr(rule, "le", info.max)
+    return ConfigOption(param.replace(default=None, annotation=Annotated[Optional[kind], info]), parse)
 
 
 def _renamed_option(step: str, old: str, new: inspect.Parameter) -> inspect.Parameter:
@@ -162,7 +194,7 @@ def config_options(step: str, fields: tuple[str, ...] | None = None) -> Callable
         own = inspect.get_annotations(config)  # the step's own fields first, then shared ones (training, tolerances)
         names = sorted((n for n in config.model_fields if n not in sig.parameters and (fields is None or n in fields)),
                        key=lambda n: n not in own)
-        made = {n: _option(step, n, config.model_fields[n]) for n in names}
+        made = {n: option_for(step, n, config.model_fields[n]) for n in names}
         extra = [param for param, _ in made.values()]
         parsers = {n: parse for n, (_, parse) in made.items() if parse}
         renamed = {old: new for old, new in getattr(config, "RENAMED", {}).items()
@@ -186,7 +218,8 @@ def config_options(step: str, fields: tuple[str, ...] | None = None) -> Callable
         kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "config_extra"]
         at = next((i for i, p in enumerate(kept) if p.name == "eval_data"), len(kept))
         params = [*kept[:at], *extra, *kept[at:], *hidden]
-        generated.__signature__ = sig.replace(parameters=params)
+        # inspect's __signature__ protocol, which typeshed does not declare on functions
+        generated.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         generated.__annotations__ = {p.name: p.annotation for p in params}  # resolved: read with this module's globals
         return generated
     return wrap

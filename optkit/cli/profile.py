@@ -12,7 +12,7 @@ from optkit.cli.from_config import config_options
 @config_options("profile")  # its one field, batch_sizes, is the shared --batch-sizes (the run's sizes)
 def profile(
     artifact: Annotated[str, typer.Argument(help="A torch model (as for export) or an .onnx file.")],
-    batch_sizes: o.BatchSizes = ("1", "8"),
+    batch_sizes: o.BatchSizes = ["1", "8"],
     threads: o.Threads = 1,
     budget_s: o.Budget = 1.0,
     eval_data: o.EvalData = None,

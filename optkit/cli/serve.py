@@ -17,11 +17,9 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from optkit.cli import options as o
-from optkit.cli.from_config import _bounds, _option
+from optkit.cli.from_config import ConfigOption, Parse, unset_option_for
 from optkit.types.errors import UsageError
 from optkit.types.serve_config import BatchPolicy, ServeConfig, is_policy
-
-Parse = Callable[[Any], Any]
 
 
 def _sizes(values: Sequence[str] | str | None, option: str) -> tuple[int, ...]:
@@ -38,24 +36,16 @@ def _sizes(values: Sequence[str] | str | None, option: str) -> tuple[int, ...]:
     return sizes
 
 
-def _unset_option(name: str, field: FieldInfo) -> tuple[inspect.Parameter, Optional[Parse]]:
-    """``field``'s option as from_config makes it, left unset (None) unless given: its default is said in the help,
-    its bounds are Typer's range check (which Typer's help shows)."""
-    param, parse = _option("serve", name, field)
-    kind, info = typing.get_args(param.annotation)
-    info.help = info.help.replace(_bounds(field), "")
-    default = field.get_default()
-    if isinstance(default, bool):
-        info.help += f" Default: {'on' if default else 'off'}."
-    elif default not in (None, []):
-        info.help += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
-    for rule in field.metadata:
-        info.min = getattr(rule, "ge", info.min)
-        info.max = getattr(rule, "le", info.max)
-    if name in READ:
-        parse, metavar = READ[name]
-        info.metavar = metavar or info.metavar
-    return param.replace(default=None, annotation=Annotated[Optional[kind], info]), parse
+def _unset_option(name: str, field: FieldInfo) -> ConfigOption:
+    """``field``'s option as from_config makes it, left unset unless given (a ``--config`` file's value stands
+    otherwise); ``READ`` fields parsed here."""
+    option = unset_option_for("serve", name, field)
+    if name not in READ:
+        return option
+    parse, metavar = READ[name]
+    info = typing.get_args(option.param.annotation)[1]
+    info.metavar = metavar or info.metavar
+    return ConfigOption(option.param, parse)
 
 
 def _preferred_batch(values: Sequence[str]) -> list[int]:

@@ -20,7 +20,7 @@ OutFolder = Annotated[str, typer.Option("-o", "--output", help="Output model fol
 @config_options("prune")
 def prune(
     model: TorchModel, output: OutFolder, weights: o.Weights = None,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:
@@ -37,7 +37,7 @@ def distill(
     output: OutFolder,
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher: PyTorch folder or factory (its data splits are used by default).")],
     weights: o.Weights = None,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:

@@ -17,7 +17,7 @@ InputModel = Annotated[str, typer.Argument(help="An ONNX model (with or without 
 @config_options("simplify")
 def simplify(
     model: InputModel, output: o.Output,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:
@@ -31,7 +31,7 @@ def simplify(
 @config_options("fuse")
 def fuse(
     model: InputModel, output: o.Output,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:
@@ -45,7 +45,7 @@ def fuse(
 @config_options("quantize")
 def quantize(
     model: InputModel, output: o.Output,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:
@@ -59,7 +59,7 @@ def quantize(
 @config_options("compile")
 def compile_cmd(
     model: InputModel, output: o.Output,
-    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ("1",),
+    eval_data: o.EvalData = None, metric: o.Metric = None, measure: o.Measure = True, batch_sizes: o.BatchSizes = ["1"],
     threads: o.Threads = 1, budget_s: o.Budget = 1.0, json_out: o.Json = False, markdown: o.Markdown = False,
     config_extra: Optional[dict] = None,
 ) -> None:

@@ -88,17 +88,26 @@ def accuracy_check(parent_out: dict, cand_out: dict, data: EvalData, metric: Met
     return Check.model_validate(result)
 
 
+def _measured(check: Check) -> tuple[float, float, float] | None:
+    """(the input's value, the output's, the drop) of the task metric that judged ``check``; None where none judged
+    or the outputs were degenerate (the metric is named, not run)."""
+    if check.input_value is None or check.value is None or check.drop is None:
+        return None
+    return check.input_value, check.value, check.drop
+
+
 def check_text(check: Check) -> str:
     """What an accuracy check saw, in a few words: 'top1 drop 0.42 pt' or 'cosine 0.98731'."""
     if check.degenerate:
         return f"degenerate: {check.degenerate}"
     parts = []
-    if check.judged_metric:
+    measured = _measured(check)
+    if measured is not None:
+        before, after, drop = measured
         unit = " pt" if check.points else ""
-        drop = check.drop
         parts.append(f"{check.metric} drop {drop:.2f}{unit}" if check.points and abs(drop) >= 0.1 else
                      f"{check.metric} drop {drop:.2g}{unit}" if check.points
-                     else f"{check.metric} {check.input_value:.4g} -> {check.value:.4g}")
+                     else f"{check.metric} {before:.4g} -> {after:.4g}")
     if check.judged_cosine or not parts:
         cos = check.cosine_vs_input
         parts.append(f"cosine {cos:.5f}" if cos is not None else "cosine not measured")
@@ -113,16 +122,18 @@ def tolerance_error(what: str, check: Check, remedies: list[str], budget_flag: s
         return StepError(f"{what} is degenerate: {check.degenerate}; limit {check.limit}",
                          hint=hint[:1].upper() + hint[1:])
     seen, loosen = [], []
-    if check.judged_metric:
+    measured = _measured(check)
+    if measured is not None:
+        before, after, drop = measured
         if check.points:
-            seen.append(f"{'top-1' if check.metric == 'top1' else check.metric} fell {check.drop:.2f} points "
-                        f"({100 * check.input_value:.2f}% -> {100 * check.value:.2f}%)")
+            seen.append(f"{'top-1' if check.metric == 'top1' else check.metric} fell {drop:.2f} points "
+                        f"({100 * before:.2f}% -> {100 * after:.2f}%)")
         else:
-            seen.append(f"{check.metric} went from {check.input_value:.4g} to {check.value:.4g}")
-        if check.drop > 0:
+            seen.append(f"{check.metric} went from {before:.4g} to {after:.4g}")
+        if drop > 0:
             loosen.append(f"raise {budget_flag}")
     cos = check.cosine_vs_input
-    if check.judged_cosine and (cos if cos is not None else -1.0) < check.min_cosine:
+    if check.min_cosine is not None and (cos if cos is not None else -1.0) < check.min_cosine:
         seen.append(f"mean cosine to the input's outputs is {cos:.4f}" if cos is not None else
                     "cosine to the input's outputs could not be measured (the outputs differ in shape)")
         loosen.append("lower --min-cosine" + ("" if check.judged_metric else " (no task metric: judged by cosine; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class EvalData:
         return len(next(iter(self.inputs.values())))
 
     def describe(self) -> str:
-        if self.synthetic:
+        if self.synthetic or self.path is None:
             return f"{len(self)} synthetic samples (no evaluation data given)"
         return f"{self.path.name} ({len(self)} samples{'' if self.labels is not None else ', no labels'})"
 
@@ -49,7 +49,7 @@ class EvalData:
         idx = (np.arange(size) + offset) % len(self)
         return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
-    def timing_feeds(self, size: int, specs: list[list[TensorSpec]] = (), most: int = 16) -> list[dict[str, np.ndarray]]:
+    def timing_feeds(self, size: int, specs: Sequence[list[TensorSpec]] = (), most: int = 16) -> list[dict[str, np.ndarray]]:
         """What latency is timed on at batch ``size``: the first ``size`` samples; for token data (a 2-D
         ``attention_mask``) whose models (``specs``: each timed model's inputs) all take any sequence length, up to
         ``most`` consecutive batches, each trimmed to its longest real text, to be cycled through: latency at the
@@ -163,8 +163,8 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[in
             shape, _, dtype = fmt.read_array_header_1_0(fh)
         elif version == (2, 0):
             shape, _, dtype = fmt.read_array_header_2_0(fh)
-        else:  # (3, 0): utf-8 field names, read like 2.0
-            shape, _, dtype = fmt._read_array_header(fh, version)
+        else:  # (3, 0): utf-8 field names, read like 2.0 by numpy's private reader, which its stubs leave out
+            shape, _, dtype = fmt._read_array_header(fh, version)  # type: ignore[attr-defined]
         return tuple(shape), np.dtype(dtype), fh.tell()
 
 
@@ -177,8 +177,9 @@ def check_npz_headers(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return  # not an archive: np.load says what it is
     avail = available_memory()
-    cap = min(MAX_DATA_BYTES, avail // 2) if avail is not None else MAX_DATA_BYTES
-    why = f"at most {human_bytes(MAX_DATA_BYTES)}" if cap == MAX_DATA_BYTES else f"half of the {human_bytes(avail)} of memory available"
+    cap, why = MAX_DATA_BYTES, f"at most {human_bytes(MAX_DATA_BYTES)}"
+    if avail is not None and avail // 2 < MAX_DATA_BYTES:
+        cap, why = avail // 2, f"half of the {human_bytes(avail)} of memory available"
     total = 0
     with zf:
         for info in zf.infolist():

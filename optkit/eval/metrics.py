@@ -44,7 +44,7 @@ def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -
             diff, same = _difference(a, b)
             max_abs = max(max_abs, float(diff.max(initial=0.0)))
             abs_sum, count = abs_sum + float(diff.sum()), count + diff.size
-            cosines.append(_cosines(a, b, same.all(axis=1)))
+            cosines.append(_cosines(a, b, same))
     cos_all = np.clip(np.concatenate(cosines), -1.0, 1.0) if cosines else np.ones(1)
     return Fidelity(max_abs_diff=max_abs, mean_abs_diff=abs_sum / max(count, 1), cosine=float(cos_all.mean()),
                     min_cosine=float(cos_all.min()))
@@ -62,14 +62,14 @@ def _difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _cosines(a: np.ndarray, b: np.ndarray, same: np.ndarray) -> np.ndarray:
     """Per-sample cosine of rows: 1 for two all-zero rows, 0 for an all-zero row against a non-zero one, and for
-    a row with a NaN or infinity 1 only when both rows are the same (``same``)."""
+    a row with a NaN or infinity 1 only when both rows are the same (``same``: where their elements are equal)."""
     finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
     with np.errstate(invalid="ignore", over="ignore"):
         na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
         both = finite & (na > 0) & (nb > 0)
         cos = np.where(both, (a * b).sum(axis=1) / np.where(both, na * nb, 1.0),
                        np.where((na == 0) & (nb == 0), 1.0, 0.0))
-    return np.where(finite, cos, same.astype(np.float64))
+    return np.where(finite, cos, np.all(same, axis=1).astype(np.float64))
 
 
 def _nonfinite_kind(arr: np.ndarray) -> str:

@@ -18,12 +18,49 @@ pairs: each MatMul/Gemm's activation input is simulated the way ONNX Runtime qua
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from optkit.eval.data import EvalData
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn
+    from rich.console import Console
+
+
+class QdqPair(NamedTuple):
+    """One activation's QDQ pair in a static int8 model."""
+
+    tensor: str  # the float tensor quantized
+    dequantized: str  # its dequantized copy
+    nodes: list[str]  # the quantized nodes around it: excluding them keeps the tensor in float
+
+
+@dataclass(frozen=True)
+class DebugRanking:
+    """``optkit debug``'s answer: the int8 model's tensors ranked against its float model's, worst first, and the
+    node groups they reduce to. ``layers`` and ``groups`` are the quantize guard's entries (``rank_static``,
+    ``exclusion_groups``), which it keeps in its sidecar facts as they are."""
+
+    float_model: str
+    int8_model: str
+    mode: str  # static | dynamic
+    data: str  # the .npz the samples came from
+    samples: int
+    layers: list[dict[str, Any]]
+    groups: list[dict[str, Any]]
+
+    def exclude_snippet(self, worst: int) -> str:
+        """The recipe line that keeps the ``worst`` groups in float."""
+        return "exclude: [" + ", ".join(n for g in self.groups[:worst] for n in g["nodes"]) + "]"
+
+    def to_json(self, suggest: int) -> dict[str, Any]:
+        """The ranking ``-o`` and ``--json`` write (``optkit_debug`` marks a file optkit may replace)."""
+        return {"optkit_debug": 1, "float": self.float_model, "int8": self.int8_model, "mode": self.mode,
+                "data": self.data, "samples": self.samples, "layers": self.layers, "groups": self.groups,
+                "exclude_snippet": self.exclude_snippet(suggest)}
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
@@ -44,7 +81,7 @@ def _feeds(data: EvalData, samples: int, batch_size: int) -> list[dict[str, np.n
     return [{k: v[i:i + batch_size] for k, v in data.inputs.items()} for i in range(0, n, batch_size)]
 
 
-def _qdq_pairs(qdq_model) -> list[dict[str, Any]]:
+def _qdq_pairs(qdq_model: Any) -> list[QdqPair]:
     """Every activation QDQ pair: the float tensor quantized, the dequantized tensor, and the quantized
     nodes around it (its producer, and the consumers of the dequantized copy)."""
     producers = {o: n for n in qdq_model.graph.node for o in n.output}
@@ -64,7 +101,7 @@ def _qdq_pairs(qdq_model) -> list[dict[str, Any]]:
             prod = producers.get(tensor)
             if prod is not None and prod.op_type not in ("DequantizeLinear", "QuantizeLinear"):
                 nodes.add(prod.name)
-            pairs.append({"tensor": tensor, "dequantized": dq.output[0], "nodes": sorted(nodes)})
+            pairs.append(QdqPair(tensor, dq.output[0], sorted(nodes)))
     return pairs
 
 
@@ -126,7 +163,7 @@ def _run_with_outputs(model_path: Path, names: list[str], data: EvalData, sample
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def _fake_quant(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+def _fake_quant(x: np.ndarray, scale: np.ndarray | np.float64, zero_point: np.ndarray) -> np.ndarray:
     info = np.iinfo(zero_point.dtype)
     q = np.clip(np.round(x / scale) + zero_point.astype(np.float64), info.min, info.max)
     return (q - zero_point.astype(np.float64)) * scale
@@ -155,24 +192,24 @@ def rank_static(float_path: Path, qdq_path: Path, data: EvalData, scratch: Path,
     inits = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
     float_names = {o for n in onnx.load(str(float_path)).graph.node for o in n.output} | \
         {i.name for i in qdq_model.graph.input}
-    pairs = [p for p in _qdq_pairs(qdq_model) if p["tensor"] in float_names]
+    pairs = [p for p in _qdq_pairs(qdq_model) if p.tensor in float_names]
     quant_params = {}
     for node in qdq_model.graph.node:
         if node.op_type == "QuantizeLinear" and len(node.input) >= 3 and node.input[1] in inits and node.input[2] in inits:
             quant_params[node.input[0]] = (inits[node.input[1]].astype(np.float64), inits[node.input[2]])
     with quiet_libraries():
-        ref = _run_with_outputs(float_path, sorted({p["tensor"] for p in pairs}), data, samples, batch_size, scratch, "float")
-        got = _run_with_outputs(qdq_path, sorted({p["dequantized"] for p in pairs}), data, samples, batch_size, scratch, "qdq")
+        ref = _run_with_outputs(float_path, sorted({p.tensor for p in pairs}), data, samples, batch_size, scratch, "float")
+        got = _run_with_outputs(qdq_path, sorted({p.dequantized for p in pairs}), data, samples, batch_size, scratch, "qdq")
     entries = []
     for pair in pairs:
-        x = ref.get(pair["tensor"])
-        if x is None or pair["tensor"] not in quant_params:
+        x = ref.get(pair.tensor)
+        if x is None or pair.tensor not in quant_params:
             continue
-        scale, zp = quant_params[pair["tensor"]]
+        scale, zp = quant_params[pair.tensor]
         median, worst = channel_sqnr_db(x, _fake_quant(x, scale, zp))
-        entry = {"tensor": pair["tensor"], "kind": "activation", "sqnr_db": median, "worst_channel_sqnr_db": worst,
-                 "nodes": pair["nodes"]}
-        y = got.get(pair["dequantized"])
+        entry = {"tensor": pair.tensor, "kind": "activation", "sqnr_db": median, "worst_channel_sqnr_db": worst,
+                 "nodes": pair.nodes}
+        y = got.get(pair.dequantized)
         if y is not None and y.shape == x.shape:
             entry.update({"accumulated_sqnr_db": sqnr_db(x, y), "cosine": _cosine(x, y)})
         entries.append(entry)
@@ -215,9 +252,9 @@ def rank_dynamic(float_path: Path, data: EvalData | None = None, scratch: Path |
             if x is None or x.ndim < 2:
                 continue
             lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-            scale = (hi - lo) / 255 if hi > lo else 1.0
-            zp = np.array(np.clip(np.round(-lo / scale), 0, 255), dtype=np.uint8)
-            median, worst = channel_sqnr_db(x, _fake_quant(x, np.float64(scale), zp))
+            act_scale = (hi - lo) / 255 if hi > lo else 1.0
+            zp = np.array(np.clip(np.round(-lo / act_scale), 0, 255), dtype=np.uint8)
+            median, worst = channel_sqnr_db(x, _fake_quant(x, np.float64(act_scale), zp))
             entries.append({"tensor": node.input[0], "kind": "activation", "sqnr_db": median,
                             "worst_channel_sqnr_db": worst, "nodes": [node.name]})
     return sorted(entries, key=lambda e: (e["sqnr_db"], e["tensor"]))
@@ -281,7 +318,7 @@ def _check_weights_match(float_paths: list[Path], int8_model, float_name: str, i
                          f"{float_name} by name and size" + (f" ({', '.join(sorted(matched)[:3])})" if matched else ""))
 
 
-def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, samples: int = 64) -> dict[str, Any]:
+def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, samples: int = 64) -> DebugRanking:
     """``optkit debug``: rank the int8 model's layers against its float model on calibration samples."""
     import onnx
 
@@ -323,18 +360,18 @@ def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, sampl
                              hint="Pass the model that 'optkit quantize' wrote")
         if not entries:
             raise _unrelated(fp32.path.name, int8.path.name, "the models share no quantized tensor or layer to compare")
-    return {"float": str(fp32.path), "int8": str(int8.path), "mode": mode, "data": str(path),
-            "samples": min(samples, len(data)), "layers": entries, "groups": exclusion_groups(entries)}
+    return DebugRanking(float_model=str(fp32.path), int8_model=str(int8.path), mode=mode, data=str(path),
+                        samples=min(samples, len(data)), layers=entries, groups=exclusion_groups(entries))
 
 
-def render_debug(console, result: dict, top: int) -> None:
+def render_debug(console: Console, ranking: DebugRanking, top: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"quantization error, {result['mode']} int8, {result['samples']} samples of "
-                        f"{Path(result['data']).name} (SQNR: higher is better)", header_style="bold")
+    table = Table(title=f"quantization error, {ranking.mode} int8, {ranking.samples} samples of "
+                        f"{Path(ranking.data).name} (SQNR: higher is better)", header_style="bold")
     for h in ("#", "kind", "tensor", "SQNR dB (median ch)", "worst ch dB", "accumulated dB", "cosine", "nodes"):
         table.add_column(h, justify="left" if h in ("kind", "tensor", "nodes") else "right")
-    for i, e in enumerate(result["layers"][:top], 1):
+    for i, e in enumerate(ranking.layers[:top], 1):
         def fmt(key: str, spec: str) -> str:
             return format(e[key], spec) if e.get(key) is not None else "—"
         table.add_row(str(i), e["kind"], e["tensor"], f"{e['sqnr_db']:.1f}", fmt("worst_channel_sqnr_db", ".1f"),

@@ -201,6 +201,8 @@ def _plugin(path: Path, attr: str, spec: str) -> Metric:
     source = path.read_bytes()
     name = f"optkit_metric_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
     module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:  # a name Python has no loader for
+        raise UsageError(f"--metric {spec}: {path.name} is not a Python module", hint="Give FILE.py:FUNCTION")
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)

@@ -18,7 +18,7 @@ import csv
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -143,13 +143,14 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], option: str = "--text-d
     with Staging() as stage:
         tmp = stage.path_for(path)
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            # mypy matches **arrays against savez's allow_pickle: bool as well; these are arrays named after model inputs
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         stage.commit()
 
 
 def prepare(text_path: Path, folder: Path, out_folder: Path, *, input_names: list[str] | None,
             label2id: dict[str, int] | None, max_length: int = 128, seq_len: int | None = None,
-            tokenizer_files: list[Path] = ()) -> dict[str, Any]:
+            tokenizer_files: Sequence[Path] = ()) -> dict[str, Any]:
     """Tokenize ``text_path`` with the tokenizer in ``folder`` into eval and calib .npz files in ``out_folder``;
     {"eval": path, "calib": path, "texts": n, "labels": bool, "digest": ..., "tokenizer": {file: sha256}}."""
     texts, labels = read_texts(text_path)

@@ -133,7 +133,7 @@ def unsupported_ops(gm) -> str | None:
     for name, node in named:
         mutates = name.endswith("_") and not name.startswith("_") and name not in ("and_", "or_", "not_")
         target = node.args[0] if node.args else None
-        if mutates and getattr(target, "op", None) == "placeholder":
+        if mutates and target is not None and getattr(target, "op", None) == "placeholder":
             if "num_batches_tracked" in _source(target) or "num_batches_tracked" in str(target.target):
                 return _BATCH_NORM_TRAINING
             return f"in-place {name} on an input (optkit artifacts do not write into their inputs)"
@@ -151,7 +151,7 @@ def make_frozen(gm, example_inputs: list[Any], inputs: GraphInputs):
             for k, pos in enumerate(inputs.static_positions):
                 self.register_buffer(f"w{k}", example_inputs[pos].detach().clone())
 
-        def forward(self, *tensors):
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
             full: list[Any] = [None] * len(example_inputs)
             for pos, t in zip(inputs.tensor_positions, tensors):
                 full[pos] = t
