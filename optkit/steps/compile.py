@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optkit.backends.compiling import CompileFacts
 from optkit.steps._budget import MAX_DROP_HELP
 from optkit.steps.base import BudgetSearchConfig, Step, StepContext, StepResult
 from optkit.types.artifact import Artifact
@@ -72,22 +73,13 @@ class CompileConfig(BudgetSearchConfig):
         return self.target == "openvino-cpu" and self.precision == "int8"
 
 
-class CompileDetails(Details):
-    """What was built for which target; the backend's own facts (OpenVINO/NNCF, TensorRT builder) beside them."""
+class CompileDetails(Details, CompileFacts):
+    """What was built for which target; the backend's own facts (``CompileFacts``: OpenVINO/NNCF, TensorRT builder,
+    ORT session tuning, LiteRT conversion) beside them."""
 
     target: str
     precision: str  # what runs: "int8 (QDQ input)" when an int8 model is compiled at fp32
     check: Check | Verification | None = None  # accuracy check (lossy precisions) or exact comparison
-    tuning: list[dict[str, Any]] | None = None  # ort-cpu: every session setting tried, with its p50
-    chosen: dict[str, Any] | None = None
-    hardware_specific: bool | None = None
-    int8_source: str | None = None
-    bf16_native: bool | None = None
-    compress_to_fp16: bool | None = None
-    nncf: dict[str, Any] | None = None
-    accuracy_control: dict[str, Any] | None = None
-    fake_quantize_nodes: int | None = None
-    tflite: dict[str, Any] | None = None  # converter, layout, batch, quantization recipe, ops and I/O dtypes
 
 
 class CompileStep(Step):
