@@ -87,9 +87,9 @@ def load_hf_module(artifact: Artifact):
     transformers.utils.logging.disable_progress_bar()  # optkit's own progress lines say what is happening
     transformers.utils.logging.set_verbosity_error()
     src = artifact.source
-    folder, task = Path(src["folder"]), src["task"]
-    kwargs: dict[str, Any] = {"trust_remote_code": bool(src.get("trust_remote_code"))}
-    bins = [Path(f) for f in src.get("files", []) if Path(f).name == "pytorch_model.bin"]
+    folder, task = src.hf_folder, src.hf_task
+    kwargs: dict[str, Any] = {"trust_remote_code": src.trust_remote_code}
+    bins = [Path(f) for f in src.files if Path(f).name == "pytorch_model.bin"]
     auto = getattr(transformers, _AUTO[task])
     try:
         if bins:
@@ -100,7 +100,7 @@ def load_hf_module(artifact: Artifact):
         raise UsageError(f"transformers cannot load {folder.name} for {task}: {first_line(exc, 200)}",
                          hint="Check --task, or re-save the model with save_pretrained") from exc
     names = [t.name for t in artifact.inputs] or default_input_names(artifact)
-    return _wrapper(model.float().eval(), task, names, src.get("modules") or []).eval()
+    return _wrapper(model.float().eval(), task, names, src.modules).eval()
 
 
 def _from_bin(auto, folder: Path, weights: Path, kwargs: dict[str, Any]):
@@ -124,6 +124,6 @@ def _from_bin(auto, folder: Path, weights: Path, kwargs: dict[str, Any]):
 
 
 def default_input_names(artifact: Artifact) -> list[str]:
-    if artifact.source.get("task") == "image-classification":
+    if artifact.source.is_image_model:
         return ["pixel_values"]
     return ["input_ids", "attention_mask"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.types.errors import UsageError
+from optkit.types.source import HF, TorchSource
 
 HF_PREFIX = "hf:"
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
@@ -137,7 +138,7 @@ def resolve_hub(ref: str) -> Path:
                               f"{repo}), or pass the model's local folder") from exc
 
 
-def hf_source(folder: Path, task: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+def hf_source(folder: Path, task: str | None = None, trust_remote_code: bool = False) -> TorchSource:
     """The ``source`` of a torch artifact for a Hugging Face folder (checked: weights present, task known, no
     remote code unless trusted)."""
     folder = folder.resolve()
@@ -148,12 +149,9 @@ def hf_source(folder: Path, task: str | None = None, trust_remote_code: bool = F
         raise UsageError(f"{folder.name} ships its own model code (auto_map in config.json), which optkit does not "
                          "run by default", hint="Pass --trust-remote-code if you trust its authors")
     task = task or detect_task(folder, config)
-    source: dict[str, Any] = {"kind": "hf", "folder": str(folder), "task": task, "name": folder.name,
-                              "model_type": config.get("model_type"), "trust_remote_code": trust_remote_code,
-                              "files": [str(p) for p in hf_files(folder)]}
-    if task == "sentence-embedding":
-        source["modules"] = sentence_modules(folder)
-    return source
+    return TorchSource(kind=HF, folder=str(folder), task=task, name=folder.name, model_type=config.get("model_type"),
+                       trust_remote_code=trust_remote_code, files=[str(p) for p in hf_files(folder)],
+                       modules=sentence_modules(folder) if task == "sentence-embedding" else [])
 
 
 def optkit_task(task: str) -> str:
@@ -161,10 +159,10 @@ def optkit_task(task: str) -> str:
     return "classification" if task in ("text-classification", "image-classification") else "other"
 
 
-def hf_specs(source: dict[str, Any], config: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
+def hf_specs(source: TorchSource, config: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
     """(inputs, outputs) as (name, shape, dtype): token inputs dynamic in batch and sequence (``token_type_ids``
     where the model has segment embeddings), the task's one output."""
-    task = source["task"]
+    task = source.hf_task
     inputs: list[tuple[str, tuple[int | str, ...], str]]
     if task == "image-classification":
         channels, size = int(config.get("num_channels", 3)), config.get("image_size", 224)

@@ -19,6 +19,7 @@ from optkit.backends.torch_open import folder_files, open_reference, open_torch_
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError, first_line
 from optkit.types.lazy import require
+from optkit.types.source import EXPORTED_PROGRAM, FACTORY, HF, TORCHSCRIPT
 
 
 def _torch() -> Any:
@@ -101,22 +102,23 @@ def _load_weights(model: Any, weights: Path, structure: dict[str, dict[str, Any]
 def load_module(artifact: Artifact) -> Any:
     """The artifact as an ``nn.Module`` in eval mode."""
     torch = _torch()
-    kind = artifact.source.get("kind")
-    if kind == "factory":
-        model = build_from_factory(artifact.source["factory"])
-        if artifact.source.get("weights"):
-            _load_weights(model, Path(artifact.source["weights"]), artifact.source.get("structure"))
-    elif kind == "hf":
+    source = artifact.source
+    kind = source.kind
+    if kind == FACTORY:
+        model = build_from_factory(source.factory_ref)
+        if source.weights:
+            _load_weights(model, Path(source.weights), source.structure)
+    elif kind == HF:
         from optkit.backends.hf import load_hf_module
 
         return load_hf_module(artifact)
-    elif kind == "torchscript":
+    elif kind == TORCHSCRIPT:
         try:
-            model = torch.jit.load(artifact.source["path"], map_location="cpu")
+            model = torch.jit.load(str(source.file_path), map_location="cpu")
         except Exception as exc:
             raise UsageError(f"cannot load TorchScript {artifact.path}: {first_line(exc, 200)}", hint="Re-save it with torch.jit.save") from exc
-    elif kind == "exported_program":
-        return load_exported_program(Path(artifact.source["path"]))
+    elif kind == EXPORTED_PROGRAM:
+        return load_exported_program(source.file_path)
     else:
         raise UsageError(f"unknown torch source kind {kind!r} for {artifact.path}")
     return model.eval()

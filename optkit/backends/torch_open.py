@@ -13,6 +13,7 @@ from optkit.backends import OpenOptions
 from optkit.types.artifact import Artifact, TensorSpec
 from optkit.types.errors import UsageError
 from optkit.types.paths import is_inside
+from optkit.types.source import FACTORY, TorchSource
 from optkit.types.sidecar import load_sidecar
 
 _FACTORY_RE = re.compile(r"^(?P<target>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)$")
@@ -60,10 +61,10 @@ def _folder_artifact(folder: Path) -> Artifact:
         path=folder.resolve(), format="torch",
         inputs=[TensorSpec(t.name, tuple(t.shape), t.dtype) for t in spec.inputs],
         outputs=[TensorSpec(t.name, tuple(t.shape), t.dtype) for t in spec.outputs],
-        source={"kind": "factory", "factory": factory if factory_file is None else f"{factory_file}:{m['attr']}",
-                "factory_file": str(factory_file) if factory_file else None,
-                "weights": str(weights) if weights else None, "name": spec.name,
-                "spec": str((folder / "optkit.yaml").resolve()), "structure": spec.structure},
+        source=TorchSource(kind=FACTORY, factory=factory if factory_file is None else f"{factory_file}:{m['attr']}",
+                           factory_file=str(factory_file) if factory_file else None,
+                           weights=str(weights) if weights else None, name=spec.name,
+                           spec=str((folder / "optkit.yaml").resolve()), structure=spec.structure),
         data=data, task=spec.task,
     )
 
@@ -74,7 +75,7 @@ def _hf_artifact(folder: Path, task: str | None, trust_remote_code: bool) -> Art
     source = hf_source(folder, task, trust_remote_code)
     inputs, outputs = hf_specs(source, read_config(folder))
     return Artifact(path=folder.resolve(), format="torch", inputs=[TensorSpec(*t) for t in inputs],
-                    outputs=[TensorSpec(*t) for t in outputs], source=source, task=optkit_task(source["task"]))
+                    outputs=[TensorSpec(*t) for t in outputs], source=source, task=optkit_task(source.hf_task))
 
 
 def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
@@ -90,9 +91,9 @@ def _factory_artifact(ref: str, weights: Path | None) -> Artifact:
     path = factory_file if factory_file else Path(ref)
     return Artifact(
         path=path, format="torch",
-        source={"kind": "factory", "factory": f"{factory_file}:{m['attr']}" if factory_file else ref,
-                "factory_file": str(factory_file) if factory_file else None,
-                "weights": str(Path(weights).resolve()) if weights else None, "name": m["attr"]},
+        source=TorchSource(kind=FACTORY, factory=f"{factory_file}:{m['attr']}" if factory_file else ref,
+                           factory_file=str(factory_file) if factory_file else None,
+                           weights=str(Path(weights).resolve()) if weights else None, name=m["attr"]),
     )
 
 
@@ -109,7 +110,7 @@ def open_torch_file(path: Path) -> Artifact:
             f"{path} is a pickled PyTorch checkpoint, which optkit does not load as a model (unpickling runs arbitrary code)",
             hint="Pass a factory ('file.py:build') with --weights STATE_DICT, or save the model with "
                  "torch.export.save (.pt2) or torch.jit.save")
-    return Artifact(path=path, format="torch", source={"kind": kind, "path": str(path), "name": path.stem})
+    return Artifact(path=path, format="torch", source=TorchSource(kind=kind, path=str(path), name=path.stem))
 
 
 def open_reference(text: str, options: OpenOptions) -> Artifact | None:

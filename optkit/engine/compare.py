@@ -32,7 +32,7 @@ def compare_artifacts(refs: list[str], batch_sizes: list[int], threads: int, bud
     _check_same_inputs(arts)
     for art in arts:
         verify_digests(art, lambda text: ui.warn(escape(text)), strict=strict)
-    path = eval_path or next((a.data["eval"] for a in arts if a.data.get("eval")), None)
+    path = eval_path or next((a.eval_data for a in arts if a.eval_data), None)
     if path is None:
         raise UsageError("no evaluation data: none of the artifacts records any", hint="Pass --eval-data FILE.npz")
     data = load_npz(path, arts[0].inputs)

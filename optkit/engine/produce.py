@@ -120,10 +120,10 @@ def _measure_original(run: EngineRun) -> None:
             metrics.macs = count_macs(module, data.batch(1), [i.name for i in art.inputs])
             metrics.params = sum(p.numel() for p in module.parameters())
             tensor_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    details: dict[str, Any] = {"source": {k: v for k, v in art.source.items() if v}}
+    details: dict[str, Any] = {"source": art.source.to_json()}
     if tensor_bytes is not None:
         details["size"] = "bytes of the model's parameters and buffers"
-    kind = f"{art.source.get('kind', 'torch')} model" if art.format == "torch" else f"{art.format} model as given"
+    kind = f"{art.source.kind or 'torch'} model" if art.format == "torch" else f"{art.format} model as given"
     record = _record("original", art, data, {}, details, None, metrics, time.perf_counter() - start, notes,
                      summary=kind + (f", {metrics.macs / 1e6:.1f} M MACs" if metrics.macs else ""))
     if tensor_bytes is not None:

@@ -41,19 +41,19 @@ def open_source(recipe: Recipe, base: Path) -> Artifact:
     if recipe.text_data or recipe.image_data:
         artifact = with_hf_data(artifact, recipe, base)
     if recipe.eval_data:
-        artifact = artifact.with_(data={**artifact.data, "eval": Path(_resolved(base, recipe.eval_data)).resolve()})
+        artifact = artifact.with_split("eval", Path(_resolved(base, recipe.eval_data)).resolve())
     if recipe.input_shapes:
         known = {i.name: i for i in artifact.inputs}
         if artifact.format != "torch" and set(recipe.input_shapes) - set(known):
             raise UsageError(f"--input-shape names {', '.join(sorted(set(recipe.input_shapes) - set(known)))}, "
                              f"but the model's inputs are {', '.join(known)}", hint="Use the model's input names")
         # a name the model does not declare (a torch model) takes its dtype from the evaluation data, else float32
-        from_data = {s.name: s for s in specs_from_data(artifact.data["eval"])} if artifact.data.get("eval") else {}
+        from_data = {s.name: s for s in specs_from_data(artifact.eval_data)} if artifact.eval_data else {}
         known = {**from_data, **known}
         artifact = artifact.with_(inputs=[TensorSpec(name, tuple(shape), known[name].dtype if name in known else "float32")
                                           for name, shape in recipe.input_shapes.items()])
-    if not artifact.inputs and artifact.data.get("eval"):
-        artifact = artifact.with_(inputs=specs_from_data(artifact.data["eval"]))
+    if not artifact.inputs and artifact.eval_data:
+        artifact = artifact.with_(inputs=specs_from_data(artifact.eval_data))
     if not artifact.inputs:
         raise UsageError(f"cannot tell the input shape of {artifact.path.name}", hint=shape_hint(artifact))
     return artifact
@@ -96,15 +96,15 @@ def with_hf_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
 
     src = artifact.source
     option, wanted = ("--image-data", "image classifier") if recipe.image_data else ("--text-data", "text model")
-    fits = src.get("task") == "image-classification" if recipe.image_data else src.get("task") in TEXT_TASKS
-    if src.get("kind") != "hf" or not fits:
+    fits = src.is_image_model if recipe.image_data else src.task in TEXT_TASKS
+    if not src.is_hf or not fits:
         raise UsageError(f"{option} needs a Hugging Face {wanted}; {artifact.path.name} is "
-                         + (f"a {src.get('task')} model" if src.get("kind") == "hf" else "not one (a model "
+                         + (f"a {src.task} model" if src.is_hf else "not one (a model "
                             "exported from one keeps the data it was exported with)"),
                          hint="Pass the model's folder (config.json, weights, "
                               + ("image processor" if recipe.image_data else "tokenizer") + ") or hf:ORG/NAME, "
                               "or --eval-data")
-    folder = Path(src["folder"])
+    folder = src.hf_folder
     first = next((s.output for s in recipe.steps if s.output), None)
     out_folder = Path(_resolved(base, first)).parent if first else recipe.output_path(base)
     config = read_config(folder)
@@ -122,8 +122,8 @@ def with_hf_data(artifact: Artifact, recipe: Recipe, base: Path) -> Artifact:
                        max_length=recipe.max_length, seq_len=recipe.seq_len, tokenizer_files=tokenizer_files(folder))
         key = "text_data"
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in made.items()}
-    return artifact.with_(data={**artifact.data, "eval": made["eval"], "calib": made["calib"]},
-                          source={**src, key: record})
+    return (artifact.with_split("eval", made["eval"]).with_split("calib", made["calib"])
+            .with_(source=src.model_copy(update={key: record})))
 
 
 def check_outputs(recipe: Recipe, steps: list[PlannedStep], source: Artifact, ui: UI) -> None:
@@ -173,10 +173,10 @@ def checked_settings(settings: MeasureSettings, data: EvalData, artifact: Artifa
 
 
 def import_factory_first(artifact: Artifact) -> None:
-    if artifact.source.get("kind") == "factory":
+    if artifact.source.is_factory:
         from optkit.backends.torch_factory import import_factory
 
-        import_factory(artifact.source["factory"])  # an import error is the first thing to report
+        import_factory(artifact.source.factory_ref)  # an import error is the first thing to report
 
 
 def with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Artifact, data: EvalData) -> MeasureSettings:
@@ -189,12 +189,12 @@ def with_metric(settings: MeasureSettings, metric: Metric | None, artifact: Arti
 
 
 def data_for(artifact: Artifact, ui: UI) -> EvalData:
-    path = artifact.data.get("eval")
+    path = artifact.eval_data
     if path is None:
         fix = "--eval-data FILE.npz"
-        if artifact.source.get("kind") == "hf":
+        if artifact.source.is_hf:
             fix = ("--image-data DIR (images the model's processor turns into data)"
-                   if artifact.source.get("task") == "image-classification"
+                   if artifact.source.is_image_model
                    else "--text-data FILE.txt (texts the model's tokenizer turns into data)") + " or " + fix
         ui.warn(f"no evaluation data: numeric checks use seeded random inputs and accuracy is not measured "
                 f"(pass {fix})")

@@ -21,6 +21,7 @@ from optkit.types.artifact import Artifact, TensorSpec
 from optkit.backends.opening import open_artifact
 from optkit.types.errors import OptkitError
 from optkit.types.records import Latency, StepRecord
+from optkit.types.source import TorchSource
 from optkit.types.ui import UI
 
 LatencyRows = list[list[Latency] | None]  # per ledger row: its latency entries (one per batch size), or None
@@ -47,10 +48,10 @@ def reopen(record: StepRecord) -> Artifact | None:
     try:
         path = Path(record.artifact)
         if record.format == "torch":
-            art = Artifact(path=path, format="torch", source=dict(record.details.get("source") or {}),
+            art = Artifact(path=path, format="torch", source=TorchSource.recorded_in(record),
                            inputs=[TensorSpec.from_dict(t) for t in record.inputs],
                            outputs=[TensorSpec.from_dict(t) for t in record.outputs])
-            if not art.source.get("kind"):
+            if not art.source.kind:
                 return None
         elif path.exists():
             art = open_artifact(path)

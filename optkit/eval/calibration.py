@@ -35,8 +35,8 @@ def calibration_data(ctx: CalibrationContext, artifact: Artifact, calib_data: st
     if calib_data:
         path = ctx.base / calib_data  # an absolute calib_data stays as it is
         return load_npz(path, artifact.inputs), f"calib data {path.name}"
-    if artifact.data.get("calib"):
-        return load_npz(artifact.data["calib"], artifact.inputs), "the model's calibration split"
+    if artifact.calib_data:
+        return load_npz(artifact.calib_data, artifact.inputs), "the model's calibration split"
     if calib_from_eval and not ctx.data.synthetic:
         ctx.ui.warn("calibrating on the EVALUATION split (asked with calib_from_eval): accuracy figures are optimistic")
         return ctx.data, "the EVALUATION split (no calibration data; accuracy is optimistic)"

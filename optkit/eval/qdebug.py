@@ -334,7 +334,7 @@ def debug_models(float_ref: str, int8_ref: str, data_path: Path | None, *, sampl
             raise UsageError(f"{role} {art.path.name} is a {art.format} model; optkit debug compares two ONNX models",
                              hint="Pass the float ONNX model and the int8 ONNX model made from it")
     _check_related(fp32, int8)
-    path = data_path or fp32.data.get("calib") or int8.data.get("calib") or fp32.data.get("eval") or int8.data.get("eval")
+    path = data_path or fp32.calib_data or int8.calib_data or fp32.eval_data or int8.eval_data
     if path is None:
         raise UsageError("no samples to compare the models on", hint="Pass --data FILE.npz (arrays named after the inputs)")
     data = load_npz(Path(path), fp32.inputs)

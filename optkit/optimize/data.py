@@ -28,7 +28,7 @@ def synthetic_eval_data(model: str, out_dir: Path, settings: CandidateSettings, 
         return None
     recipe = Recipe.model_validate(settings.recipe(model, ["profile"]))
     artifact = open_source(recipe, Path.cwd())  # a model without input shapes stops here, naming its inputs
-    if artifact.data.get("eval"):
+    if artifact.eval_data:
         return None
     data = synthetic(artifact.inputs)
     path = out_dir / "work" / SYNTHETIC
@@ -37,11 +37,11 @@ def synthetic_eval_data(model: str, out_dir: Path, settings: CandidateSettings, 
     np.savez(path, **inputs)  # the same bytes on every run: the candidates' cache keys hold
     arrays = ", ".join(f"{name} [{'x'.join(map(str, value.shape))} {value.dtype}]" for name, value in data.inputs.items())
     names = ", ".join(data.inputs)
-    calib = "" if artifact.data.get("calib") else (
+    calib = "" if artifact.calib_data else (
         f" Static int8 needs real inputs: write some to an .npz with arrays {names} and pass --calib-data FILE.npz.")
     real = f"--eval-data FILE.npz with arrays {names} and labels"
-    if artifact.source.get("kind") == "hf":
-        real = ("--image-data DIR" if artifact.source.get("task") == "image-classification" else "--text-data FILE.txt")
+    if artifact.source.is_hf:
+        real = "--image-data DIR" if artifact.source.is_image_model else "--text-data FILE.txt"
         calib = ""  # the same option gives the calibration split
     ui.warn(f"no evaluation data: the candidates are judged by their outputs' cosine to the original's on {len(data)} "
             f"seeded random inputs ({arrays}), written to {path}; accuracy is not measured. For a task metric pass "

@@ -59,7 +59,7 @@ def _facts(source: Artifact, calib_data: str | None) -> ModelFacts:
 
     model = onnx_io.load_model(source.path)
     return ModelFacts(ops=frozenset(n.op_type for n in model.graph.node), attention=has_attention(model),
-                      calibration=bool(calib_data or source.data.get("calib")), flags=frozenset(cpu_flags()))
+                      calibration=bool(calib_data or source.calib_data), flags=frozenset(cpu_flags()))
 
 
 def optimize(run: OptimizeRun) -> Search:
@@ -84,7 +84,7 @@ def optimize(run: OptimizeRun) -> Search:
                     run.threads, original=original, time_budget_s=run.time_budget_s)
     ui.info(f"optimize: {len(cands)} candidate(s) for {', '.join(run.targets)} "
             f"({len(skipped)} skipped: {', '.join(s.name for s in skipped) or 'none'})")
-    calib = run.calib_data or (str(source.data["calib"]) if source.data.get("calib") else None)
+    calib = run.calib_data or (str(source.calib_data) if source.calib_data else None)
     search.calib_data = calib
     judge_calib = CalibrationJudge(source, Path(calib), run.metric, run.threads) if calib else None
     clock = Clock(started, run.time_budget_s, run.timing_budget_s)
@@ -138,7 +138,7 @@ def _fp32_onnx(model: str, out_dir: Path, settings: CandidateSettings, ui: UI, q
     elif export:
         ui.warn(f"{', '.join(sorted(export))} ignored: MODEL is ONNX already (they are export's options)")
     if settings.eval_data:  # the data the final timing pass feeds, as the candidates' runs were given it
-        source = source.with_(data={**source.data, "eval": Path(settings.eval_data).resolve()})
+        source = source.with_split("eval", Path(settings.eval_data).resolve())
     return source, prefix, original
 
 

@@ -85,7 +85,7 @@ def timing_key(search: Search, alive: list[Outcome], budget_s: float) -> str:
     """Digest of everything the timing pass's figures depend on."""
     from optkit.engine.cache import json_sha256, machine_facts
 
-    eval_path = search.source.data.get("eval")
+    eval_path = search.source.eval_data
     facts = {
         "version": TIMING_VERSION, "fp32": search.source.digest(),
         "original": search.source.lineage[0].sha256 if search.original is not None and search.source.lineage else None,

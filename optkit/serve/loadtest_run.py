@@ -43,7 +43,7 @@ def _data(eval_data: Path | None, artifact: str | None) -> dict[str, np.ndarray]
     if path is None and artifact is not None:
         from optkit.backends.opening import open_artifact
 
-        path = open_artifact(artifact).data.get("eval")
+        path = open_artifact(artifact).eval_data
     if path is None:
         return None
     with np.load(path, allow_pickle=False) as npz:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.types.artifact import Artifact, portable_path
+from optkit.types.artifact import Artifact, Split, portable_path
 from optkit.types.errors import UsageError
 
 
@@ -44,11 +44,11 @@ class TrainOptions(BaseModel):
     train_threads: int = Field(0, ge=0, description="torch threads while training (0: all cores)")
 
 
-def data_path(value: str | None, artifact: Artifact, split: str, base: Path) -> Path | None:
+def data_path(value: str | None, artifact: Artifact, split: Split, base: Path) -> Path | None:
     if value:
         path = Path(value)
         return path if path.is_absolute() else (base / path)
-    return artifact.data.get(split)
+    return artifact.split(split)
 
 
 def load_split(path: Path | None, artifact: Artifact, what: str) -> EvalData | None:
@@ -265,8 +265,8 @@ def _progress(ui, title: str, epochs: int):
 # ----------------------------------------------------------------------------- writing a torch artifact
 
 def factory_model_check(art: Artifact) -> None:
-    if art.source.get("kind") != "factory":
-        raise UsageError(f"{art.path.name} is a {art.source.get('kind')} model; prune and distill write models built "
+    if not art.source.is_factory:
+        raise UsageError(f"{art.path.name} is a {art.source.kind} model; prune and distill write models built "
                          "by a factory (a sample-model folder or 'file.py:build')",
                          hint="Start from the model's folder or factory reference")
 
@@ -276,7 +276,7 @@ def factory_model(art: Artifact):
     from optkit.backends.torch_factory import import_factory
 
     factory_model_check(art)
-    return import_factory(art.source["factory"])()
+    return import_factory(art.source.factory_ref)()
 
 
 def write_folder(module, like: Artifact, out_dir: Path, final_dir: Path, structure: dict[str, dict[str, Any]],
@@ -292,9 +292,9 @@ def write_folder(module, like: Artifact, out_dir: Path, final_dir: Path, structu
 
     source = like.source
     out_dir.mkdir(parents=True, exist_ok=False)
-    factory = source["factory"]
-    if source.get("factory_file"):
-        src = Path(source["factory_file"])
+    factory = source.factory_ref
+    if source.factory_file:
+        src = Path(source.factory_file)
         shutil.copy2(src, out_dir / src.name)
         factory = f"{src.name}:{factory.rpartition(':')[2]}"
     torch.save({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}, out_dir / "weights.pt")

@@ -27,6 +27,7 @@ from optkit.types.artifact import Artifact
 from optkit.backends.opening import open_artifact
 from optkit.types.errors import StepError, UsageError
 from optkit.types.records import Details
+from optkit.types.source import TorchSource
 from optkit.types.paths import resolve_ref as resolve
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.steps import _training as tr
@@ -74,13 +75,13 @@ def _original_of(artifact: Artifact) -> Artifact:
     """The chain's original torch model, rebuilt from the source recorded in its ledger row."""
     if not artifact.lineage:
         return artifact
-    source = artifact.lineage[0].details.get("source") or {}
-    if source.get("kind") == "factory" and source.get("spec"):
-        return open_artifact(Path(source["spec"]).parent)
-    if source.get("kind") == "factory":
-        return open_artifact(source["factory"], weights=Path(source["weights"]) if source.get("weights") else None)
-    if source.get("path"):
-        return open_artifact(source["path"])
+    source = TorchSource.recorded_in(artifact.lineage[0])
+    if source.is_factory and source.spec:
+        return open_artifact(Path(source.spec).parent)
+    if source.is_factory:
+        return open_artifact(source.factory_ref, weights=Path(source.weights) if source.weights else None)
+    if source.path:
+        return open_artifact(source.path)
     raise UsageError("cannot tell the chain's original model to use as teacher", hint="Set teacher: in the distill options")
 
 
@@ -321,7 +322,7 @@ class DistillStep(Step):
             feature_pairs=features.pairs if features else [], training=result.to_dict())
         like = teacher_art if width is not None else student_art  # whose factory builds the student
         out = tr.write_folder(student, like, ctx.out_path, ctx.final_path, structure_of(student, tr.factory_model(like)),
-                              name=f"{like.source.get('name') or like.path.stem}_distilled", data=artifact.data)
+                              name=f"{like.source.name or like.path.stem}_distilled", data=artifact.data)
         return StepResult(artifact=out, details=details)
 
     @staticmethod

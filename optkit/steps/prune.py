@@ -217,7 +217,7 @@ class PruneStep(Step):
         details.macs, details.params = count(pruned), tr.param_count(pruned)
         details.macs_ratio = details.macs / base_macs if base_macs else None
         out = tr.write_folder(pruned, artifact, ctx.out_path, ctx.final_path, structure_of(pruned, tr.factory_model(artifact)),
-                              name=f"{artifact.source.get('name') or artifact.path.stem}_pruned")
+                              name=f"{artifact.source.name or artifact.path.stem}_pruned")
         self._check_accuracy(ctx, out, config)  # judged as written, like every lossy step's product
         return StepResult(artifact=out, details=details)
 

@@ -14,14 +14,15 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
+from typing import Any, Literal
 
 from optkit.types.errors import UsageError
 from optkit.types.files import files_digest
 from optkit.types.records import StepRecord
+from optkit.types.source import TorchSource
 
 SIDECAR_SUFFIX = ".optkit.json"
+Split = Literal["eval", "calib", "train"]  # the data splits an artifact is measured, calibrated and trained on
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,8 @@ class Artifact:
     format: str
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
-    # torch sources: {"kind": "factory"|"torchscript"|"exported_program", "factory": ..., "weights": ..., "base": ...}
-    source: dict[str, Any] = field(default_factory=dict)
-    # data split name -> absolute path (eval, calib, train)
+    source: TorchSource = field(default_factory=TorchSource)  # a torch model's parts; empty for other formats
+    # data split name -> absolute path, as the sidecar stores it; read through ``split`` / ``eval_data`` / ``calib_data``
     data: dict[str, Path] = field(default_factory=dict)
     task: str = "classification"
     record: StepRecord | None = None  # this artifact's ledger row, when optkit made it
@@ -108,6 +108,22 @@ class Artifact:
     def name(self) -> str:
         return self.path.name
 
+    def split(self, name: Split) -> Path | None:
+        """The data split ``name``'s file, if the artifact has one."""
+        return self.data.get(name)
+
+    @property
+    def eval_data(self) -> Path | None:
+        return self.split("eval")
+
+    @property
+    def calib_data(self) -> Path | None:
+        return self.split("calib")
+
+    def with_split(self, name: Split, path: Path) -> "Artifact":
+        """A copy measured (eval), calibrated (calib) or trained (train) on ``path``; the other splits kept."""
+        return dataclasses.replace(self, data={**self.data, name: path})
+
     def with_(self, **changes: Any) -> "Artifact":
         """A copy with ``changes`` (the handle itself never changes)."""
         return dataclasses.replace(self, **changes)
@@ -120,15 +136,9 @@ class Artifact:
 
     def files(self) -> list[Path]:
         """The files whose bytes make up this artifact (digest and size are taken over these)."""
-        if self.format == "torch" and self.source.get("kind") == "hf":
-            return [Path(f) for f in self.source["files"]]
-        if self.format == "torch" and self.source.get("kind") == "factory":
-            files = [Path(self.source["factory_file"])] if self.source.get("factory_file") else []
-            if self.source.get("weights"):
-                files.append(Path(self.source["weights"]))
-            if self.source.get("structure"):  # the spec file carries the pruned shapes
-                files.append(Path(self.source["spec"]))
-            return files
+        named = self.source.digest_files() if self.format == "torch" else None
+        if named is not None:
+            return named
         return [self.path, *(self.path.with_suffix(suffix) for suffix in self.companions)]
 
     def size_bytes(self) -> int:

@@ -41,7 +41,7 @@ def test_each_head_exports_its_task_output(tmp_path, head, task, shape):
 
     folder = bert_folder(tmp_path / "m", head=head)
     art = open_artifact(folder)
-    assert art.source["task"] == task and art.task == ("classification" if head == "sequence" else "other")
+    assert art.source.task == task and art.task == ("classification" if head == "sequence" else "other")
     tokens = _tokens(folder, sentences(3))
     with torch.no_grad():
         ours = load_module(art)(*tokens)

@@ -19,7 +19,7 @@ def bert(tmp_path_factory):
 
 def test_a_saved_bert_is_a_torch_artifact_with_token_inputs(bert):
     art = open_artifact(bert)
-    assert art.format == "torch" and art.source["kind"] == "hf" and art.source["task"] == "feature-extraction"
+    assert art.format == "torch" and art.source.kind == "hf" and art.source.task == "feature-extraction"
     assert [t.name for t in art.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
     assert all(t.dtype == "int64" and t.shape == ("batch", "sequence") for t in art.inputs)
     assert [t.name for t in art.outputs] == ["last_hidden_state"] and art.task == "other"
@@ -37,9 +37,9 @@ def test_the_task_follows_the_architecture(tmp_path, arch, task):
 def test_a_sentence_transformers_folder_is_a_sentence_embedding(tmp_path):
     folder = sentence_folder(tmp_path / "st")
     source = hf_source(folder)
-    assert source["task"] == "sentence-embedding"
-    assert [m["type"] for m in source["modules"]] == ["Transformer", "Pooling", "Normalize"]
-    assert any(f.endswith("1_Pooling/config.json") for f in source["files"])
+    assert source.task == "sentence-embedding"
+    assert [m["type"] for m in source.modules] == ["Transformer", "Pooling", "Normalize"]
+    assert any(f.endswith("1_Pooling/config.json") for f in source.files)
 
 
 def test_an_unsupported_sentence_module_is_refused(tmp_path):
@@ -61,7 +61,7 @@ def test_remote_code_is_refused_unless_trusted(bert, tmp_path):
     with pytest.raises(UsageError, match="ships its own model code") as exc:
         hf_source(folder)
     assert "--trust-remote-code" in exc.value.hint
-    assert hf_source(folder, trust_remote_code=True)["trust_remote_code"] is True
+    assert hf_source(folder, trust_remote_code=True).trust_remote_code is True
 
 
 def test_a_folder_without_weights_says_so(tmp_path):
@@ -92,7 +92,7 @@ def test_hf_ids_come_from_the_local_cache_offline(bert, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert resolve_hub("hf:acme/tiny-bert") == snap
     art = open_artifact("hf:acme/tiny-bert")
-    assert art.source["kind"] == "hf" and art.source["folder"] == str(snap.resolve())
+    assert art.source.kind == "hf" and art.source.folder == str(snap.resolve())
     with pytest.raises(UsageError, match="cannot get hf:acme/missing") as exc:
         resolve_hub("hf:acme/missing")
     assert "local folder" in exc.value.hint

@@ -463,7 +463,7 @@ def test_the_time_budget_bounds_the_search_and_a_build_past_it_is_stopped(fake_e
 
     def fp32(model, out_dir, common, *_):
         art = open_artifact(model)
-        return art.with_(data={**art.data, "eval": Path(common.eval_data)}), [], None
+        return art.with_split("eval", Path(common.eval_data)), [], None
 
     cands = [  # as listed: one target's fallbacks before the other target's primary
         CandidateRecipe("ort-wrong", "ort-cpu", "fp32", [{"fake": {"scale": -1}}], "outside the accuracy budget"),

@@ -18,9 +18,9 @@ def test_parse_input_shape():
 
 def test_folder_is_a_torch_artifact(tiny):
     art = open_artifact(tiny["folder"])
-    assert art.format == "torch" and art.source["kind"] == "factory"
+    assert art.format == "torch" and art.source.kind == "factory"
     assert [i.name for i in art.inputs] == ["input"] and art.inputs[0].dynamic_batch
-    assert art.data["eval"] == tiny["eval"].resolve()
+    assert art.eval_data == tiny["eval"].resolve()
     assert art.size_bytes() == tiny["weights"].stat().st_size + tiny["model_py"].stat().st_size
     assert len(art.digest()) == 64
 
@@ -30,16 +30,16 @@ def test_recognises_saved_programs_and_refuses_pickles(tmp_path):
     torch.jit.save(torch.jit.trace(net, torch.zeros(1, 4)), str(tmp_path / "ts.pt"))
     torch.export.save(torch.export.export(net, (torch.zeros(2, 4),)), str(tmp_path / "ep.pt2"))
     torch.save(net.state_dict(), tmp_path / "sd.pt")
-    assert open_artifact(tmp_path / "ts.pt").source["kind"] == "torchscript"
-    assert open_artifact(tmp_path / "ep.pt2").source["kind"] == "exported_program"
+    assert open_artifact(tmp_path / "ts.pt").source.kind == "torchscript"
+    assert open_artifact(tmp_path / "ep.pt2").source.kind == "exported_program"
     with pytest.raises(UsageError, match="pickled PyTorch checkpoint"):
         open_artifact(tmp_path / "sd.pt")
 
 
 def test_factory_references(tiny):
     art = open_artifact(f"{tiny['model_py']}:build", weights=tiny["weights"])
-    assert art.source["weights"] == str(tiny["weights"].resolve())
-    assert open_artifact("some.module:build").source["factory"] == "some.module:build"
+    assert art.source.weights == str(tiny["weights"].resolve())
+    assert open_artifact("some.module:build").source.factory == "some.module:build"
     with pytest.raises(UsageError, match="does not exist"):
         open_artifact("missing_dir/model.py:build")
 
@@ -69,7 +69,7 @@ def test_onnx_specs_and_sidecar(tiny_onnx):
     assert art.format == "onnx"
     assert art.inputs[0].shape == ("batch", 1, 8, 8) and art.outputs[0].name == "logits"
     assert art.record.step == "export" and art.lineage[0].step == "original"
-    assert art.reference is not None and art.data["eval"].name == "eval.npz"
+    assert art.reference is not None and art.eval_data is not None and art.eval_data.name == "eval.npz"
     assert [r.step for r in art.chain()] == ["original", "export"]
 
 

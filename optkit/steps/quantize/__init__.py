@@ -131,7 +131,7 @@ class QuantizeStep(Step):
         from optkit.backends import onnx_io
 
         ops = {n.op_type for n in onnx_io.load_model(artifact.path).graph.node}
-        has_calib = bool(config.calib_data or artifact.data.get("calib") or config.calib_from_eval)
+        has_calib = bool(config.calib_data or artifact.calib_data or config.calib_from_eval)
         modes = ["static"] if has_calib else []
         if ops & {"MatMul", "Attention"}:  # dynamic int8 pays off on MatMul-heavy graphs, not on conv nets
             modes.append("dynamic")

@@ -124,8 +124,8 @@ def quantized_nodes(model) -> list[str]:
 def _search_data(ctx: StepContext, artifact: Artifact, calib: EvalData | None) -> tuple[EvalData, str]:
     from optkit.eval.data import load_npz
 
-    if calib is None and artifact.data.get("calib"):
-        calib = load_npz(artifact.data["calib"], artifact.inputs)
+    if calib is None and artifact.calib_data:
+        calib = load_npz(artifact.calib_data, artifact.inputs)
     metric = ctx.settings.metric
     if calib is not None and (calib.labels is not None or metric is None or not metric.needs_labels):
         return calib, "calibration split"
