@@ -12,6 +12,7 @@ from optkit.engine.recipe import Recipe
 from optkit.serve.loadtest import LoadPoint, LoadtestResult
 from optkit.serve.report import markdown, serve_yaml
 from optkit.serve.sweep import SweepPlan, serve_command
+from optkit.types.records import CpuInfo
 from optkit.types.serve_config import ServeConfig
 from tests.conftest import invoke
 
@@ -90,7 +91,7 @@ def _point(config: ServeConfig | None, throughput: float) -> LoadPoint:
 
 def test_typed_results_write_the_documented_files():
     fast = _point(ServeConfig(max_batch=8, max_queue_delay_ms=2.0, batch_policy="delay", threads=1, instances=1), 900)
-    result = LoadtestResult("m.onnx", [_point(None, 500), fast], fast, 50.0, {"model": "cpu", "logical_cores": 2})
+    result = LoadtestResult("m.onnx", [_point(None, 500), fast], fast, 50.0, CpuInfo(machine="x86_64", model="cpu", logical_cores=2))
     doc = json.loads(json.dumps(result.to_json()))
     assert list(doc) == ["written_by", "target", "cpu", "slo_p99_ms", "points", "best"]
     assert doc["points"][0]["config"] == {} and list(doc["points"][1]) == [
