@@ -117,3 +117,40 @@ def write_images(folder: Path, per_class: int = 6, labels: bool = True) -> Path:
             pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(target / f"{name}_{i}.png")
     return folder
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def save_bpe_tokenizer(folder: Path, texts: list[str] | None = None, vocab_size: int = 320) -> int:
+    """A byte-level BPE tokenizer trained here (bos/eos/pad, a chat template), saved with save_pretrained."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(texts or sentences(400, seed=1), vocab_size=vocab_size, min_frequency=1,
+                                special_tokens=["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|end|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=trainer._tokenizer, bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>", model_max_length=1024)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(str(folder))
+    return len(tok)
+
+
+def llama_folder(folder: Path, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                 texts: list[str] | None = None, seed: int = 0) -> Path:
+    """A Llama-style causal LM (grouped-query attention, RoPE, SwiGLU) from a LlamaConfig with random weights and a
+    BPE tokenizer trained here: what a user's Llama/Qwen2/Mistral folder looks like, a few hundred KB."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    vocab = save_bpe_tokenizer(folder, texts)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=1024, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+                         tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).eval().save_pretrained(str(folder))
+    return folder
