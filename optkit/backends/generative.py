@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
 
 # format -> "module:CausalLM subclass"; a new generative runtime adds one line (tests register fakes here too)
-GENERATORS: dict[str, str] = {}
+GENERATORS: dict[str, str] = {"torch": "optkit.backends.hf_causal:TorchCausalLM"}
 
 
 class CausalLM(ABC):

@@ -19,7 +19,8 @@ from optkit.types.lazy import require
 _AUTO = {"feature-extraction": "AutoModel", "sentence-embedding": "AutoModel",
          "text-classification": "AutoModelForSequenceClassification",
          "token-classification": "AutoModelForTokenClassification",
-         "image-classification": "AutoModelForImageClassification"}
+         "image-classification": "AutoModelForImageClassification",
+         "text-generation": "AutoModelForCausalLM"}
 
 
 def _pool(hidden, mask, config: dict[str, Any]):
@@ -58,6 +59,8 @@ def _wrapper(model, task: str, input_names: list[str], modules: list[dict[str, A
 
         def forward(self, *args):
             kwargs = dict(zip(input_names, args))
+            if task == "text-generation":  # the plain runner's logits of every position; generating keeps a cache
+                return self.model(**kwargs, use_cache=False, return_dict=True).logits
             out = self.model(**kwargs, return_dict=True)
             if task in ("text-classification", "token-classification", "image-classification"):
                 return out.logits

@@ -7,6 +7,8 @@ outputs and the default metric; it is detected from the folder when not given:
 
 - ``modules.json`` (a sentence-transformers folder): ``sentence-embedding``, pooled and normalised as its modules say;
 - ``architectures`` ending in ``ForSequenceClassification`` / ``ForTokenClassification`` / ``ForImageClassification``;
+- ``architectures`` ending in ``ForCausalLM``: ``text-generation`` (a decoder-only language model, safetensors only;
+  its tokenizer, chat template and generation config are among its files);
 - otherwise ``feature-extraction`` (the encoder's last hidden state).
 
 A config that names its own code (``auto_map``) is refused unless ``trust_remote_code`` is given.
@@ -22,16 +24,18 @@ from optkit.types.source import HF, TorchSource
 
 HF_PREFIX = "hf:"
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
-         "image-classification")
+         "image-classification", "text-generation")
 TEXT_TASKS = TASKS[:4]
+GENERATION = "text-generation"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
-                   "preprocessor_config.json")
+                   "preprocessor_config.json", "chat_template.jinja", "chat_template.json",
+                   "generation_config.json")
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 _HEADS = {"ForSequenceClassification": "text-classification", "ForTokenClassification": "token-classification",
-          "ForImageClassification": "image-classification"}
+          "ForImageClassification": "image-classification", "ForCausalLM": GENERATION}
 
 
 def is_hf_folder(folder: Path) -> bool:
@@ -108,11 +112,14 @@ def sentence_modules(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def hf_files(folder: Path) -> list[Path]:
-    """Every file the model's bytes depend on: config, weights, sentence-transformers modules (digests, cache)."""
+def hf_files(folder: Path, task: str | None = None) -> list[Path]:
+    """Every file the model's bytes depend on: config, weights, sentence-transformers modules (digests, cache).
+    A causal LM's text also depends on its tokenizer, chat template and generation config: they are recorded too."""
     files = [folder / "config.json", *weight_files(folder)]
     files += [folder / f for f in ST_FILES if (folder / f).is_file()]
     files += sorted(p for p in folder.glob("*_Pooling/config.json"))
+    if task == GENERATION:
+        files += tokenizer_files(folder)
     return files
 
 
@@ -149,9 +156,20 @@ def hf_source(folder: Path, task: str | None = None, trust_remote_code: bool = F
         raise UsageError(f"{folder.name} ships its own model code (auto_map in config.json), which optkit does not "
                          "run by default", hint="Pass --trust-remote-code if you trust its authors")
     task = task or detect_task(folder, config)
+    if task == GENERATION:
+        _check_causal_weights(folder)
     return TorchSource(kind=HF, folder=str(folder), task=task, name=folder.name, model_type=config.get("model_type"),
-                       trust_remote_code=trust_remote_code, files=[str(p) for p in hf_files(folder)],
+                       trust_remote_code=trust_remote_code, files=[str(p) for p in hf_files(folder, task)],
                        modules=sentence_modules(folder) if task == "sentence-embedding" else [])
+
+
+def _check_causal_weights(folder: Path) -> None:
+    """A causal LM is read from safetensors only: its weights are what later steps compress, and a pickled
+    ``.bin`` of a multi-gigabyte model is not worth optkit's own careful reader."""
+    if not any(p.name.endswith((".safetensors", ".safetensors.index.json")) for p in weight_files(folder)):
+        raise UsageError(f"{folder.name} is a causal language model with pytorch_model.bin weights only; optkit reads "
+                         "a causal LM's weights from safetensors", hint="Re-save it with save_pretrained "
+                         "(safe_serialization=True), which writes model.safetensors")
 
 
 def optkit_task(task: str) -> str:
@@ -175,6 +193,7 @@ def hf_specs(source: TorchSource, config: dict[str, Any]) -> tuple[list[tuple], 
     labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
     shape = {"feature-extraction": ("batch", "sequence", hidden), "sentence-embedding": ("batch", "embedding"),
              "text-classification": ("batch", labels), "token-classification": ("batch", "sequence", labels),
-             "image-classification": ("batch", labels)}[task]
+             "image-classification": ("batch", labels),
+             GENERATION: ("batch", "sequence", config.get("vocab_size") or "vocab")}[task]
     name = {"feature-extraction": "last_hidden_state", "sentence-embedding": "sentence_embedding"}.get(task, "logits")
     return inputs, [(name, shape, "float32")]

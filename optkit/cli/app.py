@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "debug": ("optkit.cli.debug:debug", "Rank layers by quantization error (SQNR, cosine; activations..."),
     "run": ("optkit.cli.run:run", "Run recipes: every step measured, gates judged (exit 3 if one..."),
     "optimize": ("optkit.cli.optimize:optimize", "Build ONNX Runtime and OpenVINO candidates (fp32, int8..."),
+    "generate": ("optkit.cli.generate:generate", "Stream a causal language model's continuation of a prompt..."),
     "serve": ("optkit.cli.serve:serve", "Serve an artifact over KServe's Open Inference Protocol v2..."),
     "loadtest": ("optkit.cli.serve:loadtest", "Throughput and p50/p90/p99 under concurrent load; with an..."),
     "recipe": ("optkit.cli.recipe:recipe_app", "Recipe helpers: the JSON Schema for editors and linters."),

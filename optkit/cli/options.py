@@ -23,7 +23,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 Markdown = Annotated[bool, typer.Option("--markdown", help="Print the ledger as a Markdown table.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Output file.")]
 Metric = Annotated[Optional[str], typer.Option("--metric", help="Task metric every figure and accuracy budget is judged on: top1 | cosine | max_abs | ctc_string_match[:BLANK] | mask_iou[:THRESHOLD] | FILE.py:FUNCTION (fn(outputs, batch) -> {name: value}). Default: top1 with labels, else cosine judges.")]
-Task = Annotated[Optional[str], typer.Option("--task", help="Hugging Face models: feature-extraction | sentence-embedding | text-classification | token-classification | image-classification (default: detected from the folder).")]
+Task = Annotated[Optional[str], typer.Option("--task", help="Hugging Face models: feature-extraction | sentence-embedding | text-classification | token-classification | image-classification | text-generation (default: detected from the folder).")]
 TextData = Annotated[Optional[Path], typer.Option("--text-data", help="Hugging Face text models: .txt (a text per line), .jsonl or .csv (text, label) tokenized with the model's tokenizer; the first half evaluates, the second calibrates.")]
 ImageData = Annotated[Optional[Path], typer.Option("--image-data", help="Hugging Face image classifiers: a folder of images, or of class sub-folders (their names are the labels), preprocessed with the model's image processor; the first half evaluates, the second calibrates.")]
 MaxLength = Annotated[int, typer.Option("--max-length", min=1, max=65536, help="--text-data: tokens per text at most (longer ones are truncated).")]

@@ -10,7 +10,7 @@ import pytest
 HEAVY = ["torch", "onnxruntime", "openvino", "tensorrt", "neural_compressor", "onnx", "onnxscript", "nncf",
          "uvicorn", "starlette", "httptools", "prometheus_client", "ray"]
 COMMANDS = [[], ["export"], ["simplify"], ["fuse"], ["quantize"], ["prune"], ["distill"], ["compile"], ["profile"], ["report"],
-            ["compare"], ["debug"], ["run"], ["optimize"], ["serve"], ["loadtest"], ["recipe"], ["recipe", "schema"]]
+            ["compare"], ["debug"], ["run"], ["optimize"], ["generate"], ["serve"], ["loadtest"], ["recipe"], ["recipe", "schema"]]
 
 
 def test_every_command_is_in_the_help_check():
