@@ -25,7 +25,7 @@ from optkit.types.source import HF, TorchSource
 HF_PREFIX = "hf:"
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
          "image-classification", "text-generation")
-TEXT_TASKS = TASKS[:4]
+TEXT_TASKS = (*TASKS[:4], "text-generation")  # --text-data: tokenized as for every text model
 GENERATION = "text-generation"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

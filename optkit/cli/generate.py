@@ -21,7 +21,7 @@ def generate(
                                                help="0: greedy (the default); above 0: sample, flatter as it grows.")] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0,
                                          help="Sampling: keep the most likely tokens up to this probability mass.")] = 1.0,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling: the random seed (the same seed, the same "
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Sampling: the random seed (the same seed, the same "
                                                                "text).")] = None,
     threads: o.Threads = 1,
     task: o.Task = None,

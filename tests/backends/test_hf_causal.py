@@ -92,3 +92,16 @@ def test_torch_causal_lm_greedy_is_transformers_generate_token_for_token(llama, 
 def test_a_model_that_is_not_a_causal_lm_is_refused(tiny):
     with pytest.raises(UsageError, match="causal"):
         open_causal_lm(open_artifact(tiny["folder"]))
+
+
+def test_row_0_of_a_causal_lm_is_measured_on_its_text_data(llama, tmp_path, monkeypatch):
+    from tests.conftest import invoke
+    from tests.hf_models import write_texts
+
+    monkeypatch.chdir(tmp_path)  # profile writes the tokenized splits under ./optkit-out/optkit-data
+    texts = write_texts(tmp_path / "texts.txt", n=12)
+    result = invoke("profile", str(llama), "--text-data", str(texts), "--batch-sizes", "1", "--budget-s", "0.02",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["latency"][0]["p50_ms"] > 0
+    assert list((tmp_path / "optkit-out" / "optkit-data").glob("texts-*-eval.npz"))
