@@ -55,7 +55,7 @@ class OrtCausalLM(CausalLM):
                              hint="Re-export the model with 'optkit export'")
         self.has_mask = "attention_mask" in inputs
         self.has_positions = "position_ids" in inputs
-        self._empty = {}
+        self._empty: dict[str, np.ndarray] = {}
         for name in self.past_names:
             shape = inputs[name].shape  # (batch, kv_heads, past_sequence, head_dim)
             if not (isinstance(shape[1], int) and isinstance(shape[3], int)):

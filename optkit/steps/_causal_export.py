@@ -80,7 +80,7 @@ def _wrapper(model: Any, layout: CausalLayout) -> Any:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, position_ids, *past):  # type: ignore[no-untyped-def]
+        def forward(self, input_ids, attention_mask, position_ids, *past):
             cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layout.layers)],
                                  config=self.model.config)
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
