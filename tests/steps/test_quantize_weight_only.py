@@ -137,8 +137,17 @@ def test_bad_weight_only_options_exit_2(lm, tmp_path):
     assert err.value.exit_code == 2
     with pytest.raises(UsageError, match="matches no node"):
         _quantize(lm, tmp_path, "x.onnx", exclude=["NoSuchOp"])
-    with pytest.raises(Exception):  # pydantic: ONNX Runtime's blocks are powers of two from 16
+    with pytest.raises(ValueError, match="16, 32, 64, 128 or 256"):
         QuantizeConfig(mode="weight-only", group_size=48)
+
+
+def test_cli_refuses_bits_other_than_4_or_8(lm, tmp_path):
+    from tests.conftest import invoke
+
+    result = invoke("quantize", str(lm[0].path), "-o", str(tmp_path / "q.onnx"), "--mode", "weight-only",
+                    "--bits", "3")
+    assert result.exit_code == 2 and "--bits" in result.output and "4 or 8" in result.output, result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_broken_product_fails_the_step(lm, tmp_path):

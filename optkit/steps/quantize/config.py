@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from optkit.steps._budget import MAX_DROP_HELP
 from optkit.steps.base import BudgetSearchConfig
@@ -42,11 +42,11 @@ class QuantizeConfig(BudgetSearchConfig):
                                           "Compressor PT2E autotune on a PyTorch model, exported to QDQ ONNX "
                                           "(pip install 'optkit[inc]')")
     inc_max_trials: int = Field(3, ge=1, le=3, description="engine inc: configurations tried (s8s8 minmax, s8s8 kl, u8s8)")
-    bits: Literal[4, 8] = Field(4, description="weight-only: bits per weight")
-    group_size: Literal[16, 32, 64, 128, 256] = Field(128, description="weight-only: weights sharing one scale "
-                                                                        "(block size along the input dimension)")
+    bits: int = Field(4, description="weight-only: bits per weight, 4 or 8")
+    group_size: int = Field(128, description="weight-only: weights sharing one scale (block size along the input "
+                                             "dimension): 16, 32, 64, 128 or 256")
     symmetric: bool = Field(False, description="weight-only: symmetric blocks (no zero point) or asymmetric")
-    accuracy_level: Literal[0, 1, 2, 3, 4] = Field(0, description="weight-only: MatMulNBits compute type (0: "
+    accuracy_level: int = Field(0, ge=0, le=4, description="weight-only: MatMulNBits compute type (0: "
                                                    "unset, 1: fp32, 2: fp16, 3: bf16, 4: int8 activations)")
     lm_head: bool = Field(True, description="weight-only: quantize the output projection (lm_head) too")
     embedding: bool = Field(False, description="weight-only: quantize the token embedding too (Gather -> "
@@ -55,6 +55,20 @@ class QuantizeConfig(BudgetSearchConfig):
                                      "(default: 0.99 when no task metric judges, else not checked)")
 
     SEARCH: ClassVar[str] = "guard"
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, value: int) -> int:
+        if value not in (4, 8):
+            raise ValueError(f"weight-only quantizes to 4 or 8 bits, not {value}")
+        return value
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, value: int) -> int:
+        if value not in (16, 32, 64, 128, 256):
+            raise ValueError(f"ONNX Runtime's blocks are 16, 32, 64, 128 or 256 weights, not {value}")
+        return value
 
 
 class GenerativeCheck(Record):
