@@ -91,11 +91,16 @@ def test_int8_keeps_greedy_tokens_and_logits(lm, tmp_path):
     ops = _ops(result.artifact.path)
     assert ops.count("MatMulNBits") == details.nodes["quantized"] == details.nodes["quantizable"] == 15
     assert ops.count("MatMul") == 4  # attention's two per layer: no constant weight
+    import onnx
+
+    node = next(n for n in onnx.load(str(result.artifact.path)).graph.node if n.op_type == "MatMulNBits")
+    attrs = {a.name: a.i for a in node.attribute}
+    assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, 32, 4)  # int8 compute by default
     with OrtCausalLM(lm[0]) as fp32, OrtCausalLM(result.artifact) as int8:
         ids = np.array([lm[1][0]])
         np.testing.assert_allclose(int8.start(ids), fp32.start(ids), atol=0.05)
         assert greedy(int8, ids, 12) == greedy(fp32, ids, 12)
-    assert "weight-only int8 (group 32, asymmetric), 15/15" in QuantizeStep.describe(details)
+    assert "weight-only int8 (group 32, asymmetric, int8 compute), 15/15" in QuantizeStep.describe(details)
     assert QuantizeStep.Details.model_validate(details.to_json()) == details
 
 

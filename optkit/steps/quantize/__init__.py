@@ -247,7 +247,8 @@ class QuantizeStep(Step):
 def _describe_weight_only(details: QuantizeDetails) -> str:
     nodes = details.nodes or {}
     text = (f"weight-only int{details.bits} (group {details.group_size}, "
-            f"{'symmetric' if details.symmetric else 'asymmetric'}), {nodes.get('quantized', 0)}/"
+            f"{'symmetric' if details.symmetric else 'asymmetric'}"
+            f"{', int8 compute' if details.accuracy_level == 4 else ''}), {nodes.get('quantized', 0)}/"
             f"{nodes.get('quantizable', 0)} weights in blocks; lm_head {details.lm_head or 'none found'}, "
             f"embedding {details.embedding}")
     gen = details.generation

@@ -46,8 +46,9 @@ class QuantizeConfig(BudgetSearchConfig):
     group_size: int = Field(128, description="weight-only: weights sharing one scale (block size along the input "
                                              "dimension): 16, 32, 64, 128 or 256")
     symmetric: bool = Field(False, description="weight-only: symmetric blocks (no zero point) or asymmetric")
-    accuracy_level: int = Field(0, ge=0, le=4, description="weight-only: MatMulNBits compute type (0: "
-                                                   "unset, 1: fp32, 2: fp16, 3: bf16, 4: int8 activations)")
+    accuracy_level: int = Field(4, ge=0, le=4, description="weight-only: MatMulNBits compute type (0: unset, 1: "
+                                "fp32, 2: fp16, 3: bf16, 4: int8 activations per block; measured on a 27M Llama, "
+                                "1 thread: 4 decodes int8 weights 11x and int4 1.8x faster than 0)")
     lm_head: bool = Field(True, description="weight-only: quantize the output projection (lm_head) too")
     embedding: bool = Field(False, description="weight-only: quantize the token embedding too (Gather -> "
                                                "GatherBlockQuantized; 4 bits only)")
