@@ -116,15 +116,17 @@ def export_causal_lm(model: Any, path: Path, opset: int = CAUSAL_OPSET) -> Causa
 
 
 def hf_greedy(model: Any, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """transformers' own greedy continuation (stopping where its generation config stops)."""
+    """transformers' own greedy continuation, stopping where its generation config stops; the settings a folder's
+    generation_config.json may hold that would change plain argmax decoding are set neutral here."""
     import torch
 
     ids = torch.tensor([prompt], dtype=torch.int64)
     config = model.generation_config
     pad = config.pad_token_id if config.pad_token_id is not None else model.config.eos_token_id
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad, repetition_penalty=1.0,
+                             no_repeat_ngram_size=0, min_length=0)
     return [int(t) for t in out[0, len(prompt):]]
 
 

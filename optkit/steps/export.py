@@ -234,6 +234,12 @@ def _export_causal(ctx: StepContext, artifact: Artifact, config: ExportConfig) -
     from optkit.backends import onnx_io
     from optkit.steps._causal_export import CAUSAL_OPSET, export_text_generation
 
+    unused = [flag for flag, used in (("--exporter", config.exporter not in ("auto", "torchscript")),
+                                      ("--dynamic-axis", config.dynamic_axes is not None),
+                                      ("--no-dynamic-batch", not config.dynamic_batch)) if used]
+    if unused:
+        ctx.ui.warn(f"{', '.join(unused)} ignored: a text-generation model is exported with the TorchScript exporter, "
+                    "dynamic batch, sequence and past length, and verified by greedy tokens")
     exported, check, verification, layout = export_text_generation(ctx, artifact, config.opset)
     axes = layout.dynamic_axes()
     details = ExportDetails(
