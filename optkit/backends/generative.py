@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
 
 # format -> "module:CausalLM subclass"; a new generative runtime adds one line (tests register fakes here too)
-GENERATORS: dict[str, str] = {"torch": "optkit.backends.hf_causal:TorchCausalLM"}
+GENERATORS: dict[str, str] = {
+    "torch": "optkit.backends.hf_causal:TorchCausalLM",
+    "onnx": "optkit.backends.onnx_causal:OrtCausalLM",
+}
 
 
 class CausalLM(ABC):

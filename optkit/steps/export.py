@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optkit.types.artifact import Artifact
 from optkit.types.errors import StepError, UsageError, first_line
+from optkit.steps._causal_export import GreedyCheck
 from optkit.steps.base import Step, StepContext, StepResult
 from optkit.types.records import Details, Verification
 from optkit.types.ui import quiet_libraries
@@ -159,6 +160,7 @@ class ExportDetails(Details):
     exporter_choice: dict[str, Any] | None = None  # exporter auto: what was compared and why one won
     nodes: int
     verification: Verification
+    generation: GreedyCheck | None = None  # text-generation: greedy tokens vs transformers' generate
 
 
 class ExportStep(Step):
@@ -176,6 +178,8 @@ class ExportStep(Step):
         from optkit.types.lazy import require
 
         require("torch", "export")  # named for this step before the model's own loading asks for it
+        if artifact.task == "text-generation":
+            return _export_causal(ctx, artifact, config)
         module = load_module(artifact)
         names = [i.name for i in artifact.inputs]
         fixed_batch = artifact.inputs[0].shape[0] if isinstance(artifact.inputs[0].shape[0], int) else None
@@ -214,11 +218,35 @@ class ExportStep(Step):
         axes = details.dynamic_axes or {}
         choice = details.exporter_choice
         why = f" (auto: {choice['why']})" if choice else ""
+        if details.generation:
+            gen = details.generation
+            return (f"{details.exporter} opset {details.opset}, {details.nodes} nodes, past key/values in and out; "
+                    f"greedy tokens = transformers' on {gen.prompts} prompt(s) x {gen.new_tokens} new tokens "
+                    f"(prefill logits max|Δ| {gen.max_prefill_logit_diff:.1e})")
         dynamic = "".join(f", {n}[{d}] {label} dynamic" for n, dims in axes.items() for d, label in dims.items())
         return (f"{details.exporter}{why} opset {details.opset}, {details.nodes} nodes{dynamic}; vs torch at batch "
                 f"{','.join(map(str, check.batch_sizes))}{' and a second size of each axis' if axes else ''}: "
                 f"max|Δ| {check.max_abs_diff:.1e}")
 
+
+def _export_causal(ctx: StepContext, artifact: Artifact, config: ExportConfig) -> StepResult:
+    """A text-generation model: one graph with past key/values, verified by greedy tokens (``_causal_export``)."""
+    from optkit.backends import onnx_io
+    from optkit.steps._causal_export import CAUSAL_OPSET, export_text_generation
+
+    unused = [flag for flag, used in (("--exporter", config.exporter not in ("auto", "torchscript")),
+                                      ("--dynamic-axis", config.dynamic_axes is not None),
+                                      ("--no-dynamic-batch", not config.dynamic_batch)) if used]
+    if unused:
+        ctx.ui.warn(f"{', '.join(unused)} ignored: a text-generation model is exported with the TorchScript exporter, "
+                    "dynamic batch, sequence and past length, and verified by greedy tokens")
+    exported, check, verification, layout = export_text_generation(ctx, artifact, config.opset)
+    axes = layout.dynamic_axes()
+    details = ExportDetails(
+        exporter="torchscript", opset=config.opset or CAUSAL_OPSET, dynamic_batch=True,
+        dynamic_axes={n: {str(d): label for d, label in dims.items()} for n, dims in axes.items() if "." not in n},
+        nodes=onnx_io.node_count(onnx_io.load_model(ctx.out_path)), verification=verification, generation=check)
+    return StepResult(artifact=exported, details=details)
 
 
 def _example(module: Any, ctx: StepContext, artifact: Artifact, batch: int) -> tuple[tuple[Any, ...], list[str]]:

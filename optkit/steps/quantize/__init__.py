@@ -12,6 +12,8 @@ static   QDQ int8 calibrated on ``calib_data`` (default: the calibration split r
 dynamic  int8 weights, activations quantized at run time: for transformer MatMuls/Attention.
          On convolutions it is several times slower on x86 CPUs (ConvInteger); optkit warns.
 fp16     float16 weights and compute, inputs/outputs kept fp32, numerically sensitive ops in fp32.
+weight-only  int4/int8 MatMul weights in blocks (ONNX Runtime's MatMulNBits), activations float: for language
+         models, whose decoding reads every weight once per token (``weight_only.py``).
 auto     builds each applicable mode, measures accuracy and batch-1 latency, keeps the fastest
          within tolerance, and records why.
 
@@ -53,6 +55,10 @@ class QuantizeStep(Step):
         return ("torch",) if config.engine == "inc" else ("onnx",)
 
     def precheck(self, config: QuantizeConfig, source: Artifact, base: Path) -> None:
+        if config.mode == "weight-only":
+            from optkit.steps.quantize.weight_only import check_weight_only
+
+            check_weight_only(config)
         if config.engine == "inc":
             from optkit.steps.quantize.inc import check_config, require_inc
 
@@ -65,6 +71,8 @@ class QuantizeStep(Step):
         from optkit.types.files import scratch_dir
         from optkit.types.ui import quiet_libraries
 
+        if config.mode == "weight-only":
+            return self._run_weight_only(ctx, artifact, config)
         if config.engine == "inc":
             return self._run_inc(ctx, artifact, config)
         modes: list[str] = [config.mode] if config.mode != "auto" else self._auto_modes(artifact, config)
@@ -127,6 +135,30 @@ class QuantizeStep(Step):
         return StepResult(artifact=onnx_io.produced_artifact(ctx.out_path, "quantize", artifact.task), details=result)
 
     @staticmethod
+    def _run_weight_only(ctx: StepContext, artifact: Artifact, config: QuantizeConfig) -> StepResult:
+        from optkit.backends import onnx_io
+        from optkit.steps._budget import check_vs_input
+        from optkit.steps.quantize.weight_only import is_causal_export, judge_generative, quantize_weight_only
+        from optkit.types.ui import quiet_libraries
+
+        with quiet_libraries(), ctx.ui.status(f"quantize: weight-only int{config.bits}, group {config.group_size}"):
+            facts = quantize_weight_only(artifact.path, ctx.out_path, config)
+        product = onnx_io.produced_artifact(ctx.out_path, "quantize", artifact.task)
+        generation = None
+        if is_causal_export(artifact):
+            check, generation = judge_generative(ctx, artifact, product, config.min_cosine)
+        else:
+            check = check_vs_input(ctx, product, config.max_drop, config.min_cosine)
+        if not check.ok:
+            from optkit.eval.compare import tolerance_error
+
+            raise tolerance_error(f"weight-only int{config.bits} quantization", check,
+                                  ["try --bits 8 or a smaller --group-size", "keep the output projection float "
+                                   "(--no-lm-head) or other nodes (--exclude NODE_OR_OP)"])
+        details = QuantizeDetails.model_validate({**facts, "check": check, "generation": generation})
+        return StepResult(artifact=product, details=details)
+
+    @staticmethod
     def _auto_modes(artifact: Artifact, config: QuantizeConfig) -> list[str]:
         from optkit.backends import onnx_io
 
@@ -180,6 +212,8 @@ class QuantizeStep(Step):
     @staticmethod
     def describe(details: QuantizeDetails) -> str:
         nodes = details.nodes or {}
+        if details.mode == "weight-only":
+            return _describe_weight_only(details)
         if details.mode == "fp16":
             text = f"fp16, {nodes.get('kept_fp32', 0)} nodes kept fp32"
         else:
@@ -208,3 +242,17 @@ class QuantizeStep(Step):
         if details.auto:
             text += f"; auto: {details.auto['why']}"
         return text
+
+
+def _describe_weight_only(details: QuantizeDetails) -> str:
+    nodes = details.nodes or {}
+    text = (f"weight-only int{details.bits} (group {details.group_size}, "
+            f"{'symmetric' if details.symmetric else 'asymmetric'}"
+            f"{', int8 compute' if details.accuracy_level == 4 else ''}), {nodes.get('quantized', 0)}/"
+            f"{nodes.get('quantizable', 0)} weights in blocks; lm_head {details.lm_head or 'none found'}, "
+            f"embedding {details.embedding}")
+    gen = details.generation
+    if gen:
+        text += (f"; vs input on {gen.prompts} prompt(s): logits cosine {gen.logits_cosine:.4f}, greedy tokens "
+                 f"{100 * gen.token_agreement:.0f}% agree ({gen.same_continuations} identical)")
+    return text
