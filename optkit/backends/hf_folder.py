@@ -173,7 +173,10 @@ def _check_causal_weights(folder: Path) -> None:
 
 
 def optkit_task(task: str) -> str:
-    """The artifact's task (what picks the default metric): classification heads are judged on top-1."""
+    """The artifact's task (what picks the default metric and the export): classification heads are judged on top-1;
+    a causal LM is exported with its KV cache."""
+    if task == "text-generation":
+        return task
     return "classification" if task in ("text-classification", "image-classification") else "other"
 
 

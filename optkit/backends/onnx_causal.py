@@ -18,8 +18,7 @@ from optkit.types.lazy import require
 if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
 
-PAST_PREFIX = "past_key_values."
-PRESENT_PREFIX = "present."
+from optkit.backends.onnxruntime import PAST_PREFIX, PRESENT_PREFIX
 
 
 def _np_dtype(ort_type: str) -> type:

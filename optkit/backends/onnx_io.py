@@ -71,10 +71,19 @@ def _specs(values, initializer_names: set[str]) -> list[TensorSpec]:
     return specs
 
 
+KV_INPUT_PREFIX, KV_OUTPUT_PREFIX = "past_key_values.", "present."
+
+
 def read_io_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The model's inputs and outputs as data feeds it. A causal LM exported with its KV cache is seen as its
+    prefill: token ids and mask in, logits out (``OrtRunner`` gives the empty past and the positions itself)."""
     model = load_model(path, external_data=False)
     init = {t.name for t in model.graph.initializer}
-    return _specs(model.graph.input, init), _specs(model.graph.output, set())
+    inputs, outputs = _specs(model.graph.input, init), _specs(model.graph.output, set())
+    if any(i.name.startswith(KV_INPUT_PREFIX) for i in inputs):
+        inputs = [i for i in inputs if not i.name.startswith(KV_INPUT_PREFIX) and i.name != "position_ids"]
+        outputs = [o for o in outputs if not o.name.startswith(KV_OUTPUT_PREFIX)]
+    return inputs, outputs
 
 
 def node_count(model) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from optkit.backends import Backend, Runner
 from optkit.backends.compiling import Compiled, CompileFacts, CompileRequest, CompileTarget
-from optkit.backends.onnx_io import looks_like_onnx, open_onnx, produced_artifact
+from optkit.backends.onnx_io import KV_INPUT_PREFIX, KV_OUTPUT_PREFIX, looks_like_onnx, open_onnx, produced_artifact
 from optkit.types.artifact import Artifact
 from optkit.types.errors import UsageError
 from optkit.types.lazy import require
@@ -91,13 +91,38 @@ class OrtRunner(Runner):
                              hint="Check the file with 'python -m onnx.checker' or re-export it") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # a causal LM exported with its KV cache: as a fixed-shape model it is its prefill (an empty past,
+        # positions from the mask) and its logits, what the torch model it came from returns for the same tokens
+        self._empty_past = {i.name: i for i in self.session.get_inputs() if i.name.startswith(PAST_PREFIX)}
+        if self._empty_past:
+            self.output_names = [n for n in self.output_names if not n.startswith(PRESENT_PREFIX)]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._empty_past:
+            feed = prefill_feed(feed, self._empty_past, "position_ids" in self.input_names)
         outs = self.session.run(self.output_names, {n: feed[n] for n in self.input_names})
         return dict(zip(self.output_names, outs))
 
     def close(self) -> None:
         self.session = None
+
+
+PAST_PREFIX, PRESENT_PREFIX = KV_INPUT_PREFIX, KV_OUTPUT_PREFIX
+
+
+def prefill_feed(feed: dict[str, np.ndarray], pasts: dict[str, Any], positions: bool) -> dict[str, np.ndarray]:
+    """``feed`` (token ids and mask) completed for a KV-cache graph's first call: every past empty (length 0, its
+    heads and head size from the graph) and ``position_ids`` counted along the mask (right padding stays put)."""
+    batch = feed["input_ids"].shape[0]
+    full = dict(feed)
+    for name, spec in pasts.items():
+        if name not in full:
+            dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
+            full[name] = np.zeros((batch, spec.shape[1], 0, spec.shape[3]), dtype=dtype)
+    if positions and "position_ids" not in full:
+        mask = full.get("attention_mask", np.ones_like(feed["input_ids"]))
+        full["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int64)
+    return full
 
 
 def preprocess_for_quantization(src: Path, dst: Path, details: dict) -> Path:
