@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
 
 # format -> "module:CausalLM subclass"; a new generative runtime adds one line (tests register fakes here too)
-GENERATORS: dict[str, str] = {}
+GENERATORS: dict[str, str] = {
+    "openvino": "optkit.backends.openvino_causal:OVCausalLM",
+}
 
 
 class CausalLM(ABC):
