@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optkit.backends.compiling import CompileFacts
 from optkit.types.errors import UsageError
 from optkit.types.lazy import require
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from optkit.backends.compiling import Compiled, CompileRequest
 
 BATCH_AXIS = 0  # of every past key/value: [batch, kv_heads, seq, head_dim]
 
@@ -240,3 +243,45 @@ def greedy_mismatches(model: Any, xml: Path, prompts: list["np.ndarray"], max_ne
             if ours != theirs:
                 bad.append((i, ours, theirs))
     return bad
+
+
+class CausalIRFacts(CompileFacts):
+    """What compiling a causal LM to a stateful IR records (the compile details' keys): the cache layout, NNCF's
+    weight compression (``nncf``: mode, group size, ratio, data-aware methods, the weight element types), and the
+    greedy-token check against transformers' ``generate`` on the evaluation prompts."""
+
+    stateful: bool = True
+    kv_layers: int | None = None
+    verified_prompts: int | None = None  # fp32: every one gave transformers' tokens, or the build failed
+    greedy_agreement: float | None = None  # compressed: share of the prompts whose greedy tokens are transformers'
+
+
+def compile_causal_lm(request: "CompileRequest", model: Any, how: WeightCompression | None,
+                      prompts: list["np.ndarray"], samples: list["np.ndarray"] | None = None,
+                      max_new_tokens: int = 16) -> "Compiled":
+    """openvino-cpu for a text-generation model: ``model`` (the source's transformers causal LM) -> the stateful
+    IR at ``request.out``, weight-compressed when ``how`` says so (on ``samples`` when data-aware). An uncompressed
+    IR must give transformers' greedy tokens on every prompt (else ``StepError``); a compressed one records how
+    many of the prompts it keeps."""
+    from optkit.backends.compiling import Compiled
+    from optkit.backends.openvino import open_ir
+    from optkit.types.errors import StepError
+
+    with request.ui.status("OpenVINO: converting the causal LM with a stateful KV cache"
+                           + (f" and compressing its weights to {how.precision} (NNCF)" if how else "")):
+        raw = export_ir(model, request.out, how, samples)
+    facts = CausalIRFacts(stateful=True, kv_layers=raw["kv_layers"])
+    if "weight_compression" in raw:
+        facts.nncf = raw["weight_compression"]
+    bad = greedy_mismatches(model, request.out, prompts, max_new_tokens, threads=request.threads)
+    if how is None and bad:
+        i, ours, theirs = bad[0]
+        raise StepError(f"the OpenVINO IR's greedy tokens differ from transformers' generate on {len(bad)} of "
+                        f"{len(prompts)} prompts (prompt {i}: {ours[:8]} vs {theirs[:8]})",
+                        hint="Report it; meanwhile compile this model with --target ort-cpu")
+    if how is None:
+        facts.verified_prompts = len(prompts)
+    else:
+        facts.greedy_agreement = 1 - len(bad) / max(1, len(prompts))
+    out = open_ir(request.out).with_(task=request.source.task, runtime={"inference_precision": "f32", "device": "CPU"})
+    return Compiled(out, facts)

@@ -69,7 +69,7 @@ def test_ir_has_genai_interface_and_kv_cache_as_state(llm):
 def test_greedy_tokens_equal_transformers_generate(llm):
     from optkit.backends.openvino_llm_compile import greedy_mismatches
 
-    assert greedy_mismatches(llm.model, llm.xml, llm.prompts, max_new_tokens=12) == []
+    assert greedy_mismatches(llm.model, llm.xml, llm.prompts, max_new_tokens=10) == []
 
 
 def test_start_resets_the_cache_and_gives_every_position_logits(llm):
@@ -161,3 +161,38 @@ def test_a_stateless_ir_is_refused_by_the_generator(tmp_path):
     ov.save_model(ov.Model([opset13.relu(x)], [x]), str(tmp_path / "plain.xml"))
     with pytest.raises(UsageError, match="not a stateful causal-LM IR"):
         OVCausalLM(open_ir(tmp_path / "plain.xml"))
+
+
+def _request(llm, out: Path, precision: str = "fp32"):
+    from optkit.backends.compiling import CompileOptions, CompileRequest
+    from optkit.types.artifact import Artifact
+    from optkit.types.ui import UI
+
+    source = Artifact(path=llm.folder, format="torch", task="text-generation")
+    return CompileRequest(source=source, out=out, precision=precision, options=CompileOptions(), ui=UI(quiet=True))
+
+
+def test_compile_route_verifies_fp32_and_records_compression(llm, tmp_path, monkeypatch):
+    import optkit.backends.openvino_llm_compile as lc
+    from optkit.backends.openvino_llm_compile import WeightCompression, compile_causal_lm
+
+    monkeypatch.setattr(lc, "stateful_model", lambda model: llm.ov_model.clone())  # converted once, in the fixture
+
+    built = compile_causal_lm(_request(llm, tmp_path / "fp32.xml"), llm.model, None, llm.prompts, max_new_tokens=6)
+    assert built.artifact.format == "openvino" and built.artifact.task == "text-generation"
+    assert built.artifact.runtime == {"inference_precision": "f32", "device": "CPU"}
+    assert built.facts.to_json() == {"stateful": True, "kv_layers": 2, "verified_prompts": 3}
+    how = WeightCompression("int8")
+    built = compile_causal_lm(_request(llm, tmp_path / "int8.xml", "int8"), llm.model, how, llm.prompts[:1], None, 4)
+    facts = built.facts.to_json()
+    assert facts["nncf"]["mode"] == "int8_asym" and 0 <= facts["greedy_agreement"] <= 1
+
+
+def test_fp32_ir_that_disagrees_with_generate_fails_the_build(llm, tmp_path, monkeypatch):
+    import optkit.backends.openvino_llm_compile as lc
+    from optkit.types.errors import StepError
+
+    monkeypatch.setattr(lc, "stateful_model", lambda model: llm.ov_model.clone())
+    monkeypatch.setattr(lc, "reference_greedy", lambda model, ids, n: [0] * n)  # transformers "says" otherwise
+    with pytest.raises(StepError, match="differ from transformers' generate on 3 of 3 prompts"):
+        lc.compile_causal_lm(_request(llm, tmp_path / "bad.xml"), llm.model, None, llm.prompts, max_new_tokens=3)
