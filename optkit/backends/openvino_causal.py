@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
 
 
+def sequence_feed(input_ids: "np.ndarray", cached: int) -> dict[str, "np.ndarray"]:
+    """One request's inputs for batch-1 tokens ``input_ids`` ([1, T]) after ``cached`` tokens already in the state."""
+    import numpy as np
+
+    n = input_ids.shape[1]
+    return {"input_ids": input_ids.astype(np.int64), "attention_mask": np.ones((1, cached + n), dtype=np.int64),
+            "position_ids": np.arange(cached, cached + n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
+
+
 class OVCausalLM(CausalLM):
     format = "openvino"
 
@@ -50,8 +59,6 @@ class OVCausalLM(CausalLM):
 
     def _run(self, input_ids: "np.ndarray") -> "np.ndarray":
         import numpy as np
-
-        from optkit.backends.openvino_llm_compile import sequence_feed
 
         self.request.infer(sequence_feed(input_ids, self.cached))
         self.cached += input_ids.shape[1]

@@ -68,7 +68,7 @@ def _wrapper(model: Any) -> Any:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, position_ids, *past):  # type: ignore[no-untyped-def]
+        def forward(self, input_ids, attention_mask, position_ids, *past):
             cache = DynamicCache(config=self.model.config)
             for i, layer in enumerate(cache.layers):
                 layer.keys, layer.values = past[2 * i], past[2 * i + 1]
@@ -147,15 +147,6 @@ def _empty_initial_state(ov: Any, ov_model: Any) -> None:
     ov_model.validate_nodes_and_infer_types()
 
 
-def sequence_feed(input_ids: "np.ndarray", cached: int) -> dict[str, "np.ndarray"]:
-    """One request's inputs for batch-1 tokens ``input_ids`` ([1, T]) after ``cached`` tokens already in the state."""
-    import numpy as np
-
-    n = input_ids.shape[1]
-    return {"input_ids": input_ids.astype(np.int64), "attention_mask": np.ones((1, cached + n), dtype=np.int64),
-            "position_ids": np.arange(cached, cached + n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
-
-
 def compress(ov_model: Any, how: WeightCompression, samples: list["np.ndarray"] | None = None) -> tuple[Any, dict[str, Any]]:
     """NNCF weight-only compression of a stateful causal-LM IR; ``samples``: token-id prompts ([1, T] int64) for
     the data-aware methods (each a whole sequence from an empty cache). Returns the model and the facts."""
@@ -174,11 +165,13 @@ def compress(ov_model: Any, how: WeightCompression, samples: list["np.ndarray"] 
         if not samples:
             raise UsageError("data-aware weight compression (AWQ, scale estimation) needs calibration text",
                              hint="Give --text-data FILE")
+        from optkit.backends.openvino_causal import sequence_feed
+
         dataset = nncf.Dataset(samples, lambda ids: sequence_feed(ids, 0))
         extra.update(awq=how.awq, scale_estimation=how.scale_estimation, subset_size=len(samples))
     compressed = nncf.compress_weights(ov_model, mode=mode, dataset=dataset, **extra)
-    facts = {"version": getattr(nncf, "__version__", "?"), "mode": mode.value, **{k: v for k, v in extra.items()},
-             "calibration_samples": len(samples) if dataset is not None else 0,
+    facts = {"version": getattr(nncf, "__version__", "?"), "mode": mode.value, **extra,
+             "calibration_samples": len(samples) if dataset is not None and samples else 0,
              "weight_types": weight_types(compressed)}
     return compressed, facts
 
