@@ -31,6 +31,17 @@ def sequence_feed(input_ids: "np.ndarray", cached: int) -> dict[str, "np.ndarray
             "position_ids": np.arange(cached, cached + n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
 
 
+def whole_sequence_feed(feed: dict[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
+    """A batch of whole (right-padded) sequences from an empty cache, as the plain runner feeds the data splits:
+    positions 0..T-1 and each row its own cache row (``beam_idx``), where the feed has only ids and mask."""
+    import numpy as np
+
+    batch, length = feed["input_ids"].shape
+    return {"attention_mask": np.ones((batch, length), dtype=np.int64),
+            "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length)).copy(),
+            "beam_idx": np.arange(batch, dtype=np.int32), **feed}
+
+
 class OVCausalLM(CausalLM):
     format = "openvino"
 

@@ -278,3 +278,19 @@ def compile_causal_lm(request: "CompileRequest", model: Any, how: WeightCompress
         facts.greedy_agreement = 1 - len(bad) / max(1, len(prompts))
     out = open_ir(request.out).with_(task=request.source.task, runtime={"inference_precision": "f32", "device": "CPU"})
     return Compiled(out, facts)
+
+
+def prompt_rows(input_ids: "np.ndarray", attention_mask: "np.ndarray | None", count: int,
+                max_tokens: int) -> list["np.ndarray"]:
+    """Up to ``count`` prompts ([1, T] int64) from a tokenized split's rows: each row's real tokens (its mask),
+    at most ``max_tokens`` of them; empty rows are skipped."""
+    import numpy as np
+
+    rows: list[np.ndarray] = []
+    for i in range(len(input_ids)):
+        n = int(attention_mask[i].sum()) if attention_mask is not None else input_ids.shape[1]
+        if n > 0:
+            rows.append(input_ids[i: i + 1, :min(n, max_tokens)].astype(np.int64))
+        if len(rows) == count:
+            break
+    return rows

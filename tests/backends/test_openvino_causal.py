@@ -196,3 +196,69 @@ def test_fp32_ir_that_disagrees_with_generate_fails_the_build(llm, tmp_path, mon
     monkeypatch.setattr(lc, "reference_greedy", lambda model, ids, n: [0] * n)  # transformers "says" otherwise
     with pytest.raises(StepError, match="differ from transformers' generate on 3 of 3 prompts"):
         lc.compile_causal_lm(_request(llm, tmp_path / "bad.xml"), llm.model, None, llm.prompts, max_new_tokens=3)
+
+
+def test_plain_runner_gives_every_position_logits_of_padded_rows(llm):
+    import torch
+
+    from optkit.backends.openvino import OpenVINORunner, open_ir
+
+    a, b = llm.prompts[1], llm.prompts[0]
+    ids = np.full((2, a.shape[1]), 2, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    ids[0], mask[0] = a[0], 1
+    ids[1, :b.shape[1]], mask[1, :b.shape[1]] = b[0], 1
+    runner = OpenVINORunner(open_ir(llm.xml))
+    for _ in range(2):  # the cache is reset per call
+        logits = runner.infer({"input_ids": ids, "attention_mask": mask})["logits"]
+        with torch.no_grad():
+            ref = llm.model(torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits.numpy()
+        np.testing.assert_allclose(logits[mask == 1], ref[mask == 1], atol=1e-4)
+
+
+def _step_context(llm, tmp_path):
+    from optkit.eval.data import EvalData
+    from optkit.eval.measure import MeasureSettings
+    from optkit.steps.base import StepContext
+    from optkit.types.ui import UI
+
+    ids = np.full((3, 8), 2, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, p in enumerate(llm.prompts):
+        n = min(8, p.shape[1])
+        ids[i, :n], mask[i, :n] = p[0, :n], 1
+    return StepContext(ui=UI(quiet=True), data=EvalData(inputs={"input_ids": ids, "attention_mask": mask}, labels=None),
+                       settings=MeasureSettings(), out_tmp=tmp_path / "m.xml", companion=lambda s: tmp_path / f"m{s}")
+
+
+def test_compile_step_routes_a_text_generation_model_to_the_stateful_ir(llm, tmp_path, monkeypatch):
+    import optkit.backends.openvino_llm_compile as lc
+    import optkit.types.lazy as lazy
+    from optkit.steps.compile import CAUSAL_LOADER, CompileConfig, CompileStep
+    from optkit.types.artifact import Artifact
+
+    real = lazy.load_dotted
+    monkeypatch.setattr(lazy, "load_dotted", lambda target: (lambda art: llm.model) if target == CAUSAL_LOADER
+                        else real(target))
+    monkeypatch.setattr(lc, "stateful_model", lambda model: llm.ov_model.clone())
+    source = Artifact(path=llm.folder, format="torch", task="text-generation")
+    config = CompileConfig(target="openvino-cpu", precision="int4", group_size=16, ratio=0.5)
+    assert "torch" in CompileStep.input_formats(config)
+    result = CompileStep().run(_step_context(llm, tmp_path), source, config)
+    assert result.artifact is not None and result.artifact.task == "text-generation"
+    details = result.details.to_json()
+    assert details["target"] == "openvino-cpu" and details["precision"] == "int4"
+    assert details["nncf"]["mode"] == "int4_asym" and details["nncf"]["ratio"] == 0.5 and details["stateful"]
+
+
+@pytest.mark.slow  # two CLI subprocesses
+def test_compile_refuses_int4_and_torch_for_other_models(tiny, tiny_onnx, tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "out" / "m.xml"
+    proc = run_cli("compile", str(tiny_onnx), "-o", str(out), "--target", "openvino-cpu", "--precision", "int4")
+    assert proc.returncode == 2 and "int4 is the weight-only compression" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.parent.exists()
+    proc = run_cli("compile", str(tiny["folder"]), "-o", str(out), "--target", "openvino-cpu")
+    assert proc.returncode == 2 and "takes onnx models" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.parent.exists()
