@@ -191,6 +191,14 @@ class CompileStep(Step):
             t = details.tflite
             text += (f"; {t.get('converter')}, {t.get('layout')}, batch {t.get('batch')}"
                      + (f", {t['recipe']}" if t.get("recipe") else "") + (f", {t['calibration']}" if t.get("calibration") else ""))
+        weights = details.nncf if details.nncf and "mode" in details.nncf else None  # text-generation: weight-only
+        if weights:
+            text += (f"; NNCF weights {weights['mode']}" + (f" group {weights['group_size']}" if "group_size" in weights
+                                                            else "") + (f" ratio {weights['ratio']:g}" if "ratio" in weights else "")
+                     + "".join(f" +{m}" for m in ("awq", "scale_estimation") if weights.get(m)))
+        extra = details.model_extra or {}
+        if extra.get("verified_prompts"):
+            text += f"; stateful KV cache, greedy tokens = transformers' on {extra['verified_prompts']} prompts"
         if details.fake_quantize_nodes:
             text += f"; {details.fake_quantize_nodes} FakeQuantize"
         if details.bf16_native is False:

@@ -249,6 +249,7 @@ def test_compile_step_routes_a_text_generation_model_to_the_stateful_ir(llm, tmp
     details = result.details.to_json()
     assert details["target"] == "openvino-cpu" and details["precision"] == "int4"
     assert details["nncf"]["mode"] == "int4_asym" and details["nncf"]["ratio"] == 0.5 and details["stateful"]
+    assert CompileStep.describe(result.details) == "openvino-cpu int4; NNCF weights int4_asym group 16 ratio 0.5"
 
 
 @pytest.mark.slow  # two CLI subprocesses
