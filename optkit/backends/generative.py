@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 GENERATORS: dict[str, str] = {
     "torch": "optkit.backends.hf_causal:TorchCausalLM",
     "onnx": "optkit.backends.onnx_causal:OrtCausalLM",
+    "openvino": "optkit.backends.openvino_causal:OVCausalLM",
 }
 
 

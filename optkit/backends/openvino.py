@@ -160,8 +160,14 @@ class OpenVINORunner(Runner):
         self.request = self.compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+        self.stateful = bool(self.request.query_state())  # a causal LM's KV cache (backends/openvino_llm_compile)
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.stateful:  # a whole sequence from an empty cache: the logits of every position, as torch's runner
+            from optkit.backends.openvino_causal import whole_sequence_feed
+
+            self.request.reset_state()
+            feed = whole_sequence_feed(feed)
         result = self.request.infer({n: feed[n] for n in self.input_names})
         return {name: np.array(result[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
 

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from optkit.backends.compiling import AccuracyControl, Calibration, CompileRequest, CompileTarget
     from optkit.eval.data import EvalData
 
+GENERATION = "text-generation"
+CAUSAL_LOADER = "optkit.backends.hf_causal:load_causal_model"  # the source's transformers AutoModelForCausalLM
 TARGETS = {  # target -> (output format, suffix, precisions)
     "ort-cpu": ("onnx", ".onnx", ("fp32",)),
-    "openvino-cpu": ("openvino", ".xml", ("fp32", "bf16", "int8")),
+    "openvino-cpu": ("openvino", ".xml", ("fp32", "bf16", "int8", "int4")),  # int4: text-generation weights
     "tensorrt": ("tensorrt", ".engine", ("fp32", "fp16", "int8")),
     "ort-cuda": ("onnx", ".onnx", ("fp32", "fp16")),
     "tflite": ("tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8")),
@@ -39,8 +41,19 @@ class CompileConfig(BudgetSearchConfig):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     target: Literal["ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda", "tflite"] = Field(
         description="deployment runtime (tensorrt and ort-cuda need a GPU; tflite takes the torch model)")
-    precision: Literal["fp32", "fp16", "bf16", "int8", "int8-dynamic"] = Field(
-        "fp32", description="compute precision (what the target supports; int8-dynamic: tflite)")
+    precision: Literal["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int4"] = Field(
+        "fp32", description="compute precision (what the target supports; int8-dynamic: tflite; for a "
+                            "text-generation model on openvino-cpu, int8/int4 are NNCF weight-only compression)")
+    group_size: int = Field(128, ge=-1, description="openvino int4 weights (text-generation): input channels per "
+                            "scale (-1: per output channel)")
+    ratio: float = Field(1.0, ge=0, le=1, description="openvino int4 weights (text-generation): share of the layers "
+                         "in int4, the rest int8")
+    symmetric: bool = Field(False, description="openvino int4 weights (text-generation): symmetric (INT4_SYM) "
+                            "instead of asymmetric")
+    awq: bool = Field(False, description="openvino int4 weights (text-generation): NNCF's data-aware AWQ on the "
+                      "calibration text")
+    scale_estimation: bool = Field(False, description="openvino int4 weights (text-generation): NNCF's data-aware "
+                                   "scale estimation on the calibration text")
     calib_data: str | None = Field(None, description="int8 from fp32: calibration .npz (default: the calib split)")
     calib_samples: int = Field(300, ge=1, description="int8 from fp32: calibration samples (NNCF subset size)")
     nncf_preset: Literal["performance", "mixed"] = Field("performance", description="openvino int8 from fp32: NNCF "
@@ -94,7 +107,8 @@ class CompileStep(Step):
 
     @classmethod
     def input_formats(cls, config: BaseModel) -> tuple[str, ...]:
-        return ("torch",) if _config(config).target == "tflite" else cls.accepts
+        target = _config(config).target  # openvino-cpu takes a text-generation torch model (precheck: only that)
+        return ("torch",) if target == "tflite" else (*cls.accepts, "torch") if target == "openvino-cpu" else cls.accepts
 
     @classmethod
     def output_format(cls, config: BaseModel) -> tuple[str, str]:
@@ -105,6 +119,11 @@ class CompileStep(Step):
         """The precision and the runtime are checked before any step of the chain runs."""
         config = _config(config)
         _, _, precisions = TARGETS[config.target]
+        generative = source.task == GENERATION
+        if (config.precision == "int4" and not generative) or (
+                generative and config.precision not in ("fp32", "int8", "int4")):
+            raise UsageError(f"--precision {config.precision} does not apply here: int4 is the weight-only "
+                             "compression of a text-generation model", hint="Use fp32 or int8 (int4: text-generation)")
         if config.precision not in precisions:
             raise UsageError(f"--target {config.target} does not take --precision {config.precision}",
                              hint=f"Use one of: {', '.join(precisions)}"
@@ -117,6 +136,11 @@ class CompileStep(Step):
 
         config = _config(config)
         self.precheck(config, artifact, ctx.base)
+        if artifact.format == "torch" and config.target == "openvino-cpu":  # the engine let torch through for this
+            if artifact.task != GENERATION:
+                raise UsageError("--target openvino-cpu takes onnx models (or a text-generation torch model), but "
+                                 "it would get torch", hint="Export it first ('optkit export'), then compile")
+            return _causal_lm(ctx, artifact, config)
         if config.precision != "int8" and config.calib_data:
             ctx.ui.warn(f"--calib-data is ignored: only --precision int8 calibrates (this is {config.precision})")
         assert ctx.out_tmp is not None
@@ -167,6 +191,14 @@ class CompileStep(Step):
             t = details.tflite
             text += (f"; {t.get('converter')}, {t.get('layout')}, batch {t.get('batch')}"
                      + (f", {t['recipe']}" if t.get("recipe") else "") + (f", {t['calibration']}" if t.get("calibration") else ""))
+        weights = details.nncf if details.nncf and "mode" in details.nncf else None  # text-generation: weight-only
+        if weights:
+            text += (f"; NNCF weights {weights['mode']}" + (f" group {weights['group_size']}" if "group_size" in weights
+                                                            else "") + (f" ratio {weights['ratio']:g}" if "ratio" in weights else "")
+                     + "".join(f" +{m}" for m in ("awq", "scale_estimation") if weights.get(m)))
+        extra = details.model_extra or {}
+        if extra.get("verified_prompts"):
+            text += f"; stateful KV cache, greedy tokens = transformers' on {extra['verified_prompts']} prompts"
         if details.fake_quantize_nodes:
             text += f"; {details.fake_quantize_nodes} FakeQuantize"
         if details.bf16_native is False:
@@ -273,3 +305,28 @@ def _accuracy_control(ctx: StepContext, artifact: Artifact, calib: "EvalData", n
     name = metric.spec if ":" not in metric.spec else Path(metric.spec.rpartition(":")[0]).name
     return AccuracyControl(max_drop=max_drop / 100 if metric.points else max_drop, score=score,
                            budget=f"{name} drop <= {max_drop:g}{unit}")
+
+
+def _causal_lm(ctx: StepContext, artifact: Artifact, config: CompileConfig) -> StepResult:
+    """openvino-cpu for a text-generation model: the stateful IR (fp32 verified token by token against transformers'
+    greedy ``generate`` on the evaluation prompts), or its NNCF int8/int4 weight compression."""
+    from optkit.backends.compiling import CompileOptions, CompileRequest
+    from optkit.backends.openvino_llm_compile import WeightCompression, compile_causal_lm, prompt_rows
+    from optkit.eval.calibration import calibration_data
+    from optkit.types.lazy import load_dotted
+
+    assert ctx.companion is not None
+    ctx.companion(".bin")
+    how = None if config.precision == "fp32" else WeightCompression(
+        config.precision, config.group_size, config.ratio, config.symmetric, config.awq, config.scale_estimation)
+    prompts = prompt_rows(ctx.data.inputs["input_ids"], ctx.data.inputs.get("attention_mask"), 4, 32)
+    samples = None
+    if how is not None and how.data_aware:
+        calib, _ = calibration_data(ctx, artifact, config.calib_data)
+        samples = prompt_rows(calib.inputs["input_ids"], calib.inputs.get("attention_mask"), config.calib_samples, 128)
+    request = CompileRequest(source=artifact, out=ctx.out_path, precision=config.precision, options=CompileOptions(),
+                             ui=ctx.ui, threads=ctx.settings.threads)
+    built = compile_causal_lm(request, load_dotted(CAUSAL_LOADER)(artifact), how, prompts, samples)
+    details = CompileDetails.model_validate({**built.facts.to_json(), "target": config.target,
+                                             "precision": config.precision})
+    return StepResult(artifact=built.artifact, details=details)
