@@ -62,10 +62,10 @@ def _prepare(recipe: Recipe, base: Path, ui: UI, steps: list[PlannedStep]) -> En
     chain = Chain(artifact=open_source(recipe, base))
     check_outputs(recipe, steps, chain.artifact, ui)
     import_factory_first(chain.artifact)
-    fmt = chain.artifact.format
+    fmt, task = chain.artifact.format, chain.artifact.task
     for ps in steps:
-        if fmt not in ps.step.input_formats(ps.config):
-            raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.input_formats(ps.config))} models, "
+        if fmt not in ps.step.input_formats(ps.config, task):
+            raise UsageError(f"steps[{ps.index}] ({ps.step.name}) takes {' or '.join(ps.step.input_formats(ps.config, task))} models, "
                              f"but it would get {fmt}", hint="Reorder the steps or start from another model")
         fmt = ps.step.output_format(ps.config)[0] or fmt
     for ps in steps:

@@ -99,8 +99,9 @@ class Step:
         before anything runs or is measured; raise UsageError. Most steps need nothing here."""
 
     @classmethod
-    def input_formats(cls, config: Any) -> tuple[str, ...]:
-        """Formats this step takes with ``config`` (quantize's engine decides); default: ``accepts``."""
+    def input_formats(cls, config: Any, task: str | None = None) -> tuple[str, ...]:
+        """Formats this step takes with ``config`` for a model of ``task`` (quantize's engine decides; compile
+        takes a text-generation torch model for OpenVINO); default: ``accepts``."""
         return cls.accepts
 
     @classmethod

@@ -106,9 +106,11 @@ class CompileStep(Step):
     for_speed = True
 
     @classmethod
-    def input_formats(cls, config: BaseModel) -> tuple[str, ...]:
-        target = _config(config).target  # openvino-cpu takes a text-generation torch model (precheck: only that)
-        return ("torch",) if target == "tflite" else (*cls.accepts, "torch") if target == "openvino-cpu" else cls.accepts
+    def input_formats(cls, config: BaseModel, task: str | None = None) -> tuple[str, ...]:
+        target = _config(config).target  # openvino-cpu converts a text-generation torch model itself
+        if target == "tflite":
+            return ("torch",)
+        return (*cls.accepts, "torch") if target == "openvino-cpu" and task == GENERATION else cls.accepts
 
     @classmethod
     def output_format(cls, config: BaseModel) -> tuple[str, str]:

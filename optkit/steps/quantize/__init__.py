@@ -51,7 +51,7 @@ class QuantizeStep(Step):
     for_speed = True
 
     @classmethod
-    def input_formats(cls, config: QuantizeConfig) -> tuple[str, ...]:
+    def input_formats(cls, config: QuantizeConfig, task: str | None = None) -> tuple[str, ...]:
         return ("torch",) if config.engine == "inc" else ("onnx",)
 
     def precheck(self, config: QuantizeConfig, source: Artifact, base: Path) -> None:
