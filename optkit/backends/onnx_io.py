@@ -86,6 +86,12 @@ def read_io_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, outputs
 
 
+def has_kv_cache(path: Path) -> bool:
+    """A causal LM exported with its KV cache (past key/values among the graph's inputs)."""
+    model = load_model(path, external_data=False)
+    return any(i.name.startswith(KV_INPUT_PREFIX) for i in model.graph.input)
+
+
 def node_count(model) -> int:
     return len(model.graph.node)
 

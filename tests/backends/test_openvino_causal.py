@@ -243,7 +243,8 @@ def test_compile_step_routes_a_text_generation_model_to_the_stateful_ir(llm, tmp
     monkeypatch.setattr(lc, "stateful_model", lambda model: llm.ov_model.clone())
     source = Artifact(path=llm.folder, format="torch", task="text-generation")
     config = CompileConfig(target="openvino-cpu", precision="int4", group_size=16, ratio=0.5)
-    assert "torch" in CompileStep.input_formats(config)
+    assert "torch" in CompileStep.input_formats(config, "text-generation")
+    assert "torch" not in CompileStep.input_formats(config, "classification")  # refused at planning, as before
     result = CompileStep().run(_step_context(llm, tmp_path), source, config)
     assert result.artifact is not None and result.artifact.task == "text-generation"
     details = result.details.to_json()

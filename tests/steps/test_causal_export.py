@@ -110,8 +110,13 @@ def test_export_step_on_a_text_generation_model(llama, tmp_path):
 
     result = ExportStep().run(_ctx(tmp_path, PROMPTS), _source(llama[0]), ExportConfig())
     assert result.artifact is not None and result.artifact.path == tmp_path / "out.onnx"
-    assert {"input_ids", "attention_mask", "position_ids", "past_key_values.1.value"} <= {
-        i.name for i in result.artifact.inputs}
+    import onnx
+
+    graph = onnx.load(str(result.artifact.path), load_external_data=False).graph
+    assert {"input_ids", "attention_mask", "position_ids", "past_key_values.1.value"} <= {i.name for i in graph.input}
+    # as data feeds it (the ledger's measuring): its prefill, token ids and mask in, logits out
+    assert [i.name for i in result.artifact.inputs] == ["input_ids", "attention_mask"]
+    assert [o.name for o in result.artifact.outputs] == ["logits"]
     details = result.details
     assert details.generation.same and details.generation.prompts == 3
     assert "greedy tokens = transformers'" in ExportStep.describe(details)

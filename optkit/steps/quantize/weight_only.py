@@ -116,7 +116,9 @@ def quantize_weight_only(src: Path, dst: Path, config: QuantizeConfig) -> dict[s
 
 
 def is_causal_export(artifact: "Artifact") -> bool:
-    return any(i.name.startswith("past_key_values.") for i in artifact.inputs)
+    from optkit.backends.onnx_io import has_kv_cache
+
+    return has_kv_cache(artifact.path)
 
 
 def judge_generative(ctx: "StepContext", parent: "Artifact", product: "Artifact",
