@@ -10,6 +10,8 @@ which) against a baseline row (the original model unless ``baseline`` names a st
       - {max_latency_ms: 2.0, batch_size: 8}
       - max_size_mb: 1.0
       - {max_drift: 0.05, step: export} # max |output difference| vs the original model
+      - max_ppl_increase: 5             # a causal LM: perplexity increase over the baseline's, in percent
+      - min_tokens_per_s: 20            # a causal LM: decode tokens/s at batch 1
 
 A gate that cannot be judged (nothing measured, no labels) fails: CI must not pass on a figure
 that was never taken.
@@ -21,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from optkit.types.ledger import GateResult, LedgerRow
 from optkit.types.records import Latency
 
-KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "max_drift", "min_cosine")
+KINDS = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb", "max_drift", "min_cosine",
+         "max_ppl_increase", "min_tokens_per_s")
+_AT_LEAST = ("min_speedup", "min_cosine", "min_tokens_per_s")  # the measured figure must reach the limit
 
 
 class Gate(BaseModel):
@@ -33,6 +37,9 @@ class Gate(BaseModel):
     max_latency_ms: float | None = Field(None, gt=0, description="judged p50 in milliseconds")
     max_size_mb: float | None = Field(None, gt=0, description="judged artifact size in MB (10^6 bytes)")
     max_drift: float | None = Field(None, ge=0, description="max |output difference| vs the original model's outputs")
+    max_ppl_increase: float | None = Field(None, description="a causal LM's perplexity increase over the baseline's, "
+                                           "in percent (5: at most +5%)")
+    min_tokens_per_s: float | None = Field(None, gt=0, description="a causal LM's decode tokens/s at batch 1")
     batch_size: int | None = Field(None, ge=1, description="latency gates: the batch size judged (default: the ledger's)")
     step: str | None = Field(None, description="the step judged (default: the last step that wrote an artifact)")
     baseline: str = Field("original", description="'original' or a step name")
@@ -88,6 +95,8 @@ def _measure(gate: Gate, judged: LedgerRow, base: LedgerRow) -> tuple[float | No
         if not ref:
             return None, f"the baseline has no latency at batch {lat.batch_size}"
         return ref.p50_ms / lat.p50_ms, ""
+    if kind in ("max_ppl_increase", "min_tokens_per_s"):
+        return _generation(kind, judged, base)
     if kind == "max_size_mb":
         return judged.size_bytes / 1e6, ""
     if not judged.fidelity:
@@ -95,8 +104,20 @@ def _measure(gate: Gate, judged: LedgerRow, base: LedgerRow) -> tuple[float | No
     return judged.fidelity.max_abs_diff, ""
 
 
+def _generation(kind: str, judged: LedgerRow, base: LedgerRow) -> tuple[float | None, str]:
+    gen = judged.generation
+    if gen is None:
+        return None, "it is not a text-generation model measured per token (perplexity, decode tokens/s)"
+    if kind == "min_tokens_per_s":
+        tps = gen.decode_tokens_per_s
+        return (tps, "") if tps is not None else (None, "decode tokens/s was not measured")
+    if base.generation is None:
+        return None, f"the baseline {base.step} has no perplexity"
+    return 100 * (gen.perplexity / base.generation.perplexity - 1.0), ""
+
+
 _UNITS = {"max_accuracy_drop": " pt", "min_speedup": "x", "max_latency_ms": " ms", "max_size_mb": " MB", "max_drift": "",
-          "min_cosine": ""}
+          "min_cosine": "", "max_ppl_increase": "%", "min_tokens_per_s": " tokens/s"}
 
 
 def evaluate(gates: list[Gate], rows: list[LedgerRow], outputs: dict[str, str] | None = None) -> list[GateResult]:
@@ -121,11 +142,12 @@ def _judge(gate: Gate, rows: list[LedgerRow], outputs: dict[str, str]) -> GateRe
         passed, text = False, f"{label} on {judged.step}: cannot judge, {why}"
     else:
         slack = 1e-9 * max(1.0, abs(gate.limit))  # 100 * (0.99 - 0.985) is 0.5000000000000004
-        passed = value >= gate.limit - slack if gate.kind in ("min_speedup", "min_cosine") else value <= gate.limit + slack
-        vs = f" vs {base.step}" if gate.kind in ("max_accuracy_drop", "min_speedup") else ""
+        passed = value >= gate.limit - slack if gate.kind in _AT_LEAST else value <= gate.limit + slack
+        vs = f" vs {base.step}" if gate.kind in ("max_accuracy_drop", "min_speedup", "max_ppl_increase") else ""
         # a cosine is shown to as many digits as the limit was written with, so a miss never reads as equal
         digits = max(5, len(f"{gate.limit:.10g}".partition(".")[2]) + 1)
-        shown = {"max_drift": f"{value:.3g}", "min_cosine": f"{value:.{digits}f}"}.get(gate.kind, f"{value:.2f}")
+        shown = {"max_drift": f"{value:.3g}", "min_cosine": f"{value:.{digits}f}",
+                 "max_ppl_increase": f"{value:+.2f}"}.get(gate.kind, f"{value:.2f}")
         text = f"{label} on {judged.step}{vs}: measured {shown}{unit}, limit {gate.limit:.10g}{unit}"
     return GateResult(gate=label, step=judged.step, baseline=base.step, measured=value, limit=gate.limit,
                       passed=passed, text=text)

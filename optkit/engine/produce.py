@@ -28,12 +28,18 @@ from optkit.backends.opening import open_artifact
 from optkit.types.sidecar import write_sidecar_text
 from optkit.types.errors import StepError
 from optkit.types.files import Staging, scratch_root, sha256_file
+from optkit.types.generative import GenerationMetrics
 from optkit.types.ledger import Profile
 from optkit.types.records import Fidelity, Metrics, ParentRef, StepRecord
 from optkit.types.ui import UI
 
 REFERENCE_SUFFIX = ".optkit-ref.npz"
 Outputs = dict[str, np.ndarray]  # a model's outputs on the evaluation data, by output name
+GENERATION = "text-generation"
+GEN_PROMPT_LENGTHS = (128, 512)  # time to first token is measured after prompts of these lengths
+GEN_NEW_TOKENS = 16  # greedy tokens per evaluation prompt compared with the original's
+GEN_TIMED_TOKENS = 32  # decode steps per timed run
+PPL_TEXTS, PPL_MAX_TOKENS = 32, 256  # perplexity: at most this many evaluation texts, each cut to this length
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Chain:
     artifact: Artifact
     outputs: Outputs | None = None
     reference: Outputs | None = None  # the original model's outputs
+    generation: GenerationMetrics | None = None  # a causal LM's original: its perplexity and greedy tokens
 
 
 @dataclass
@@ -92,7 +99,57 @@ def _measured(run: EngineRun, artifact: Artifact, parent_outputs: Outputs | None
     with ui.status(f"measuring {artifact.format} on {data.describe()}"), guard(f"measuring {artifact.path.name}"):
         m = measure(artifact, data, settings, reference=chain.reference, self_reference=original,
                     judge_outputs=judge_outputs)
-    return _metrics(m, chain.reference, parent_outputs), m.outputs, m.notes
+    metrics = _metrics(m, chain.reference, parent_outputs)
+    if GENERATION in (artifact.task, chain.artifact.task):
+        with ui.status(f"measuring {artifact.format} generation: perplexity, greedy tokens, time to first token"), \
+                guard(f"measuring {artifact.path.name} as a text generator"):
+            metrics.generation = _generation(run, artifact, original)
+    return metrics, m.outputs, m.notes
+
+
+def _original_generation(run: EngineRun) -> GenerationMetrics | None:
+    """The original causal LM's figures: kept on the chain, else read from the original's row of the lineage (a
+    chain resumed from an export, or from the cache)."""
+    if run.chain.generation is None:
+        records = run.chain.artifact.chain()
+        run.chain.generation = records[0].measured.generation if records else None
+    return run.chain.generation
+
+
+def _eval_texts(data: EvalData) -> list[np.ndarray]:
+    """The evaluation texts' tokens (padding dropped), the perplexity's windows."""
+    ids, mask = data.inputs.get("input_ids"), data.inputs.get("attention_mask")
+    if ids is None:
+        return []
+    rows = [ids[r][mask[r].astype(bool)] if mask is not None else ids[r] for r in range(min(len(ids), PPL_TEXTS))]
+    return [row[:PPL_MAX_TOKENS] for row in rows if len(row) >= 2]
+
+
+def _generation(run: EngineRun, artifact: Artifact, original: bool) -> GenerationMetrics:
+    """A causal LM measured per token: perplexity on the evaluation texts, greedy tokens on the evaluation prompts
+    (vs the original's), time to first token and decode tokens/s at batch 1 after prompts of each length."""
+    from optkit.backends.generative import open_causal_lm
+    from optkit.eval.generation import generation_quality, stop_tokens, time_generation
+    from optkit.steps._causal_export import prompts_of
+
+    base = None if original else _original_generation(run)
+    if not original and not artifact.lineage:  # a product before it is renamed into place: its tokenizer is the chain's
+        artifact = artifact.with_(lineage=run.chain.artifact.chain(), task=run.chain.artifact.task)
+    prompts = [np.asarray([p], dtype=np.int64) for p in prompts_of(run.data)]
+    settings = run.settings
+    with open_causal_lm(artifact, threads=settings.threads) as lm:
+        quality, tokens = generation_quality(lm, _eval_texts(run.data) or [p[0] for p in prompts], prompts,
+                                             GEN_NEW_TOKENS, stop=stop_tokens(artifact),
+                                             reference=base.reference_tokens if base is not None else None)
+        timing = time_generation([lm], GEN_PROMPT_LENGTHS, GEN_TIMED_TOKENS, budget_s=settings.budget_s,
+                                 threads=settings.threads)[0]
+    out = GenerationMetrics(perplexity=quality.perplexity, tokens=quality.tokens, prompts=quality.prompts,
+                            new_tokens=quality.new_tokens, timing=timing)
+    if original:
+        out.ppl_increase, out.token_agreement, out.reference_tokens = 0.0, 1.0, tokens
+    elif base is not None and base.reference_tokens is not None:
+        out.ppl_increase, out.token_agreement = quality.perplexity / base.perplexity - 1.0, quality.token_agreement
+    return out
 
 
 def _metrics(m: Measurement, reference: Outputs | None, parent_outputs: Outputs | None) -> Metrics:
@@ -109,6 +166,7 @@ def _measure_original(run: EngineRun) -> None:
     art = chain.artifact
     start = time.perf_counter()
     metrics, outputs, notes = _measured(run, art, None, original=True)
+    chain.generation = metrics.generation
     tensor_bytes = None  # what a torch model weighs is its tensors, not its files (a config-built one has none)
     if outputs is not None:
         chain.outputs = chain.reference = outputs

@@ -84,6 +84,41 @@ def _cells(row: LedgerRow) -> list[str]:
 HEADERS = ["#", "step", "format", "size", "params", "MACs", "accuracy", "Δ parent", "Δ orig",
            "p50 ms", "p90 ms", "× parent", "× orig", "max|Δ| orig", "cos orig", "what changed"]
 
+# a causal LM's ledger: per-token figures where a fixed model's has accuracy and p50 (which mean nothing there)
+GEN_HEADERS = ["#", "step", "format", "size", "params", "perplexity", "Δ ppl orig", "agreement", "TTFT@128 ms",
+               "TTFT@512 ms", "decode tok/s", "× parent", "× orig", "what changed"]
+
+
+def _generative(rows: list[LedgerRow]) -> bool:
+    return any(r.generation is not None for r in rows)
+
+
+def _gen_cells(row: LedgerRow) -> list[str]:
+    gen = row.generation
+    ttft = [gen.timing_at(n) if gen else None for n in (128, 512)]
+    increase = gen.ppl_increase if gen else None
+    return [
+        str(row.index), row.step, row.format, human_size(row.size_bytes), _count(row.params),
+        _g(gen.perplexity if gen else None, ".3f"), "—" if increase is None else f"{100 * increase:+.2f}%",
+        _pct(gen.token_agreement if gen else None), *(_g(t.ttft_ms if t else None, ".1f") for t in ttft),
+        _g(gen.decode_tokens_per_s if gen else None, ".1f"),
+        _x(row.decode_speedup_vs_parent) + (" SLOWER" if row.slower else ""), _x(row.decode_speedup_vs_original),
+        row.summary,
+    ]
+
+
+def _gen_caption(rows: list[LedgerRow]) -> str:
+    gen = next((r.generation for r in rows if r.generation is not None), None)
+    if gen is None:
+        return "generation not measured"
+    timing = gen.timing_at()
+    threads = f"{timing.threads} thread(s), {timing.new_tokens} decode steps a run" if timing else "not timed"
+    return (f"perplexity on the evaluation texts ({gen.tokens} next-token predictions), Δ vs the original's; "
+            f"agreement: share of the original's greedy tokens reproduced on {gen.prompts} evaluation prompt(s), "
+            f"{gen.new_tokens} new tokens each; TTFT: time to first token (p50) after a prompt of 128 / 512 tokens; "
+            f"decode tok/s at batch 1 after 128 tokens, {threads}; ×: decode tokens/s vs the parent / original; "
+            "figures as measured when each step ran (not interleaved: 'optkit compare' times artifacts together)")
+
 
 def _timing_caption(rows: list[LedgerRow]) -> str:
     timed = [r for r in rows if r.latency]
@@ -129,11 +164,13 @@ def stats_text(stats: list[OutputStats]) -> str:
 
 def render_ledger(console: Console, rows: list[LedgerRow], title: str = "optkit ledger") -> None:
     """The table, then one 'what changed' line per step (too long for a column)."""
-    table = Table(title=title, caption=_timing_caption(rows), header_style="bold")
-    for i, h in enumerate(HEADERS[:-1]):
+    gen = _generative(rows)
+    headers, cells = (GEN_HEADERS, _gen_cells) if gen else (HEADERS, _cells)
+    table = Table(title=title, caption=_gen_caption(rows) if gen else _timing_caption(rows), header_style="bold")
+    for i, h in enumerate(headers[:-1]):
         table.add_column(h, justify="left" if i in (1, 2) else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*_cells(row)[:-1])
+        table.add_row(*cells(row)[:-1])
     console.print(table)
     for row in rows:
         if row.summary:
@@ -147,13 +184,15 @@ def render_ledger(console: Console, rows: list[LedgerRow], title: str = "optkit 
 
 
 def ledger_markdown(rows: list[LedgerRow]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---:" if i not in (1, 2, len(HEADERS) - 1) else "---" for i in range(len(HEADERS))) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+    gen = _generative(rows)
+    headers, cells = (GEN_HEADERS, _gen_cells) if gen else (HEADERS, _cells)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if i not in (1, 2, len(headers) - 1) else "---" for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
     served = [f"- {r.index} {r.step}: {serving_text(r.serving)}" for r in rows if r.serving]
     tail = ("\n\nServing (optkit loadtest):\n" + "\n".join(served)) if served else ""
     stats = [f"- {r.index} {r.step}: {stats_text(r.output_stats)}" for r in rows if r.output_stats]
     tail += ("\n\nOutputs on the evaluation data:\n" + "\n".join(stats)) if stats else ""
-    return "\n".join(lines) + f"\n\n_{_timing_caption(rows)}._{tail}\n"
+    return "\n".join(lines) + f"\n\n_{_gen_caption(rows) if gen else _timing_caption(rows)}._{tail}\n"
 
 
 def render_profile(console: Console, profile: Profile) -> None:

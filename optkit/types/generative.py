@@ -6,7 +6,7 @@ often its greedy tokens are the original model's.
 """
 from __future__ import annotations
 
-from optkit.types.records import Record
+from optkit.types.record import Record
 
 
 class GenerationTiming(Record):
@@ -47,3 +47,32 @@ class GenerationQuality(Record):
     def ppl_increase_of(self, baseline: GenerationQuality) -> float:
         """The relative perplexity increase vs ``baseline`` (0.05 = +5%)."""
         return self.perplexity / baseline.perplexity - 1.0
+
+
+class GenerationMetrics(Record):
+    """What a ledger row keeps of a causal LM (``Metrics.generation``): its perplexity on the evaluation text and
+    its change vs the original's, the share of the original's greedy tokens it reproduces on the evaluation prompts,
+    and its timing (time to first token and decode tokens/s, batch 1) at each prompt length. The original's row also
+    keeps its greedy tokens (``reference_tokens``): the reference the later rows are judged against."""
+
+    perplexity: float
+    tokens: int  # next-token predictions the perplexity covers
+    ppl_increase: float | None = None  # vs the original's perplexity (0.05 = +5%); 0 for the original
+    token_agreement: float | None = None
+    prompts: int | None = None
+    new_tokens: int | None = None  # greedy tokens generated per prompt
+    timing: list[GenerationTiming] = []  # one per prompt length, shortest first
+    reference_tokens: list[list[int]] | None = None  # the original's greedy tokens (its row only)
+
+    def timing_at(self, prompt_tokens: int | None = None) -> GenerationTiming | None:
+        """The timing at ``prompt_tokens`` (default: the shortest prompt measured)."""
+        for entry in self.timing:
+            if prompt_tokens is None or entry.prompt_tokens == prompt_tokens:
+                return entry
+        return None
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Decode tokens/s at batch 1 after the shortest prompt measured."""
+        first = self.timing_at()
+        return first.decode_tokens_per_s if first is not None else None

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from optkit.types.generative import GenerationMetrics
 from optkit.types.records import Accuracy, CpuInfo, Fidelity, Latency, Metrics, OutputStats, Serving, StepRecord
 
 # the ledger's headline latency, and each entry of its latency_all, in the order the ledger has always written
@@ -68,9 +69,18 @@ class LedgerRow(Row):
     serving: Serving | None = None
     output_stats: list[OutputStats] | None = None
     slower: bool = False
+    # a causal LM's row (written only then): perplexity, agreement, timing; decode tokens/s vs the parent's/original's
+    generation: GenerationMetrics | None = None
+    decode_speedup_vs_parent: float | None = None
+    decode_speedup_vs_original: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json")
+        out = self.model_dump(mode="json", exclude={"generation"})
+        if self.generation is not None:
+            out["generation"] = self.generation.model_dump(mode="json", exclude={"reference_tokens"})
+        for key in ("decode_speedup_vs_parent", "decode_speedup_vs_original"):
+            if out[key] is None:
+                del out[key]
         out.update(
             accuracy=ordered(self.accuracy, _ACCURACY, rest=False) if self.accuracy else None,
             latency=ordered(self.latency, _HEADLINE_LATENCY, rest=False) if self.latency else None,
@@ -204,6 +214,12 @@ def _speedup(lat: Latency | None, other: Metrics) -> float | None:
     return base.p50_ms / lat.p50_ms if base and lat.p50_ms > 0 else None
 
 
+def _decode_speedup(this: Metrics, other: Metrics) -> float | None:
+    mine = this.generation.decode_tokens_per_s if this.generation else None
+    theirs = other.generation.decode_tokens_per_s if other.generation else None
+    return mine / theirs if mine and theirs else None
+
+
 SLOWER_STEPS = ("quantize", "compile")  # steps whose point is speed: slower than their input is flagged
 
 Timed = tuple[StepRecord, Metrics, str]
@@ -243,9 +259,16 @@ def _row(index: int, this: Timed, parent: Timed | None, original: Timed) -> Ledg
         fidelity=metrics.fidelity, fidelity_vs_parent=metrics.fidelity_parent, peak_memory_mb=metrics.peak_memory_mb,
         macs=metrics.macs, params=metrics.params, wall_time_s=rec.wall_time_s, summary=rec.summary,
         notes=list(rec.notes), timing=timing, serving=metrics.serving, output_stats=metrics.output_stats or None)
-    speedup = row.speedup_vs_parent
+    if metrics.generation is not None:  # a causal LM is as fast as it decodes: SLOWER judges decode tokens/s
+        row.generation = metrics.generation
+        row.decode_speedup_vs_parent = _decode_speedup(metrics, parent[1]) if parent else None
+        row.decode_speedup_vs_original = _decode_speedup(metrics, original[1])
+        speedup, how = row.decode_speedup_vs_parent, "decode tokens/s at batch 1, measured at step time"
+    else:
+        speedup = row.speedup_vs_parent
+        how = "p50, measured " + ("interleaved" if timing == "interleaved" and parent and parent[2] == "interleaved"
+                                  else "at step time")
     if parent and rec.step in SLOWER_STEPS and speedup is not None and speedup < 1.0:
         row.slower = True
-        how = "interleaved" if timing == "interleaved" and parent[2] == "interleaved" else "at step time"
-        row.notes.append(f"SLOWER than its input: {speedup:.2f}x its speed (p50, measured {how})")
+        row.notes.append(f"SLOWER than its input: {speedup:.2f}x its speed ({how})")
     return row

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictStr
+from pydantic import StrictStr
 
-
-class Record(BaseModel):
-    """A JSON-backed record: typed fields, unknown keys kept, dumped with only the keys that were set."""
-
-    model_config = ConfigDict(extra="allow")
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+from optkit.types.generative import GenerationMetrics
+from optkit.types.record import Record as Record  # its home (types/generative.py's records derive from it too)
 
 
 class Accuracy(Record):
@@ -120,6 +114,7 @@ class Metrics(Record):
     params: int | None = None
     serving: Serving | None = None           # optkit loadtest ARTIFACT's best setting
     output_stats: list[OutputStats] | None = None  # each output's mean/std/min/max on the evaluation data
+    generation: GenerationMetrics | None = None  # a causal LM's perplexity, token agreement, TTFT, decode tok/s
 
     def latency_at(self, batch_size: int | None = None, threads: int | None = None) -> Latency | None:
         for entry in self.latency or []:
