@@ -100,7 +100,9 @@ def _measured(run: EngineRun, artifact: Artifact, parent_outputs: Outputs | None
         m = measure(artifact, data, settings, reference=chain.reference, self_reference=original,
                     judge_outputs=judge_outputs)
     metrics = _metrics(m, chain.reference, parent_outputs)
-    if GENERATION in (artifact.task, chain.artifact.task):
+    from optkit.backends.generative import GENERATORS
+
+    if GENERATION in (artifact.task, chain.artifact.task) and artifact.format in GENERATORS:  # a runtime generates
         with ui.status(f"measuring {artifact.format} generation: perplexity, greedy tokens, time to first token"), \
                 guard(f"measuring {artifact.path.name} as a text generator"):
             metrics.generation = _generation(run, artifact, original)
