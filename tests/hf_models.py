@@ -154,3 +154,26 @@ def llama_folder(folder: Path, *, hidden: int = 64, layers: int = 2, heads: int 
     torch.manual_seed(seed)
     LlamaForCausalLM(config).eval().save_pretrained(str(folder))
     return folder
+
+
+def train_briefly(model, tokenizer, steps: int = 30) -> None:
+    """A few AdamW steps on the generated sentences (one thread: two spin against each other on a shared 2-core
+    machine, 30x slower), so a tiny causal LM's perplexity and greedy continuations mean something."""
+    import torch
+
+    texts = [f"<s>{t}</s>" for t in sentences(256, seed=3)]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(texts), (16,))
+        ids, mask = enc.input_ids[rows], enc.attention_mask[rows]
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    model.eval()

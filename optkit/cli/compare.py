@@ -30,10 +30,9 @@ def compare(
     ui = UI()
     compared = compare_artifacts(artifacts, measure["batch_sizes"], threads, budget_s,
                                  Path(eval_data) if eval_data else None, ui, metric=metric, strict=strict)
-    rows = compared
     if json_out:
-        print_json({"artifacts": [r.to_json() for r in rows]})
+        print_json({"artifacts": [r.to_json() for r in compared]})
     elif markdown:
-        print(compare_markdown(rows), end="")
+        print(compare_markdown(compared), end="")
     else:
-        render_compare(ui.out, rows)
+        render_compare(ui.out, compared)

@@ -11,32 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import invoke
-from tests.hf_models import llama_folder, sentences
+from tests.hf_models import llama_folder, sentences, train_briefly
 
 pytestmark = pytest.mark.slow  # a model trained, exported, quantized and measured per token: ~12 s on two busy cores
 
 
-def _train(folder: Path, steps: int = 30) -> None:
-    import torch
+def _train(folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder))
-    enc = tokenizer([f"<s>{t}</s>" for t in sentences(256, seed=3)], padding=True, return_tensors="pt")
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a shared 2-core machine spin against each other
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    model.train()
-    for _ in range(steps):
-        rows = torch.randint(0, enc.input_ids.shape[0], (16,))
-        ids, mask = enc.input_ids[rows], enc.attention_mask[rows]
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    model.eval().save_pretrained(str(folder))
+    train_briefly(model, AutoTokenizer.from_pretrained(str(folder)))
+    model.save_pretrained(str(folder))
 
 
 @pytest.fixture(scope="module")

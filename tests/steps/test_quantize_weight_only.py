@@ -8,28 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.hf_models import llama_folder, sentences
-
-
-def _train(model, tokenizer, steps: int = 30) -> None:
-    import torch
-
-    texts = [f"<s>{t}</s>" for t in sentences(256, seed=3)]
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine, two threads per step spin against each other (30x slower)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    model.train()
-    for _ in range(steps):
-        rows = torch.randint(0, len(texts), (16,))
-        ids, mask = enc.input_ids[rows], enc.attention_mask[rows]
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    model.eval()
+from tests.hf_models import llama_folder, sentences, train_briefly
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +23,7 @@ def lm(tmp_path_factory):
     folder = llama_folder(root / "model")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder))
-    _train(model, tokenizer)
+    train_briefly(model, tokenizer)
     export_causal_lm(model, root / "fp32.onnx")
     prompts = [tokenizer(f"<s>{t}").input_ids[:4] for t in sentences(3, seed=9)]
     return onnx_io.produced_artifact(root / "fp32.onnx", "export", "text-generation"), prompts
