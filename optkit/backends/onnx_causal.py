@@ -18,7 +18,7 @@ from optkit.types.lazy import require
 if TYPE_CHECKING:
     from optkit.types.artifact import Artifact
 
-from optkit.backends.onnxruntime import PAST_PREFIX, PRESENT_PREFIX
+from optkit.backends.onnx_io import KV_INPUT_PREFIX, KV_OUTPUT_PREFIX
 
 
 def _np_dtype(ort_type: str) -> type:
@@ -40,14 +40,14 @@ class OrtCausalLM(CausalLM):
             raise UsageError(f"ONNX Runtime cannot load {artifact.path}: {text}",
                              hint="Re-export the model with 'optkit export'") from exc
         inputs = {i.name: i for i in self.session.get_inputs()}
-        self.past_names = [n for n in inputs if n.startswith(PAST_PREFIX)]
+        self.past_names = [n for n in inputs if n.startswith(KV_INPUT_PREFIX)]
         if "input_ids" not in inputs or not self.past_names:
             raise UsageError(f"{artifact.path} is not a causal-LM export with a KV cache (inputs: "
                              f"{', '.join(list(inputs)[:6])})",
                              hint="Export a text-generation model with 'optkit export' (past_key_values inputs)")
         self.output_names = [o.name for o in self.session.get_outputs()]
         # present.{i}.key answers past_key_values.{i}.key of the next call
-        self.present_for = {n: PRESENT_PREFIX + n[len(PAST_PREFIX):] for n in self.past_names}
+        self.present_for = {n: KV_OUTPUT_PREFIX + n[len(KV_INPUT_PREFIX):] for n in self.past_names}
         missing = [p for p in self.present_for.values() if p not in self.output_names]
         if missing or "logits" not in self.output_names:
             raise UsageError(f"{artifact.path} lacks outputs {', '.join(missing or ['logits'])}",

@@ -93,9 +93,9 @@ class OrtRunner(Runner):
         self.output_names = [o.name for o in self.session.get_outputs()]
         # a causal LM exported with its KV cache: as a fixed-shape model it is its prefill (an empty past,
         # positions from the mask) and its logits, what the torch model it came from returns for the same tokens
-        self._empty_past = {i.name: i for i in self.session.get_inputs() if i.name.startswith(PAST_PREFIX)}
+        self._empty_past = {i.name: i for i in self.session.get_inputs() if i.name.startswith(KV_INPUT_PREFIX)}
         if self._empty_past:
-            self.output_names = [n for n in self.output_names if not n.startswith(PRESENT_PREFIX)]
+            self.output_names = [n for n in self.output_names if not n.startswith(KV_OUTPUT_PREFIX)]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._empty_past:
@@ -105,9 +105,6 @@ class OrtRunner(Runner):
 
     def close(self) -> None:
         self.session = None
-
-
-PAST_PREFIX, PRESENT_PREFIX = KV_INPUT_PREFIX, KV_OUTPUT_PREFIX
 
 
 def prefill_feed(feed: dict[str, np.ndarray], pasts: dict[str, Any], positions: bool) -> dict[str, np.ndarray]:
